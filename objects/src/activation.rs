@@ -1,0 +1,358 @@
+//! One live object: a task that owns the instance, takes events from its
+//! mailbox one at a time, commits their writes, and only then lets their
+//! output go (the output gate).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::namespace::NsInner;
+use crate::object::{Object, Request, Response};
+use crate::storage::Storage;
+
+/// The objects an event is (transitively) waiting in, outermost first. A
+/// call to an object already on the chain is a cycle and is refused.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct CallChain(Arc<Vec<[u8; 32]>>);
+
+impl CallChain {
+    pub(crate) fn contains(&self, id: &[u8; 32]) -> bool {
+        self.0.contains(id)
+    }
+
+    pub(crate) fn push(&self, id: [u8; 32]) -> CallChain {
+        let mut v = Vec::with_capacity(self.0.len() + 1);
+        v.extend_from_slice(&self.0);
+        v.push(id);
+        CallChain(Arc::new(v))
+    }
+}
+
+tokio::task_local! {
+    static CHAIN: CallChain;
+}
+
+/// The chain of the event running on this task, if any.
+pub(crate) fn current_chain() -> CallChain {
+    CHAIN.try_with(Clone::clone).unwrap_or_default()
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// What can happen to an object.
+pub(crate) enum Event<O: Object> {
+    Fetch(Request, Reply<Response>),
+    Call(O::Call, Reply<O::Reply>),
+}
+
+impl<O: Object> Event<O> {
+    /// The caller gave up (deadline passed, future dropped): skip the event.
+    fn abandoned(&self) -> bool {
+        match self {
+            Event::Fetch(_, r) => r.is_closed(),
+            Event::Call(_, r) => r.is_closed(),
+        }
+    }
+
+    fn refuse(self, e: Error) {
+        match self {
+            Event::Fetch(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            Event::Call(_, r) => {
+                let _ = r.send(Err(e));
+            }
+        }
+    }
+}
+
+/// An event with the call chain it arrived on.
+pub(crate) struct Envelope<O: Object> {
+    pub(crate) event: Event<O>,
+    pub(crate) chain: CallChain,
+}
+
+/// A finished event's output, held until its writes are durable.
+enum Held<O: Object> {
+    Fetch(Response, Reply<Response>),
+    Call(O::Reply, Reply<O::Reply>),
+}
+
+impl<O: Object> Held<O> {
+    fn release(self) {
+        match self {
+            Held::Fetch(v, r) => {
+                let _ = r.send(Ok(v));
+            }
+            Held::Call(v, r) => {
+                let _ = r.send(Ok(v));
+            }
+        }
+    }
+
+    fn fail(self, e: Error) {
+        match self {
+            Held::Fetch(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            Held::Call(_, r) => {
+                let _ = r.send(Err(e));
+            }
+        }
+    }
+}
+
+pub(crate) fn spawn<O: Object>(
+    ns: Arc<NsInner<O>>,
+    id: ObjectId,
+    generation: u64,
+    rx: mpsc::Receiver<Envelope<O>>,
+) {
+    let shared = ns.shared.clone();
+    let guard = shared.enter_task();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let activation = match Activation::new(ns, id, generation, rx) {
+            Ok(a) => a,
+            Err((mut rx, e)) => {
+                let msg = e.to_string();
+                rx.close();
+                while let Ok(env) = rx.try_recv() {
+                    env.event.refuse(Error::app(&msg));
+                }
+                return;
+            }
+        };
+        activation.run().await;
+    });
+}
+
+struct Activation<O: Object> {
+    ns: Arc<NsInner<O>>,
+    id: ObjectId,
+    generation: u64,
+    rx: mpsc::Receiver<Envelope<O>>,
+    instance: Option<O>,
+    ctx: Context,
+}
+
+type NewError<O> = (mpsc::Receiver<Envelope<O>>, Error);
+
+impl<O: Object> Activation<O> {
+    fn new(
+        ns: Arc<NsInner<O>>,
+        id: ObjectId,
+        generation: u64,
+        rx: mpsc::Receiver<Envelope<O>>,
+    ) -> std::result::Result<Self, NewError<O>> {
+        let store = ns.shared.store.clone();
+        let catalog = match store.catalog_entry(id.as_bytes()) {
+            Ok(c) => c,
+            Err(e) => return Err((rx, e.into())),
+        };
+        let id = id.with_name(catalog.as_ref().and_then(|(_, n)| n.as_deref()).map(Arc::from));
+        let storage = Storage::new(
+            store,
+            *id.as_bytes(),
+            ns.name.clone(),
+            id.name().map(Arc::from),
+            catalog.is_some(),
+        );
+        let ctx = Context::new(id.clone(), storage, ns.shared.clock.clone());
+        Ok(Activation {
+            ns,
+            id,
+            generation,
+            rx,
+            instance: None,
+            ctx,
+        })
+    }
+
+    async fn run(mut self) {
+        let mut shutdown = self.ns.shared.shutdown.subscribe();
+        let idle = self.ns.shared.options.idle_timeout;
+        loop {
+            if *shutdown.borrow_and_update() {
+                break;
+            }
+            let envelope = tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                m = self.rx.recv() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                () = tokio::time::sleep(idle) => {
+                    if self.try_evict() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            self.run_group(envelope).await;
+        }
+        // Shutting down: in-flight work is done; refuse what is queued.
+        self.rx.close();
+        while let Ok(env) = self.rx.try_recv() {
+            env.event.refuse(Error::ShuttingDown);
+        }
+        let generation = self.generation;
+        self.ns
+            .live
+            .remove_if(self.id.as_bytes(), |_, s| s.generation == generation);
+    }
+
+    /// Leaves the live map if nothing is queued. The check runs under the
+    /// map's write lock, which senders hold (shared) while they enqueue.
+    fn try_evict(&mut self) -> bool {
+        let generation = self.generation;
+        let rx = &self.rx;
+        self.ns
+            .live
+            .remove_if(self.id.as_bytes(), |_, s| {
+                s.generation == generation && rx.is_empty()
+            })
+            .is_some()
+    }
+
+    /// Runs the queued events back to back (up to the configured bound),
+    /// then commits their writes at once and releases their output.
+    async fn run_group(&mut self, first: Envelope<O>) {
+        let max = self.ns.shared.options.max_events_per_commit.max(1);
+        let mut held: Vec<Held<O>> = Vec::new();
+        let mut next = Some(first);
+        while let Some(envelope) = next.take() {
+            if !envelope.event.abandoned() {
+                let sp = self.ctx.storage().overlay_mut().savepoint();
+                match self.run_event(envelope).await {
+                    Ok(h) => {
+                        self.ctx.storage().overlay_mut().release(sp);
+                        held.push(h);
+                    }
+                    Err((event_reply, e)) => {
+                        // This event's writes go; earlier ones in the group
+                        // stay and commit below.
+                        self.ctx.storage().overlay_mut().rollback(sp);
+                        self.reset();
+                        event_reply(self.reset_error(&e));
+                        break;
+                    }
+                }
+                if let Some(cause) = self.ctx.storage().broken.clone() {
+                    // A sync inside the event failed: everything in the
+                    // group was part of that commit.
+                    self.fail_group(held, &cause);
+                    return;
+                }
+            }
+            if held.len() >= max || self.ns.shared.is_shutting_down() {
+                break;
+            }
+            next = self.rx.try_recv().ok();
+        }
+        match self.ctx.storage().commit().await {
+            Ok(_alarm) => {
+                for h in held {
+                    h.release();
+                }
+            }
+            Err(e) => self.fail_group(held, &e.to_string()),
+        }
+    }
+
+    fn fail_group(&mut self, held: Vec<Held<O>>, cause: &str) {
+        self.reset();
+        let cause = format!("commit failed: {cause}");
+        for h in held {
+            h.fail(Error::Reset {
+                id: self.id.to_hex(),
+                cause: cause.clone(),
+            });
+        }
+    }
+
+    fn reset(&mut self) {
+        if self.instance.take().is_some() {
+            tracing::warn!(object = %self.id, namespace = %self.ns.name, "object reset");
+        }
+        self.ctx.storage().discard();
+    }
+
+    fn reset_error(&self, e: &Error) -> Error {
+        match e {
+            Error::NotImplemented(_) | Error::CallCycle { .. } => {
+                Error::app(e.to_string())
+            }
+            e => Error::Reset {
+                id: self.id.to_hex(),
+                cause: e.to_string(),
+            },
+        }
+    }
+
+    /// Runs one event. On failure returns how to answer its caller.
+    #[allow(clippy::type_complexity)]
+    async fn run_event(
+        &mut self,
+        envelope: Envelope<O>,
+    ) -> std::result::Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, Error)> {
+        let Envelope { event, chain } = envelope;
+        if let Err(e) = self.ensure_instance(&chain).await {
+            let msg = e;
+            return Err((Box::new(move |err| event.refuse(err)), msg));
+        }
+        let Some(instance) = self.instance.as_mut() else {
+            return Err((
+                Box::new(move |err| event.refuse(err)),
+                Error::app("instance missing"),
+            ));
+        };
+        let ctx = &mut self.ctx;
+        match event {
+            Event::Fetch(req, reply) => {
+                match guarded(&chain, instance.fetch(ctx, req)).await {
+                    Ok(resp) => Ok(Held::Fetch(resp, reply)),
+                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+                }
+            }
+            Event::Call(call, reply) => match guarded(&chain, instance.call(ctx, call)).await {
+                Ok(v) => Ok(Held::Call(v, reply)),
+                Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+            },
+        }
+    }
+
+    async fn ensure_instance(&mut self, chain: &CallChain) -> Result<()> {
+        if self.instance.is_none() {
+            let env = self.ns.env.clone();
+            let instance = guarded(chain, O::new(&mut self.ctx, env)).await?;
+            self.instance = Some(instance);
+        }
+        Ok(())
+    }
+}
+
+/// Runs a handler future with the call chain set, turning a panic into an
+/// error.
+async fn guarded<T>(chain: &CallChain, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    match CHAIN
+        .scope(chain.clone(), AssertUnwindSafe(fut).catch_unwind())
+        .await
+    {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Err(Error::app(format!("handler panicked: {msg}")))
+        }
+    }
+}

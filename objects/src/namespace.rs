@@ -1,0 +1,341 @@
+//! Namespaces (one object type each) and stubs (handles to one object).
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::activation::{self, Envelope, Event};
+use crate::error::{Error, Result};
+use crate::id::{IdMinter, ObjectId};
+use crate::object::{Object, Request, Response};
+use crate::runtime::Shared;
+
+/// Ids are keyed hashes or random, so their first 8 bytes hash them well.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]::hash` writes the bytes once; fold in whatever comes.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+pub(crate) type IdMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<IdHasher>>;
+
+/// A live object's mailbox, as the namespace sees it.
+pub(crate) struct Slot<O: Object> {
+    pub(crate) tx: mpsc::Sender<Envelope<O>>,
+    /// Which activation this is, so a task only ever removes its own slot.
+    pub(crate) generation: u64,
+    pub(crate) id: ObjectId,
+}
+
+pub(crate) struct NsInner<O: Object> {
+    pub(crate) name: Arc<str>,
+    pub(crate) minter: IdMinter,
+    pub(crate) env: Arc<O::Env>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) live: IdMap<Slot<O>>,
+    generations: AtomicU64,
+}
+
+/// The untyped face of a namespace, for the runtime's alarm driver and
+/// listings.
+pub(crate) trait NamespaceDyn: Send + Sync {
+    #[allow(dead_code)]
+    fn name(&self) -> &str;
+}
+
+impl<O: Object> NamespaceDyn for NsInner<O> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// All objects of one type. Cheap to clone.
+pub struct Namespace<O: Object> {
+    inner: Arc<NsInner<O>>,
+}
+
+impl<O: Object> Clone for Namespace<O> {
+    fn clone(&self) -> Self {
+        Namespace {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<O: Object> std::fmt::Debug for Namespace<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<O: Object> Namespace<O> {
+    pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>) -> Self {
+        let minter = IdMinter::new(&shared.store.secret, name);
+        Namespace {
+            inner: Arc::new(NsInner {
+                name: Arc::from(name),
+                minter,
+                env,
+                shared,
+                live: IdMap::default(),
+                generations: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub(crate) fn as_dyn(&self) -> Arc<dyn NamespaceDyn> {
+        self.inner.clone()
+    }
+
+    /// The env every instance of this namespace gets.
+    pub fn env(&self) -> &Arc<O::Env> {
+        &self.inner.env
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The id for `name`: the same name always gives the same id in this
+    /// namespace (and a different one in any other).
+    pub fn id_from_name(&self, name: &str) -> ObjectId {
+        self.inner.minter.from_name(name)
+    }
+
+    /// A new random, unguessable id.
+    ///
+    /// # Errors
+    ///
+    /// The OS random source failed.
+    pub fn new_unique_id(&self) -> Result<ObjectId> {
+        Ok(self.inner.minter.unique()?)
+    }
+
+    /// Parses an id's hex form, refusing ids this namespace did not mint.
+    ///
+    /// # Errors
+    ///
+    /// [`IdError::Malformed`](crate::IdError::Malformed) unless 64 hex
+    /// digits; [`IdError::ForeignNamespace`](crate::IdError::ForeignNamespace)
+    /// for an id of another namespace or a forged one.
+    pub fn id_from_string(&self, hex: &str) -> Result<ObjectId> {
+        let id = self.inner.minter.parse(hex)?;
+        // Recover the name if the object recorded one.
+        let name = self
+            .inner
+            .shared
+            .store
+            .catalog_entry(id.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|(_, n)| n)
+            .map(Arc::from);
+        Ok(id.with_name(name))
+    }
+
+    /// A stub for `id`. Cheap; the object is activated by the first call.
+    pub fn get(&self, id: &ObjectId) -> Stub<O> {
+        Stub {
+            ns: self.inner.clone(),
+            id: id.clone(),
+        }
+    }
+
+    /// Shorthand for `get(&id_from_name(name))`.
+    pub fn get_by_name(&self, name: &str) -> Stub<O> {
+        self.get(&self.id_from_name(name))
+    }
+
+    /// Ids of the objects live in memory now (names included where known).
+    pub fn live_ids(&self) -> Vec<ObjectId> {
+        self.inner.live.iter().map(|s| s.id.clone()).collect()
+    }
+
+    /// Number of objects live in memory now.
+    pub fn live_count(&self) -> usize {
+        self.inner.live.len()
+    }
+
+    /// Ids of the objects that have stored data (names included where
+    /// known), live or not.
+    ///
+    /// # Errors
+    ///
+    /// An LMDB read error.
+    pub fn stored_ids(&self) -> Result<Vec<ObjectId>> {
+        Ok(self
+            .inner
+            .shared
+            .store
+            .catalog(&self.inner.name)?
+            .into_iter()
+            .map(|(bytes, name)| ObjectId::from_parts(bytes, name.map(Arc::from)))
+            .collect())
+    }
+}
+
+/// A handle to one object. Cheap, `Clone`, usable before the object exists.
+/// Calls made through one stub are delivered in the order they were made
+/// (each call enqueues before it returns its future).
+pub struct Stub<O: Object> {
+    ns: Arc<NsInner<O>>,
+    id: ObjectId,
+}
+
+impl<O: Object> Clone for Stub<O> {
+    fn clone(&self) -> Self {
+        Stub {
+            ns: self.ns.clone(),
+            id: self.id.clone(),
+        }
+    }
+}
+
+impl<O: Object> std::fmt::Debug for Stub<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stub")
+            .field("namespace", &self.ns.name)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl<O: Object> Stub<O> {
+    /// The object's id.
+    pub fn id(&self) -> &ObjectId {
+        &self.id
+    }
+
+    /// Sends an HTTP request to the object's `fetch` handler.
+    ///
+    /// The request is queued before this returns; the future waits for the
+    /// response (which leaves the object only once the event's writes are
+    /// durable).
+    pub fn fetch(&self, req: Request) -> impl Future<Output = Result<Response>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(|_| Event::Fetch(req, tx));
+        self.wait(sent, rx)
+    }
+
+    /// Makes a typed RPC call to the object's `call` handler.
+    ///
+    /// Queued before this returns, so calls through one stub keep their
+    /// order even when their futures are polled out of order.
+    pub fn call(&self, call: O::Call) -> impl Future<Output = Result<O::Reply>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(|_| Event::Call(call, tx));
+        self.wait(sent, rx)
+    }
+
+    fn wait<T: Send + 'static>(
+        &self,
+        sent: Result<()>,
+        rx: oneshot::Receiver<Result<T>>,
+    ) -> impl Future<Output = Result<T>> + Send + 'static {
+        let deadline = self.ns.shared.options.call_timeout;
+        let id = self.id.clone();
+        async move {
+            sent?;
+            match tokio::time::timeout(deadline, rx).await {
+                Ok(Ok(r)) => r,
+                // The task dropped the reply: it is gone (shutdown).
+                Ok(Err(_)) => Err(Error::ShuttingDown),
+                Err(_) => Err(Error::DeadlineExceeded {
+                    id: id.to_hex(),
+                    deadline,
+                }),
+            }
+        }
+    }
+
+    /// Queues an event, activating the object if it is not live.
+    pub(crate) fn send(&self, make: impl FnOnce(&ObjectId) -> Event<O>) -> Result<()> {
+        let chain = activation::current_chain();
+        if chain.contains(self.id.as_bytes()) {
+            return Err(Error::CallCycle {
+                id: self.id.to_hex(),
+            });
+        }
+        let envelope = Envelope {
+            event: make(&self.id),
+            chain: chain.push(*self.id.as_bytes()),
+        };
+        enqueue(&self.ns, &self.id, envelope)
+    }
+}
+
+/// Puts an envelope in the object's mailbox, starting its task if needed.
+pub(crate) fn enqueue<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    mut envelope: Envelope<O>,
+) -> Result<()> {
+    let shared = &ns.shared;
+    if shared.is_shutting_down() {
+        return Err(Error::ShuttingDown);
+    }
+    let key = *id.as_bytes();
+    loop {
+        if let Some(slot) = ns.live.get(&key) {
+            // Sending under the map's read lock: eviction takes the write
+            // lock and checks the mailbox is empty, so a message is never
+            // left in the mailbox of a task that has decided to go.
+            match slot.tx.try_send(envelope) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    return Err(Error::Overloaded {
+                        id: id.to_hex(),
+                        capacity: shared.options.mailbox_capacity,
+                    });
+                }
+                Err(mpsc::error::TrySendError::Closed(e)) => {
+                    // The task ended without removing its slot (shutdown).
+                    envelope = e;
+                    let generation = slot.generation;
+                    drop(slot);
+                    ns.live.remove_if(&key, |_, s| s.generation == generation);
+                    if shared.is_shutting_down() {
+                        return Err(Error::ShuttingDown);
+                    }
+                    continue;
+                }
+            }
+        }
+        match ns.live.entry(key) {
+            dashmap::Entry::Occupied(_) => continue,
+            dashmap::Entry::Vacant(v) => {
+                let (tx, rx) = mpsc::channel(shared.options.mailbox_capacity.max(1));
+                // A fresh channel with capacity >= 1 always has room.
+                if tx.try_send(envelope).is_err() {
+                    return Err(Error::ShuttingDown);
+                }
+                let generation = ns.generations.fetch_add(1, Ordering::Relaxed);
+                v.insert(Slot {
+                    tx,
+                    generation,
+                    id: id.clone(),
+                });
+                activation::spawn(ns.clone(), id.clone(), generation, rx);
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The runtime: options, the builder, the shared state every namespace and
+//! object task refers to, and graceful shutdown.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use crate::clock::{Clock, TokioClock};
+use crate::error::{Error, Result};
+use crate::namespace::{Namespace, NamespaceDyn};
+use crate::object::Object;
+use crate::storage::{Store, StoreOptions};
+
+/// Tunables of a runtime. Every bound the runtime keeps is here.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Events queued per object before callers get [`Error::Overloaded`].
+    /// Default 1024.
+    pub mailbox_capacity: usize,
+    /// Time without events after which an object is evicted from memory.
+    /// Cloudflare evicts after 70 to 140 s; default 70 s.
+    pub idle_timeout: Duration,
+    /// How long a caller waits for an event to be handled (queueing, running
+    /// and committing) before it gets [`Error::DeadlineExceeded`]. Default 30 s.
+    pub call_timeout: Duration,
+    /// Most events of one object run back to back before their writes
+    /// commit together (their output is held until then). Default 64.
+    pub max_events_per_commit: usize,
+    /// Storage options.
+    pub store: StoreOptions,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            mailbox_capacity: 1024,
+            idle_timeout: Duration::from_secs(70),
+            call_timeout: Duration::from_secs(30),
+            max_events_per_commit: 64,
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+/// Builds a [`Runtime`].
+#[derive(Default)]
+pub struct RuntimeBuilder {
+    data_dir: Option<PathBuf>,
+    options: RuntimeOptions,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl RuntimeBuilder {
+    /// The data directory (one LMDB environment). Required.
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.data_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// Replaces all options.
+    pub fn options(mut self, options: RuntimeOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Idle eviction time (see [`RuntimeOptions::idle_timeout`]).
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.options.idle_timeout = d;
+        self
+    }
+
+    /// Mailbox bound (see [`RuntimeOptions::mailbox_capacity`]).
+    pub fn mailbox_capacity(mut self, n: usize) -> Self {
+        self.options.mailbox_capacity = n.max(1);
+        self
+    }
+
+    /// Call deadline (see [`RuntimeOptions::call_timeout`]).
+    pub fn call_timeout(mut self, d: Duration) -> Self {
+        self.options.call_timeout = d;
+        self
+    }
+
+    /// The wall clock (default: [`TokioClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Opens the data dir and starts the runtime. Must be called inside a
+    /// tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// No data dir given, the data dir in use, or a storage error.
+    pub fn open(self) -> Result<Runtime> {
+        let dir = self
+            .data_dir
+            .ok_or(Error::Namespace(String::new(), "a data dir is required"))?;
+        let store = Store::open(&dir, &self.options.store)?;
+        let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            store,
+            clock,
+            options: self.options,
+            shutdown,
+            tasks: TaskTracker::default(),
+            namespaces: Mutex::new(HashMap::new()),
+        });
+        Ok(Runtime { shared })
+    }
+}
+
+/// Counts live object tasks so shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct TaskTracker {
+    live: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held by each object task; dropping it marks the task gone.
+pub(crate) struct TaskGuard(Arc<Shared>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        if self.0.tasks.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.tasks.idle.notify_waiters();
+        }
+    }
+}
+
+/// State shared by the runtime, its namespaces and object tasks.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: RuntimeOptions,
+    pub(crate) shutdown: watch::Sender<bool>,
+    tasks: TaskTracker,
+    namespaces: Mutex<HashMap<String, Arc<dyn NamespaceDyn>>>,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    pub(crate) fn enter_task(self: &Arc<Self>) -> TaskGuard {
+        self.tasks.live.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
+    }
+
+    pub(crate) fn namespace_dyn(&self, name: &str) -> Option<Arc<dyn NamespaceDyn>> {
+        self.namespaces.lock().ok()?.get(name).cloned()
+    }
+}
+
+/// A running set of namespaces over one data dir.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> objects::Result<()> {
+/// use objects::{Context, Object, Result, Runtime};
+/// use std::sync::Arc;
+///
+/// struct Hello;
+/// impl Object for Hello {
+///     type Env = ();
+///     type Call = String;
+///     type Reply = String;
+///     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> { Ok(Hello) }
+///     async fn call(&mut self, ctx: &mut Context, who: String) -> Result<String> {
+///         Ok(format!("hello {who}, from {}", ctx.name().unwrap_or("?")))
+///     }
+/// }
+///
+/// let dir = tempfile::tempdir().unwrap();
+/// let rt = Runtime::builder().data_dir(dir.path()).open()?;
+/// let hellos = rt.namespace::<Hello>("hellos", ())?;
+/// let stub = hellos.get(&hellos.id_from_name("world"));
+/// assert_eq!(stub.call("you".into()).await?, "hello you, from world");
+/// rt.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Runtime {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("data_dir", &self.shared.store.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts building a runtime.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// Registers a namespace of objects of type `O`, with the env every
+    /// instance gets.
+    ///
+    /// # Errors
+    ///
+    /// The name is already registered.
+    pub fn namespace<O: Object>(&self, name: &str, env: O::Env) -> Result<Namespace<O>> {
+        let mut map = self
+            .shared
+            .namespaces
+            .lock()
+            .map_err(|_| Error::Namespace(name.into(), "registry poisoned"))?;
+        if map.contains_key(name) {
+            return Err(Error::Namespace(name.into(), "already registered"));
+        }
+        let ns = Namespace::<O>::new(self.shared.clone(), name, Arc::new(env));
+        map.insert(name.to_string(), ns.as_dyn());
+        Ok(ns)
+    }
+
+    /// The runtime's options.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.shared.options
+    }
+
+    /// Number of live object tasks across all namespaces.
+    pub fn live_objects(&self) -> usize {
+        self.shared.tasks.live.load(Ordering::Acquire)
+    }
+
+    /// Writes a consistent copy of the store into `dest` while running.
+    ///
+    /// # Errors
+    ///
+    /// The target holds a store already, or an I/O error.
+    pub fn backup(&self, dest: &Path) -> Result<()> {
+        Ok(self.shared.store.backup(dest)?)
+    }
+
+    /// Test seam: makes the next `n` commits fail as a broken disk would.
+    #[doc(hidden)]
+    pub fn inject_commit_failures(&self, n: u32) {
+        self.shared
+            .store
+            .fail_commits
+            .store(n, Ordering::SeqCst);
+    }
+
+    /// Stops taking events, lets in-flight events finish (queued ones get
+    /// [`Error::ShuttingDown`]), then stops the storage writer.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+        loop {
+            let idle = self.shared.tasks.idle.notified();
+            if self.shared.tasks.live.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+        if let Ok(mut map) = self.shared.namespaces.lock() {
+            map.clear();
+        }
+        self.shared.store.writer.close().await;
+    }
+}

@@ -1,0 +1,591 @@
+//! Per-object transactional storage on LMDB.
+//!
+//! Reads are synchronous and see the event's own writes (the overlay).
+//! Writes collect in the overlay and commit atomically when the event ends,
+//! or at [`Storage::sync`] / the end of a [`Storage::transaction`]. The
+//! output gate (in the runtime) holds everything the event sends until that
+//! commit is durable.
+
+mod layout;
+mod list;
+mod overlay;
+mod store;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use list::ListOptions;
+pub use store::StoreOptions;
+
+pub(crate) use overlay::Overlay;
+pub(crate) use store::Store;
+pub(crate) use writer::Batch;
+
+use overlay::Lookup;
+
+/// Longest value accepted, in bytes (encoded). Cloudflare's KV backend
+/// allows 128 KiB; so do we.
+pub const MAX_VALUE_BYTES: usize = 128 * 1024;
+/// Most keys in one `get_many`/`put_many`/`delete_many`.
+pub const MAX_KEYS_PER_CALL: usize = 128;
+/// Most bytes one event may buffer before it must call [`Storage::sync`].
+pub const MAX_EVENT_BYTES: usize = 32 << 20;
+
+/// Errors from storage operations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The key is longer than the limit (see `docs/storage.md`).
+    #[error("key of {len} bytes is over the limit of {max} bytes")]
+    KeyTooLarge {
+        /// The key's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The value is longer than [`MAX_VALUE_BYTES`].
+    #[error("value of {len} bytes is over the limit of {max} bytes")]
+    ValueTooLarge {
+        /// The encoded value's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More than [`MAX_KEYS_PER_CALL`] keys in one call.
+    #[error("{len} keys in one call, over the limit of {max}")]
+    TooManyKeys {
+        /// Keys given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The event buffered more than [`MAX_EVENT_BYTES`] of writes.
+    #[error("this event buffered over {0} bytes of writes; call sync() to commit part of them")]
+    EventTooLarge(usize),
+    /// Invalid list options.
+    #[error("invalid list options: {0}")]
+    InvalidList(&'static str),
+    /// An operation that is not allowed inside a transaction.
+    #[error("{0} is not allowed inside a transaction")]
+    InTransaction(&'static str),
+    /// An alarm time of 0 (Cloudflare refuses it too).
+    #[error("alarm time must be a positive number of milliseconds since the epoch")]
+    InvalidAlarm,
+    /// Encoding or decoding a typed value failed.
+    #[error("value codec: {0}")]
+    Codec(String),
+    /// The data dir reached its size limit; nothing was written. Reads keep
+    /// working; free space with deletes or raise `StoreOptions::max_size`.
+    #[error("storage full: the data dir reached its size limit")]
+    Full,
+    /// A commit failed; the object was reset and its writes discarded.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The data dir is already open, by another process or in this one.
+    #[error("data dir {0} is in use by another process (or already open in this one)")]
+    DataDirInUse(PathBuf),
+    /// The store was written by an unknown format version.
+    #[error("unknown store format {0}")]
+    UnknownFormat(String),
+    /// Stored bytes do not decode.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// A backup target already holds a store.
+    #[error("backup target {0} already exists")]
+    BackupTargetExists(PathBuf),
+    /// The writer has stopped (the runtime shut down).
+    #[error("storage is closed")]
+    Closed,
+    /// An I/O error outside LMDB.
+    #[error("I/O: {0}")]
+    Io(String),
+    /// Any other LMDB error.
+    #[error("LMDB error during {op}: {message}")]
+    Lmdb {
+        /// What was being done.
+        op: &'static str,
+        /// LMDB's message.
+        message: String,
+    },
+}
+
+impl StorageError {
+    fn io(path: &Path, e: std::io::Error) -> Self {
+        StorageError::Io(format!("{}: {e}", path.display()))
+    }
+
+    fn lmdb(op: &'static str, e: heed::Error) -> Self {
+        match e {
+            heed::Error::Mdb(heed::MdbError::MapFull) => StorageError::Full,
+            e => StorageError::Lmdb {
+                op,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// How a stored value is encoded (the first byte of every value).
+pub(crate) fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, StorageError> {
+    let mut v = vec![layout::TAG_JSON];
+    serde_json::to_writer(&mut v, value).map_err(|e| StorageError::Codec(e.to_string()))?;
+    Ok(Bytes::from(v))
+}
+
+fn encode_raw(value: &[u8]) -> Bytes {
+    let mut v = Vec::with_capacity(1 + value.len());
+    v.push(layout::TAG_BYTES);
+    v.extend_from_slice(value);
+    Bytes::from(v)
+}
+
+fn decode<T: DeserializeOwned>(stored: &Bytes) -> Result<T, StorageError> {
+    match stored.first() {
+        Some(&layout::TAG_JSON) => {
+            serde_json::from_slice(&stored[1..]).map_err(|e| StorageError::Codec(e.to_string()))
+        }
+        Some(&layout::TAG_BYTES) => Err(StorageError::Codec(
+            "value was stored as raw bytes; read it with get_bytes".into(),
+        )),
+        _ => Err(StorageError::Corrupt("value has an unknown tag".into())),
+    }
+}
+
+fn payload(stored: Bytes) -> Bytes {
+    stored.slice(1.min(stored.len())..)
+}
+
+/// A decoded stored value, for export and inspection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredValue {
+    /// Stored with `put` (typed, JSON).
+    Json(serde_json::Value),
+    /// Stored with `put_bytes`.
+    Bytes(Bytes),
+}
+
+/// One object's storage, handed to its handlers through the
+/// [`Context`](crate::Context).
+pub struct Storage {
+    store: Arc<Store>,
+    id: [u8; 32],
+    namespace: Arc<str>,
+    name: Option<Arc<str>>,
+    overlay: Overlay,
+    /// The catalog already records this object.
+    catalogued: bool,
+    in_transaction: bool,
+    /// A commit failed during this event: the runtime resets the object
+    /// whatever the handler does with the error.
+    pub(crate) broken: Option<String>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("namespace", &self.namespace)
+            .field("pending_bytes", &self.overlay.bytes())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        id: [u8; 32],
+        namespace: Arc<str>,
+        name: Option<Arc<str>>,
+        catalogued: bool,
+    ) -> Self {
+        Storage {
+            store,
+            id,
+            namespace,
+            name,
+            overlay: Overlay::default(),
+            catalogued,
+            in_transaction: false,
+            broken: None,
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), StorageError> {
+        if key.len() > self.store.max_key {
+            return Err(StorageError::KeyTooLarge {
+                len: key.len(),
+                max: self.store.max_key,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_count(n: usize) -> Result<(), StorageError> {
+        if n > MAX_KEYS_PER_CALL {
+            return Err(StorageError::TooManyKeys {
+                len: n,
+                max: MAX_KEYS_PER_CALL,
+            });
+        }
+        Ok(())
+    }
+
+    fn raw(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        self.check_key(key)?;
+        match self.overlay.lookup(key.as_bytes()) {
+            Lookup::Value(v) => Ok(Some(v.clone())),
+            Lookup::Deleted => Ok(None),
+            Lookup::Miss => self.store.get(&self.id, key.as_bytes()),
+        }
+    }
+
+    /// Reads a typed value.
+    ///
+    /// # Errors
+    ///
+    /// Key over the limit, a value that does not decode as `T`, or an LMDB
+    /// read error.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        self.raw(key)?.as_ref().map(decode).transpose()
+    }
+
+    /// Reads a value's bytes (for JSON values, the JSON text).
+    ///
+    /// # Errors
+    ///
+    /// Key over the limit, or an LMDB read error.
+    pub fn get_bytes(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        Ok(self.raw(key)?.map(payload))
+    }
+
+    /// Reads up to 128 keys; missing keys are left out of the map.
+    ///
+    /// # Errors
+    ///
+    /// More than 128 keys, or as [`Storage::get`].
+    pub fn get_many<T: DeserializeOwned>(
+        &self,
+        keys: &[&str],
+    ) -> Result<BTreeMap<String, T>, StorageError> {
+        Self::check_count(keys.len())?;
+        let mut out = BTreeMap::new();
+        for k in keys {
+            if let Some(v) = self.get(k)? {
+                out.insert((*k).to_string(), v);
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_encoded(&mut self, key: &str, value: Bytes) -> Result<(), StorageError> {
+        self.check_key(key)?;
+        if value.len() - 1 > MAX_VALUE_BYTES {
+            return Err(StorageError::ValueTooLarge {
+                len: value.len() - 1,
+                max: MAX_VALUE_BYTES,
+            });
+        }
+        if self.overlay.bytes() > MAX_EVENT_BYTES {
+            return Err(StorageError::EventTooLarge(MAX_EVENT_BYTES));
+        }
+        self.overlay.put(key.as_bytes().to_vec(), value);
+        Ok(())
+    }
+
+    /// Writes a typed value (encoded as JSON).
+    ///
+    /// # Errors
+    ///
+    /// Key or value over the limit, or a value that does not serialise.
+    pub fn put<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<(), StorageError> {
+        self.put_encoded(key, encode_json(value)?)
+    }
+
+    /// Writes raw bytes.
+    ///
+    /// # Errors
+    ///
+    /// Key or value over the limit.
+    pub fn put_bytes(&mut self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        self.put_encoded(key, encode_raw(value))
+    }
+
+    /// Writes up to 128 typed values; all or none are written.
+    ///
+    /// # Errors
+    ///
+    /// As [`Storage::put`]; on error nothing was written.
+    pub fn put_many<T: Serialize>(&mut self, entries: &[(&str, T)]) -> Result<(), StorageError> {
+        Self::check_count(entries.len())?;
+        let mut encoded = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            self.check_key(k)?;
+            let e = encode_json(v)?;
+            if e.len() - 1 > MAX_VALUE_BYTES {
+                return Err(StorageError::ValueTooLarge {
+                    len: e.len() - 1,
+                    max: MAX_VALUE_BYTES,
+                });
+            }
+            encoded.push((*k, e));
+        }
+        for (k, e) in encoded {
+            self.put_encoded(k, e)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a key; says whether it existed.
+    ///
+    /// # Errors
+    ///
+    /// Key over the limit, or an LMDB read error.
+    pub fn delete(&mut self, key: &str) -> Result<bool, StorageError> {
+        let existed = self.raw(key)?.is_some();
+        self.overlay.delete(key.as_bytes().to_vec());
+        Ok(existed)
+    }
+
+    /// Deletes up to 128 keys; returns how many existed.
+    ///
+    /// # Errors
+    ///
+    /// More than 128 keys, or as [`Storage::delete`].
+    pub fn delete_many(&mut self, keys: &[&str]) -> Result<usize, StorageError> {
+        Self::check_count(keys.len())?;
+        for k in keys {
+            self.check_key(k)?;
+        }
+        let mut n = 0;
+        for k in keys {
+            n += usize::from(self.delete(k)?);
+        }
+        Ok(n)
+    }
+
+    /// Lists typed entries in key order (see [`ListOptions`]).
+    ///
+    /// # Errors
+    ///
+    /// Invalid options, a value that does not decode as `T`, or an LMDB
+    /// read error.
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        opts: &ListOptions,
+    ) -> Result<Vec<(String, T)>, StorageError> {
+        self.list_raw(opts)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, decode(&v)?)))
+            .collect()
+    }
+
+    /// Lists entries as bytes (see [`ListOptions`]).
+    ///
+    /// # Errors
+    ///
+    /// Invalid options or an LMDB read error.
+    pub fn list_bytes(&self, opts: &ListOptions) -> Result<Vec<(String, Bytes)>, StorageError> {
+        Ok(self
+            .list_raw(opts)?
+            .into_iter()
+            .map(|(k, v)| (k, payload(v)))
+            .collect())
+    }
+
+    /// Every entry of this object, decoded, for export.
+    ///
+    /// # Errors
+    ///
+    /// An LMDB read error or a corrupt value.
+    pub fn export(&self) -> Result<Vec<(String, StoredValue)>, StorageError> {
+        self.list_raw(&ListOptions::new())?
+            .into_iter()
+            .map(|(k, v)| {
+                let value = match v.first() {
+                    Some(&layout::TAG_JSON) => StoredValue::Json(
+                        serde_json::from_slice(&v[1..])
+                            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
+                    ),
+                    _ => StoredValue::Bytes(payload(v)),
+                };
+                Ok((k, value))
+            })
+            .collect()
+    }
+
+    fn list_raw(&self, opts: &ListOptions) -> Result<Vec<(String, Bytes)>, StorageError> {
+        let Some(range) = opts.compile()? else {
+            return Ok(Vec::new());
+        };
+        // Committed entries, read eagerly but bounded: the overlay can hide
+        // at most as many entries as it holds, so limit + that suffices.
+        let mut base = Vec::new();
+        if !self.overlay.cleared() {
+            let want = range
+                .limit
+                .map(|l| l.saturating_add(self.overlay.range(&range).count()));
+            self.store.scan(&self.id, &range, &mut |k, v| {
+                base.push(Ok((k, v)));
+                want.is_none_or(|w| base.len() < w)
+            })?;
+        }
+        let merged = list::merge(
+            base.into_iter(),
+            self.overlay.range(&range),
+            range.reverse,
+            range.limit,
+        )?;
+        merged
+            .into_iter()
+            .map(|(k, v)| {
+                String::from_utf8(k)
+                    .map(|k| (k, v))
+                    .map_err(|_| StorageError::Corrupt("stored key is not UTF-8".into()))
+            })
+            .collect()
+    }
+
+    /// Deletes every key of this object, and its alarm.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::InTransaction`] inside [`Storage::transaction`].
+    pub fn delete_all(&mut self) -> Result<(), StorageError> {
+        if self.in_transaction {
+            return Err(StorageError::InTransaction("delete_all"));
+        }
+        self.overlay.clear();
+        Ok(())
+    }
+
+    /// The alarm's time in ms since the epoch, if one is set.
+    ///
+    /// # Errors
+    ///
+    /// An LMDB read error.
+    pub fn alarm(&self) -> Result<Option<u64>, StorageError> {
+        match self.overlay.alarm() {
+            Some(a) => Ok(a),
+            None => self.store.alarm(&self.id),
+        }
+    }
+
+    /// Sets the alarm (replacing any other). A time in the past fires at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::InvalidAlarm`] for time 0.
+    pub fn set_alarm(&mut self, at_ms: u64) -> Result<(), StorageError> {
+        if at_ms == 0 {
+            return Err(StorageError::InvalidAlarm);
+        }
+        self.overlay.set_alarm(Some(at_ms));
+        Ok(())
+    }
+
+    /// Deletes the alarm, if any.
+    pub fn delete_alarm(&mut self) {
+        self.overlay.set_alarm(None);
+    }
+
+    /// Runs `f` as a transaction: if it returns an error, none of its writes
+    /// are applied (and the object is not reset); if it succeeds, its writes
+    /// (and all earlier writes of this event) are committed before this
+    /// returns.
+    ///
+    /// # Errors
+    ///
+    /// The closure's error, or a commit failure.
+    pub async fn transaction<R, E>(
+        &mut self,
+        f: impl FnOnce(&mut Storage) -> Result<R, E>,
+    ) -> Result<R, E>
+    where
+        E: From<StorageError>,
+    {
+        let sp = self.overlay.savepoint();
+        self.in_transaction = true;
+        let result = f(self);
+        self.in_transaction = false;
+        match result {
+            Ok(r) => {
+                self.overlay.release(sp);
+                self.sync().await?;
+                Ok(r)
+            }
+            Err(e) => {
+                self.overlay.rollback(sp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits everything written so far; returns once it is durable.
+    ///
+    /// # Errors
+    ///
+    /// A commit failure. The object will be reset when the event ends.
+    pub async fn sync(&mut self) -> Result<(), StorageError> {
+        if let Some(cause) = &self.broken {
+            return Err(StorageError::CommitFailed(cause.clone()));
+        }
+        match self.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits the overlay. Returns the alarm change that became durable.
+    pub(crate) async fn commit(&mut self) -> Result<Option<Option<u64>>, StorageError> {
+        if self.overlay.is_empty() {
+            return Ok(None);
+        }
+        let changes = self.overlay.take();
+        let alarm = changes.alarm;
+        let puts = changes.writes.iter().any(|(_, v)| v.is_some());
+        let cleared = changes.cleared;
+        let record_catalog = puts && (!self.catalogued || cleared);
+        let batch = Batch {
+            id: self.id,
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            record_catalog,
+            changes,
+        };
+        self.store.writer.commit(batch).await?;
+        if record_catalog {
+            self.catalogued = true;
+        } else if cleared {
+            self.catalogued = false;
+        }
+        Ok(alarm)
+    }
+
+    /// Drops uncommitted writes (the object is being reset).
+    pub(crate) fn discard(&mut self) {
+        self.overlay = Overlay::default();
+        self.in_transaction = false;
+        self.broken = None;
+    }
+
+    pub(crate) fn overlay_mut(&mut self) -> &mut Overlay {
+        &mut self.overlay
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.overlay.is_empty()
+    }
+}
+
+/// Opens a store for offline tools (export, list, backup) without a runtime.
+pub(crate) fn open_store(dir: &Path, opts: &StoreOptions) -> Result<Arc<Store>, StorageError> {
+    Store::open(dir, opts)
+}

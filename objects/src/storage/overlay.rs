@@ -1,0 +1,260 @@
+//! The write overlay: an event's uncommitted writes, read before committed
+//! data so an event reads its own writes. Pure: no I/O, no clock.
+//!
+//! Savepoints (an undo journal) let one event's writes be rolled back while
+//! earlier events' writes in the same commit group stay, and back
+//! `Storage::transaction`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::list::KeyRange;
+
+/// What the overlay knows about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Lookup<'a> {
+    /// Written in this overlay.
+    Value(&'a Bytes),
+    /// Deleted in this overlay (or everything was cleared).
+    Deleted,
+    /// Not touched: read committed data.
+    Miss,
+}
+
+#[derive(Debug)]
+enum Undo {
+    /// The key's previous overlay entry (`None`: it had none).
+    Key(Vec<u8>, Option<Option<Bytes>>),
+    /// The whole state before a `clear`.
+    Clear {
+        writes: BTreeMap<Vec<u8>, Option<Bytes>>,
+        cleared: bool,
+    },
+    /// The alarm change before a `set_alarm`/`delete_alarm`.
+    Alarm(Option<Option<u64>>),
+}
+
+/// Uncommitted writes of one object.
+#[derive(Debug, Default)]
+pub(crate) struct Overlay {
+    /// Key to new value; `None` is a delete.
+    writes: BTreeMap<Vec<u8>, Option<Bytes>>,
+    /// `delete_all` ran: committed data is hidden and will be removed.
+    cleared: bool,
+    /// `Some(x)`: the alarm becomes `x` at commit.
+    alarm: Option<Option<u64>>,
+    /// Undo journal, kept only while a savepoint is open.
+    undo: Vec<Undo>,
+    savepoints: usize,
+    /// Approximate bytes held, for bounding an event's buffer.
+    bytes: usize,
+}
+
+/// A position to roll back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Savepoint(usize);
+
+/// Everything an overlay turns into at commit.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Changes {
+    pub(crate) cleared: bool,
+    pub(crate) writes: Vec<(Vec<u8>, Option<Bytes>)>,
+    pub(crate) alarm: Option<Option<u64>>,
+}
+
+impl Changes {
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.cleared && self.writes.is_empty() && self.alarm.is_none()
+    }
+}
+
+impl Overlay {
+    pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
+        match self.writes.get(key) {
+            Some(Some(v)) => Lookup::Value(v),
+            Some(None) => Lookup::Deleted,
+            None if self.cleared => Lookup::Deleted,
+            None => Lookup::Miss,
+        }
+    }
+
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: Bytes) {
+        self.bytes += key.len() + value.len();
+        self.set(key, Some(value));
+    }
+
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
+        self.bytes += key.len();
+        self.set(key, None);
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<Bytes>) {
+        let old = self.writes.insert(key.clone(), value);
+        if self.savepoints > 0 {
+            self.undo.push(Undo::Key(key, old));
+        }
+    }
+
+    /// Hides all committed data and forgets pending writes; the alarm is
+    /// deleted too (Cloudflare's `delete_all_deletes_alarm` default).
+    pub(crate) fn clear(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        if self.savepoints > 0 {
+            self.undo.push(Undo::Clear {
+                writes,
+                cleared: self.cleared,
+            });
+        }
+        self.cleared = true;
+        self.set_alarm(None);
+    }
+
+    pub(crate) fn set_alarm(&mut self, at: Option<u64>) {
+        let old = self.alarm.replace(at);
+        if self.savepoints > 0 {
+            self.undo.push(Undo::Alarm(old));
+        }
+    }
+
+    /// The alarm as changed by this overlay: `None` if untouched.
+    pub(crate) fn alarm(&self) -> Option<Option<u64>> {
+        self.alarm
+    }
+
+    pub(crate) fn cleared(&self) -> bool {
+        self.cleared
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Overlay entries in `range`, in listing order.
+    pub(crate) fn range<'a>(
+        &'a self,
+        range: &'a KeyRange,
+    ) -> Box<dyn Iterator<Item = (Vec<u8>, Option<Bytes>)> + 'a> {
+        let it = self
+            .writes
+            .range::<[u8], _>(range.as_slices())
+            .map(|(k, v)| (k.clone(), v.clone()));
+        if range.reverse {
+            Box::new(it.rev())
+        } else {
+            Box::new(it)
+        }
+    }
+
+    pub(crate) fn savepoint(&mut self) -> Savepoint {
+        self.savepoints += 1;
+        Savepoint(self.undo.len())
+    }
+
+    /// Keeps the writes made since `sp`.
+    pub(crate) fn release(&mut self, sp: Savepoint) {
+        self.savepoints = self.savepoints.saturating_sub(1);
+        if self.savepoints == 0 {
+            self.undo.clear();
+        } else {
+            debug_assert!(sp.0 <= self.undo.len());
+        }
+    }
+
+    /// Undoes every write made since `sp`.
+    pub(crate) fn rollback(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.0 {
+            match self.undo.pop() {
+                Some(Undo::Key(k, Some(old))) => {
+                    self.writes.insert(k, old);
+                }
+                Some(Undo::Key(k, None)) => {
+                    self.writes.remove(&k);
+                }
+                Some(Undo::Clear { writes, cleared }) => {
+                    self.writes = writes;
+                    self.cleared = cleared;
+                }
+                Some(Undo::Alarm(old)) => self.alarm = old,
+                None => break,
+            }
+        }
+        self.release(sp);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.cleared && self.writes.is_empty() && self.alarm.is_none()
+    }
+
+    /// Takes the pending changes, leaving the overlay empty. Open savepoints
+    /// are dropped: a commit makes everything before it permanent.
+    pub(crate) fn take(&mut self) -> Changes {
+        let taken = std::mem::take(self);
+        Changes {
+            cleared: taken.cleared,
+            writes: taken.writes.into_iter().collect(),
+            alarm: taken.alarm,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn read_your_writes() {
+        let mut o = Overlay::default();
+        assert_eq!(o.lookup(b"k"), Lookup::Miss);
+        o.put(b"k".to_vec(), b("1"));
+        assert_eq!(o.lookup(b"k"), Lookup::Value(&b("1")));
+        o.delete(b"k".to_vec());
+        assert_eq!(o.lookup(b"k"), Lookup::Deleted);
+        o.clear();
+        assert_eq!(o.lookup(b"other"), Lookup::Deleted);
+        o.put(b"x".to_vec(), b("2"));
+        assert_eq!(o.lookup(b"x"), Lookup::Value(&b("2")));
+        assert_eq!(o.alarm(), Some(None));
+    }
+
+    #[test]
+    fn savepoints_roll_back_exactly() {
+        let mut o = Overlay::default();
+        o.put(b"a".to_vec(), b("1"));
+        o.set_alarm(Some(5));
+        let sp = o.savepoint();
+        o.put(b"a".to_vec(), b("2"));
+        o.put(b"b".to_vec(), b("3"));
+        o.clear();
+        o.put(b"c".to_vec(), b("4"));
+        o.set_alarm(Some(9));
+        let inner = o.savepoint();
+        o.delete(b"c".to_vec());
+        o.rollback(inner);
+        assert_eq!(o.lookup(b"c"), Lookup::Value(&b("4")));
+        o.rollback(sp);
+        assert_eq!(o.lookup(b"a"), Lookup::Value(&b("1")));
+        assert_eq!(o.lookup(b"b"), Lookup::Miss);
+        assert_eq!(o.lookup(b"c"), Lookup::Miss);
+        assert!(!o.cleared());
+        assert_eq!(o.alarm(), Some(Some(5)));
+        assert!(o.undo.is_empty());
+    }
+
+    #[test]
+    fn release_keeps_writes_and_take_empties() {
+        let mut o = Overlay::default();
+        let sp = o.savepoint();
+        o.put(b"a".to_vec(), b("1"));
+        o.release(sp);
+        assert_eq!(o.lookup(b"a"), Lookup::Value(&b("1")));
+        let c = o.take();
+        assert_eq!(c.writes, vec![(b"a".to_vec(), Some(b("1")))]);
+        assert!(o.is_empty());
+        assert!(Changes::default().is_empty());
+    }
+}

@@ -1,0 +1,238 @@
+//! The single LMDB writer: one thread owns every write transaction (LMDB
+//! requires a write transaction to finish on the thread that began it),
+//! gathers the batches of many objects and commits them with one fsync
+//! (group commit). The queue to it is bounded, so a flood of commits waits
+//! instead of growing memory.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use heed::{Env, RwTxn, WithoutTls};
+use tokio::sync::{mpsc, oneshot};
+
+use super::layout;
+use super::overlay::Changes;
+use super::store::{Dbs, StoreOptions};
+use super::StorageError;
+
+/// One object's changes, committed atomically.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) id: [u8; 32],
+    pub(crate) namespace: Arc<str>,
+    pub(crate) name: Option<Arc<str>>,
+    /// Write the catalog record (the object's first data, or after a clear).
+    pub(crate) record_catalog: bool,
+    pub(crate) changes: Changes,
+}
+
+enum Job {
+    Commit(Batch, oneshot::Sender<Result<(), StorageError>>),
+    Stop,
+}
+
+/// Where the writer loop runs.
+enum Thread {
+    /// On tokio's blocking pool (inside a runtime). A running blocking task
+    /// also keeps paused-time tests from jumping the clock while a commit is
+    /// on disk, as tokio does not auto-advance time while one runs.
+    Blocking(tokio::task::JoinHandle<()>),
+    /// A plain thread (offline tools without a runtime).
+    Std(JoinHandle<()>),
+}
+
+/// Handle to the writer thread.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+    thread: Mutex<Option<Thread>>,
+}
+
+pub(crate) fn spawn(
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    opts: &StoreOptions,
+    fail: Arc<AtomicU32>,
+) -> Result<Writer, StorageError> {
+    let (tx, rx) = mpsc::channel(opts.writer_queue.max(1));
+    let max_group = opts.max_group.max(1);
+    let work = move || run(&env, dbs, rx, max_group, &fail);
+    let thread = match tokio::runtime::Handle::try_current() {
+        Ok(rt) => Thread::Blocking(rt.spawn_blocking(work)),
+        Err(_) => Thread::Std(
+            std::thread::Builder::new()
+                .name("objects-lmdb-writer".into())
+                .spawn(work)
+                .map_err(|e| StorageError::Io(format!("spawning the writer thread: {e}")))?,
+        ),
+    };
+    Ok(Writer {
+        tx,
+        thread: Mutex::new(Some(thread)),
+    })
+}
+
+impl Writer {
+    /// Commits one batch; returns once it is durable (fsynced).
+    pub(crate) async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job::Commit(batch, done))
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        wait.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Finishes queued commits and stops the thread.
+    pub(crate) async fn close(&self) {
+        // A closed channel means the thread is gone already.
+        let _ = self.tx.send(Job::Stop).await;
+        let handle = self.thread.lock().ok().and_then(|mut g| g.take());
+        match handle {
+            Some(Thread::Blocking(h)) => {
+                let _ = h.await;
+            }
+            Some(Thread::Std(h)) => {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
+            }
+            None => {}
+        }
+    }
+}
+
+fn run(
+    env: &Env<WithoutTls>,
+    dbs: Dbs,
+    mut rx: mpsc::Receiver<Job>,
+    max_group: usize,
+    fail: &AtomicU32,
+) {
+    let mut group: Vec<(Batch, oneshot::Sender<Result<(), StorageError>>)> = Vec::new();
+    loop {
+        let mut stop = false;
+        match rx.blocking_recv() {
+            None | Some(Job::Stop) => return,
+            Some(Job::Commit(b, done)) => group.push((b, done)),
+        }
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(Job::Commit(b, done)) => group.push((b, done)),
+                Ok(Job::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let results = commit_group(env, dbs, &group, fail);
+        for ((_, done), result) in group.drain(..).zip(results) {
+            // The caller may have given up (reset, shutdown); nothing to do.
+            let _ = done.send(result);
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Commits the group in one transaction. If that fails, commits each batch
+/// alone so that one bad batch (say, one that does not fit) fails only its
+/// own object.
+fn commit_group(
+    env: &Env<WithoutTls>,
+    dbs: Dbs,
+    group: &[(Batch, oneshot::Sender<Result<(), StorageError>>)],
+    fail: &AtomicU32,
+) -> Vec<Result<(), StorageError>> {
+    let injected = fail
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if injected {
+        return group
+            .iter()
+            .map(|_| Err(StorageError::CommitFailed("injected failure".into())))
+            .collect();
+    }
+    let all = || group.iter().map(|(b, _)| b);
+    match commit(env, dbs, all()) {
+        Ok(()) => group.iter().map(|_| Ok(())).collect(),
+        Err(e) if group.len() == 1 => vec![Err(e)],
+        Err(_) => group
+            .iter()
+            .map(|(b, _)| commit(env, dbs, std::iter::once(b)))
+            .collect(),
+    }
+}
+
+fn commit<'a>(
+    env: &Env<WithoutTls>,
+    dbs: Dbs,
+    batches: impl Iterator<Item = &'a Batch>,
+) -> Result<(), StorageError> {
+    let mut wtxn = env.write_txn().map_err(|e| StorageError::lmdb("commit", e))?;
+    for b in batches {
+        apply(dbs, &mut wtxn, b).map_err(|e| StorageError::lmdb("commit", e))?;
+    }
+    wtxn.commit().map_err(|e| StorageError::lmdb("commit", e))
+}
+
+fn apply(dbs: Dbs, wtxn: &mut RwTxn<'_>, b: &Batch) -> heed::Result<()> {
+    let id = &b.id;
+    let c = &b.changes;
+    if c.cleared {
+        let hi = super::list::successor(id);
+        let lo: &[u8] = id;
+        match &hi {
+            Some(hi) => {
+                dbs.data.delete_range(
+                    wtxn,
+                    &(std::ops::Bound::Included(lo), std::ops::Bound::Excluded(hi.as_slice())),
+                )?;
+            }
+            None => {
+                dbs.data
+                    .delete_range(wtxn, &(std::ops::Bound::Included(lo), std::ops::Bound::Unbounded))?;
+            }
+        }
+        dbs.catalog.delete(wtxn, id)?;
+    }
+    let mut wrote = false;
+    for (k, v) in &c.writes {
+        let key = layout::data_key(id, k);
+        match v {
+            Some(v) => {
+                dbs.data.put(wtxn, &key, v)?;
+                wrote = true;
+            }
+            None => {
+                dbs.data.delete(wtxn, &key)?;
+            }
+        }
+    }
+    if wrote && b.record_catalog {
+        let rec = layout::catalog_record(&b.namespace, b.name.as_deref());
+        dbs.catalog.put(wtxn, id, &rec)?;
+    }
+    if let Some(alarm) = c.alarm {
+        let old = dbs
+            .alarms
+            .get(wtxn, id)?
+            .and_then(layout::parse_alarm_record)
+            .map(|(t, _)| t);
+        if let Some(t) = old {
+            dbs.alarm_index.delete(wtxn, &layout::alarm_index_key(t, id))?;
+        }
+        match alarm {
+            Some(t) => {
+                dbs.alarms
+                    .put(wtxn, id, &layout::alarm_record(t, &b.namespace))?;
+                dbs.alarm_index
+                    .put(wtxn, &layout::alarm_index_key(t, id), &[])?;
+            }
+            None => {
+                dbs.alarms.delete(wtxn, id)?;
+            }
+        }
+    }
+    Ok(())
+}

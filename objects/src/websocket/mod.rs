@@ -1,0 +1,69 @@
+//! WebSocket hibernation: the runtime owns accepted sockets, so an object
+//! can be evicted while its sockets stay open.
+
+use bytes::Bytes;
+
+/// Errors from WebSocket operations.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebSocketError {
+    /// The request is not a WebSocket upgrade.
+    #[error("expected a WebSocket upgrade request")]
+    NotAnUpgrade,
+    /// More than 10 distinct tags.
+    #[error("at most {max} tags per WebSocket, got {len}")]
+    TooManyTags {
+        /// Distinct tags given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A tag longer than 256 characters.
+    #[error("tag of {len} characters is over the limit of {max}")]
+    TagTooLong {
+        /// The tag's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An attachment over the size limit; the previous one is kept.
+    #[error("attachment of {len} bytes is over the limit of {max} bytes")]
+    AttachmentTooLarge {
+        /// Encoded size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The object already holds the most sockets allowed.
+    #[error("this object already holds {0} WebSockets")]
+    TooManySockets(usize),
+    /// The socket is not (or no longer) accepted by this object.
+    #[error("unknown or closed WebSocket")]
+    UnknownSocket,
+    /// An attachment that does not encode or decode.
+    #[error("attachment codec: {0}")]
+    Codec(String),
+}
+
+/// A handle to a WebSocket accepted by an object. Cheap to copy; valid
+/// across hibernation (the runtime keeps the socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WebSocket {
+    pub(crate) sid: u64,
+}
+
+impl WebSocket {
+    /// A number identifying this socket within the runtime.
+    pub fn sid(&self) -> u64 {
+        self.sid
+    }
+}
+
+/// A WebSocket data message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Bytes),
+}
