@@ -8,11 +8,12 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alarm::{AlarmKey, AlarmOutcome};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::namespace::NsInner;
-use crate::object::{Object, Request, Response};
+use crate::object::{AlarmInfo, Object, Request, Response};
 use crate::storage::Storage;
 
 /// The objects an event is (transitively) waiting in, outermost first. A
@@ -48,6 +49,13 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) enum Event<O: Object> {
     Fetch(Request, Reply<Response>),
     Call(O::Call, Reply<O::Reply>),
+    /// The alarm set for `info.scheduled_ms` is due. With `abandon`, its
+    /// retries are used up: clear it without running the handler.
+    Alarm {
+        info: AlarmInfo,
+        abandon: bool,
+        reply: oneshot::Sender<AlarmOutcome>,
+    },
 }
 
 impl<O: Object> Event<O> {
@@ -56,6 +64,7 @@ impl<O: Object> Event<O> {
         match self {
             Event::Fetch(_, r) => r.is_closed(),
             Event::Call(_, r) => r.is_closed(),
+            Event::Alarm { reply, .. } => reply.is_closed(),
         }
     }
 
@@ -67,7 +76,21 @@ impl<O: Object> Event<O> {
             Event::Call(_, r) => {
                 let _ = r.send(Err(e));
             }
+            Event::Alarm { reply, .. } => {
+                let _ = reply.send(alarm_failure(&e));
+            }
         }
+    }
+}
+
+/// How a failed alarm run counts: handler failures count as retries,
+/// failures of the runtime do not.
+fn alarm_failure(e: &Error) -> AlarmOutcome {
+    match e {
+        Error::ShuttingDown | Error::Overloaded { .. } | Error::Storage(_) => {
+            AlarmOutcome::Infra(e.to_string())
+        }
+        e => AlarmOutcome::Failed(e.to_string()),
     }
 }
 
@@ -81,9 +104,24 @@ pub(crate) struct Envelope<O: Object> {
 enum Held<O: Object> {
     Fetch(Response, Reply<Response>),
     Call(O::Reply, Reply<O::Reply>),
+    Alarm(oneshot::Sender<AlarmOutcome>),
+    None,
 }
 
 impl<O: Object> Held<O> {
+    /// An alarm event that finished without running the handler.
+    fn alarm(event: Event<O>) -> Held<O> {
+        match event {
+            Event::Alarm { reply, .. } => Held::Alarm(reply),
+            other => {
+                // Only alarm events are passed here; answer anything else
+                // with an error rather than dropping its caller.
+                other.refuse(Error::app("internal: not an alarm event"));
+                Held::None
+            }
+        }
+    }
+
     fn release(self) {
         match self {
             Held::Fetch(v, r) => {
@@ -92,9 +130,14 @@ impl<O: Object> Held<O> {
             Held::Call(v, r) => {
                 let _ = r.send(Ok(v));
             }
+            Held::Alarm(r) => {
+                let _ = r.send(AlarmOutcome::Done);
+            }
+            Held::None => {}
         }
     }
 
+    /// The commit failed: a failure of the runtime, not of the handler.
     fn fail(self, e: Error) {
         match self {
             Held::Fetch(_, r) => {
@@ -103,6 +146,10 @@ impl<O: Object> Held<O> {
             Held::Call(_, r) => {
                 let _ = r.send(Err(e));
             }
+            Held::Alarm(r) => {
+                let _ = r.send(AlarmOutcome::Infra(e.to_string()));
+            }
+            Held::None => {}
         }
     }
 }
@@ -257,7 +304,14 @@ impl<O: Object> Activation<O> {
             next = self.rx.try_recv().ok();
         }
         match self.ctx.storage().commit().await {
-            Ok(_alarm) => {
+            Ok(alarm) => {
+                if let Some(at) = alarm {
+                    let key = AlarmKey {
+                        id: *self.id.as_bytes(),
+                        namespace: self.ns.name.clone(),
+                    };
+                    self.ns.shared.alarms.committed(key, at);
+                }
                 for h in held {
                     h.release();
                 }
@@ -303,9 +357,25 @@ impl<O: Object> Activation<O> {
         envelope: Envelope<O>,
     ) -> std::result::Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, Error)> {
         let Envelope { event, chain } = envelope;
+        if let Event::Alarm { info, abandon, .. } = &event {
+            // The alarm may have been replaced or deleted since it was
+            // scheduled; then there is nothing to run.
+            match self.ctx.storage().alarm() {
+                Ok(Some(t)) if t == info.scheduled_ms => {}
+                Ok(_) => return Ok(Held::alarm(event)),
+                Err(e) => return Err((Box::new(move |err| event.refuse(err)), e.into())),
+            }
+            // Cleared in the same commit as the handler's writes; rolled
+            // back with them if the handler fails. Inside the handler,
+            // `alarm()` reads nothing unless the handler sets a new one.
+            self.ctx.storage().delete_alarm();
+            if *abandon {
+                tracing::warn!(object = %self.id, namespace = %self.ns.name, retries = info.retry_count - 1, "alarm dropped: out of retries");
+                return Ok(Held::alarm(event));
+            }
+        }
         if let Err(e) = self.ensure_instance(&chain).await {
-            let msg = e;
-            return Err((Box::new(move |err| event.refuse(err)), msg));
+            return Err((Box::new(move |err| event.refuse(err)), e));
         }
         let Some(instance) = self.instance.as_mut() else {
             return Err((
@@ -315,16 +385,25 @@ impl<O: Object> Activation<O> {
         };
         let ctx = &mut self.ctx;
         match event {
-            Event::Fetch(req, reply) => {
-                match guarded(&chain, instance.fetch(ctx, req)).await {
-                    Ok(resp) => Ok(Held::Fetch(resp, reply)),
-                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
-                }
-            }
+            Event::Fetch(req, reply) => match guarded(&chain, instance.fetch(ctx, req)).await {
+                Ok(resp) => Ok(Held::Fetch(resp, reply)),
+                Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+            },
             Event::Call(call, reply) => match guarded(&chain, instance.call(ctx, call)).await {
                 Ok(v) => Ok(Held::Call(v, reply)),
                 Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
             },
+            Event::Alarm { info, reply, .. } => {
+                match guarded(&chain, instance.alarm(ctx, info)).await {
+                    Ok(()) => Ok(Held::Alarm(reply)),
+                    Err(e) => Err((
+                        Box::new(move |err: Error| {
+                            drop(reply.send(AlarmOutcome::Failed(err.to_string())))
+                        }),
+                        e,
+                    )),
+                }
+            }
         }
     }
 

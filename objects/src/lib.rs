@@ -41,6 +41,7 @@
 //! the design and how it compares with Cloudflare's.
 
 mod activation;
+mod alarm;
 mod clock;
 mod context;
 mod error;

@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::activation::{self, Envelope, Event};
 use crate::error::{Error, Result};
 use crate::id::{IdMinter, ObjectId};
-use crate::object::{Object, Request, Response};
+use crate::alarm::AlarmOutcome;
+use crate::object::{AlarmInfo, Object, Request, Response};
 use crate::runtime::Shared;
 
 /// Ids are keyed hashes or random, so their first 8 bytes hash them well.
@@ -54,13 +55,34 @@ pub(crate) struct NsInner<O: Object> {
 /// The untyped face of a namespace, for the runtime's alarm driver and
 /// listings.
 pub(crate) trait NamespaceDyn: Send + Sync {
-    #[allow(dead_code)]
-    fn name(&self) -> &str;
+    /// Queues an alarm event for the object.
+    fn deliver_alarm(
+        self: Arc<Self>,
+        id: [u8; 32],
+        info: AlarmInfo,
+        abandon: bool,
+    ) -> Result<oneshot::Receiver<AlarmOutcome>>;
 }
 
 impl<O: Object> NamespaceDyn for NsInner<O> {
-    fn name(&self) -> &str {
-        &self.name
+    fn deliver_alarm(
+        self: Arc<Self>,
+        id: [u8; 32],
+        info: AlarmInfo,
+        abandon: bool,
+    ) -> Result<oneshot::Receiver<AlarmOutcome>> {
+        let (tx, rx) = oneshot::channel();
+        let id = ObjectId::from_parts(id, None);
+        let envelope = Envelope {
+            event: Event::Alarm {
+                info,
+                abandon,
+                reply: tx,
+            },
+            chain: activation::CallChain::default().push(*id.as_bytes()),
+        };
+        enqueue(&self, &id, envelope)?;
+        Ok(rx)
     }
 }
 
@@ -229,7 +251,7 @@ impl<O: Object> Stub<O> {
     /// The request is queued before this returns; the future waits for the
     /// response (which leaves the object only once the event's writes are
     /// durable).
-    pub fn fetch(&self, req: Request) -> impl Future<Output = Result<Response>> + Send + 'static {
+    pub fn fetch(&self, req: Request) -> impl Future<Output = Result<Response>> + Send + use<O> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(|_| Event::Fetch(req, tx));
         self.wait(sent, rx)
@@ -239,7 +261,7 @@ impl<O: Object> Stub<O> {
     ///
     /// Queued before this returns, so calls through one stub keep their
     /// order even when their futures are polled out of order.
-    pub fn call(&self, call: O::Call) -> impl Future<Output = Result<O::Reply>> + Send + 'static {
+    pub fn call(&self, call: O::Call) -> impl Future<Output = Result<O::Reply>> + Send + use<O> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(|_| Event::Call(call, tx));
         self.wait(sent, rx)
@@ -249,7 +271,7 @@ impl<O: Object> Stub<O> {
         &self,
         sent: Result<()>,
         rx: oneshot::Receiver<Result<T>>,
-    ) -> impl Future<Output = Result<T>> + Send + 'static {
+    ) -> impl Future<Output = Result<T>> + Send + use<O, T> {
         let deadline = self.ns.shared.options.call_timeout;
         let id = self.id.clone();
         async move {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use crate::alarm::{self, AlarmKey, Alarms};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, Result};
 use crate::namespace::{Namespace, NamespaceDyn};
@@ -111,8 +112,14 @@ impl RuntimeBuilder {
             shutdown,
             tasks: TaskTracker::default(),
             namespaces: Mutex::new(HashMap::new()),
+            alarms: Alarms::default(),
         });
-        Ok(Runtime { shared })
+        tokio::spawn(alarm::drive(shared.clone()));
+        let owner = Arc::new(Owner(shared.clone()));
+        Ok(Runtime {
+            shared,
+            _owner: owner,
+        })
     }
 }
 
@@ -142,6 +149,7 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Sender<bool>,
     tasks: TaskTracker,
     namespaces: Mutex<HashMap<String, Arc<dyn NamespaceDyn>>>,
+    pub(crate) alarms: Alarms,
 }
 
 impl Shared {
@@ -185,9 +193,27 @@ impl Shared {
 /// rt.shutdown().await;
 /// # Ok(()) }
 /// ```
+///
+/// Dropping the last `Runtime` handle shuts the runtime down (without
+/// waiting); prefer [`Runtime::shutdown`], which waits for in-flight events.
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
+    _owner: Arc<Owner>,
+}
+
+/// Shared by every `Runtime` clone; when the last goes, the runtime stops
+/// and the namespace registry (which points back at the shared state) is
+/// cleared, so nothing keeps the store open.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.shutdown.send_replace(true);
+        if let Ok(mut map) = self.0.namespaces.lock() {
+            map.clear();
+        }
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -221,6 +247,21 @@ impl Runtime {
         }
         let ns = Namespace::<O>::new(self.shared.clone(), name, Arc::new(env));
         map.insert(name.to_string(), ns.as_dyn());
+        drop(map);
+        // Alarms stored for this namespace start firing now.
+        let key_ns: Arc<str> = Arc::from(name);
+        let stored = self.shared.store.all_alarms()?;
+        self.shared.alarms.load(stored.into_iter().filter(|(n, _, _)| n == name).map(
+            |(_, id, at)| {
+                (
+                    AlarmKey {
+                        id,
+                        namespace: key_ns.clone(),
+                    },
+                    at,
+                )
+            },
+        ));
         Ok(ns)
     }
 
@@ -232,6 +273,20 @@ impl Runtime {
     /// Number of live object tasks across all namespaces.
     pub fn live_objects(&self) -> usize {
         self.shared.tasks.live.load(Ordering::Acquire)
+    }
+
+    /// Alarms pending across all namespaces.
+    pub fn pending_alarms(&self) -> usize {
+        self.shared.alarms.pending()
+    }
+
+    /// Waits until every alarm due by now (on the runtime's clock) has been
+    /// delivered and settled. Useful in tests on paused time.
+    pub async fn alarms_settled(&self) {
+        self.shared
+            .alarms
+            .settled(self.shared.clock.now_ms())
+            .await;
     }
 
     /// Writes a consistent copy of the store into `dest` while running.

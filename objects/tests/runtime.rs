@@ -363,3 +363,11 @@ impl<F: std::future::Future<Output = Result<Reply>>> NowOrNever for F {
         matches!(f.as_mut().poll(&mut cx), std::task::Poll::Ready(Err(Error::ShuttingDown)))
     }
 }
+
+#[tokio::test]
+async fn dropping_the_runtime_without_shutdown_does_not_hang() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = runtime(dir.path());
+    let logs = rt.namespace::<Log>("logs", Probe::default()).expect("ns");
+    logs.get_by_name("x").call(Call::Append(1)).await.expect("call");
+}

@@ -550,7 +550,8 @@ impl Storage {
         }
         let changes = self.overlay.take();
         let alarm = changes.alarm;
-        let puts = changes.writes.iter().any(|(_, v)| v.is_some());
+        let puts = changes.writes.iter().any(|(_, v)| v.is_some())
+            || matches!(changes.alarm, Some(Some(_)));
         let cleared = changes.cleared;
         let record_catalog = puts && (!self.catalogued || cleared);
         let batch = Batch {

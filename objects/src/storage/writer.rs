@@ -209,7 +209,8 @@ fn apply(dbs: Dbs, wtxn: &mut RwTxn<'_>, b: &Batch) -> heed::Result<()> {
             }
         }
     }
-    if wrote && b.record_catalog {
+    // An object is catalogued once it stores anything: data or an alarm.
+    if (wrote || matches!(c.alarm, Some(Some(_)))) && b.record_catalog {
         let rec = layout::catalog_record(&b.namespace, b.name.as_deref());
         dbs.catalog.put(wtxn, id, &rec)?;
     }
