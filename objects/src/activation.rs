@@ -12,7 +12,9 @@ use crate::alarm::{AlarmKey, AlarmOutcome};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-use crate::namespace::NsInner;
+use crate::namespace::{NsDeliver, NsInner, enqueue};
+use crate::websocket::WebSocket;
+use crate::websocket::socket::SocketEvent;
 use crate::object::{AlarmInfo, Object, Request, Response};
 use crate::storage::Storage;
 
@@ -56,6 +58,8 @@ pub(crate) enum Event<O: Object> {
         abandon: bool,
         reply: oneshot::Sender<AlarmOutcome>,
     },
+    /// Something happened on an accepted WebSocket.
+    Socket { sid: u64, event: SocketEvent },
 }
 
 impl<O: Object> Event<O> {
@@ -65,6 +69,7 @@ impl<O: Object> Event<O> {
             Event::Fetch(_, r) => r.is_closed(),
             Event::Call(_, r) => r.is_closed(),
             Event::Alarm { reply, .. } => reply.is_closed(),
+            Event::Socket { .. } => false,
         }
     }
 
@@ -79,6 +84,7 @@ impl<O: Object> Event<O> {
             Event::Alarm { reply, .. } => {
                 let _ = reply.send(alarm_failure(&e));
             }
+            Event::Socket { .. } => {}
         }
     }
 }
@@ -210,7 +216,9 @@ impl<O: Object> Activation<O> {
             id.name().map(Arc::from),
             catalog.is_some(),
         );
-        let ctx = Context::new(id.clone(), storage, ns.shared.clock.clone());
+        let table = ns.sockets.entry(*id.as_bytes()).or_default().clone();
+        let deliver = Arc::new(NsDeliver(ns.clone()));
+        let ctx = Context::new(id.clone(), storage, ns.shared.clone(), table, deliver);
         Ok(Activation {
             ns,
             id,
@@ -223,11 +231,17 @@ impl<O: Object> Activation<O> {
 
     async fn run(mut self) {
         let mut shutdown = self.ns.shared.shutdown.subscribe();
-        let idle = self.ns.shared.options.idle_timeout;
         loop {
             if *shutdown.borrow_and_update() {
                 break;
             }
+            // An object whose only work is accepted sockets hibernates
+            // sooner than an idle one is evicted.
+            let idle = if self.ctx.holds_sockets() {
+                self.ns.shared.options.hibernation_timeout
+            } else {
+                self.ns.shared.options.idle_timeout
+            };
             let envelope = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -260,12 +274,29 @@ impl<O: Object> Activation<O> {
     fn try_evict(&mut self) -> bool {
         let generation = self.generation;
         let rx = &self.rx;
-        self.ns
+        let left = self
+            .ns
             .live
             .remove_if(self.id.as_bytes(), |_, s| {
                 s.generation == generation && rx.is_empty()
             })
-            .is_some()
+            .is_some();
+        if !left {
+            return false;
+        }
+        // A waiting sender (socket frames) may have cloned the mailbox
+        // before we left: close it and pass on anything that got in, which
+        // starts the next activation.
+        self.rx.close();
+        while let Ok(env) = self.rx.try_recv() {
+            if let Err(e) = enqueue(&self.ns, &self.id, env) {
+                tracing::warn!(object = %self.id, error = %e, "event lost at eviction");
+            }
+        }
+        self.ns
+            .sockets
+            .remove_if(self.id.as_bytes(), |_, t| t.lock().map(|t| t.is_empty()).unwrap_or(false));
+        true
     }
 
     /// Runs the queued events back to back (up to the configured bound),
@@ -277,16 +308,20 @@ impl<O: Object> Activation<O> {
         while let Some(envelope) = next.take() {
             if !envelope.event.abandoned() {
                 let sp = self.ctx.storage().overlay_mut().savepoint();
+                let outbox_mark = self.ctx.outbox_len();
                 match self.run_event(envelope).await {
                     Ok(h) => {
                         self.ctx.storage().overlay_mut().release(sp);
                         held.push(h);
                     }
                     Err((event_reply, e)) => {
-                        // This event's writes go; earlier ones in the group
-                        // stay and commit below.
+                        // This event's writes and output go; earlier ones in
+                        // the group stay and commit below.
                         self.ctx.storage().overlay_mut().rollback(sp);
-                        self.reset();
+                        self.ctx.truncate_outbox(outbox_mark);
+                        if !matches!(e, Error::NotImplemented(_)) {
+                            self.reset();
+                        }
                         event_reply(self.reset_error(&e));
                         break;
                     }
@@ -312,6 +347,7 @@ impl<O: Object> Activation<O> {
                     };
                     self.ns.shared.alarms.committed(key, at);
                 }
+                self.ctx.release_outbox();
                 for h in held {
                     h.release();
                 }
@@ -336,6 +372,7 @@ impl<O: Object> Activation<O> {
             tracing::warn!(object = %self.id, namespace = %self.ns.name, "object reset");
         }
         self.ctx.storage().discard();
+        self.ctx.truncate_outbox(0);
     }
 
     fn reset_error(&self, e: &Error) -> Error {
@@ -375,6 +412,13 @@ impl<O: Object> Activation<O> {
             }
         }
         if let Err(e) = self.ensure_instance(&chain).await {
+            if let Event::Socket {
+                sid,
+                event: SocketEvent::Close { .. },
+            } = &event
+            {
+                self.ctx.forget_socket(*sid);
+            }
             return Err((Box::new(move |err| event.refuse(err)), e));
         }
         let Some(instance) = self.instance.as_mut() else {
@@ -402,6 +446,34 @@ impl<O: Object> Activation<O> {
                         }),
                         e,
                     )),
+                }
+            }
+            Event::Socket { sid, event } => {
+                let ws = WebSocket { sid };
+                let (result, closed) = match event {
+                    SocketEvent::Message(m) => {
+                        (guarded(&chain, instance.websocket_message(ctx, ws, m)).await, false)
+                    }
+                    SocketEvent::Close {
+                        code,
+                        reason,
+                        clean,
+                    } => (
+                        guarded(&chain, instance.websocket_close(ctx, ws, code, reason, clean))
+                            .await,
+                        true,
+                    ),
+                    SocketEvent::Error(e) => {
+                        (guarded(&chain, instance.websocket_error(ctx, ws, e)).await, false)
+                    }
+                };
+                if closed {
+                    // The close handler has run: the socket is gone.
+                    ctx.forget_socket(sid);
+                }
+                match result {
+                    Ok(()) => Ok(Held::None),
+                    Err(e) => Err((Box::new(|_| {}), e)),
                 }
             }
         }

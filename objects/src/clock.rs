@@ -34,18 +34,6 @@ impl TokioClock {
             base: tokio::time::Instant::now(),
         }
     }
-
-    /// The tokio instant at which this clock reads `ms` (or now, if `ms` is in
-    /// the past).
-    pub(crate) fn instant_at(&self, ms: u64) -> tokio::time::Instant {
-        let now = tokio::time::Instant::now();
-        let now_ms = self.now_ms();
-        if ms <= now_ms {
-            now
-        } else {
-            now + std::time::Duration::from_millis(ms - now_ms)
-        }
-    }
 }
 
 impl Default for TokioClock {

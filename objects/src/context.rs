@@ -1,19 +1,32 @@
 //! What a handler sees of its object: id, storage, clock, sockets.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use crate::clock::Clock;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
 use crate::id::ObjectId;
+use crate::object::{Request, Response};
+use crate::runtime::Shared;
 use crate::storage::Storage;
+use crate::websocket::registry::{self, MAX_SOCKETS};
+use crate::websocket::socket::{self, Deliver, Outgoing, Table};
+use crate::websocket::{Message, WebSocket, WebSocketError};
 
 /// The object's side of the runtime, passed to every handler.
 ///
-/// Everything an event sends through its context (WebSocket frames) is held
-/// until the event's writes are durable: the output gate.
+/// Everything an event sends through its context (WebSocket frames and
+/// closes) is held until the event's writes are durable: the output gate.
 pub struct Context {
     id: ObjectId,
     storage: Storage,
-    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+    sockets: Arc<Table>,
+    deliver: Arc<dyn Deliver>,
+    /// Frames held by the output gate, in send order.
+    outbox: Vec<(u64, Outgoing)>,
 }
 
 impl std::fmt::Debug for Context {
@@ -22,9 +35,29 @@ impl std::fmt::Debug for Context {
     }
 }
 
+fn to_ws(msg: Message) -> WsMessage {
+    match msg {
+        Message::Text(t) => WsMessage::text(t),
+        Message::Binary(b) => WsMessage::Binary(b),
+    }
+}
+
 impl Context {
-    pub(crate) fn new(id: ObjectId, storage: Storage, clock: Arc<dyn Clock>) -> Self {
-        Context { id, storage, clock }
+    pub(crate) fn new(
+        id: ObjectId,
+        storage: Storage,
+        shared: Arc<Shared>,
+        sockets: Arc<Table>,
+        deliver: Arc<dyn Deliver>,
+    ) -> Self {
+        Context {
+            id,
+            storage,
+            shared,
+            sockets,
+            deliver,
+            outbox: Vec::new(),
+        }
     }
 
     /// This object's id.
@@ -44,6 +77,191 @@ impl Context {
 
     /// Wall-clock time in ms since the epoch, from the runtime's clock.
     pub fn now_ms(&self) -> u64 {
-        self.clock.now_ms()
+        self.shared.clock.now_ms()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, registry::Registry<socket::SocketHandle>> {
+        // The lock guards plain data and is never held across a panic point
+        // that leaves it inconsistent; recover from poisoning.
+        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accepts a WebSocket upgrade into the runtime, with up to 10 tags.
+    /// Return the response from `fetch`; the socket is served once the
+    /// event's writes are durable and the 101 has gone out. The socket then
+    /// outlives this instance: the object may hibernate while it is open.
+    ///
+    /// # Errors
+    ///
+    /// Not an upgrade request, tags over the limits, or the object already
+    /// holding [`MAX_SOCKETS`] sockets.
+    pub fn accept_websocket(
+        &mut self,
+        req: &mut Request,
+        tags: &[&str],
+    ) -> Result<(WebSocket, Response), WebSocketError> {
+        let response = socket::handshake(req)?;
+        let tags = registry::check_tags(tags)?;
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_none()
+        {
+            return Err(WebSocketError::NotAnUpgrade);
+        }
+        if self.table().len() >= MAX_SOCKETS {
+            return Err(WebSocketError::TooManySockets(MAX_SOCKETS));
+        }
+        let upgrade = hyper::upgrade::on(req);
+        let sid = self.shared.next_sid.fetch_add(1, Ordering::Relaxed);
+        let handle = socket::spawn(
+            self.deliver.clone(),
+            self.sockets.clone(),
+            *self.id.as_bytes(),
+            sid,
+            upgrade,
+            &self.shared.options.websocket,
+        );
+        self.table().accept(sid, handle, tags)?;
+        Ok((WebSocket { sid }, response))
+    }
+
+    /// The open accepted sockets, optionally only those with `tag`.
+    pub fn websockets(&self, tag: Option<&str>) -> Vec<WebSocket> {
+        self.table()
+            .list(tag)
+            .into_iter()
+            .map(|sid| WebSocket { sid })
+            .collect()
+    }
+
+    /// A socket's tags.
+    ///
+    /// # Errors
+    ///
+    /// [`WebSocketError::UnknownSocket`] if it is not accepted here.
+    pub fn tags(&self, ws: WebSocket) -> Result<Vec<String>, WebSocketError> {
+        self.table()
+            .tags(ws.sid)
+            .map(<[String]>::to_vec)
+            .ok_or(WebSocketError::UnknownSocket)
+    }
+
+    /// Reads a socket's attachment (`None` if never set).
+    ///
+    /// # Errors
+    ///
+    /// Unknown socket, or an attachment that does not decode as `T`.
+    pub fn attachment<T: DeserializeOwned>(&self, ws: WebSocket) -> Result<Option<T>, WebSocketError> {
+        let t = self.table();
+        t.attachment(ws.sid)?
+            .map(|b| serde_json::from_slice(b).map_err(|e| WebSocketError::Codec(e.to_string())))
+            .transpose()
+    }
+
+    /// Sets a socket's attachment: a small value kept with the socket
+    /// across hibernation (at most [`MAX_ATTACHMENT_BYTES`](crate::MAX_ATTACHMENT_BYTES)
+    /// as JSON). On error the previous attachment is kept.
+    ///
+    /// # Errors
+    ///
+    /// Unknown socket, a value that does not serialise, or over the limit.
+    pub fn set_attachment<T: Serialize + ?Sized>(
+        &mut self,
+        ws: WebSocket,
+        value: &T,
+    ) -> Result<(), WebSocketError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| WebSocketError::Codec(e.to_string()))?;
+        self.table().set_attachment(ws.sid, Some(bytes.into()))
+    }
+
+    /// Sends a message on a socket. Held until this event's writes are
+    /// durable; dropped if the socket has closed by then.
+    pub fn send(&mut self, ws: WebSocket, msg: impl Into<Message>) {
+        self.outbox.push((ws.sid, Outgoing::Frame(to_ws(msg.into()))));
+    }
+
+    /// Sends one message to many sockets: encoded once, the bytes shared.
+    pub fn broadcast(&mut self, sockets: impl IntoIterator<Item = WebSocket>, msg: impl Into<Message>) {
+        let frame = to_ws(msg.into());
+        for ws in sockets {
+            self.outbox.push((ws.sid, Outgoing::Frame(frame.clone())));
+        }
+    }
+
+    /// Closes a socket with a code and reason (after this event's writes are
+    /// durable). The close handler runs when the socket task finishes.
+    pub fn close(&mut self, ws: WebSocket, code: u16, reason: impl Into<String>) {
+        self.outbox.push((ws.sid, Outgoing::Close(code, reason.into())));
+    }
+
+    /// Sets (or with `None` clears) the auto-response: a text message equal
+    /// to the request is answered with the response by the runtime, without
+    /// waking the object.
+    ///
+    /// # Errors
+    ///
+    /// A string over 2048 characters.
+    pub fn set_auto_response(&mut self, pair: Option<(&str, &str)>) -> Result<(), WebSocketError> {
+        self.table()
+            .set_auto_response(pair.map(|(a, b)| (a.to_string(), b.to_string())))
+    }
+
+    /// The configured auto-response pair.
+    pub fn auto_response(&self) -> Option<(String, String)> {
+        self.table().auto_response().cloned()
+    }
+
+    /// When the runtime last auto-responded on this socket (ms since epoch).
+    pub fn auto_response_timestamp(&self, ws: WebSocket) -> Option<u64> {
+        self.table().auto_response_ms(ws.sid)
+    }
+
+    pub(crate) fn holds_sockets(&self) -> bool {
+        !self.table().is_empty()
+    }
+
+    pub(crate) fn forget_socket(&self, sid: u64) {
+        self.table().remove(sid);
+    }
+
+    pub(crate) fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    pub(crate) fn truncate_outbox(&mut self, len: usize) {
+        self.outbox.truncate(len);
+    }
+
+    /// The output gate opens: hand every held frame to its socket.
+    pub(crate) fn release_outbox(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        let t = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        for (sid, out) in outbox {
+            if let Some(h) = t.handle(sid) {
+                h.send(out);
+            }
+        }
+    }
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::Text(s.to_string())
+    }
+}
+
+impl From<bytes::Bytes> for Message {
+    fn from(b: bytes::Bytes) -> Self {
+        Message::Binary(b)
     }
 }

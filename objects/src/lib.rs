@@ -63,4 +63,7 @@ pub use storage::{
     ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Storage, StorageError,
     StoreOptions, StoredValue,
 };
-pub use websocket::{Message, WebSocket, WebSocketError};
+pub use websocket::socket::WebSocketOptions;
+pub use websocket::{
+    MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS, Message, WebSocket, WebSocketError,
+};

@@ -13,6 +13,7 @@ use crate::id::{IdMinter, ObjectId};
 use crate::alarm::AlarmOutcome;
 use crate::object::{AlarmInfo, Object, Request, Response};
 use crate::runtime::Shared;
+use crate::websocket::socket::{Deliver, SocketEvent, Table};
 
 /// Ids are keyed hashes or random, so their first 8 bytes hash them well.
 #[derive(Default)]
@@ -49,6 +50,8 @@ pub(crate) struct NsInner<O: Object> {
     pub(crate) env: Arc<O::Env>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) live: IdMap<Slot<O>>,
+    /// Accepted WebSockets per object; outlives activations (hibernation).
+    pub(crate) sockets: IdMap<Arc<Table>>,
     generations: AtomicU64,
 }
 
@@ -62,6 +65,9 @@ pub(crate) trait NamespaceDyn: Send + Sync {
         info: AlarmInfo,
         abandon: bool,
     ) -> Result<oneshot::Receiver<AlarmOutcome>>;
+
+    /// Closes every accepted socket (shutdown).
+    fn close_sockets(&self, code: u16, reason: &str);
 }
 
 impl<O: Object> NamespaceDyn for NsInner<O> {
@@ -83,6 +89,41 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
         };
         enqueue(&self, &id, envelope)?;
         Ok(rx)
+    }
+
+    fn close_sockets(&self, code: u16, reason: &str) {
+        for table in self.sockets.iter() {
+            if let Ok(t) = table.lock() {
+                for h in t.handles() {
+                    h.close(code, reason.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Delivers socket events of one namespace's objects.
+pub(crate) struct NsDeliver<O: Object>(pub(crate) Arc<NsInner<O>>);
+
+impl<O: Object> Deliver for NsDeliver<O> {
+    fn deliver(
+        &self,
+        id: [u8; 32],
+        sid: u64,
+        event: SocketEvent,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let oid = ObjectId::from_parts(id, None);
+            let envelope = Envelope {
+                event: Event::Socket { sid, event },
+                chain: activation::CallChain::default().push(id),
+            };
+            enqueue_wait(&self.0, &oid, envelope).await.is_ok()
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.shared.clock.now_ms()
     }
 }
 
@@ -117,6 +158,7 @@ impl<O: Object> Namespace<O> {
                 env,
                 shared,
                 live: IdMap::default(),
+                sockets: IdMap::default(),
                 generations: AtomicU64::new(0),
             }),
         }
@@ -343,21 +385,61 @@ pub(crate) fn enqueue<O: Object>(
         }
         match ns.live.entry(key) {
             dashmap::Entry::Occupied(_) => continue,
-            dashmap::Entry::Vacant(v) => {
-                let (tx, rx) = mpsc::channel(shared.options.mailbox_capacity.max(1));
-                // A fresh channel with capacity >= 1 always has room.
-                if tx.try_send(envelope).is_err() {
-                    return Err(Error::ShuttingDown);
+            dashmap::Entry::Vacant(v) => return activate(ns, id, v, envelope),
+        }
+    }
+}
+
+/// Starts a new activation with `envelope` as its first event.
+fn activate<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    slot: dashmap::VacantEntry<'_, [u8; 32], Slot<O>>,
+    envelope: Envelope<O>,
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel(ns.shared.options.mailbox_capacity.max(1));
+    // A fresh channel with capacity >= 1 always has room.
+    if tx.try_send(envelope).is_err() {
+        return Err(Error::ShuttingDown);
+    }
+    let generation = ns.generations.fetch_add(1, Ordering::Relaxed);
+    slot.insert(Slot {
+        tx,
+        generation,
+        id: id.clone(),
+    });
+    activation::spawn(ns.clone(), id.clone(), generation, rx);
+    Ok(())
+}
+
+/// Like [`enqueue`], but waits for room in a full mailbox instead of
+/// answering overloaded: for socket frames, whose backpressure then reaches
+/// the peer through TCP.
+pub(crate) async fn enqueue_wait<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    mut envelope: Envelope<O>,
+) -> Result<()> {
+    let key = *id.as_bytes();
+    loop {
+        if ns.shared.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        let tx = ns.live.get(&key).map(|s| s.tx.clone());
+        match tx {
+            Some(tx) => match tx.send(envelope).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(e)) => {
+                    // The activation is going away; it leaves the map
+                    // before it closes its mailbox, so this ends.
+                    envelope = e;
+                    tokio::task::yield_now().await;
                 }
-                let generation = ns.generations.fetch_add(1, Ordering::Relaxed);
-                v.insert(Slot {
-                    tx,
-                    generation,
-                    id: id.clone(),
-                });
-                activation::spawn(ns.clone(), id.clone(), generation, rx);
-                return Ok(());
-            }
+            },
+            None => match ns.live.entry(key) {
+                dashmap::Entry::Occupied(_) => {}
+                dashmap::Entry::Vacant(v) => return activate(ns, id, v, envelope),
+            },
         }
     }
 }

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::namespace::{Namespace, NamespaceDyn};
 use crate::object::Object;
 use crate::storage::{Store, StoreOptions};
+use crate::websocket::socket::WebSocketOptions;
 
 /// Tunables of a runtime. Every bound the runtime keeps is here.
 #[derive(Debug, Clone)]
@@ -31,8 +32,13 @@ pub struct RuntimeOptions {
     /// Most events of one object run back to back before their writes
     /// commit together (their output is held until then). Default 64.
     pub max_events_per_commit: usize,
+    /// Time after which an object whose only work is accepted WebSockets
+    /// is evicted (hibernated); its sockets stay open. Default 10 s.
+    pub hibernation_timeout: Duration,
     /// Storage options.
     pub store: StoreOptions,
+    /// WebSocket options.
+    pub websocket: WebSocketOptions,
 }
 
 impl Default for RuntimeOptions {
@@ -42,7 +48,9 @@ impl Default for RuntimeOptions {
             idle_timeout: Duration::from_secs(70),
             call_timeout: Duration::from_secs(30),
             max_events_per_commit: 64,
+            hibernation_timeout: Duration::from_secs(10),
             store: StoreOptions::default(),
+            websocket: WebSocketOptions::default(),
         }
     }
 }
@@ -65,6 +73,18 @@ impl RuntimeBuilder {
     /// Replaces all options.
     pub fn options(mut self, options: RuntimeOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Hibernation time (see [`RuntimeOptions::hibernation_timeout`]).
+    pub fn hibernation_timeout(mut self, d: Duration) -> Self {
+        self.options.hibernation_timeout = d;
+        self
+    }
+
+    /// WebSocket options.
+    pub fn websocket(mut self, opts: WebSocketOptions) -> Self {
+        self.options.websocket = opts;
         self
     }
 
@@ -113,6 +133,7 @@ impl RuntimeBuilder {
             tasks: TaskTracker::default(),
             namespaces: Mutex::new(HashMap::new()),
             alarms: Alarms::default(),
+            next_sid: std::sync::atomic::AtomicU64::new(1),
         });
         tokio::spawn(alarm::drive(shared.clone()));
         let owner = Arc::new(Owner(shared.clone()));
@@ -150,6 +171,8 @@ pub(crate) struct Shared {
     tasks: TaskTracker,
     namespaces: Mutex<HashMap<String, Arc<dyn NamespaceDyn>>>,
     pub(crate) alarms: Alarms,
+    /// Socket ids, unique within the runtime.
+    pub(crate) next_sid: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -311,6 +334,15 @@ impl Runtime {
     /// [`Error::ShuttingDown`]), then stops the storage writer.
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
+        let namespaces: Vec<_> = self
+            .shared
+            .namespaces
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for ns in namespaces {
+            ns.close_sockets(1001, "server shutting down");
+        }
         loop {
             let idle = self.shared.tasks.idle.notified();
             if self.shared.tasks.live.load(Ordering::Acquire) == 0 {

@@ -77,6 +77,7 @@ impl<K: Ord + Clone> AlarmSchedule<K> {
     }
 
     /// The time of `key`'s pending alarm, if any.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn at(&self, key: &K) -> Option<u64> {
         self.by_key.get(key).copied()
     }
@@ -115,6 +116,7 @@ impl<K: Ord + Clone> AlarmSchedule<K> {
     }
 
     /// Whether no alarm is pending.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }

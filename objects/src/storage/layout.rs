@@ -79,6 +79,7 @@ pub(crate) fn parse_catalog_record(v: &[u8]) -> Option<(&str, Option<&str>)> {
 }
 
 /// The id of a per-object key.
+#[cfg(test)]
 pub(crate) fn split_id(key: &[u8]) -> Option<([u8; 32], &[u8])> {
     let (id, rest) = key.split_first_chunk::<32>()?;
     Some((*id, rest))

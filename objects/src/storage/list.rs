@@ -119,6 +119,7 @@ pub(crate) struct KeyRange {
 }
 
 impl KeyRange {
+    #[cfg(test)]
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
         let above = match &self.lower {
             Bound::Included(l) => key >= l.as_slice(),

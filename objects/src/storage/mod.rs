@@ -580,13 +580,4 @@ impl Storage {
     pub(crate) fn overlay_mut(&mut self) -> &mut Overlay {
         &mut self.overlay
     }
-
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.overlay.is_empty()
-    }
-}
-
-/// Opens a store for offline tools (export, list, backup) without a runtime.
-pub(crate) fn open_store(dir: &Path, opts: &StoreOptions) -> Result<Arc<Store>, StorageError> {
-    Store::open(dir, opts)
 }

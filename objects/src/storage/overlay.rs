@@ -63,11 +63,6 @@ pub(crate) struct Changes {
     pub(crate) alarm: Option<Option<u64>>,
 }
 
-impl Changes {
-    pub(crate) fn is_empty(&self) -> bool {
-        !self.cleared && self.writes.is_empty() && self.alarm.is_none()
-    }
-}
 
 impl Overlay {
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
@@ -255,6 +250,5 @@ mod tests {
         let c = o.take();
         assert_eq!(c.writes, vec![(b"a".to_vec(), Some(b("1")))]);
         assert!(o.is_empty());
-        assert!(Changes::default().is_empty());
     }
 }

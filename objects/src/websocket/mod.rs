@@ -1,7 +1,14 @@
 //! WebSocket hibernation: the runtime owns accepted sockets, so an object
 //! can be evicted while its sockets stay open.
 
+pub(crate) mod registry;
+pub(crate) mod socket;
+
 use bytes::Bytes;
+
+pub use registry::{
+    MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS,
+};
 
 /// Errors from WebSocket operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +47,14 @@ pub enum WebSocketError {
     /// The socket is not (or no longer) accepted by this object.
     #[error("unknown or closed WebSocket")]
     UnknownSocket,
+    /// An auto-response request or response over 2048 characters.
+    #[error("auto-response string of {len} characters is over the limit of {max}")]
+    AutoResponseTooLong {
+        /// The string's length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An attachment that does not encode or decode.
     #[error("attachment codec: {0}")]
     Codec(String),

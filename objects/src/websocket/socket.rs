@@ -1,0 +1,367 @@
+//! The I/O shell of an accepted WebSocket: one task per socket that reads
+//! frames into the object's mailbox and writes the object's frames out of a
+//! bounded queue, pings idle peers and cuts slow readers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+
+use super::registry::Registry;
+use super::{Message, WebSocketError};
+use crate::object::{Request, Response};
+
+/// Tunables of accepted WebSockets.
+#[derive(Debug, Clone)]
+pub struct WebSocketOptions {
+    /// Largest message accepted from a peer; a larger one closes the socket
+    /// with 1009. Default 1 MiB (Cloudflare's limit).
+    pub max_message_bytes: usize,
+    /// Frames queued for one socket before it counts as a slow reader and
+    /// is closed with 1008. Default 1024.
+    pub send_queue: usize,
+    /// A ping goes out after this long without hearing from the peer.
+    /// Default 30 s.
+    pub ping_interval: Duration,
+    /// The peer is dead if nothing arrives this long after a ping; its
+    /// socket is closed as 1006. Default 20 s.
+    pub ping_timeout: Duration,
+    /// Per-socket read buffer. Default 4 KiB (tungstenite's default is
+    /// 128 KiB, which dominates the memory of idle sockets).
+    pub read_buffer: usize,
+}
+
+impl Default for WebSocketOptions {
+    fn default() -> Self {
+        WebSocketOptions {
+            max_message_bytes: 1 << 20,
+            send_queue: 1024,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(20),
+            read_buffer: 4096,
+        }
+    }
+}
+
+/// What the socket task is told to send.
+#[derive(Debug, Clone)]
+pub(crate) enum Outgoing {
+    Frame(WsMessage),
+    Close(u16, String),
+}
+
+/// How the runtime reaches a socket's task.
+#[derive(Debug, Clone)]
+pub(crate) struct SocketHandle {
+    tx: mpsc::Sender<WsMessage>,
+    shared: Arc<SocketShared>,
+}
+
+#[derive(Debug, Default)]
+struct SocketShared {
+    kill: Notify,
+    close: Mutex<Option<(u16, String)>>,
+}
+
+impl SocketHandle {
+    /// Queues a frame; a full queue means a slow reader, which is cut off.
+    pub(crate) fn send(&self, out: Outgoing) {
+        match out {
+            Outgoing::Frame(m) => {
+                if self.tx.try_send(m).is_err() {
+                    self.close(1008, "slow reader: send queue full".into());
+                }
+            }
+            Outgoing::Close(code, reason) => self.close(code, reason),
+        }
+    }
+
+    pub(crate) fn close(&self, code: u16, reason: String) {
+        if let Ok(mut c) = self.shared.close.lock() {
+            c.get_or_insert((code, reason));
+        }
+        self.shared.kill.notify_one();
+    }
+}
+
+/// The table of an object's sockets, shared by its activations and its
+/// socket tasks.
+pub(crate) type Table = Mutex<Registry<SocketHandle>>;
+
+/// What a socket task reports to its object.
+#[derive(Debug)]
+pub(crate) enum SocketEvent {
+    Message(Message),
+    Close {
+        code: u16,
+        reason: String,
+        clean: bool,
+    },
+    Error(String),
+}
+
+/// Where a socket task delivers its events (the namespace, type-erased).
+pub(crate) trait Deliver: Send + Sync + 'static {
+    /// Queues the event for the object, waiting for mailbox room.
+    fn deliver(
+        &self,
+        id: [u8; 32],
+        sid: u64,
+        event: SocketEvent,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+    fn now_ms(&self) -> u64;
+}
+
+/// Checks an upgrade request and builds the 101 response.
+pub(crate) fn handshake(req: &Request) -> Result<Response, WebSocketError> {
+    let h = req.headers();
+    let has = |name: http::header::HeaderName, want: &str| {
+        h.get_all(name).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
+        })
+    };
+    if req.method() != http::Method::GET
+        || !has(http::header::UPGRADE, "websocket")
+        || !has(http::header::CONNECTION, "upgrade")
+        || !has(http::header::SEC_WEBSOCKET_VERSION, "13")
+    {
+        return Err(WebSocketError::NotAnUpgrade);
+    }
+    let key = h
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .ok_or(WebSocketError::NotAnUpgrade)?;
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    http::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::UPGRADE, "websocket")
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Bytes::new())
+        .map_err(|_| WebSocketError::NotAnUpgrade)
+}
+
+/// Creates the handle and starts the task that serves the socket once the
+/// HTTP connection is upgraded.
+pub(crate) fn spawn(
+    deliver: Arc<dyn Deliver>,
+    table: Arc<Table>,
+    id: [u8; 32],
+    sid: u64,
+    upgrade: hyper::upgrade::OnUpgrade,
+    opts: &WebSocketOptions,
+) -> SocketHandle {
+    let (tx, rx) = mpsc::channel(opts.send_queue.max(1));
+    let shared = Arc::new(SocketShared::default());
+    let handle = SocketHandle {
+        tx,
+        shared: shared.clone(),
+    };
+    let opts = opts.clone();
+    tokio::spawn(async move {
+        let task = Task {
+            deliver,
+            table,
+            id,
+            sid,
+            shared,
+        };
+        task.run(upgrade, rx, opts).await;
+    });
+    handle
+}
+
+struct Task {
+    deliver: Arc<dyn Deliver>,
+    table: Arc<Table>,
+    id: [u8; 32],
+    sid: u64,
+    shared: Arc<SocketShared>,
+}
+
+/// How long a Close frame may take to go out before the connection is
+/// simply dropped.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Ending = (u16, String, bool, Option<String>);
+
+impl Task {
+    /// We close the socket (the object asked, the runtime is stopping, or
+    /// the reader is too slow): send a Close frame if it goes out in time.
+    async fn closing<S>(&self, ws: &mut WebSocketStream<S>) -> Ending
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (code, reason) = self
+            .shared
+            .close
+            .lock()
+            .ok()
+            .and_then(|mut c| c.take())
+            .unwrap_or((1000, String::new()));
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.clone().into(),
+        };
+        // A slow reader's buffers are full: a Close frame would only wait.
+        let sent = code != 1008
+            && tokio::time::timeout(CLOSE_SEND_TIMEOUT, ws.send(WsMessage::Close(Some(frame))))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        let error = (code == 1008).then(|| reason.clone());
+        (code, reason, sent, error)
+    }
+
+    async fn run(self, upgrade: hyper::upgrade::OnUpgrade, mut rx: mpsc::Receiver<WsMessage>, opts: WebSocketOptions) {
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(_) => {
+                // The 101 never went out (the event failed): forget it.
+                if let Ok(mut t) = self.table.lock() {
+                    t.remove(self.sid);
+                }
+                return;
+            }
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(opts.read_buffer)
+            .write_buffer_size(0)
+            // Bounded, so a peer that does not read makes our writes wait
+            // (and the send queue fill) instead of buffering without end.
+            .max_write_buffer_size(opts.max_message_bytes + (64 << 10))
+            .max_message_size(Some(opts.max_message_bytes))
+            .max_frame_size(Some(opts.max_message_bytes));
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+        let mut last_heard = Instant::now();
+        let mut ping_out: Option<Instant> = None;
+        let (code, reason, clean, error) = loop {
+            let deadline = match ping_out {
+                Some(at) => at + opts.ping_timeout,
+                None => last_heard + opts.ping_interval,
+            };
+            tokio::select! {
+                biased;
+                () = self.shared.kill.notified() => {
+                    break self.closing(&mut ws).await;
+                }
+                m = ws.next() => {
+                    last_heard = Instant::now();
+                    ping_out = None;
+                    match m {
+                        Some(Ok(WsMessage::Text(t))) => {
+                            let reply = self
+                                .table
+                                .lock()
+                                .ok()
+                                .and_then(|mut tb| tb.auto_reply(self.sid, t.as_str(), self.deliver.now_ms()));
+                            match reply {
+                                Some(r) => {
+                                    if ws.send(WsMessage::text(r)).await.is_err() {
+                                        break (1006, "send failed".into(), false, None);
+                                    }
+                                }
+                                None => {
+                                    let ev = SocketEvent::Message(Message::Text(t.as_str().to_string()));
+                                    if !self.deliver.deliver(self.id, self.sid, ev).await {
+                                        break (1001, "going away".into(), true, None);
+                                    }
+                                }
+                            }
+                        }
+                        Some(Ok(WsMessage::Binary(b))) => {
+                            let ev = SocketEvent::Message(Message::Binary(b));
+                            if !self.deliver.deliver(self.id, self.sid, ev).await {
+                                break (1001, "going away".into(), true, None);
+                            }
+                        }
+                        Some(Ok(WsMessage::Close(frame))) => {
+                            let (code, reason) = frame
+                                .map(|f| (u16::from(f.code), f.reason.as_str().to_string()))
+                                .unwrap_or((1005, String::new()));
+                            // tungstenite queues the reciprocal Close; flush it.
+                            let _ = ws.flush().await;
+                            break (code, reason, true, None);
+                        }
+                        Some(Ok(_)) => {} // ping/pong: answered by tungstenite
+                        Some(Err(e)) => {
+                            use tokio_tungstenite::tungstenite::Error as E;
+                            if let E::Capacity(_) = e {
+                                let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
+                                let _ = ws.send(WsMessage::Close(Some(frame))).await;
+                                break (1009, "message too big".into(), false, Some(e.to_string()));
+                            }
+                            let error = (!matches!(e, E::ConnectionClosed | E::AlreadyClosed)).then(|| e.to_string());
+                            break (1006, "WebSocket disconnected without sending Close frame.".into(), false, error);
+                        }
+                        None => break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None),
+                    }
+                }
+                m = rx.recv() => {
+                    let Some(m) = m else {
+                        break (1001, "going away".into(), true, None);
+                    };
+                    // Batch what is queued into one flush. A peer that does
+                    // not read blocks the flush; a close (the slow-reader
+                    // cut among them) must still get through.
+                    let write = async {
+                        let mut ok = ws.feed(m).await.is_ok();
+                        while ok {
+                            match rx.try_recv() {
+                                Ok(m) => ok = ws.feed(m).await.is_ok(),
+                                Err(_) => break,
+                            }
+                        }
+                        ok && ws.flush().await.is_ok()
+                    };
+                    let written = tokio::select! {
+                        biased;
+                        () = self.shared.kill.notified() => None,
+                        ok = write => Some(ok),
+                    };
+                    match written {
+                        Some(true) => {}
+                        Some(false) => {
+                            break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None);
+                        }
+                        None => break self.closing(&mut ws).await,
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if ping_out.is_some() {
+                        break (1006, "ping timeout: the peer stopped answering".into(), false, Some("ping timeout".into()));
+                    }
+                    ping_out = Some(Instant::now());
+                    if ws.send(WsMessage::Ping(Bytes::new())).await.is_err() {
+                        break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None);
+                    }
+                }
+            }
+        };
+        drop(ws);
+        let first = self.table.lock().map(|mut t| t.mark_closed(self.sid)).unwrap_or(false);
+        if !first {
+            return;
+        }
+        if let Some(e) = error {
+            self.deliver.deliver(self.id, self.sid, SocketEvent::Error(e)).await;
+        }
+        let delivered = self
+            .deliver
+            .deliver(self.id, self.sid, SocketEvent::Close { code, reason, clean })
+            .await;
+        if !delivered {
+            if let Ok(mut t) = self.table.lock() {
+                t.remove(self.sid);
+            }
+        }
+    }
+}
