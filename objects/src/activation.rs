@@ -317,10 +317,19 @@ impl<O: Object> Activation<O> {
                     Err((event_reply, e)) => {
                         // This event's writes and output go; earlier ones in
                         // the group stay and commit below.
+                        let broken = self.ctx.storage().broken.clone();
                         self.ctx.storage().overlay_mut().rollback(sp);
+                        self.ctx.storage().end_event();
                         self.ctx.truncate_outbox(outbox_mark);
+                        if let Some(cause) = broken {
+                            // A sync in this event failed, taking the
+                            // earlier events' writes with it.
+                            event_reply(self.reset_error(&e));
+                            self.fail_group(held, &cause);
+                            return;
+                        }
                         if !matches!(e, Error::NotImplemented(_)) {
-                            self.reset();
+                            self.drop_instance();
                         }
                         event_reply(self.reset_error(&e));
                         break;
@@ -367,12 +376,18 @@ impl<O: Object> Activation<O> {
         }
     }
 
+    /// Drops the instance and everything uncommitted.
     fn reset(&mut self) {
+        self.drop_instance();
+        self.ctx.storage().discard();
+        self.ctx.truncate_outbox(0);
+    }
+
+    /// Drops the instance only; the next event constructs a fresh one.
+    fn drop_instance(&mut self) {
         if self.instance.take().is_some() {
             tracing::warn!(object = %self.id, namespace = %self.ns.name, "object reset");
         }
-        self.ctx.storage().discard();
-        self.ctx.truncate_outbox(0);
     }
 
     fn reset_error(&self, e: &Error) -> Error {

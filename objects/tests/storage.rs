@@ -1571,7 +1571,6 @@ async fn a_full_store_fails_the_commit_and_recovers_after_deletes() {
 // 100 KiB values, a 100 KiB write should fit; it fails until some other
 // commit has happened, however often it is retried.
 #[tokio::test]
-#[ignore = "library bug: on a full store, a write right after deletes still fails with Full (LMDB reuses pages freed by commit N only from commit N + 2, and failed commits do not advance), until an unrelated commit succeeds"]
 async fn a_write_right_after_deletes_on_a_full_store_fits() {
     let dir = tempdir();
     let (f, _, value) = full_store(dir.path()).await;
@@ -1700,7 +1699,6 @@ async fn a_data_dir_in_use_is_refused() {
 // back and commit together. When a later event of the group fails, an
 // earlier one must not be told "success" unless its writes are durable.
 #[tokio::test]
-#[ignore = "library bug: Activation::run_group answers the failing event with reset(), which discards the whole overlay, including the writes of earlier events of the group; their replies are then released as successes after an empty commit"]
 async fn a_failing_event_does_not_lose_acknowledged_writes_of_its_commit_group() {
     let dir = tempdir();
     let f = Fixture::open(dir.path());
@@ -1723,7 +1721,6 @@ async fn a_failing_event_does_not_lose_acknowledged_writes_of_its_commit_group()
 // The same, when the failing event's sync() failed first: that commit
 // carried the earlier event's writes too.
 #[tokio::test]
-#[ignore = "library bug: when the event whose sync() failed then returns an error, reset() clears Storage::broken before run_group checks it, so earlier events of the group get success replies although their writes were in the failed commit"]
 async fn a_failed_sync_in_a_failing_event_fails_its_whole_commit_group() {
     let dir = tempdir();
     let f = Fixture::open(dir.path());

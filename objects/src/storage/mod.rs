@@ -81,7 +81,7 @@ pub enum StorageError {
     #[error("value codec: {0}")]
     Codec(String),
     /// The data dir reached its size limit; nothing was written. Reads keep
-    /// working; free space with deletes or raise `StoreOptions::max_size`.
+    /// working. Free space with deletes or raise `StoreOptions::max_size`.
     #[error("storage full: the data dir reached its size limit")]
     Full,
     /// A commit failed; the object was reset and its writes discarded.
@@ -575,6 +575,12 @@ impl Storage {
         self.overlay = Overlay::default();
         self.in_transaction = false;
         self.broken = None;
+    }
+
+    /// A failed event ends: a panic inside a transaction closure must not
+    /// leave the next event "inside a transaction".
+    pub(crate) fn end_event(&mut self) {
+        self.in_transaction = false;
     }
 
     pub(crate) fn overlay_mut(&mut self) -> &mut Overlay {

@@ -47,13 +47,19 @@ pub(crate) struct Overlay {
     /// Undo journal, kept only while a savepoint is open.
     undo: Vec<Undo>,
     savepoints: usize,
+    /// Bumped by every `take` (a commit inside an event): savepoints from
+    /// before it roll back only what was written after it.
+    epoch: u64,
     /// Approximate bytes held, for bounding an event's buffer.
     bytes: usize,
 }
 
 /// A position to roll back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Savepoint(usize);
+pub(crate) struct Savepoint {
+    epoch: u64,
+    at: usize,
+}
 
 /// Everything an overlay turns into at commit.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -143,7 +149,10 @@ impl Overlay {
 
     pub(crate) fn savepoint(&mut self) -> Savepoint {
         self.savepoints += 1;
-        Savepoint(self.undo.len())
+        Savepoint {
+            epoch: self.epoch,
+            at: self.undo.len(),
+        }
     }
 
     /// Keeps the writes made since `sp`.
@@ -152,13 +161,15 @@ impl Overlay {
         if self.savepoints == 0 {
             self.undo.clear();
         } else {
-            debug_assert!(sp.0 <= self.undo.len());
+            debug_assert!(sp.epoch != self.epoch || sp.at <= self.undo.len());
         }
     }
 
     /// Undoes every write made since `sp`.
     pub(crate) fn rollback(&mut self, sp: Savepoint) {
-        while self.undo.len() > sp.0 {
+        // What was committed since the savepoint stays committed.
+        let at = if sp.epoch == self.epoch { sp.at } else { 0 };
+        while self.undo.len() > at {
             match self.undo.pop() {
                 Some(Undo::Key(k, Some(old))) => {
                     self.writes.insert(k, old);
@@ -182,9 +193,16 @@ impl Overlay {
     }
 
     /// Takes the pending changes, leaving the overlay empty. Open savepoints
-    /// are dropped: a commit makes everything before it permanent.
+    /// stay open, but a commit makes everything before it permanent.
     pub(crate) fn take(&mut self) -> Changes {
-        let taken = std::mem::take(self);
+        let taken = std::mem::replace(
+            self,
+            Overlay {
+                savepoints: self.savepoints,
+                epoch: self.epoch + 1,
+                ..Overlay::default()
+            },
+        );
         Changes {
             cleared: taken.cleared,
             writes: taken.writes.into_iter().collect(),
@@ -238,6 +256,19 @@ mod tests {
         assert!(!o.cleared());
         assert_eq!(o.alarm(), Some(Some(5)));
         assert!(o.undo.is_empty());
+    }
+
+    #[test]
+    fn rollback_after_a_commit_undoes_only_later_writes() {
+        let mut o = Overlay::default();
+        let sp = o.savepoint();
+        o.put(b"a".to_vec(), b("1"));
+        let c = o.take();
+        assert_eq!(c.writes.len(), 1);
+        o.put(b"b".to_vec(), b("2"));
+        o.rollback(sp);
+        assert_eq!(o.lookup(b"b"), Lookup::Miss, "written after the commit: undone");
+        assert!(o.is_empty());
     }
 
     #[test]

@@ -156,12 +156,41 @@ fn commit_group(
     let all = || group.iter().map(|(b, _)| b);
     match commit(env, dbs, all()) {
         Ok(()) => group.iter().map(|_| Ok(())).collect(),
-        Err(e) if group.len() == 1 => vec![Err(e)],
         Err(_) => group
             .iter()
-            .map(|(b, _)| commit(env, dbs, std::iter::once(b)))
+            .map(|(b, _)| commit_alone(env, dbs, b))
             .collect(),
     }
+}
+
+/// Commits one batch. If the map is full, space freed by recent deletes may
+/// not be reusable yet: LMDB recycles pages freed by commit N only from
+/// commit N + 2 on, and failed commits do not count. Two small commits move
+/// that along; then one more try.
+fn commit_alone(env: &Env<WithoutTls>, dbs: Dbs, b: &Batch) -> Result<(), StorageError> {
+    match commit(env, dbs, std::iter::once(b)) {
+        Err(StorageError::Full) => {
+            for _ in 0..2 {
+                tick(env, dbs)?;
+            }
+            commit(env, dbs, std::iter::once(b))
+        }
+        r => r,
+    }
+}
+
+fn tick(env: &Env<WithoutTls>, dbs: Dbs) -> Result<(), StorageError> {
+    let mut wtxn = env.write_txn().map_err(|e| StorageError::lmdb("commit", e))?;
+    let n = dbs
+        .meta
+        .get(&wtxn, b"tick")
+        .map_err(|e| StorageError::lmdb("commit", e))?
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map_or(0, u64::from_be_bytes);
+    dbs.meta
+        .put(&mut wtxn, b"tick", &(n.wrapping_add(1)).to_be_bytes())
+        .map_err(|e| StorageError::lmdb("commit", e))?;
+    wtxn.commit().map_err(|e| StorageError::lmdb("commit", e))
 }
 
 fn commit<'a>(

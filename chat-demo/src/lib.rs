@@ -1,0 +1,3 @@
+//! The Edge Chat Demo on `objects`.
+
+pub mod protocol;
