@@ -13,10 +13,10 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::namespace::{NsDeliver, NsInner, enqueue};
-use crate::websocket::WebSocket;
-use crate::websocket::socket::SocketEvent;
 use crate::object::{AlarmInfo, Object, Request, Response};
 use crate::storage::Storage;
+use crate::websocket::WebSocket;
+use crate::websocket::socket::SocketEvent;
 
 /// The objects an event is (transitively) waiting in, outermost first. A
 /// call to an object already on the chain is a cycle and is refused.
@@ -49,7 +49,7 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// What can happen to an object.
 pub(crate) enum Event<O: Object> {
-    Fetch(Request, Reply<Response>),
+    Fetch(Box<Request>, Reply<Response>),
     Call(O::Call, Reply<O::Reply>),
     /// The alarm set for `info.scheduled_ms` is due. With `abandon`, its
     /// retries are used up: clear it without running the handler.
@@ -59,7 +59,10 @@ pub(crate) enum Event<O: Object> {
         reply: oneshot::Sender<AlarmOutcome>,
     },
     /// Something happened on an accepted WebSocket.
-    Socket { sid: u64, event: SocketEvent },
+    Socket {
+        sid: u64,
+        event: SocketEvent,
+    },
 }
 
 impl<O: Object> Event<O> {
@@ -208,7 +211,12 @@ impl<O: Object> Activation<O> {
             Ok(c) => c,
             Err(e) => return Err((rx, e.into())),
         };
-        let id = id.with_name(catalog.as_ref().and_then(|(_, n)| n.as_deref()).map(Arc::from));
+        let id = id.with_name(
+            catalog
+                .as_ref()
+                .and_then(|(_, n)| n.as_deref())
+                .map(Arc::from),
+        );
         let storage = Storage::new(
             store,
             *id.as_bytes(),
@@ -293,9 +301,9 @@ impl<O: Object> Activation<O> {
                 tracing::warn!(object = %self.id, error = %e, "event lost at eviction");
             }
         }
-        self.ns
-            .sockets
-            .remove_if(self.id.as_bytes(), |_, t| t.lock().map(|t| t.is_empty()).unwrap_or(false));
+        self.ns.sockets.remove_if(self.id.as_bytes(), |_, t| {
+            t.lock().map(|t| t.is_empty()).unwrap_or(false)
+        });
         true
     }
 
@@ -392,9 +400,7 @@ impl<O: Object> Activation<O> {
 
     fn reset_error(&self, e: &Error) -> Error {
         match e {
-            Error::NotImplemented(_) | Error::CallCycle { .. } => {
-                Error::app(e.to_string())
-            }
+            Error::NotImplemented(_) | Error::CallCycle { .. } => Error::app(e.to_string()),
             e => Error::Reset {
                 id: self.id.to_hex(),
                 cause: e.to_string(),
@@ -444,7 +450,7 @@ impl<O: Object> Activation<O> {
         };
         let ctx = &mut self.ctx;
         match event {
-            Event::Fetch(req, reply) => match guarded(&chain, instance.fetch(ctx, req)).await {
+            Event::Fetch(req, reply) => match guarded(&chain, instance.fetch(ctx, *req)).await {
                 Ok(resp) => Ok(Held::Fetch(resp, reply)),
                 Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
             },
@@ -466,21 +472,26 @@ impl<O: Object> Activation<O> {
             Event::Socket { sid, event } => {
                 let ws = WebSocket { sid };
                 let (result, closed) = match event {
-                    SocketEvent::Message(m) => {
-                        (guarded(&chain, instance.websocket_message(ctx, ws, m)).await, false)
-                    }
+                    SocketEvent::Message(m) => (
+                        guarded(&chain, instance.websocket_message(ctx, ws, m)).await,
+                        false,
+                    ),
                     SocketEvent::Close {
                         code,
                         reason,
                         clean,
                     } => (
-                        guarded(&chain, instance.websocket_close(ctx, ws, code, reason, clean))
-                            .await,
+                        guarded(
+                            &chain,
+                            instance.websocket_close(ctx, ws, code, reason, clean),
+                        )
+                        .await,
                         true,
                     ),
-                    SocketEvent::Error(e) => {
-                        (guarded(&chain, instance.websocket_error(ctx, ws, e)).await, false)
-                    }
+                    SocketEvent::Error(e) => (
+                        guarded(&chain, instance.websocket_error(ctx, ws, e)).await,
+                        false,
+                    ),
                 };
                 if closed {
                     // The close handler has run: the socket is gone.

@@ -31,7 +31,9 @@ pub struct Context {
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -152,7 +154,10 @@ impl Context {
     /// # Errors
     ///
     /// Unknown socket, or an attachment that does not decode as `T`.
-    pub fn attachment<T: DeserializeOwned>(&self, ws: WebSocket) -> Result<Option<T>, WebSocketError> {
+    pub fn attachment<T: DeserializeOwned>(
+        &self,
+        ws: WebSocket,
+    ) -> Result<Option<T>, WebSocketError> {
         let t = self.table();
         t.attachment(ws.sid)?
             .map(|b| serde_json::from_slice(b).map_err(|e| WebSocketError::Codec(e.to_string())))
@@ -178,11 +183,16 @@ impl Context {
     /// Sends a message on a socket. Held until this event's writes are
     /// durable; dropped if the socket has closed by then.
     pub fn send(&mut self, ws: WebSocket, msg: impl Into<Message>) {
-        self.outbox.push((ws.sid, Outgoing::Frame(to_ws(msg.into()))));
+        self.outbox
+            .push((ws.sid, Outgoing::Frame(to_ws(msg.into()))));
     }
 
     /// Sends one message to many sockets: encoded once, the bytes shared.
-    pub fn broadcast(&mut self, sockets: impl IntoIterator<Item = WebSocket>, msg: impl Into<Message>) {
+    pub fn broadcast(
+        &mut self,
+        sockets: impl IntoIterator<Item = WebSocket>,
+        msg: impl Into<Message>,
+    ) {
         let frame = to_ws(msg.into());
         for ws in sockets {
             self.outbox.push((ws.sid, Outgoing::Frame(frame.clone())));
@@ -192,7 +202,8 @@ impl Context {
     /// Closes a socket with a code and reason (after this event's writes are
     /// durable). The close handler runs when the socket task finishes.
     pub fn close(&mut self, ws: WebSocket, code: u16, reason: impl Into<String>) {
-        self.outbox.push((ws.sid, Outgoing::Close(code, reason.into())));
+        self.outbox
+            .push((ws.sid, Outgoing::Close(code, reason.into())));
     }
 
     /// Sets (or with `None` clears) the auto-response: a text message equal

@@ -168,7 +168,7 @@ impl IdMinter {
         ObjectId::from_parts(bytes, name)
     }
 
-    pub(crate) fn from_name(&self, name: &str) -> ObjectId {
+    pub(crate) fn for_name(&self, name: &str) -> ObjectId {
         let mut h = blake3::Hasher::new_keyed(&self.key);
         h.update(b"name:");
         h.update(name.as_bytes());
@@ -219,38 +219,47 @@ mod tests {
     #[test]
     fn name_ids_are_deterministic_and_per_namespace() {
         let a = minter("rooms");
-        assert_eq!(a.from_name("general"), minter("rooms").from_name("general"));
-        assert_ne!(a.from_name("general"), a.from_name("general2"));
-        assert_ne!(a.from_name("general"), minter("limits").from_name("general"));
+        assert_eq!(a.for_name("general"), minter("rooms").for_name("general"));
+        assert_ne!(a.for_name("general"), a.for_name("general2"));
+        assert_ne!(a.for_name("general"), minter("limits").for_name("general"));
         assert_ne!(
-            a.from_name("general"),
-            IdMinter::new(&[8u8; 32], "rooms").from_name("general")
+            a.for_name("general"),
+            IdMinter::new(&[8u8; 32], "rooms").for_name("general")
         );
-        assert_eq!(a.from_name("general").name(), Some("general"));
+        assert_eq!(a.for_name("general").name(), Some("general"));
     }
 
     #[test]
     fn hex_round_trip_and_checks() {
         let a = minter("rooms");
-        let id = a.from_name("x");
+        let id = a.for_name("x");
         let hex = id.to_hex();
         assert_eq!(hex.len(), 64);
-        assert!(hex.bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            hex.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
         assert_eq!(a.parse(&hex), Ok(id.clone()));
         assert_eq!(a.parse(&hex.to_uppercase()), Ok(id));
-        let foreign = minter("limits").from_name("x").to_hex();
+        let foreign = minter("limits").for_name("x").to_hex();
         assert_eq!(
             a.parse(&foreign),
             Err(IdError::ForeignNamespace("rooms".into()))
         );
-        for bad in ["", "abc", &hex[..63], &format!("{hex}0"), &hex.replace('a', "g")] {
+        for bad in [
+            "",
+            "abc",
+            &hex[..63],
+            &format!("{hex}0"),
+            &hex.replace('a', "g"),
+        ] {
             if bad.len() == 64 && bad.bytes().all(|c| c.is_ascii_hexdigit()) {
                 continue;
             }
             assert_eq!(a.parse(bad), Err(IdError::Malformed), "{bad:?}");
         }
         // A flipped bit anywhere breaks the MAC.
-        let mut bytes = *a.from_name("y").as_bytes();
+        let mut bytes = *a.for_name("y").as_bytes();
         bytes[3] ^= 1;
         assert!(a.check(bytes).is_err());
     }

@@ -65,5 +65,6 @@ pub use storage::{
 };
 pub use websocket::socket::WebSocketOptions;
 pub use websocket::{
-    MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS, Message, WebSocket, WebSocketError,
+    MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS, Message,
+    WebSocket, WebSocketError,
 };

@@ -8,9 +8,9 @@ use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::activation::{self, Envelope, Event};
+use crate::alarm::AlarmOutcome;
 use crate::error::{Error, Result};
 use crate::id::{IdMinter, ObjectId};
-use crate::alarm::AlarmOutcome;
 use crate::object::{AlarmInfo, Object, Request, Response};
 use crate::runtime::Shared;
 use crate::websocket::socket::{Deliver, SocketEvent, Table};
@@ -181,7 +181,7 @@ impl<O: Object> Namespace<O> {
     /// The id for `name`: the same name always gives the same id in this
     /// namespace (and a different one in any other).
     pub fn id_from_name(&self, name: &str) -> ObjectId {
-        self.inner.minter.from_name(name)
+        self.inner.minter.for_name(name)
     }
 
     /// A new random, unguessable id.
@@ -223,7 +223,7 @@ impl<O: Object> Namespace<O> {
         }
     }
 
-    /// Shorthand for `get(&id_from_name(name))`.
+    /// Shorthand for `get(&id_for_name(name))`.
     pub fn get_by_name(&self, name: &str) -> Stub<O> {
         self.get(&self.id_from_name(name))
     }
@@ -295,7 +295,7 @@ impl<O: Object> Stub<O> {
     /// durable).
     pub fn fetch(&self, req: Request) -> impl Future<Output = Result<Response>> + Send + use<O> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(|_| Event::Fetch(req, tx));
+        let sent = self.send(|_| Event::Fetch(Box::new(req), tx));
         self.wait(sent, rx)
     }
 

@@ -274,17 +274,22 @@ impl Runtime {
         // Alarms stored for this namespace start firing now.
         let key_ns: Arc<str> = Arc::from(name);
         let stored = self.shared.store.all_alarms()?;
-        self.shared.alarms.load(stored.into_iter().filter(|(n, _, _)| n == name).map(
-            |(_, id, at)| {
-                (
-                    AlarmKey {
-                        id,
-                        namespace: key_ns.clone(),
-                    },
-                    at,
-                )
-            },
-        ));
+        self.shared
+            .alarms
+            .load(
+                stored
+                    .into_iter()
+                    .filter(|(n, _, _)| n == name)
+                    .map(|(_, id, at)| {
+                        (
+                            AlarmKey {
+                                id,
+                                namespace: key_ns.clone(),
+                            },
+                            at,
+                        )
+                    }),
+            );
         Ok(ns)
     }
 
@@ -306,10 +311,7 @@ impl Runtime {
     /// Waits until every alarm due by now (on the runtime's clock) has been
     /// delivered and settled. Useful in tests on paused time.
     pub async fn alarms_settled(&self) {
-        self.shared
-            .alarms
-            .settled(self.shared.clock.now_ms())
-            .await;
+        self.shared.alarms.settled(self.shared.clock.now_ms()).await;
     }
 
     /// Writes a consistent copy of the store into `dest` while running.
@@ -324,10 +326,7 @@ impl Runtime {
     /// Test seam: makes the next `n` commits fail as a broken disk would.
     #[doc(hidden)]
     pub fn inject_commit_failures(&self, n: u32) {
-        self.shared
-            .store
-            .fail_commits
-            .store(n, Ordering::SeqCst);
+        self.shared.store.fail_commits.store(n, Ordering::SeqCst);
     }
 
     /// Stops taking events, lets in-flight events finish (queued ones get

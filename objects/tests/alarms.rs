@@ -10,10 +10,13 @@ use serde::{Deserialize, Serialize};
 
 const T0: u64 = 1_700_000_000_000;
 
+/// One alarm run: (object name, info, alarm() read inside, clock at run).
+type Run = (String, AlarmInfo, Option<u64>, u64);
+
 #[derive(Default)]
 struct Env {
     /// (object name, info, alarm() read inside the handler, clock at run)
-    runs: Mutex<Vec<(String, AlarmInfo, Option<u64>, u64)>>,
+    runs: Mutex<Vec<Run>>,
     constructed: AtomicUsize,
     running: AtomicUsize,
     overlapped: AtomicUsize,
@@ -136,7 +139,7 @@ async fn advance(rt: &Runtime, d: Duration) {
     rt.alarms_settled().await;
 }
 
-fn runs(env: &Env) -> Vec<(String, AlarmInfo, Option<u64>, u64)> {
+fn runs(env: &Env) -> Vec<Run> {
     env.runs.lock().expect("lock").clone()
 }
 
@@ -148,9 +151,15 @@ async fn set_get_replace_and_past_times() {
     let jobs = rt.namespace::<Job>("jobs", Env::default()).expect("ns");
     let a = jobs.get_by_name("a");
     a.call(Call::Set(T0 + 60_000)).await.expect("set");
-    assert_eq!(a.call(Call::Get).await.expect("get"), Reply::Alarm(Some(T0 + 60_000)));
+    assert_eq!(
+        a.call(Call::Get).await.expect("get"),
+        Reply::Alarm(Some(T0 + 60_000))
+    );
     a.call(Call::Set(T0 + 30_000)).await.expect("replace");
-    assert_eq!(a.call(Call::Get).await.expect("get"), Reply::Alarm(Some(T0 + 30_000)));
+    assert_eq!(
+        a.call(Call::Get).await.expect("get"),
+        Reply::Alarm(Some(T0 + 30_000))
+    );
     assert!(a.call(Call::Set(0)).await.expect_err("zero").is_reset());
     advance(&rt, Duration::from_secs(29)).await;
     assert!(runs(jobs.env()).is_empty(), "not due yet");
@@ -212,9 +221,17 @@ async fn a_failing_alarm_is_retried_with_backoff_then_dropped() {
         let gap = pair[1].3 - pair[0].3;
         let base = 2_000u64 << i;
         // Backoff plus up to 25% jitter, to the next whole second we step.
-        assert!(gap >= base && gap <= base + base / 4 + 1_000, "retry {} came after {gap} ms", i + 1);
+        assert!(
+            gap >= base && gap <= base + base / 4 + 1_000,
+            "retry {} came after {gap} ms",
+            i + 1
+        );
     }
-    assert_eq!(a.call(Call::Get).await.expect("get"), Reply::Alarm(None), "dropped");
+    assert_eq!(
+        a.call(Call::Get).await.expect("get"),
+        Reply::Alarm(None),
+        "dropped"
+    );
     assert_eq!(rt.pending_alarms(), 0);
     rt.shutdown().await;
 }
@@ -282,7 +299,11 @@ async fn alarms_survive_a_restart() {
     advance(&rt, Duration::from_secs(60)).await;
     let r = runs(jobs.env());
     assert_eq!(r.len(), 10);
-    assert_eq!(jobs.env().constructed.load(Ordering::SeqCst), 10, "constructor ran first");
+    assert_eq!(
+        jobs.env().constructed.load(Ordering::SeqCst),
+        10,
+        "constructor ran first"
+    );
     let mut names: Vec<_> = r.iter().map(|x| x.0.clone()).collect();
     names.sort();
     assert_eq!(names, (0..10).map(|i| format!("j{i}")).collect::<Vec<_>>());
@@ -300,7 +321,8 @@ async fn a_hundred_thousand_alarms_due_at_once_each_fire_once_in_time_order() {
             .map(|i| {
                 // Times run opposite to the name order, so firing in time
                 // order is not an accident of activation order.
-                jobs.get_by_name(&format!("j{i:06}")).call(Call::Set(T0 + 200_000 + (n - i)))
+                jobs.get_by_name(&format!("j{i:06}"))
+                    .call(Call::Set(T0 + 200_000 + (n - i)))
             })
             .collect();
         for c in calls {

@@ -89,7 +89,10 @@ impl Object for Log {
 }
 
 fn runtime(dir: &std::path::Path) -> Runtime {
-    Runtime::builder().data_dir(dir).open().expect("open runtime")
+    Runtime::builder()
+        .data_dir(dir)
+        .open()
+        .expect("open runtime")
 }
 
 /// Lets spawned tasks run until `cond` holds (bounded; no wall-clock sleep).
@@ -119,7 +122,12 @@ async fn ids_are_stable_per_namespace_and_checked() {
             logs.id_from_string(&foreign),
             Err(Error::Id(objects::IdError::ForeignNamespace(_)))
         ));
-        for bad in ["", "xyz", &id.to_hex()[1..], &format!("{}z", &id.to_hex()[1..])] {
+        for bad in [
+            "",
+            "xyz",
+            &id.to_hex()[1..],
+            &format!("{}z", &id.to_hex()[1..]),
+        ] {
             assert!(matches!(
                 logs.id_from_string(bad),
                 Err(Error::Id(objects::IdError::Malformed))
@@ -132,8 +140,15 @@ async fn ids_are_stable_per_namespace_and_checked() {
     };
     let rt = runtime(dir.path());
     let logs = rt.namespace::<Log>("logs", Probe::default()).expect("ns");
-    assert_eq!(logs.id_from_name("alpha").to_hex(), hex, "stable across restarts");
-    assert!(logs.id_from_string(&unique).is_ok(), "unique ids stay valid");
+    assert_eq!(
+        logs.id_from_name("alpha").to_hex(),
+        hex,
+        "stable across restarts"
+    );
+    assert!(
+        logs.id_from_string(&unique).is_ok(),
+        "unique ids stay valid"
+    );
     rt.shutdown().await;
 }
 
@@ -142,11 +157,22 @@ async fn an_object_knows_its_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(dir.path());
     let logs = rt.namespace::<Log>("logs", Probe::default()).expect("ns");
-    let r = logs.get_by_name("room-7").call(Call::Name).await.expect("call");
+    let r = logs
+        .get_by_name("room-7")
+        .call(Call::Name)
+        .await
+        .expect("call");
     assert_eq!(r, Reply::Name(Some("room-7".into())));
     let unique = logs.new_unique_id().expect("id");
-    assert_eq!(logs.get(&unique).call(Call::Name).await.expect("call"), Reply::Name(None));
-    let names: Vec<_> = logs.live_ids().iter().map(|i| i.name().map(String::from)).collect();
+    assert_eq!(
+        logs.get(&unique).call(Call::Name).await.expect("call"),
+        Reply::Name(None)
+    );
+    let names: Vec<_> = logs
+        .live_ids()
+        .iter()
+        .map(|i| i.name().map(String::from))
+        .collect();
     assert!(names.contains(&Some("room-7".to_string())));
     assert_eq!(logs.live_count(), 2);
     rt.shutdown().await;
@@ -182,7 +208,10 @@ async fn events_of_one_object_never_overlap() {
         tasks.push(tokio::spawn(async move {
             // A fresh stub per call: no ordering promise, still no overlap.
             for i in 0..50 {
-                logs.get_by_name("shared").call(Call::Append(t * 100 + i)).await.expect("append");
+                logs.get_by_name("shared")
+                    .call(Call::Append(t * 100 + i))
+                    .await
+                    .expect("append");
             }
         }));
     }
@@ -191,7 +220,12 @@ async fn events_of_one_object_never_overlap() {
     }
     let probe = logs.env();
     assert_eq!(probe.overlap.load(Ordering::SeqCst), 0);
-    let Reply::Items(items) = logs.get_by_name("shared").call(Call::Items).await.expect("items") else {
+    let Reply::Items(items) = logs
+        .get_by_name("shared")
+        .call(Call::Items)
+        .await
+        .expect("items")
+    else {
         panic!()
     };
     assert_eq!(items.len(), 400);
@@ -213,18 +247,30 @@ async fn panics_and_errors_reset_only_that_object() {
     assert!(err.to_string().contains("boom"), "{err}");
     // The old stub keeps working (our stubs do not break), and so does a
     // fresh one; both see a fresh instance.
-    assert_eq!(a.call(Call::Items).await.expect("items"), Reply::Items(vec![]));
     assert_eq!(
-        logs.get_by_name("a").call(Call::Items).await.expect("items"),
+        a.call(Call::Items).await.expect("items"),
+        Reply::Items(vec![])
+    );
+    assert_eq!(
+        logs.get_by_name("a")
+            .call(Call::Items)
+            .await
+            .expect("items"),
         Reply::Items(vec![])
     );
     a.call(Call::Append(3)).await.expect("a2");
     let err = a.call(Call::Fail).await.expect_err("error resets");
     assert!(err.is_reset(), "{err}");
     assert!(err.to_string().contains("failed on purpose"), "{err}");
-    assert_eq!(a.call(Call::Items).await.expect("items"), Reply::Items(vec![]));
+    assert_eq!(
+        a.call(Call::Items).await.expect("items"),
+        Reply::Items(vec![])
+    );
     // The other object kept its in-memory state.
-    assert_eq!(b.call(Call::Items).await.expect("items"), Reply::Items(vec![2]));
+    assert_eq!(
+        b.call(Call::Items).await.expect("items"),
+        Reply::Items(vec![2])
+    );
     rt.shutdown().await;
 }
 
@@ -251,7 +297,10 @@ async fn a_flooded_mailbox_answers_overloaded() {
             overloaded += 1;
         }
     }
-    assert_eq!(overloaded, 1000, "every call past the bound is refused at once");
+    assert_eq!(
+        overloaded, 1000,
+        "every call past the bound is refused at once"
+    );
     logs.env().release.notify_one();
     blocked.await.expect("join").expect("blocked call finishes");
     for q in queued {
@@ -259,7 +308,6 @@ async fn a_flooded_mailbox_answers_overloaded() {
     }
     rt.shutdown().await;
 }
-
 
 #[tokio::test(start_paused = true)]
 async fn a_call_cycle_ends_in_an_error_at_once() {
@@ -276,8 +324,14 @@ async fn a_call_cycle_ends_in_an_error_at_once() {
         .expect_err("cycle");
     assert!(err.to_string().contains("call cycle"), "{err}");
     // Both objects work afterwards.
-    logs.get_by_name("a").call(Call::Append(1)).await.expect("a works");
-    logs.get_by_name("b").call(Call::Append(1)).await.expect("b works");
+    logs.get_by_name("a")
+        .call(Call::Append(1))
+        .await
+        .expect("a works");
+    logs.get_by_name("b")
+        .call(Call::Append(1))
+        .await
+        .expect("b works");
     rt.shutdown().await;
 }
 
@@ -322,7 +376,10 @@ async fn idle_objects_are_evicted_and_come_back() {
     settle(|| logs.live_count() == 0 && rt.live_objects() == 0).await;
     // The stubs stay valid; calls re-activate with a fresh instance.
     for s in stubs.iter().take(100) {
-        assert_eq!(s.call(Call::Items).await.expect("call"), Reply::Items(vec![]));
+        assert_eq!(
+            s.call(Call::Items).await.expect("call"),
+            Reply::Items(vec![])
+        );
     }
     assert_eq!(logs.live_count(), 100);
     assert_eq!(logs.env().constructed.load(Ordering::SeqCst), n + 100);
@@ -342,7 +399,10 @@ async fn shutdown_finishes_in_flight_events_and_refuses_new_ones() {
     let shutting = tokio::spawn(async move { rt2.shutdown().await });
     settle(|| stub.call(Call::Items).now_or_never_is_shutdown()).await;
     logs.env().release.notify_one();
-    assert_eq!(in_flight.await.expect("join").expect("in-flight finishes"), Reply::Unit);
+    assert_eq!(
+        in_flight.await.expect("join").expect("in-flight finishes"),
+        Reply::Unit
+    );
     assert!(matches!(queued.await, Err(Error::ShuttingDown)));
     shutting.await.expect("shutdown");
     assert!(matches!(
@@ -360,7 +420,10 @@ impl<F: std::future::Future<Output = Result<Reply>>> NowOrNever for F {
         let mut f = std::pin::pin!(self);
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        matches!(f.as_mut().poll(&mut cx), std::task::Poll::Ready(Err(Error::ShuttingDown)))
+        matches!(
+            f.as_mut().poll(&mut cx),
+            std::task::Poll::Ready(Err(Error::ShuttingDown))
+        )
     }
 }
 
@@ -369,5 +432,8 @@ async fn dropping_the_runtime_without_shutdown_does_not_hang() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = runtime(dir.path());
     let logs = rt.namespace::<Log>("logs", Probe::default()).expect("ns");
-    logs.get_by_name("x").call(Call::Append(1)).await.expect("call");
+    logs.get_by_name("x")
+        .call(Call::Append(1))
+        .await
+        .expect("call");
 }

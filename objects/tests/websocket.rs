@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use objects::{Context, Error, Message, Namespace, Object, Request, Response, Result, Runtime, WebSocket};
+use objects::{
+    Context, Error, Message, Namespace, Object, Request, Response, Result, Runtime, WebSocket,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -68,7 +70,12 @@ impl Object for Room {
             }
             "auto-ts" => {
                 let ws = ctx.websockets(None);
-                format!("{:?}", ws.iter().map(|w| ctx.auto_response_timestamp(*w)).collect::<Vec<_>>())
+                format!(
+                    "{:?}",
+                    ws.iter()
+                        .map(|w| ctx.auto_response_timestamp(*w))
+                        .collect::<Vec<_>>()
+                )
             }
             big if big.starts_with("flood") => {
                 let payload = "x".repeat(64 * 1024);
@@ -82,7 +89,12 @@ impl Object for Room {
         })
     }
 
-    async fn websocket_message(&mut self, ctx: &mut Context, ws: WebSocket, msg: Message) -> Result<()> {
+    async fn websocket_message(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        msg: Message,
+    ) -> Result<()> {
         self.messages_seen += 1;
         let Message::Text(text) = msg else {
             return Ok(());
@@ -102,18 +114,33 @@ impl Object for Room {
         ctx.storage().put("last", &text)?;
         ctx.send(
             ws,
-            format!("seen={} att={att:?} tags={tags:?} all={all} t={tagged} text={text}", self.messages_seen),
+            format!(
+                "seen={} att={att:?} tags={tags:?} all={all} t={tagged} text={text}",
+                self.messages_seen
+            ),
         );
         Ok(())
     }
 
-    async fn websocket_close(&mut self, _ctx: &mut Context, _ws: WebSocket, code: u16, _reason: String, clean: bool) -> Result<()> {
+    async fn websocket_close(
+        &mut self,
+        _ctx: &mut Context,
+        _ws: WebSocket,
+        code: u16,
+        _reason: String,
+        clean: bool,
+    ) -> Result<()> {
         self.env.closes.lock().expect("lock").push((code, clean));
         self.env.closed.notify_waiters();
         Ok(())
     }
 
-    async fn websocket_error(&mut self, _ctx: &mut Context, _ws: WebSocket, error: String) -> Result<()> {
+    async fn websocket_error(
+        &mut self,
+        _ctx: &mut Context,
+        _ws: WebSocket,
+        error: String,
+    ) -> Result<()> {
         self.env.errors.lock().expect("lock").push(error);
         Ok(())
     }
@@ -125,7 +152,9 @@ async fn serve(ns: Namespace<Room>) -> SocketAddr {
         let ns = ns.clone();
         async move {
             let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+            let body = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
             let req = http::Request::from_parts(parts, body);
             match ns.get_by_name("r").fetch(req).await {
                 Ok(resp) => resp.map(axum::body::Body::from),
@@ -136,7 +165,9 @@ async fn serve(ns: Namespace<Room>) -> SocketAddr {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
@@ -208,8 +239,15 @@ async fn hibernated_objects_wake_with_their_sockets_intact() {
     settle(|| rooms.live_count() == 0).await;
 
     let after = ask(&mut b, "again").await;
-    assert_eq!(rooms.env().constructed.load(Ordering::SeqCst), 2, "constructor ran again");
-    assert!(after.starts_with("seen=1 "), "in-memory state was reset: {after}");
+    assert_eq!(
+        rooms.env().constructed.load(Ordering::SeqCst),
+        2,
+        "constructor ran again"
+    );
+    assert!(
+        after.starts_with("seen=1 "),
+        "in-memory state was reset: {after}"
+    );
     assert!(after.contains("tags=[\"y\"] all=2 t=1"), "{after}");
     assert!(after.contains("att=Some(\"user-"), "{after}");
     rt.shutdown().await;
@@ -223,14 +261,22 @@ async fn auto_response_answers_without_waking_the_object() {
     let rooms = rt.namespace::<Room>("rooms", Env::default()).expect("ns");
     let addr = serve(rooms.clone()).await;
     let mut a = connect(addr, "").await;
-    rooms.get_by_name("r").call("auto".into()).await.expect("auto");
+    rooms
+        .get_by_name("r")
+        .call("auto".into())
+        .await
+        .expect("auto");
     tokio::time::advance(Duration::from_secs(11)).await;
     settle(|| rooms.live_count() == 0).await;
     assert_eq!(ask(&mut a, "ping").await, "pong");
     assert_eq!(ask(&mut a, "ping").await, "pong");
     assert_eq!(rooms.live_count(), 0, "still hibernating");
     assert_eq!(rooms.env().constructed.load(Ordering::SeqCst), 1);
-    let ts = rooms.get_by_name("r").call("auto-ts".into()).await.expect("ts");
+    let ts = rooms
+        .get_by_name("r")
+        .call("auto-ts".into())
+        .await
+        .expect("ts");
     assert!(ts.starts_with("[Some("), "{ts}");
     rt.shutdown().await;
 }
@@ -248,10 +294,17 @@ async fn tag_limits_are_enforced() {
         .expect_err("refused");
     assert!(err.to_string().contains("400"), "{err}");
     let long = "a".repeat(257);
-    assert!(tokio_tungstenite::connect_async(format!("ws://{addr}/?tags={long}")).await.is_err());
+    assert!(
+        tokio_tungstenite::connect_async(format!("ws://{addr}/?tags={long}"))
+            .await
+            .is_err()
+    );
     let mut ok = connect(addr, &format!("{},t,t", "a".repeat(256))).await;
     let r = ask(&mut ok, "x").await;
-    assert!(r.contains("t=1"), "duplicates dropped, tag lookup works: {r}");
+    assert!(
+        r.contains("t=1"),
+        "duplicates dropped, tag lookup works: {r}"
+    );
     rt.shutdown().await;
 }
 
@@ -270,7 +323,10 @@ async fn a_dropped_connection_is_one_close_1006() {
     let stub = rooms.get_by_name("r");
     wait_closes(rooms.env(), |c| !c.is_empty()).await;
     assert_eq!(stub.call("count".into()).await.expect("count"), "1");
-    assert_eq!(*rooms.env().closes.lock().expect("lock"), vec![(1006, false)]);
+    assert_eq!(
+        *rooms.env().closes.lock().expect("lock"),
+        vec![(1006, false)]
+    );
     assert!(ask(&mut b, "y").await.contains("all=1"));
     rt.shutdown().await;
 }
@@ -284,7 +340,10 @@ async fn oversize_attachments_fail_and_keep_the_old_value() {
     let addr = serve(rooms.clone()).await;
     let mut a = connect(addr, "").await;
     let r = ask(&mut a, "big-attachment").await;
-    assert!(r.contains("over the limit") && r.contains("kept Some(\"user-"), "{r}");
+    assert!(
+        r.contains("over the limit") && r.contains("kept Some(\"user-"),
+        "{r}"
+    );
     rt.shutdown().await;
 }
 
@@ -309,11 +368,11 @@ async fn a_slow_reader_is_cut_off_while_others_keep_receiving() {
     let reader = tokio::spawn(async move {
         let mut n = 0;
         while let Some(Ok(m)) = fast.next().await {
-            if let WsMessage::Text(t) = m {
-                if t.len() == 64 * 1024 {
-                    n += 1;
-                    progress.send_replace(n);
-                }
+            if let WsMessage::Text(t) = m
+                && t.len() == 64 * 1024
+            {
+                n += 1;
+                progress.send_replace(n);
             }
         }
     });
@@ -321,11 +380,25 @@ async fn a_slow_reader_is_cut_off_while_others_keep_receiving() {
     // and far beyond what the kernel buffers for the reader that never reads.
     for round in 1..=5 {
         stub.call("flood".into()).await.expect("flood");
-        got.wait_for(|n| *n == 200 * round).await.expect("fast reader keeps receiving");
+        got.wait_for(|n| *n == 200 * round)
+            .await
+            .expect("fast reader keeps receiving");
     }
     wait_closes(rooms.env(), |c| c.contains(&(1008, false))).await;
-    assert_eq!(stub.call("count".into()).await.expect("count"), "1", "only the fast reader is left");
-    assert!(rooms.env().errors.lock().expect("lock").iter().any(|e| e.contains("slow reader")));
+    assert_eq!(
+        stub.call("count".into()).await.expect("count"),
+        "1",
+        "only the fast reader is left"
+    );
+    assert!(
+        rooms
+            .env()
+            .errors
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|e| e.contains("slow reader"))
+    );
     drop(slow);
     reader.abort();
     rt.shutdown().await;
@@ -349,7 +422,10 @@ async fn dead_peers_are_detected_by_ping_timeout() {
     tokio::time::advance(Duration::from_secs(21)).await;
     wait_closes(rooms.env(), |c| !c.is_empty()).await;
     assert_eq!(stub.call("count".into()).await.expect("count"), "0");
-    assert_eq!(*rooms.env().closes.lock().expect("lock"), vec![(1006, false)]);
+    assert_eq!(
+        *rooms.env().closes.lock().expect("lock"),
+        vec![(1006, false)]
+    );
     drop(silent);
     rt.shutdown().await;
 }

@@ -162,10 +162,9 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
             in_flight.push(deliver(&shared, key, retry, abandon));
         }
         let next = alarms.with_state(|s| s.schedule.next_deadline());
-        alarms.quiet.send_replace((
-            in_flight.is_empty() && next.is_none_or(|t| t > now),
-            now,
-        ));
+        alarms
+            .quiet
+            .send_replace((in_flight.is_empty() && next.is_none_or(|t| t > now), now));
         let sleep = match next {
             Some(t) if in_flight.len() < MAX_IN_FLIGHT => {
                 Duration::from_millis(t.saturating_sub(shared.clock.now_ms()))
@@ -185,13 +184,22 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
     }
 }
 
-fn settle(shared: &Shared, key: AlarmKey, retry: Retry, outcome: AlarmOutcome, jitter: &mut Jitter) {
+fn settle(
+    shared: &Shared,
+    key: AlarmKey,
+    retry: Retry,
+    outcome: AlarmOutcome,
+    jitter: &mut Jitter,
+) {
     let alarms = &shared.alarms;
     let now = shared.clock.now_ms();
     match outcome {
         AlarmOutcome::Done => {
             alarms.with_state(|s| {
-                if s.retries.get(&key.id).is_some_and(|r| r.scheduled_ms == retry.scheduled_ms) {
+                if s.retries
+                    .get(&key.id)
+                    .is_some_and(|r| r.scheduled_ms == retry.scheduled_ms)
+                {
                     s.retries.remove(&key.id);
                 }
             });
@@ -245,7 +253,9 @@ fn deliver(shared: &Arc<Shared>, key: AlarmKey, retry: Retry, abandon: bool) -> 
         scheduled_ms: retry.scheduled_ms,
     };
     let sent: Result<oneshot::Receiver<AlarmOutcome>, String> = match ns {
-        Some(ns) => ns.deliver_alarm(key.id, info, abandon).map_err(|e| e.to_string()),
+        Some(ns) => ns
+            .deliver_alarm(key.id, info, abandon)
+            .map_err(|e| e.to_string()),
         None => Err("namespace not registered".into()),
     };
     Box::pin(async move {

@@ -102,6 +102,9 @@ mod tests {
         assert_eq!(parse_alarm_record(&[1, 2]), None);
         let k = alarm_index_key(1, &[9; 32]);
         assert!(alarm_index_key(2, &[0; 32]) > k);
-        assert_eq!(split_id(&data_key(&[3; 32], b"k")), Some(([3; 32], &b"k"[..])));
+        assert_eq!(
+            split_id(&data_key(&[3; 32], b"k")),
+            Some(([3; 32], &b"k"[..]))
+        );
     }
 }

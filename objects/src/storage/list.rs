@@ -93,10 +93,10 @@ impl ListOptions {
             if lower_cmp(&lower, p) == Ordering::Less {
                 lower = Bound::Included(p.to_vec());
             }
-            if let Some(succ) = successor(p) {
-                if upper_cmp(&upper, &succ) == Ordering::Greater {
-                    upper = Bound::Excluded(succ);
-                }
+            if let Some(succ) = successor(p)
+                && upper_cmp(&upper, &succ) == Ordering::Greater
+            {
+                upper = Bound::Excluded(succ);
             }
         }
         let range = KeyRange {
@@ -274,7 +274,18 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn keys() -> Vec<&'static str> {
-        vec!["", "a", "aa", "ab", "b", "ba", "bb", "c", "é", "z\u{10FFFF}"]
+        vec![
+            "",
+            "a",
+            "aa",
+            "ab",
+            "b",
+            "ba",
+            "bb",
+            "c",
+            "é",
+            "z\u{10FFFF}",
+        ]
     }
 
     /// The reference semantics, evaluated key by key.
@@ -299,14 +310,16 @@ mod tests {
         let Some(range) = opts.compile().expect("valid") else {
             return vec![];
         };
-        let mut sorted: Vec<&str> = all.iter().copied().filter(|k| range.contains(k.as_bytes())).collect();
+        let mut sorted: Vec<&str> = all
+            .iter()
+            .copied()
+            .filter(|k| range.contains(k.as_bytes()))
+            .collect();
         sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         if range.reverse {
             sorted.reverse();
         }
-        let base = sorted
-            .into_iter()
-            .map(|k| Ok((k.as_bytes().to_vec(), ())));
+        let base = sorted.into_iter().map(|k| Ok((k.as_bytes().to_vec(), ())));
         merge(base, std::iter::empty(), range.reverse, range.limit)
             .expect("merge")
             .into_iter()
@@ -317,15 +330,33 @@ mod tests {
     #[test]
     fn errors() {
         assert!(ListOptions::new().limit(0).compile().is_err());
-        assert!(ListOptions::new().start("a").start_after("b").compile().is_err());
+        assert!(
+            ListOptions::new()
+                .start("a")
+                .start_after("b")
+                .compile()
+                .is_err()
+        );
     }
 
     #[test]
     fn empty_ranges_need_no_io() {
-        assert!(matches!(ListOptions::new().start("b").end("a").compile(), Ok(None)));
-        assert!(matches!(ListOptions::new().start("b").end("b").compile(), Ok(None)));
-        assert!(matches!(ListOptions::new().start_after("a").end("a\0").compile(), Ok(None)));
-        assert!(matches!(ListOptions::new().prefix("b").end("a").compile(), Ok(None)));
+        assert!(matches!(
+            ListOptions::new().start("b").end("a").compile(),
+            Ok(None)
+        ));
+        assert!(matches!(
+            ListOptions::new().start("b").end("b").compile(),
+            Ok(None)
+        ));
+        assert!(matches!(
+            ListOptions::new().start_after("a").end("a\0").compile(),
+            Ok(None)
+        ));
+        assert!(matches!(
+            ListOptions::new().prefix("b").end("a").compile(),
+            Ok(None)
+        ));
     }
 
     #[test]
@@ -365,9 +396,14 @@ mod tests {
 
     #[test]
     fn merge_overlay_wins_and_tombstones_hide() {
-        let base: BTreeMap<Vec<u8>, u8> = [(b"a".to_vec(), 1), (b"b".to_vec(), 2), (b"c".to_vec(), 3)].into();
-        let over: BTreeMap<Vec<u8>, Option<u8>> =
-            [(b"b".to_vec(), None), (b"c".to_vec(), Some(30)), (b"d".to_vec(), Some(4))].into();
+        let base: BTreeMap<Vec<u8>, u8> =
+            [(b"a".to_vec(), 1), (b"b".to_vec(), 2), (b"c".to_vec(), 3)].into();
+        let over: BTreeMap<Vec<u8>, Option<u8>> = [
+            (b"b".to_vec(), None),
+            (b"c".to_vec(), Some(30)),
+            (b"d".to_vec(), Some(4)),
+        ]
+        .into();
         let got = merge(
             base.clone().into_iter().map(Ok),
             over.clone().into_iter(),
@@ -375,7 +411,10 @@ mod tests {
             None,
         )
         .expect("merge");
-        assert_eq!(got, vec![(b"a".to_vec(), 1), (b"c".to_vec(), 30), (b"d".to_vec(), 4)]);
+        assert_eq!(
+            got,
+            vec![(b"a".to_vec(), 1), (b"c".to_vec(), 30), (b"d".to_vec(), 4)]
+        );
         let got = merge(
             base.into_iter().rev().map(Ok),
             over.into_iter().rev(),

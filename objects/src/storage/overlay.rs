@@ -69,7 +69,6 @@ pub(crate) struct Changes {
     pub(crate) alarm: Option<Option<u64>>,
 }
 
-
 impl Overlay {
     pub(crate) fn lookup(&self, key: &[u8]) -> Lookup<'_> {
         match self.writes.get(key) {
@@ -267,7 +266,11 @@ mod tests {
         assert_eq!(c.writes.len(), 1);
         o.put(b"b".to_vec(), b("2"));
         o.rollback(sp);
-        assert_eq!(o.lookup(b"b"), Lookup::Miss, "written after the commit: undone");
+        assert_eq!(
+            o.lookup(b"b"),
+            Lookup::Miss,
+            "written after the commit: undone"
+        );
         assert!(o.is_empty());
     }
 

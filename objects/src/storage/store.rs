@@ -10,12 +10,15 @@ use bytes::Bytes;
 use heed::types::Bytes as RawBytes;
 use heed::{Database, Env, EnvOpenOptions, WithoutTls};
 
+use super::StorageError;
 use super::layout::{self, FORMAT_VERSION, ID_LEN};
 use super::list::KeyRange;
 use super::writer::{self, Writer};
-use super::StorageError;
 
 pub(crate) type Db = Database<RawBytes, RawBytes>;
+
+/// An object with stored data: its id and, when known, its name.
+pub(crate) type CatalogEntry = ([u8; 32], Option<String>);
 
 /// Options for a data dir.
 #[derive(Debug, Clone)]
@@ -84,7 +87,10 @@ impl Store {
             .map_err(|_| StorageError::DataDirInUse(dir.to_path_buf()))?;
 
         let mut env_opts = EnvOpenOptions::new().read_txn_without_tls();
-        env_opts.map_size(opts.max_size).max_dbs(8).max_readers(1024);
+        env_opts
+            .map_size(opts.max_size)
+            .max_dbs(8)
+            .max_readers(1024);
         // SAFETY: LMDB maps the file into memory; that is sound as long as no
         // one modifies the file behind LMDB's back. The LOCK file above keeps
         // other instances of this library out, and we never open the files
@@ -159,7 +165,9 @@ impl Store {
     }
 
     fn rtxn(&self) -> Result<heed::RoTxn<'_, WithoutTls>, StorageError> {
-        self.env.read_txn().map_err(|e| StorageError::lmdb("read", e))
+        self.env
+            .read_txn()
+            .map_err(|e| StorageError::lmdb("read", e))
     }
 
     /// Reads one committed value.
@@ -274,10 +282,7 @@ impl Store {
     }
 
     /// Every object with stored data in `namespace`: (id, name).
-    pub(crate) fn catalog(
-        &self,
-        namespace: &str,
-    ) -> Result<Vec<([u8; 32], Option<String>)>, StorageError> {
+    pub(crate) fn catalog(&self, namespace: &str) -> Result<Vec<CatalogEntry>, StorageError> {
         let rtxn = self.rtxn()?;
         let mut out = Vec::new();
         for item in self
@@ -290,10 +295,10 @@ impl Store {
             let Ok(id) = <[u8; 32]>::try_from(k) else {
                 continue;
             };
-            if let Some((ns, name)) = layout::parse_catalog_record(v) {
-                if ns == namespace {
-                    out.push((id, name.map(str::to_string)));
-                }
+            if let Some((ns, name)) = layout::parse_catalog_record(v)
+                && ns == namespace
+            {
+                out.push((id, name.map(str::to_string)));
             }
         }
         Ok(out)

@@ -11,10 +11,10 @@ use std::thread::JoinHandle;
 use heed::{Env, RwTxn, WithoutTls};
 use tokio::sync::{mpsc, oneshot};
 
+use super::StorageError;
 use super::layout;
 use super::overlay::Changes;
 use super::store::{Dbs, StoreOptions};
-use super::StorageError;
 
 /// One object's changes, committed atomically.
 #[derive(Debug)]
@@ -180,7 +180,9 @@ fn commit_alone(env: &Env<WithoutTls>, dbs: Dbs, b: &Batch) -> Result<(), Storag
 }
 
 fn tick(env: &Env<WithoutTls>, dbs: Dbs) -> Result<(), StorageError> {
-    let mut wtxn = env.write_txn().map_err(|e| StorageError::lmdb("commit", e))?;
+    let mut wtxn = env
+        .write_txn()
+        .map_err(|e| StorageError::lmdb("commit", e))?;
     let n = dbs
         .meta
         .get(&wtxn, b"tick")
@@ -198,7 +200,9 @@ fn commit<'a>(
     dbs: Dbs,
     batches: impl Iterator<Item = &'a Batch>,
 ) -> Result<(), StorageError> {
-    let mut wtxn = env.write_txn().map_err(|e| StorageError::lmdb("commit", e))?;
+    let mut wtxn = env
+        .write_txn()
+        .map_err(|e| StorageError::lmdb("commit", e))?;
     for b in batches {
         apply(dbs, &mut wtxn, b).map_err(|e| StorageError::lmdb("commit", e))?;
     }
@@ -215,12 +219,17 @@ fn apply(dbs: Dbs, wtxn: &mut RwTxn<'_>, b: &Batch) -> heed::Result<()> {
             Some(hi) => {
                 dbs.data.delete_range(
                     wtxn,
-                    &(std::ops::Bound::Included(lo), std::ops::Bound::Excluded(hi.as_slice())),
+                    &(
+                        std::ops::Bound::Included(lo),
+                        std::ops::Bound::Excluded(hi.as_slice()),
+                    ),
                 )?;
             }
             None => {
-                dbs.data
-                    .delete_range(wtxn, &(std::ops::Bound::Included(lo), std::ops::Bound::Unbounded))?;
+                dbs.data.delete_range(
+                    wtxn,
+                    &(std::ops::Bound::Included(lo), std::ops::Bound::Unbounded),
+                )?;
             }
         }
         dbs.catalog.delete(wtxn, id)?;
@@ -250,7 +259,8 @@ fn apply(dbs: Dbs, wtxn: &mut RwTxn<'_>, b: &Batch) -> heed::Result<()> {
             .and_then(layout::parse_alarm_record)
             .map(|(t, _)| t);
         if let Some(t) = old {
-            dbs.alarm_index.delete(wtxn, &layout::alarm_index_key(t, id))?;
+            dbs.alarm_index
+                .delete(wtxn, &layout::alarm_index_key(t, id))?;
         }
         match alarm {
             Some(t) => {

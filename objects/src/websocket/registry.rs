@@ -71,7 +71,12 @@ pub(crate) fn check_tags(tags: &[&str]) -> Result<Vec<String>, WebSocketError> {
 }
 
 impl<H> Registry<H> {
-    pub(crate) fn accept(&mut self, sid: u64, handle: H, tags: Vec<String>) -> Result<(), WebSocketError> {
+    pub(crate) fn accept(
+        &mut self,
+        sid: u64,
+        handle: H,
+        tags: Vec<String>,
+    ) -> Result<(), WebSocketError> {
         if self.sockets.len() >= MAX_SOCKETS {
             return Err(WebSocketError::TooManySockets(MAX_SOCKETS));
         }
@@ -103,19 +108,26 @@ impl<H> Registry<H> {
     }
 
     pub(crate) fn handle(&self, sid: u64) -> Option<&H> {
-        self.sockets.get(&sid).filter(|e| !e.closed).map(|e| &e.handle)
+        self.sockets
+            .get(&sid)
+            .filter(|e| !e.closed)
+            .map(|e| &e.handle)
     }
 
     /// Replaces the attachment; an oversize one is refused and the old one
     /// kept.
-    pub(crate) fn set_attachment(&mut self, sid: u64, value: Option<Bytes>) -> Result<(), WebSocketError> {
-        if let Some(v) = &value {
-            if v.len() > MAX_ATTACHMENT_BYTES {
-                return Err(WebSocketError::AttachmentTooLarge {
-                    len: v.len(),
-                    max: MAX_ATTACHMENT_BYTES,
-                });
-            }
+    pub(crate) fn set_attachment(
+        &mut self,
+        sid: u64,
+        value: Option<Bytes>,
+    ) -> Result<(), WebSocketError> {
+        if let Some(v) = &value
+            && v.len() > MAX_ATTACHMENT_BYTES
+        {
+            return Err(WebSocketError::AttachmentTooLarge {
+                len: v.len(),
+                max: MAX_ATTACHMENT_BYTES,
+            });
         }
         let e = self
             .sockets
@@ -148,7 +160,10 @@ impl<H> Registry<H> {
         self.sockets.remove(&sid).map(|e| e.handle)
     }
 
-    pub(crate) fn set_auto_response(&mut self, pair: Option<(String, String)>) -> Result<(), WebSocketError> {
+    pub(crate) fn set_auto_response(
+        &mut self,
+        pair: Option<(String, String)>,
+    ) -> Result<(), WebSocketError> {
         if let Some((req, resp)) = &pair {
             for s in [req, resp] {
                 let len = s.chars().count();
@@ -206,16 +221,25 @@ mod tests {
 
     #[test]
     fn tags_are_checked_and_deduplicated() {
-        assert_eq!(check_tags(&["a", "b", "a"]), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            check_tags(&["a", "b", "a"]),
+            Ok(vec!["a".into(), "b".into()])
+        );
         let eleven: Vec<String> = (0..11).map(|i| i.to_string()).collect();
         let refs: Vec<&str> = eleven.iter().map(String::as_str).collect();
-        assert!(matches!(check_tags(&refs), Err(WebSocketError::TooManyTags { len: 11, .. })));
+        assert!(matches!(
+            check_tags(&refs),
+            Err(WebSocketError::TooManyTags { len: 11, .. })
+        ));
         // Ten distinct plus duplicates is fine.
         let mut ten: Vec<&str> = refs[..10].to_vec();
         ten.push("0");
         assert_eq!(check_tags(&ten).map(|t| t.len()), Ok(10));
         let long = "é".repeat(257);
-        assert!(matches!(check_tags(&[&long]), Err(WebSocketError::TagTooLong { len: 257, .. })));
+        assert!(matches!(
+            check_tags(&[&long]),
+            Err(WebSocketError::TagTooLong { len: 257, .. })
+        ));
         assert!(check_tags(&[&"é".repeat(256)]).is_ok());
     }
 
@@ -226,10 +250,15 @@ mod tests {
         r.accept(2, (), vec![]).expect("accept");
         assert_eq!(r.list(None), vec![1, 2]);
         assert_eq!(r.list(Some("x")), vec![1]);
-        r.set_attachment(1, Some(Bytes::from_static(b"{}"))).expect("set");
+        r.set_attachment(1, Some(Bytes::from_static(b"{}")))
+            .expect("set");
         let big = Bytes::from(vec![0u8; MAX_ATTACHMENT_BYTES + 1]);
         assert!(r.set_attachment(1, Some(big)).is_err());
-        assert_eq!(r.attachment(1), Ok(Some(&Bytes::from_static(b"{}"))), "old value kept");
+        assert_eq!(
+            r.attachment(1),
+            Ok(Some(&Bytes::from_static(b"{}"))),
+            "old value kept"
+        );
         assert!(r.mark_closed(1));
         assert!(!r.mark_closed(1), "a close is reported once");
         assert_eq!(r.list(None), vec![2]);
@@ -245,11 +274,15 @@ mod tests {
         let mut r: Registry<()> = Registry::default();
         r.accept(1, (), vec![]).expect("accept");
         assert_eq!(r.auto_reply(1, "ping", 5), None);
-        r.set_auto_response(Some(("ping".into(), "pong".into()))).expect("set");
+        r.set_auto_response(Some(("ping".into(), "pong".into())))
+            .expect("set");
         assert_eq!(r.auto_reply(1, "ping", 5), Some("pong".into()));
         assert_eq!(r.auto_reply(1, "other", 6), None);
         assert_eq!(r.auto_response_ms(1), Some(5));
-        assert!(r.set_auto_response(Some(("x".repeat(2049), String::new()))).is_err());
+        assert!(
+            r.set_auto_response(Some(("x".repeat(2049), String::new())))
+                .is_err()
+        );
     }
 
     #[test]
@@ -258,6 +291,9 @@ mod tests {
         for i in 0..MAX_SOCKETS as u64 {
             r.accept(i, (), vec![]).expect("accept");
         }
-        assert!(matches!(r.accept(u64::MAX, (), vec![]), Err(WebSocketError::TooManySockets(_))));
+        assert!(matches!(
+            r.accept(u64::MAX, (), vec![]),
+            Err(WebSocketError::TooManySockets(_))
+        ));
     }
 }

@@ -220,7 +220,12 @@ impl Task {
         (code, reason, sent, error)
     }
 
-    async fn run(self, upgrade: hyper::upgrade::OnUpgrade, mut rx: mpsc::Receiver<WsMessage>, opts: WebSocketOptions) {
+    async fn run(
+        self,
+        upgrade: hyper::upgrade::OnUpgrade,
+        mut rx: mpsc::Receiver<WsMessage>,
+        opts: WebSocketOptions,
+    ) {
         let upgraded = match upgrade.await {
             Ok(u) => u,
             Err(_) => {
@@ -240,7 +245,8 @@ impl Task {
             .max_message_size(Some(opts.max_message_bytes))
             .max_frame_size(Some(opts.max_message_bytes));
         let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
         let mut last_heard = Instant::now();
         let mut ping_out: Option<Instant> = None;
         let (code, reason, clean, error) = loop {
@@ -347,21 +353,33 @@ impl Task {
             }
         };
         drop(ws);
-        let first = self.table.lock().map(|mut t| t.mark_closed(self.sid)).unwrap_or(false);
+        let first = self
+            .table
+            .lock()
+            .map(|mut t| t.mark_closed(self.sid))
+            .unwrap_or(false);
         if !first {
             return;
         }
         if let Some(e) = error {
-            self.deliver.deliver(self.id, self.sid, SocketEvent::Error(e)).await;
+            self.deliver
+                .deliver(self.id, self.sid, SocketEvent::Error(e))
+                .await;
         }
         let delivered = self
             .deliver
-            .deliver(self.id, self.sid, SocketEvent::Close { code, reason, clean })
+            .deliver(
+                self.id,
+                self.sid,
+                SocketEvent::Close {
+                    code,
+                    reason,
+                    clean,
+                },
+            )
             .await;
-        if !delivered {
-            if let Ok(mut t) = self.table.lock() {
-                t.remove(self.sid);
-            }
+        if !delivered && let Ok(mut t) = self.table.lock() {
+            t.remove(self.sid);
         }
     }
 }
