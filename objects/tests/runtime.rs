@@ -31,7 +31,7 @@ enum Call {
     Panic,
     Fail,
     Block,
-    CallOther(String),
+    Ring(String),
     Name,
 }
 
@@ -74,11 +74,11 @@ impl Object for Log {
                 self.env.release.notified().await;
                 Ok(Reply::Unit)
             }
-            Call::CallOther(name) => {
+            Call::Ring(name) => {
                 let logs = self.env.logs.get().expect("set by test");
                 let me = ctx.name().unwrap_or_default().to_string();
                 // The other object calls us back: a cycle.
-                logs.get_by_name(&name).call(Call::CallOther(me)).await?;
+                logs.get_by_name(&name).call(Call::Ring(me)).await?;
                 Ok(Reply::Unit)
             }
             Call::Name => Ok(Reply::Name(ctx.name().map(str::to_string))),
@@ -319,7 +319,7 @@ async fn a_call_cycle_ends_in_an_error_at_once() {
     // b fails and resets, and a fails and resets in turn.
     let err = logs
         .get_by_name("a")
-        .call(Call::CallOther("b".into()))
+        .call(Call::Ring("b".into()))
         .await
         .expect_err("cycle");
     assert!(err.to_string().contains("call cycle"), "{err}");
