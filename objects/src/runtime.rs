@@ -134,8 +134,12 @@ impl RuntimeBuilder {
             namespaces: Mutex::new(HashMap::new()),
             alarms: Alarms::default(),
             next_sid: std::sync::atomic::AtomicU64::new(1),
+            driver: Mutex::new(None),
         });
-        tokio::spawn(alarm::drive(shared.clone()));
+        let driver = tokio::spawn(alarm::drive(shared.clone()));
+        if let Ok(mut d) = shared.driver.lock() {
+            *d = Some(driver);
+        }
         let owner = Arc::new(Owner(shared.clone()));
         Ok(Runtime {
             shared,
@@ -171,6 +175,8 @@ pub(crate) struct Shared {
     tasks: TaskTracker,
     namespaces: Mutex<HashMap<String, Arc<dyn NamespaceDyn>>>,
     pub(crate) alarms: Alarms,
+    /// The alarm driver task, awaited at shutdown.
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Socket ids, unique within the runtime.
     pub(crate) next_sid: std::sync::atomic::AtomicU64,
 }
@@ -351,6 +357,10 @@ impl Runtime {
         }
         if let Ok(mut map) = self.shared.namespaces.lock() {
             map.clear();
+        }
+        let driver = self.shared.driver.lock().ok().and_then(|mut d| d.take());
+        if let Some(driver) = driver {
+            let _ = driver.await;
         }
         self.shared.store.writer.close().await;
     }

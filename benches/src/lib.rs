@@ -1,0 +1,36 @@
+//! Helpers shared by the benchmarks: timing loops and reporting.
+//!
+//! Benchmarks are plain programs (`harness = false`) so they can measure
+//! things criterion does not (concurrency, memory); each prints one line per
+//! figure with the machine's core count, so `docs/performance.md` can quote
+//! them with the command that produced them.
+
+use std::time::{Duration, Instant};
+
+/// Runs `f` `n` times and returns the mean time per run.
+pub fn per_op(n: u32, mut f: impl FnMut()) -> Duration {
+    let start = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    start.elapsed() / n.max(1)
+}
+
+/// Prints a figure as `name: value unit`.
+pub fn report(name: &str, value: f64, unit: &str) {
+    println!("{name:<58} {value:>14.2} {unit}");
+}
+
+/// Prints the machine line every benchmark starts with.
+pub fn header(what: &str) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# {what} (cores: {cores}, {})", std::env::consts::ARCH);
+}
+
+/// Resident set size of this process in bytes (Linux), if readable.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
