@@ -238,6 +238,20 @@ impl<O: Object> Namespace<O> {
         self.inner.live.len()
     }
 
+    /// Every committed key and value of one object, decoded, read directly
+    /// from the store (the object need not be live; writes of an event in
+    /// progress are not included).
+    ///
+    /// # Errors
+    ///
+    /// An LMDB read error or a corrupt value.
+    pub fn export(&self, id: &ObjectId) -> Result<Vec<(String, crate::StoredValue)>> {
+        Ok(crate::storage::export_committed(
+            &self.inner.shared.store,
+            id.as_bytes(),
+        )?)
+    }
+
     /// Ids of the objects that have stored data (names included where
     /// known), live or not.
     ///

@@ -437,3 +437,53 @@ async fn dropping_the_runtime_without_shutdown_does_not_hang() {
         .await
         .expect("call");
 }
+
+mod export {
+    use super::*;
+    use objects::StoredValue;
+
+    struct Doc;
+
+    impl Object for Doc {
+        type Env = ();
+        type Call = ();
+        type Reply = ();
+        async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+            Ok(Doc)
+        }
+        async fn call(&mut self, ctx: &mut Context, (): ()) -> Result<()> {
+            ctx.storage().put("title", "hello")?;
+            ctx.storage().put_bytes("blob", &[0, 1, 2])?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_can_be_exported_from_outside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = runtime(dir.path());
+        let docs = rt.namespace::<Doc>("docs", ()).expect("ns");
+        let id = docs.id_from_name("d1");
+        docs.get(&id).call(()).await.expect("call");
+        let all = docs.export(&id).expect("export");
+        assert_eq!(
+            all,
+            vec![
+                (
+                    "blob".to_string(),
+                    StoredValue::Bytes(vec![0u8, 1, 2].into())
+                ),
+                (
+                    "title".to_string(),
+                    StoredValue::Json(serde_json::json!("hello"))
+                ),
+            ]
+        );
+        assert!(
+            docs.export(&docs.id_from_name("none"))
+                .expect("export")
+                .is_empty()
+        );
+        rt.shutdown().await;
+    }
+}

@@ -170,6 +170,51 @@ pub enum StoredValue {
     Bytes(Bytes),
 }
 
+/// Decodes a stored value for export.
+fn stored_value(v: Bytes) -> Result<StoredValue, StorageError> {
+    Ok(match v.first() {
+        Some(&layout::TAG_JSON) => StoredValue::Json(
+            serde_json::from_slice(&v[1..]).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        ),
+        _ => StoredValue::Bytes(payload(v)),
+    })
+}
+
+/// Every committed entry of one object, decoded (no overlay: for tools
+/// outside the object).
+pub(crate) fn export_committed(
+    store: &Store,
+    id: &[u8; 32],
+) -> Result<Vec<(String, StoredValue)>, StorageError> {
+    let Some(range) = ListOptions::new().compile()? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    let mut err = None;
+    store.scan(
+        id,
+        &range,
+        &mut |k, v| match (String::from_utf8(k), stored_value(v)) {
+            (Ok(k), Ok(v)) => {
+                out.push((k, v));
+                true
+            }
+            (Err(_), _) => {
+                err = Some(StorageError::Corrupt("stored key is not UTF-8".into()));
+                false
+            }
+            (_, Err(e)) => {
+                err = Some(e);
+                false
+            }
+        },
+    )?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
 /// One object's storage, handed to its handlers through the
 /// [`Context`](crate::Context).
 pub struct Storage {
@@ -405,16 +450,7 @@ impl Storage {
     pub fn export(&self) -> Result<Vec<(String, StoredValue)>, StorageError> {
         self.list_raw(&ListOptions::new())?
             .into_iter()
-            .map(|(k, v)| {
-                let value = match v.first() {
-                    Some(&layout::TAG_JSON) => StoredValue::Json(
-                        serde_json::from_slice(&v[1..])
-                            .map_err(|e| StorageError::Corrupt(e.to_string()))?,
-                    ),
-                    _ => StoredValue::Bytes(payload(v)),
-                };
-                Ok((k, value))
-            })
+            .map(|(k, v)| Ok((k, stored_value(v)?)))
             .collect()
     }
 
