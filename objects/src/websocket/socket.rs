@@ -34,8 +34,9 @@ pub struct WebSocketOptions {
     /// The peer is dead if nothing arrives this long after a ping; its
     /// socket is closed as 1006. Default 20 s.
     pub ping_timeout: Duration,
-    /// Per-socket read buffer. Default 4 KiB (tungstenite's default is
-    /// 128 KiB, which dominates the memory of idle sockets).
+    /// Per-socket read buffer. Default 1 KiB: tungstenite's default is
+    /// 128 KiB, which dominates the memory of idle sockets; chat frames are
+    /// small, and larger messages are still read (in more reads).
     pub read_buffer: usize,
 }
 
@@ -46,7 +47,7 @@ impl Default for WebSocketOptions {
             send_queue: 1024,
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(20),
-            read_buffer: 4096,
+            read_buffer: 1024,
         }
     }
 }
