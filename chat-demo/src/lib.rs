@@ -1,3 +1,34 @@
-//! The Edge Chat Demo on `objects`.
+//! The Edge Chat Demo on `objects`: chat rooms and per-IP rate limiters as
+//! durable objects behind a thin axum front door, speaking three client
+//! dialects over the same rooms (see `docs/chat-demo.md`).
+//!
+//! - [`ChatRoom`]: one object per room; sockets hibernate with their
+//!   sessions in attachments; history in storage, stored before anyone
+//!   sees a message.
+//! - [`RateLimiter`]: one object per client IP, shared by every room.
+//! - [`app`]: the router; [`serve`] runs it with peer addresses.
+//! - [`protocol`]: the pure wire codecs of the three dialects.
+//!
+//! ```no_run
+//! # #[tokio::main] async fn main() -> anyhow::Result<()> {
+//! use chat_demo::{AppState, ChatOptions, serve};
+//!
+//! let rt = objects::Runtime::builder().data_dir("./data").open()?;
+//! let state = AppState::new(&rt, ChatOptions::default())?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8787").await?;
+//! serve(listener, state, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! rt.shutdown().await;
+//! # Ok(()) }
+//! ```
 
+mod admission;
+mod front;
+mod limiter;
 pub mod protocol;
+mod room;
+
+pub use front::{
+    AppState, ChatOptions, ClientIpHeader, MAX_BODY_BYTES, UnknownClientIpHeader, app, serve,
+};
+pub use limiter::RateLimiter;
+pub use room::ChatRoom;

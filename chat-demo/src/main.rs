@@ -1,1 +1,163 @@
-fn main() {}
+//! `chat-demo`: the chat server. Serves the page and the three chat
+//! dialects on one address, with rooms stored in a data dir.
+//!
+//! ```text
+//! chat-demo --listen 127.0.0.1:8787 --data-dir ./data
+//! ```
+//!
+//! Every flag also reads an environment variable (see `--help`). Logs go to
+//! stderr, filtered by `RUST_LOG` (default `info`). SIGINT or SIGTERM stops
+//! accepting, closes every socket with 1001 and flushes storage.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chat_demo::{AppState, ChatOptions, ClientIpHeader, serve};
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// How long in-flight HTTP requests get to finish at shutdown.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Edge Chat Demo on objects: rooms, history and rate limits in one
+/// binary.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+
+    /// Directory of the store (created if missing; one process at a time).
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+
+    /// Take the client IP (the rate limit key) from this header, set by a
+    /// trusted proxy in front. Only enable it behind such a proxy: clients
+    /// could otherwise choose their own IP.
+    #[arg(long, env = "CHAT_TRUST_CLIENT_IP_HEADER", value_enum, default_value_t = TrustHeader::None)]
+    trust_client_ip_header: TrustHeader,
+
+    /// Seconds after which a room whose only work is open sockets is
+    /// evicted from memory (its sockets stay open).
+    #[arg(long, env = "CHAT_HIBERNATION_SECS", default_value_t = 10)]
+    hibernation_secs: u64,
+
+    /// Seconds after which an idle object (room without sockets, rate
+    /// limiter) is evicted from memory.
+    #[arg(long, env = "CHAT_IDLE_SECS", default_value_t = 70)]
+    idle_secs: u64,
+}
+
+/// `--trust-client-ip-header` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TrustHeader {
+    /// The TCP peer address.
+    None,
+    /// `CF-Connecting-IP` (behind Cloudflare).
+    CfConnectingIp,
+    /// The first entry of `X-Forwarded-For`.
+    XForwardedFor,
+}
+
+impl From<TrustHeader> for ClientIpHeader {
+    fn from(h: TrustHeader) -> Self {
+        match h {
+            TrustHeader::None => ClientIpHeader::None,
+            TrustHeader::CfConnectingIp => ClientIpHeader::CfConnectingIp,
+            TrustHeader::XForwardedFor => ClientIpHeader::XForwardedFor,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let rt = objects::Runtime::builder()
+        .data_dir(&args.data_dir)
+        .hibernation_timeout(Duration::from_secs(args.hibernation_secs))
+        .idle_timeout(Duration::from_secs(args.idle_secs))
+        .open()
+        .with_context(|| format!("opening the data dir {}", args.data_dir.display()))?;
+    let options = ChatOptions {
+        client_ip_header: args.trust_client_ip_header.into(),
+        ..ChatOptions::default()
+    };
+    let state = AppState::new(&rt, options)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("chat-demo listening on http://{addr}");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, "listening");
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(serve(listener, state, async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+
+    tokio::select! {
+        () = shutdown_signal() => {}
+        result = &mut server => {
+            // The server stopped by itself: an accept error.
+            rt.shutdown().await;
+            return match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::Error::from(e).context("serving")),
+                Err(e) => Err(anyhow::Error::from(e).context("server task")),
+            };
+        }
+    }
+    tracing::info!("shutting down: no new connections; closing sockets");
+    stop.send_replace(true);
+    rt.shutdown().await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests still running after {DRAIN_TIMEOUT:?}; exiting anyway");
+        server.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -117,6 +117,7 @@ impl Context {
         let upgrade = hyper::upgrade::on(req);
         let sid = self.shared.next_sid.fetch_add(1, Ordering::Relaxed);
         let handle = socket::spawn(
+            self.shared.socket_tasks.enter(),
             self.deliver.clone(),
             self.sockets.clone(),
             *self.id.as_bytes(),

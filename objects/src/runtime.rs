@@ -130,7 +130,8 @@ impl RuntimeBuilder {
             clock,
             options: self.options,
             shutdown,
-            tasks: TaskTracker::default(),
+            tasks: Arc::default(),
+            socket_tasks: Arc::default(),
             namespaces: Mutex::new(HashMap::new()),
             alarms: Alarms::default(),
             next_sid: std::sync::atomic::AtomicU64::new(1),
@@ -148,20 +149,41 @@ impl RuntimeBuilder {
     }
 }
 
-/// Counts live object tasks so shutdown can wait for them.
+/// Counts live tasks of one kind so shutdown can wait for them.
 #[derive(Default)]
 pub(crate) struct TaskTracker {
     live: AtomicUsize,
     idle: Notify,
 }
 
-/// Held by each object task; dropping it marks the task gone.
-pub(crate) struct TaskGuard(Arc<Shared>);
+impl TaskTracker {
+    pub(crate) fn enter(self: &Arc<Self>) -> TaskGuard {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        TaskGuard(self.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+/// Held by each tracked task; dropping it marks the task gone.
+pub(crate) struct TaskGuard(Arc<TaskTracker>);
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        if self.0.tasks.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.tasks.idle.notify_waiters();
+        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }
@@ -172,7 +194,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: RuntimeOptions,
     pub(crate) shutdown: watch::Sender<bool>,
-    tasks: TaskTracker,
+    tasks: Arc<TaskTracker>,
+    /// Socket tasks, waited for at shutdown so Close frames go out.
+    pub(crate) socket_tasks: Arc<TaskTracker>,
     namespaces: Mutex<HashMap<String, Arc<dyn NamespaceDyn>>>,
     pub(crate) alarms: Alarms,
     /// The alarm driver task, awaited at shutdown.
@@ -186,9 +210,8 @@ impl Shared {
         *self.shutdown.borrow()
     }
 
-    pub(crate) fn enter_task(self: &Arc<Self>) -> TaskGuard {
-        self.tasks.live.fetch_add(1, Ordering::AcqRel);
-        TaskGuard(self.clone())
+    pub(crate) fn enter_task(&self) -> TaskGuard {
+        self.tasks.enter()
     }
 
     pub(crate) fn namespace_dyn(&self, name: &str) -> Option<Arc<dyn NamespaceDyn>> {
@@ -306,7 +329,7 @@ impl Runtime {
 
     /// Number of live object tasks across all namespaces.
     pub fn live_objects(&self) -> usize {
-        self.shared.tasks.live.load(Ordering::Acquire)
+        self.shared.tasks.count()
     }
 
     /// Alarms pending across all namespaces.
@@ -336,7 +359,9 @@ impl Runtime {
     }
 
     /// Stops taking events, lets in-flight events finish (queued ones get
-    /// [`Error::ShuttingDown`]), then stops the storage writer.
+    /// [`Error::ShuttingDown`]), closes every accepted WebSocket with 1001
+    /// and waits for the Close frames to go out, then stops the storage
+    /// writer.
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
         let namespaces: Vec<_> = self
@@ -348,13 +373,9 @@ impl Runtime {
         for ns in namespaces {
             ns.close_sockets(1001, "server shutting down");
         }
-        loop {
-            let idle = self.shared.tasks.idle.notified();
-            if self.shared.tasks.live.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            idle.await;
-        }
+        self.shared.tasks.wait_idle().await;
+        // Sockets were told to close above; let their Close frames go out.
+        self.shared.socket_tasks.wait_idle().await;
         if let Ok(mut map) = self.shared.namespaces.lock() {
             map.clear();
         }

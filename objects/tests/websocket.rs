@@ -99,6 +99,12 @@ impl Object for Room {
         let Message::Text(text) = msg else {
             return Ok(());
         };
+        if text == "bye" {
+            // A send and a close in one event: the frame goes out first.
+            ctx.send(ws, "bye-ack");
+            ctx.close(ws, 4000, "bye");
+            return Ok(());
+        }
         if text == "big-attachment" {
             let err = ctx
                 .set_attachment(ws, &"y".repeat(objects::MAX_ATTACHMENT_BYTES + 1))
@@ -427,5 +433,59 @@ async fn dead_peers_are_detected_by_ping_timeout() {
         vec![(1006, false)]
     );
     drop(silent);
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_close_goes_out_after_the_frames_sent_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = open(dir.path());
+    let rooms = rt.namespace::<Room>("rooms", Env::default()).expect("ns");
+    let addr = serve(rooms.clone()).await;
+    let mut a = connect(addr, "").await;
+    assert_eq!(ask(&mut a, "bye").await, "bye-ack");
+    match a.next().await.expect("frame").expect("ok") {
+        WsMessage::Close(Some(f)) => {
+            assert_eq!(u16::from(f.code), 4000);
+            assert_eq!(f.reason.as_str(), "bye");
+        }
+        other => panic!("expected the close, got {other:?}"),
+    }
+    wait_closes(rooms.env(), |c| c.contains(&(4000, true))).await;
+    rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_is_closed_with_1007() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = open(dir.path());
+    let rooms = rt.namespace::<Room>("rooms", Env::default()).expect("ns");
+    let addr = serve(rooms.clone()).await;
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        b"GET /?tags= HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .expect("handshake");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.expect("head");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // A masked text frame (mask key 0) whose payload is not UTF-8.
+    s.write_all(&[0x81, 0x82, 0, 0, 0, 0, 0xff, 0xfe])
+        .await
+        .expect("frame");
+    let mut h = [0u8; 2];
+    s.read_exact(&mut h).await.expect("close frame");
+    assert_eq!(h[0], 0x88, "a Close frame");
+    let mut payload = vec![0u8; usize::from(h[1] & 0x7f)];
+    s.read_exact(&mut payload).await.expect("payload");
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
+    wait_closes(rooms.env(), |c| c.contains(&(1007, false))).await;
     rt.shutdown().await;
 }

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
@@ -62,7 +63,7 @@ pub(crate) enum Outgoing {
 /// How the runtime reaches a socket's task.
 #[derive(Debug, Clone)]
 pub(crate) struct SocketHandle {
-    tx: mpsc::Sender<WsMessage>,
+    tx: mpsc::Sender<Outgoing>,
     shared: Arc<SocketShared>,
 }
 
@@ -73,18 +74,15 @@ struct SocketShared {
 }
 
 impl SocketHandle {
-    /// Queues a frame; a full queue means a slow reader, which is cut off.
+    /// Queues a frame or a close (behind the frames sent before it); a full
+    /// queue means a slow reader, which is cut off.
     pub(crate) fn send(&self, out: Outgoing) {
-        match out {
-            Outgoing::Frame(m) => {
-                if self.tx.try_send(m).is_err() {
-                    self.close(1008, "slow reader: send queue full".into());
-                }
-            }
-            Outgoing::Close(code, reason) => self.close(code, reason),
+        if self.tx.try_send(out).is_err() {
+            self.close(1008, "slow reader: send queue full".into());
         }
     }
 
+    /// Closes at once, ahead of queued frames (slow readers, shutdown).
     pub(crate) fn close(&self, code: u16, reason: String) {
         if let Ok(mut c) = self.shared.close.lock() {
             c.get_or_insert((code, reason));
@@ -153,6 +151,7 @@ pub(crate) fn handshake(req: &Request) -> Result<Response, WebSocketError> {
 /// Creates the handle and starts the task that serves the socket once the
 /// HTTP connection is upgraded.
 pub(crate) fn spawn(
+    guard: crate::runtime::TaskGuard,
     deliver: Arc<dyn Deliver>,
     table: Arc<Table>,
     id: [u8; 32],
@@ -168,6 +167,7 @@ pub(crate) fn spawn(
     };
     let opts = opts.clone();
     tokio::spawn(async move {
+        let _guard = guard;
         let task = Task {
             deliver,
             table,
@@ -224,12 +224,16 @@ impl Task {
     async fn run(
         self,
         upgrade: hyper::upgrade::OnUpgrade,
-        mut rx: mpsc::Receiver<WsMessage>,
+        mut rx: mpsc::Receiver<Outgoing>,
         opts: WebSocketOptions,
     ) {
-        let upgraded = match upgrade.await {
-            Ok(u) => u,
-            Err(_) => {
+        let upgraded = tokio::select! {
+            u = upgrade => u.ok(),
+            () = self.shared.kill.notified() => None,
+        };
+        let upgraded = match upgraded {
+            Some(u) => u,
+            None => {
                 // The 101 never went out (the event failed): forget it.
                 if let Ok(mut t) = self.table.lock() {
                     t.remove(self.sid);
@@ -301,10 +305,22 @@ impl Task {
                         Some(Ok(_)) => {} // ping/pong: answered by tungstenite
                         Some(Err(e)) => {
                             use tokio_tungstenite::tungstenite::Error as E;
-                            if let E::Capacity(_) = e {
-                                let frame = CloseFrame { code: CloseCode::Size, reason: "message too big".into() };
-                                let _ = ws.send(WsMessage::Close(Some(frame))).await;
-                                break (1009, "message too big".into(), false, Some(e.to_string()));
+                            // Errors the peer caused get the Close code RFC
+                            // 6455 names for them.
+                            let answer = match &e {
+                                E::Capacity(_) => Some((CloseCode::Size, "message too big")),
+                                E::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8 in a text message")),
+                                // A reset without a Close frame is a vanished
+                                // peer (1006), not a protocol error.
+                                E::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+                                E::Protocol(_) => Some((CloseCode::Protocol, "WebSocket protocol error")),
+                                _ => None,
+                            };
+                            if let Some((code, reason)) = answer {
+                                let frame = CloseFrame { code, reason: reason.into() };
+                                let send = ws.send(WsMessage::Close(Some(frame)));
+                                let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, send).await;
+                                break (u16::from(code), reason.into(), false, Some(e.to_string()));
                             }
                             let error = (!matches!(e, E::ConnectionClosed | E::AlreadyClosed)).then(|| e.to_string());
                             break (1006, "WebSocket disconnected without sending Close frame.".into(), false, error);
@@ -316,16 +332,27 @@ impl Task {
                     let Some(m) = m else {
                         break (1001, "going away".into(), true, None);
                     };
-                    // Batch what is queued into one flush. A peer that does
-                    // not read blocks the flush; a close (the slow-reader
-                    // cut among them) must still get through.
+                    // Batch what is queued into one flush, up to a close the
+                    // object asked for (which goes out after the frames sent
+                    // before it). A peer that does not read blocks the
+                    // flush; a cut (slow reader, shutdown) must still get
+                    // through.
+                    let mut close = None;
                     let write = async {
-                        let mut ok = ws.feed(m).await.is_ok();
-                        while ok {
-                            match rx.try_recv() {
-                                Ok(m) => ok = ws.feed(m).await.is_ok(),
-                                Err(_) => break,
+                        let mut next = Some(m);
+                        let mut ok = true;
+                        while let Some(m) = next.take() {
+                            match m {
+                                Outgoing::Frame(f) => ok = ws.feed(f).await.is_ok(),
+                                Outgoing::Close(code, reason) => {
+                                    close = Some((code, reason));
+                                    break;
+                                }
                             }
+                            if !ok {
+                                break;
+                            }
+                            next = rx.try_recv().ok();
                         }
                         ok && ws.flush().await.is_ok()
                     };
@@ -340,6 +367,12 @@ impl Task {
                             break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None);
                         }
                         None => break self.closing(&mut ws).await,
+                    }
+                    if let Some(requested) = close {
+                        if let Ok(mut c) = self.shared.close.lock() {
+                            c.get_or_insert(requested);
+                        }
+                        break self.closing(&mut ws).await;
                     }
                 }
                 () = tokio::time::sleep_until(deadline) => {

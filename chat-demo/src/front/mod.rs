@@ -1,0 +1,344 @@
+//! The front door: an axum router that maps paths to room objects and
+//! hands each WebSocket upgrade over, with no state of its own.
+
+mod client_ip;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderMap, StatusCode, header};
+use objects::{Namespace, ObjectId, Runtime};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::admission::Admission;
+use crate::limiter::RateLimiter;
+use crate::protocol::limit::RateLimitOptions;
+use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
+use crate::room::ChatRoom;
+
+use client_ip::ClientIp;
+pub use client_ip::{ClientIpHeader, UnknownClientIpHeader};
+
+/// The chat page (dialect A with our extensions).
+const INDEX_HTML: &str = include_str!("../../assets/index.html");
+
+/// Largest request body the front door reads. The routes take no bodies;
+/// anything larger is refused with 413.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// Name of the room namespace in the data dir (it keys room ids: changing
+/// it orphans every room).
+const ROOMS: &str = "rooms";
+/// Name of the rate limiter namespace.
+const LIMITERS: &str = "rate-limiters";
+
+/// Settings of the chat service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChatOptions {
+    /// Where the client IP comes from (default: the peer address).
+    pub client_ip_header: ClientIpHeader,
+    /// The per-IP rate limit (default: the original's, 5 s per message,
+    /// 20 s of burst).
+    pub rate_limit: RateLimitOptions,
+}
+
+/// What the front door's handlers share: the room namespace and settings.
+/// Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    rooms: Namespace<ChatRoom>,
+    client_ip_header: ClientIpHeader,
+}
+
+impl AppState {
+    /// Registers the room and rate limiter namespaces on `rt`.
+    ///
+    /// # Errors
+    ///
+    /// The namespaces are already registered on this runtime.
+    pub fn new(rt: &Runtime, options: ChatOptions) -> objects::Result<AppState> {
+        let limiters = rt.namespace::<RateLimiter>(LIMITERS, options.rate_limit)?;
+        let rooms = rt.namespace::<ChatRoom>(ROOMS, limiters)?;
+        Ok(AppState {
+            rooms,
+            client_ip_header: options.client_ip_header,
+        })
+    }
+
+    /// The room namespace.
+    pub fn rooms(&self) -> &Namespace<ChatRoom> {
+        &self.rooms
+    }
+
+    /// The id of the room a path segment names: by name, or a private id
+    /// this namespace minted.
+    fn room_id(&self, raw: &str) -> Result<ObjectId, NoSuchRoom> {
+        match parse_room(raw) {
+            Ok(RoomRef::Named(name)) => Ok(self.rooms.id_from_name(&name)),
+            Ok(RoomRef::Private(hex)) => self
+                .rooms
+                .id_from_string(&hex)
+                .map_err(|_| NoSuchRoom::UnknownId),
+            Err(RoomNameError::TooLong) => Err(NoSuchRoom::NameTooLong),
+        }
+    }
+}
+
+/// Why a room path names no room (both answer 404).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NoSuchRoom {
+    /// Over 32 characters and not a private id.
+    NameTooLong,
+    /// 64 lowercase hex digits that this namespace did not mint.
+    UnknownId,
+}
+
+impl IntoResponse for NoSuchRoom {
+    fn into_response(self) -> Response {
+        let body = match self {
+            NoSuchRoom::NameTooLong => "Name too long",
+            NoSuchRoom::UnknownId => {
+                "Unknown room id: private room ids come from POST /api/room on this server"
+            }
+        };
+        text(StatusCode::NOT_FOUND, body)
+    }
+}
+
+/// The routes, over `state`:
+///
+/// | route | |
+/// |---|---|
+/// | `GET /` | the chat page |
+/// | `POST /api/room` | a new private room id (64 hex digits) |
+/// | `GET /api/room/{name}/websocket` | dialect A socket |
+/// | `GET /room/{name}/websocket` | dialect B socket |
+/// | `GET /ws?room=&name=` | dialect C socket |
+///
+/// Serve it with connect info so the peer address is known
+/// ([`serve`] does); without it the client IP is `unknown`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> anyhow::Result<()> {
+/// use chat_demo::{AppState, ChatOptions, app};
+/// use tower::ServiceExt;
+///
+/// let dir = tempfile::tempdir()?;
+/// let rt = objects::Runtime::builder().data_dir(dir.path()).open()?;
+/// let router = app(AppState::new(&rt, ChatOptions::default())?);
+/// let req = http::Request::get("/nowhere").body(axum::body::Body::empty())?;
+/// assert_eq!(router.oneshot(req).await?.status(), 404);
+/// rt.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/room", post(create_room).fallback(method_not_allowed))
+        .route("/api/room/{name}/websocket", get(dialect_a))
+        .route("/room/{name}/websocket", get(dialect_b))
+        .route("/ws", get(dialect_c))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves [`app`] on `listener`, with the peer address of each connection,
+/// until `shutdown` completes (then stops accepting and lets in-flight
+/// requests finish; WebSockets belong to the runtime, which closes them in
+/// [`Runtime::shutdown`]).
+///
+/// # Errors
+///
+/// An I/O error from the listener.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html;charset=UTF-8")],
+        INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn create_room(State(state): State<AppState>) -> Response {
+    match state.rooms.new_unique_id() {
+        Ok(id) => (
+            [
+                (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+                (header::CONTENT_TYPE, "text/plain;charset=UTF-8"),
+            ],
+            id.to_hex(),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot mint a room id");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not create a room.",
+            )
+        }
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+}
+
+async fn not_found() -> Response {
+    text(StatusCode::NOT_FOUND, "Not Found")
+}
+
+async fn dialect_a(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ClientIp(ip): ClientIp,
+    req: Request,
+) -> Response {
+    let id = match state.room_id(&name) {
+        Ok(id) => id,
+        Err(no_room) => return no_room.into_response(),
+    };
+    if !is_websocket(req.headers()) {
+        return text(StatusCode::BAD_REQUEST, "expected websocket");
+    }
+    hand_over(
+        &state,
+        &id,
+        Admission {
+            dialect: Dialect::A,
+            ip,
+            name: None,
+        },
+        req,
+    )
+    .await
+}
+
+async fn dialect_b(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    ClientIp(ip): ClientIp,
+    req: Request,
+) -> Response {
+    let id = match state.room_id(&name) {
+        Ok(id) => id,
+        Err(no_room) => return no_room.into_response(),
+    };
+    if !is_websocket(req.headers()) {
+        return text(StatusCode::UPGRADE_REQUIRED, "Expected WebSocket");
+    }
+    hand_over(
+        &state,
+        &id,
+        Admission {
+            dialect: Dialect::B,
+            ip,
+            name: None,
+        },
+        req,
+    )
+    .await
+}
+
+/// The query of a dialect-C socket.
+#[derive(Debug, Deserialize)]
+struct CQuery {
+    room: Option<String>,
+    name: Option<String>,
+}
+
+async fn dialect_c(
+    State(state): State<AppState>,
+    Query(query): Query<CQuery>,
+    ClientIp(ip): ClientIp,
+    req: Request,
+) -> Response {
+    let id = match state.room_id(c::room_from_query(query.room.as_deref())) {
+        Ok(id) => id,
+        Err(no_room) => return no_room.into_response(),
+    };
+    if !is_websocket(req.headers()) {
+        return text(StatusCode::UPGRADE_REQUIRED, "Expected WebSocket");
+    }
+    // The name is known before the upgrade: an over-long one is refused
+    // here, with dialect A's error text, rather than on the socket.
+    let name = match c::name_from_query(query.name.as_deref()) {
+        Ok(name) => name,
+        Err(error) => return text(StatusCode::BAD_REQUEST, error.client_text()),
+    };
+    let admission = Admission {
+        dialect: Dialect::C,
+        ip,
+        name: Some(name),
+    };
+    hand_over(&state, &id, admission, req).await
+}
+
+/// Whether the request asks for a WebSocket upgrade.
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers.get_all(header::UPGRADE).iter().any(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
+    })
+}
+
+/// Hands the request to the room, with the admission header set by us.
+async fn hand_over(
+    state: &AppState,
+    id: &ObjectId,
+    admission: Admission,
+    req: Request,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+    };
+    admission.set_on(&mut parts.headers);
+    let req = http::Request::from_parts(parts, body);
+    match state.rooms.get(id).fetch(req).await {
+        Ok(response) => response.map(Body::from),
+        Err(error) if error.is_overloaded() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "This room is busy; try again later.",
+        ),
+        Err(objects::Error::ShuttingDown) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The server is shutting down.",
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "room failed to accept a socket");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The room could not accept the connection.",
+            )
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")],
+        body.to_owned(),
+    )
+        .into_response()
+}

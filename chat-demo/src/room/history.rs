@@ -1,0 +1,113 @@
+//! A room's stored history: one key per chat message, in time order.
+//!
+//! Key layout: `msg/` followed by the timestamp as 20 zero-padded decimal
+//! digits (`msg/00000001700000000000`). 20 digits hold every `u64`, so key
+//! order (UTF-8 byte order) is timestamp order for every possible
+//! timestamp, and timestamps are unique within a room, so a key never
+//! overwrites another message. The value is the [`ChatMessage`] as JSON.
+
+use objects::{ListOptions, Storage, StorageError};
+
+use crate::protocol::ChatMessage;
+
+/// The prefix of every history key.
+const PREFIX: &str = "msg/";
+
+/// The storage key of the message sent at `timestamp`.
+pub(crate) fn key(timestamp: u64) -> String {
+    format!("{PREFIX}{timestamp:020}")
+}
+
+/// The timestamp for a message sent at `now_ms` after one stamped
+/// `last_ms`: the clock, unless it stalled or stepped back, in which case
+/// one more than the last, so timestamps strictly increase.
+pub(crate) fn next_timestamp(now_ms: u64, last_ms: u64) -> u64 {
+    now_ms.max(last_ms.saturating_add(1))
+}
+
+/// The newest stored timestamp (0 for an empty room).
+///
+/// # Errors
+///
+/// A storage read error or a stored value that does not decode.
+pub(crate) fn latest(storage: &Storage) -> Result<u64, StorageError> {
+    let newest =
+        storage.list::<ChatMessage>(&ListOptions::new().prefix(PREFIX).reverse(true).limit(1))?;
+    Ok(newest.first().map_or(0, |(_, m)| m.timestamp))
+}
+
+/// The newest `count` messages, oldest first.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn recent(storage: &Storage, count: usize) -> Result<Vec<ChatMessage>, StorageError> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let mut newest = storage
+        .list::<ChatMessage>(&ListOptions::new().prefix(PREFIX).reverse(true).limit(count))?;
+    newest.reverse();
+    Ok(newest.into_iter().map(|(_, m)| m).collect())
+}
+
+/// Up to `limit` messages older than `before` (oldest first), and whether
+/// still older ones exist.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn page(
+    storage: &Storage,
+    before: u64,
+    limit: u32,
+) -> Result<(Vec<ChatMessage>, bool), StorageError> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    // One more than asked tells whether there is more.
+    let opts = ListOptions::new()
+        .prefix(PREFIX)
+        .end(key(before))
+        .reverse(true)
+        .limit(limit.saturating_add(1));
+    let mut newest = storage.list::<ChatMessage>(&opts)?;
+    let more = newest.len() > limit;
+    newest.truncate(limit);
+    newest.reverse();
+    Ok((newest.into_iter().map(|(_, m)| m).collect(), more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_in_time_order_across_digit_counts() {
+        let times = [
+            0,
+            9,
+            10,
+            1_700_000_000_000,
+            9_999_999_999_999_999,
+            10_000_000_000_000_000,
+            u64::MAX,
+        ];
+        let keys: Vec<String> = times.iter().map(|t| key(*t)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(key(1_700_000_000_000), "msg/00000001700000000000");
+    }
+
+    #[test]
+    fn timestamps_strictly_increase() {
+        assert_eq!(next_timestamp(100, 0), 100);
+        assert_eq!(next_timestamp(100, 100), 101, "stalled clock");
+        assert_eq!(next_timestamp(50, 100), 101, "clock stepped back");
+        assert_eq!(next_timestamp(200, 100), 200);
+        assert_eq!(
+            next_timestamp(0, u64::MAX),
+            u64::MAX,
+            "saturates rather than wrapping"
+        );
+    }
+}

@@ -1,0 +1,441 @@
+//! The `ChatRoom` object: one per room, serving all three dialects over the
+//! same sockets, history and rate limit.
+
+mod history;
+mod session;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use objects::{Context, Message, Namespace, Object, Request, Response, Result, WebSocket};
+use tracing::Instrument;
+
+use crate::admission::Admission;
+use crate::limiter::RateLimiter;
+use crate::protocol::a::{self, ClientFrame, Extensions};
+use crate::protocol::limit::RATE_LIMITED;
+use crate::protocol::{ChatMessage, Dialect, HISTORY_ON_JOIN, ProtocolError, b, c};
+use session::{Closing, Members, Session, Sessions};
+
+/// The error text for a binary frame, in every dialect.
+const BINARY_NOT_SUPPORTED: &str = "Binary frames are not supported.";
+
+/// One chat room: its sockets (accepted into the runtime, so the room can
+/// hibernate while they stay open) and its stored history.
+///
+/// Reached with `id_from_name(name)` for a named room or
+/// `id_from_string(hex)` for a private one. The front door hands it
+/// WebSocket upgrades carrying an admission header (dialect, client IP, C
+/// name). Every socket's session lives in its attachment; the instance
+/// keeps only caches it rebuilds (the last timestamp, read back from
+/// storage in the constructor, and a copy of the attachments), so an
+/// instance may be dropped after any event without losing anything.
+///
+/// Messages are stored under `msg/<timestamp>` in the same event that
+/// broadcasts them, so the output gate holds every frame until the message
+/// is on disk.
+#[derive(Debug)]
+pub struct ChatRoom {
+    /// The rate limiters, one per client IP.
+    limiters: Arc<Namespace<RateLimiter>>,
+    /// The room's name (or an id prefix) for logs.
+    label: String,
+    /// The newest stored timestamp: a cache of storage, rebuilt by `new`.
+    last_timestamp: u64,
+    /// A cache of the sockets' attachments.
+    sessions: Sessions,
+}
+
+impl Object for ChatRoom {
+    type Env = Namespace<RateLimiter>;
+    /// The room takes no RPC calls.
+    type Call = ();
+    /// The room takes no RPC calls.
+    type Reply = ();
+
+    async fn new(ctx: &mut Context, limiters: Arc<Namespace<RateLimiter>>) -> Result<Self> {
+        let label = match ctx.name() {
+            Some(name) => name.to_owned(),
+            // Private rooms: a prefix identifies the room in logs without
+            // handing readers of the logs the whole (secret) id.
+            None => format!("id:{}", &ctx.id().to_hex()[..12]),
+        };
+        Ok(ChatRoom {
+            limiters,
+            label,
+            last_timestamp: history::latest(ctx.storage())?,
+            sessions: Sessions::default(),
+        })
+    }
+
+    async fn fetch(&mut self, ctx: &mut Context, req: Request) -> Result<Response> {
+        let span = self.span();
+        self.admit(ctx, req).instrument(span).await
+    }
+
+    async fn websocket_message(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        msg: Message,
+    ) -> Result<()> {
+        let span = self.span();
+        self.on_message(ctx, ws, msg).instrument(span).await
+    }
+
+    async fn websocket_close(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        code: u16,
+        _reason: String,
+        clean: bool,
+    ) -> Result<()> {
+        let _span = self.span().entered();
+        self.on_close(ctx, ws, code, clean);
+        Ok(())
+    }
+
+    async fn websocket_error(
+        &mut self,
+        _ctx: &mut Context,
+        ws: WebSocket,
+        error: String,
+    ) -> Result<()> {
+        // The close event follows; the quit notice goes out there.
+        let _span = self.span().entered();
+        tracing::debug!(socket = ws.sid(), %error, "socket error");
+        Ok(())
+    }
+}
+
+impl ChatRoom {
+    fn span(&self) -> tracing::Span {
+        tracing::info_span!("room", name = %self.label)
+    }
+
+    /// Accepts a socket handed over by the front door.
+    async fn admit(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response> {
+        let Some(admission) = Admission::from_headers(req.headers()) else {
+            return Ok(text_response(
+                StatusCode::BAD_REQUEST,
+                "missing admission: connect through the front door",
+            ));
+        };
+        let mut session = Session {
+            dialect: admission.dialect,
+            name: None,
+            ext: Extensions::default(),
+            ip: admission.ip,
+            closing: None,
+        };
+        // Dialect C is named by its query (the front door refuses an
+        // over-long name before the upgrade; checked again here, before
+        // accepting, so a room reached some other way holds the same line).
+        // The backlog is read before accepting too: a failure then leaves
+        // no socket behind.
+        let mut backlog = Vec::new();
+        if session.dialect == Dialect::C {
+            match c::name_from_query(admission.name.as_deref()) {
+                Ok(name) => session.name = Some(name),
+                Err(error) => {
+                    return Ok(text_response(StatusCode::BAD_REQUEST, error.client_text()));
+                }
+            }
+            backlog = history::recent(ctx.storage(), HISTORY_ON_JOIN)?;
+        }
+        let tag = match session.dialect {
+            Dialect::A => "A",
+            Dialect::B => "B",
+            Dialect::C => "C",
+        };
+        let (ws, response) = match ctx.accept_websocket(&mut req, &[tag]) {
+            Ok(accepted) => accepted,
+            Err(objects::WebSocketError::TooManySockets(max)) => {
+                return Ok(text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("This room is full ({max} connections)."),
+                ));
+            }
+            Err(error) => return Ok(text_response(StatusCode::BAD_REQUEST, &error.to_string())),
+        };
+        let dialect = session.dialect;
+        let name = session.name.clone();
+        self.sessions.set(ctx, ws, session)?;
+        tracing::info!(
+            socket = ws.sid(),
+            ?dialect,
+            name = name.as_deref().unwrap_or(""),
+            "connected"
+        );
+        if let Some(name) = name {
+            for message in &backlog {
+                ctx.send(ws, c::encode_chat(message));
+            }
+            let members = self.sessions.members(ctx);
+            announce(ctx, &members, ws, &name, Presence::Joined);
+            send_presence(ctx, &members);
+        } else {
+            // A (unnamed until its hello) and B change only the count.
+            let members = self.sessions.members(ctx);
+            send_presence(ctx, &members);
+        }
+        Ok(response)
+    }
+
+    async fn on_message(&mut self, ctx: &mut Context, ws: WebSocket, msg: Message) -> Result<()> {
+        let Some(session) = self.sessions.get(ctx, ws).cloned() else {
+            tracing::warn!(socket = ws.sid(), "frame from a socket without a session");
+            return Ok(());
+        };
+        if session.closing.is_some() {
+            // Refused and about to be closed: nothing more to say.
+            return Ok(());
+        }
+        let text = match msg {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                ctx.send(ws, encode_error(session.dialect, BINARY_NOT_SUPPORTED));
+                return Ok(());
+            }
+        };
+        match session.dialect {
+            Dialect::A if session.name.is_none() => match a::decode(&text, false) {
+                Ok(ClientFrame::Hello { name, ext }) => self.hello(ctx, ws, session, name, ext),
+                // `decode` before the hello yields only hellos.
+                Ok(_) => Ok(()),
+                Err(error) => self.refuse(ctx, ws, &session, &error),
+            },
+            Dialect::A => match a::decode(&text, true) {
+                Ok(ClientFrame::Message(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(ClientFrame::HistoryRequest { before, limit }) if session.ext.history => {
+                    let (messages, more) = history::page(ctx.storage(), before, limit)?;
+                    ctx.send(ws, a::encode_history_page(&messages, more));
+                    Ok(())
+                }
+                // Not opted in: the request is not understood.
+                Ok(ClientFrame::HistoryRequest { .. }) => {
+                    self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage)
+                }
+                // `decode` after the hello never yields a hello.
+                Ok(ClientFrame::Hello { .. }) => Ok(()),
+                Err(error) => self.refuse(ctx, ws, &session, &error),
+            },
+            Dialect::B => match b::decode(&text) {
+                Ok(Some(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(None) => Ok(()),
+                Err(error) => self.refuse(ctx, ws, &session, &error),
+            },
+            Dialect::C => match c::decode(&text) {
+                Ok(Some(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(None) => Ok(()),
+                Err(error) => self.refuse(ctx, ws, &session, &error),
+            },
+        }
+    }
+
+    /// A dialect-A hello: roster, backlog and `ready` to the newcomer, the
+    /// join to everyone else.
+    fn hello(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        mut session: Session,
+        name: String,
+        ext: Extensions,
+    ) -> Result<()> {
+        // The fallible read first: a failure then changes nothing.
+        let backlog = history::recent(ctx.storage(), HISTORY_ON_JOIN)?;
+        session.name = Some(name.clone());
+        session.ext = ext;
+        self.sessions.set(ctx, ws, session)?;
+        tracing::info!(socket = ws.sid(), name = %name, "named");
+        let members = self.sessions.members(ctx);
+        for other in members.names_except(Some(ws)) {
+            ctx.send(ws, a::encode_joined(other));
+        }
+        for message in &backlog {
+            ctx.send(ws, a::encode_chat(message));
+        }
+        ctx.send(ws, a::encode_ready());
+        announce(ctx, &members, ws, &name, Presence::Joined);
+        send_presence(ctx, &members);
+        Ok(())
+    }
+
+    /// A chat message from any dialect: rate limit, store, broadcast.
+    async fn chat(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        sender: &Session,
+        text: String,
+    ) -> Result<()> {
+        let limiter = self.limiters.get_by_name(&sender.ip);
+        match limiter.call(ctx.now_ms()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(cooldown_ms)) => {
+                tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
+                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
+                return Ok(());
+            }
+            Err(error) => {
+                // Fail closed: a limiter that cannot answer (overloaded,
+                // shutting down) must not turn into no limit at all.
+                tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
+                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
+                return Ok(());
+            }
+        }
+        let timestamp = history::next_timestamp(ctx.now_ms(), self.last_timestamp);
+        let message = ChatMessage {
+            name: match sender.dialect {
+                Dialect::B => b::SENDER_NAME.to_owned(),
+                Dialect::A => sender
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| a::DEFAULT_NAME.to_owned()),
+                Dialect::C => sender
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| c::DEFAULT_NAME.to_owned()),
+            },
+            message: text,
+            timestamp,
+            plain: sender.dialect == Dialect::B,
+        };
+        // Stored in this event, so the output gate holds the broadcast
+        // below until the message is durable.
+        ctx.storage().put(&history::key(timestamp), &message)?;
+        self.last_timestamp = timestamp;
+        tracing::debug!(socket = ws.sid(), timestamp, "message");
+        let members = self.sessions.members(ctx);
+        let to_a = members.select(|_, s| s.is_named_a());
+        let to_b = members.select(|_, s| s.dialect == Dialect::B);
+        let to_c = members.select(|w, s| s.dialect == Dialect::C && w != ws);
+        if !to_a.is_empty() {
+            ctx.broadcast(to_a, a::encode_chat(&message));
+        }
+        if !to_b.is_empty() {
+            ctx.broadcast(to_b, b::encode_chat(&message));
+        }
+        if !to_c.is_empty() {
+            ctx.broadcast(to_c, c::encode_chat(&message));
+        }
+        Ok(())
+    }
+
+    /// Answers a refused frame in the sender's dialect, closing the socket
+    /// when the error calls for it (an over-long name).
+    fn refuse(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        session: &Session,
+        error: &ProtocolError,
+    ) -> Result<()> {
+        tracing::debug!(socket = ws.sid(), %error, "frame refused");
+        let text = error.client_text();
+        ctx.send(ws, encode_error(session.dialect, text));
+        if let Some(code) = error.closes_socket() {
+            self.close_later(ctx, ws, session, code, text)?;
+        }
+        Ok(())
+    }
+
+    /// Closes a socket after the frames sent to it in this event (the
+    /// runtime queues the close behind them). The session is marked, so
+    /// frames that arrive before the close completes are ignored.
+    fn close_later(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        session: &Session,
+        code: u16,
+        reason: &str,
+    ) -> Result<()> {
+        let mut session = session.clone();
+        session.closing = Some(Closing {
+            code,
+            reason: reason.to_owned(),
+        });
+        self.sessions.set(ctx, ws, session)?;
+        tracing::debug!(socket = ws.sid(), code, "closing refused socket");
+        ctx.close(ws, code, reason);
+        Ok(())
+    }
+
+    fn on_close(&mut self, ctx: &mut Context, ws: WebSocket, code: u16, clean: bool) {
+        let Some(session) = self.sessions.remove(ctx, ws) else {
+            return;
+        };
+        tracing::info!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
+        // The closed socket is no longer listed among the members.
+        let members = self.sessions.members(ctx);
+        if let Some(name) = session.name.as_deref() {
+            announce(ctx, &members, ws, name, Presence::Left);
+        }
+        send_presence(ctx, &members);
+    }
+}
+
+/// Whether a user arrived or went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presence {
+    Joined,
+    Left,
+}
+
+/// Tells the named A sessions (`joined`/`quit`) and the C sessions
+/// (`joined the chat`/`left the chat`), except `who` itself, that `name`
+/// arrived or left. B clients get no notices.
+fn announce(ctx: &mut Context, members: &Members<'_>, who: WebSocket, name: &str, what: Presence) {
+    let to_a = members.select(|w, s| w != who && s.is_named_a());
+    let to_c = members.select(|w, s| w != who && s.dialect == Dialect::C);
+    if !to_a.is_empty() {
+        let frame = match what {
+            Presence::Joined => a::encode_joined(name),
+            Presence::Left => a::encode_quit(name),
+        };
+        ctx.broadcast(to_a, frame);
+    }
+    if !to_c.is_empty() {
+        let frame = match what {
+            Presence::Joined => c::encode_joined(name),
+            Presence::Left => c::encode_left(name),
+        };
+        ctx.broadcast(to_c, frame);
+    }
+}
+
+/// Extension `presence`: the room's count and names, to every named A
+/// session that opted in.
+fn send_presence(ctx: &mut Context, members: &Members<'_>) {
+    let to = members.select(|_, s| s.is_named_a() && s.ext.presence);
+    if to.is_empty() {
+        return;
+    }
+    let frame = a::encode_presence(members.count(), &members.names_except(None));
+    ctx.broadcast(to, frame);
+}
+
+/// An error frame in a dialect.
+fn encode_error(dialect: Dialect, text: &str) -> String {
+    match dialect {
+        Dialect::A => a::encode_error(text),
+        Dialect::B => b::encode_error(text),
+        Dialect::C => c::encode_error(text),
+    }
+}
+
+/// A plain-text response.
+fn text_response(status: StatusCode, text: &str) -> Response {
+    let mut response = Response::new(Bytes::from(text.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain;charset=UTF-8"),
+    );
+    response
+}
