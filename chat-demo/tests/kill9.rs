@@ -178,10 +178,7 @@ async fn every_message_a_client_saw_survives_kill_9() {
     )
     .await;
     let mut history = until_ready(&mut ws).await;
-    loop {
-        let Some(oldest) = history.first().map(|m| m.2) else {
-            break;
-        };
+    while let Some(oldest) = history.first().map(|m| m.2) {
         let req = serde_json::json!({ "history": { "before": oldest, "limit": 100 } });
         ws.send(Message::text(req.to_string())).await.expect("page");
         let page = loop {
