@@ -171,11 +171,18 @@ pub(crate) fn spawn<O: Object>(
 ) {
     let shared = ns.shared.clone();
     let guard = shared.enter_task();
+    let ns_for_error = ns.clone();
+    let id_for_error = id.clone();
     tokio::spawn(async move {
         let _guard = guard;
         let activation = match Activation::new(ns, id, generation, rx) {
             Ok(a) => a,
             Err((mut rx, e)) => {
+                // Leave the map before closing the mailbox, so senders
+                // waiting for room start a new activation.
+                ns_for_error
+                    .live
+                    .remove_if(id_for_error.as_bytes(), |_, s| s.generation == generation);
                 let msg = e.to_string();
                 rx.close();
                 while let Ok(env) = rx.try_recv() {
@@ -282,11 +289,19 @@ impl<O: Object> Activation<O> {
     fn try_evict(&mut self) -> bool {
         let generation = self.generation;
         let rx = &self.rx;
-        let left = self
-            .ns
+        let ns = &self.ns;
+        let left = ns
             .live
-            .remove_if(self.id.as_bytes(), |_, s| {
-                s.generation == generation && rx.is_empty()
+            .remove_if(self.id.as_bytes(), |id, s| {
+                let go = s.generation == generation && rx.is_empty();
+                if go {
+                    // Under the live map's lock (always taken before the
+                    // socket map's), so no new activation can pick up the
+                    // table we drop.
+                    ns.sockets
+                        .remove_if(id, |_, t| t.lock().map(|t| t.is_empty()).unwrap_or(false));
+                }
+                go
             })
             .is_some();
         if !left {
@@ -301,9 +316,6 @@ impl<O: Object> Activation<O> {
                 tracing::warn!(object = %self.id, error = %e, "event lost at eviction");
             }
         }
-        self.ns.sockets.remove_if(self.id.as_bytes(), |_, t| {
-            t.lock().map(|t| t.is_empty()).unwrap_or(false)
-        });
         true
     }
 
@@ -355,15 +367,12 @@ impl<O: Object> Activation<O> {
             }
             next = self.rx.try_recv().ok();
         }
-        match self.ctx.storage().commit().await {
-            Ok(alarm) => {
-                if let Some(at) = alarm {
-                    let key = AlarmKey {
-                        id: *self.id.as_bytes(),
-                        namespace: self.ns.name.clone(),
-                    };
-                    self.ns.shared.alarms.committed(key, at);
-                }
+        let committed = self.ctx.storage().commit().await;
+        // Alarm changes made durable (here or by a sync during the group)
+        // reach the schedule whether or not the rest succeeded.
+        self.publish_alarm();
+        match committed {
+            Ok(()) => {
                 self.ctx.release_outbox();
                 for h in held {
                     h.release();
@@ -373,7 +382,18 @@ impl<O: Object> Activation<O> {
         }
     }
 
+    fn publish_alarm(&mut self) {
+        if let Some(at) = self.ctx.storage().take_durable_alarm() {
+            let key = AlarmKey {
+                id: *self.id.as_bytes(),
+                namespace: self.ns.name.clone(),
+            };
+            self.ns.shared.alarms.committed(key, at);
+        }
+    }
+
     fn fail_group(&mut self, held: Vec<Held<O>>, cause: &str) {
+        self.publish_alarm();
         self.reset();
         let cause = format!("commit failed: {cause}");
         for h in held {

@@ -102,6 +102,9 @@ impl Context {
         req: &mut Request,
         tags: &[&str],
     ) -> Result<(WebSocket, Response), WebSocketError> {
+        if self.shared.is_shutting_down() {
+            return Err(WebSocketError::ShuttingDown);
+        }
         let response = socket::handshake(req)?;
         let tags = registry::check_tags(tags)?;
         if req
@@ -125,7 +128,11 @@ impl Context {
             upgrade,
             &self.shared.options.websocket,
         );
-        self.table().accept(sid, handle, tags)?;
+        self.table().accept(sid, handle.clone(), tags)?;
+        if self.shared.is_shutting_down() {
+            // Shutdown began while we accepted: its sweep may have missed us.
+            handle.close(1001, "server shutting down".into());
+        }
         Ok((WebSocket { sid }, response))
     }
 

@@ -234,6 +234,12 @@ fn settle(
             if shared.is_shutting_down() {
                 return;
             }
+            // Only if it is still the same alarm in storage (the object may
+            // have set a newer one, which the schedule already holds).
+            let current = shared.store.alarm(&key.id).ok().flatten();
+            if current != Some(retry.scheduled_ms) {
+                return;
+            }
             tracing::warn!(object = %hex(&key.id), namespace = %key.namespace, %error, "alarm delivery failed in the runtime; redelivering");
             let at = now + u64::try_from(INFRA_RETRY.as_millis()).unwrap_or(1000);
             alarms.with_state(|s| {

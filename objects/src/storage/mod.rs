@@ -229,6 +229,19 @@ pub struct Storage {
     /// A commit failed during this event: the runtime resets the object
     /// whatever the handler does with the error.
     pub(crate) broken: Option<String>,
+    /// A commit handed to the writer whose answer has not been read (a
+    /// handler dropped its `sync()` mid-way); settled before any output.
+    in_flight: Option<InFlight>,
+    /// Alarm changes made durable by commits since the runtime last asked.
+    durable_alarm: Option<Option<u64>>,
+}
+
+/// A commit on its way to disk.
+struct InFlight {
+    done: writer::Done,
+    alarm: Option<Option<u64>>,
+    record_catalog: bool,
+    cleared: bool,
 }
 
 impl std::fmt::Debug for Storage {
@@ -257,6 +270,8 @@ impl Storage {
             catalogued,
             in_transaction: false,
             broken: None,
+            in_flight: None,
+            durable_alarm: None,
         }
     }
 
@@ -379,8 +394,12 @@ impl Storage {
             }
             encoded.push((*k, e));
         }
+        let total: usize = encoded.iter().map(|(k, e)| k.len() + e.len()).sum();
+        if self.overlay.bytes() + total > MAX_EVENT_BYTES {
+            return Err(StorageError::EventTooLarge(MAX_EVENT_BYTES));
+        }
         for (k, e) in encoded {
-            self.put_encoded(k, e)?;
+            self.overlay.put(k.as_bytes().to_vec(), e);
         }
         Ok(())
     }
@@ -571,7 +590,7 @@ impl Storage {
             return Err(StorageError::CommitFailed(cause.clone()));
         }
         match self.commit().await {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(e) => {
                 self.broken = Some(e.to_string());
                 Err(e)
@@ -579,31 +598,67 @@ impl Storage {
         }
     }
 
-    /// Commits the overlay. Returns the alarm change that became durable.
-    pub(crate) async fn commit(&mut self) -> Result<Option<Option<u64>>, StorageError> {
+    /// Commits the overlay and waits until it is durable. Cancel-safe: if
+    /// the future is dropped after the batch went to the writer, the next
+    /// call waits for that batch's answer first.
+    pub(crate) async fn commit(&mut self) -> Result<(), StorageError> {
+        self.settle().await?;
         if self.overlay.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
+        let store = self.store.clone();
+        let place = store.writer.reserve().await?;
         let changes = self.overlay.take();
         let alarm = changes.alarm;
         let puts = changes.writes.iter().any(|(_, v)| v.is_some())
             || matches!(changes.alarm, Some(Some(_)));
         let cleared = changes.cleared;
         let record_catalog = puts && (!self.catalogued || cleared);
-        let batch = Batch {
+        let done = place.send(Batch {
             id: self.id,
             namespace: self.namespace.clone(),
             name: self.name.clone(),
             record_catalog,
             changes,
+        });
+        self.in_flight = Some(InFlight {
+            done,
+            alarm,
+            record_catalog,
+            cleared,
+        });
+        self.settle().await
+    }
+
+    /// Waits for the commit in flight, if any.
+    async fn settle(&mut self) -> Result<(), StorageError> {
+        let Some(f) = self.in_flight.as_mut() else {
+            return Ok(());
         };
-        self.store.writer.commit(batch).await?;
-        if record_catalog {
-            self.catalogued = true;
-        } else if cleared {
-            self.catalogued = false;
+        let answer = (&mut f.done).await;
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        match answer {
+            Ok(Ok(())) => {
+                if f.record_catalog {
+                    self.catalogued = true;
+                } else if f.cleared {
+                    self.catalogued = false;
+                }
+                if let Some(a) = f.alarm {
+                    self.durable_alarm = Some(a);
+                }
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(StorageError::Closed),
         }
-        Ok(alarm)
+    }
+
+    /// The alarm change made durable since the last call, if any.
+    pub(crate) fn take_durable_alarm(&mut self) -> Option<Option<u64>> {
+        self.durable_alarm.take()
     }
 
     /// Drops uncommitted writes (the object is being reset).

@@ -32,6 +32,21 @@ enum Job {
     Stop,
 }
 
+/// A reserved place in the writer's queue.
+pub(crate) struct Place<'a>(mpsc::Permit<'a, Job>);
+
+/// The answer to a commit: resolves once the batch is durable (or failed).
+pub(crate) type Done = oneshot::Receiver<Result<(), StorageError>>;
+
+impl Place<'_> {
+    /// Hands the batch to the writer.
+    pub(crate) fn send(self, batch: Batch) -> Done {
+        let (done, wait) = oneshot::channel();
+        self.0.send(Job::Commit(batch, done));
+        wait
+    }
+}
+
 /// Where the writer loop runs.
 enum Thread {
     /// On tokio's blocking pool (inside a runtime). A running blocking task
@@ -73,14 +88,14 @@ pub(crate) fn spawn(
 }
 
 impl Writer {
-    /// Commits one batch; returns once it is durable (fsynced).
-    pub(crate) async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
-        let (done, wait) = oneshot::channel();
+    /// Waits for room in the writer's queue. Cancel-safe: nothing is handed
+    /// over until [`Place::send`].
+    pub(crate) async fn reserve(&self) -> Result<Place<'_>, StorageError> {
         self.tx
-            .send(Job::Commit(batch, done))
+            .reserve()
             .await
-            .map_err(|_| StorageError::Closed)?;
-        wait.await.map_err(|_| StorageError::Closed)?
+            .map(Place)
+            .map_err(|_| StorageError::Closed)
     }
 
     /// Finishes queued commits and stops the thread.

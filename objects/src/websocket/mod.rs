@@ -44,6 +44,9 @@ pub enum WebSocketError {
     /// The object already holds the most sockets allowed.
     #[error("this object already holds {0} WebSockets")]
     TooManySockets(usize),
+    /// The runtime is shutting down and accepts no new sockets.
+    #[error("the runtime is shutting down")]
+    ShuttingDown,
     /// The socket is not (or no longer) accepted by this object.
     #[error("unknown or closed WebSocket")]
     UnknownSocket,

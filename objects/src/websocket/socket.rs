@@ -254,6 +254,11 @@ impl Task {
                 .await;
         let mut last_heard = Instant::now();
         let mut ping_out: Option<Instant> = None;
+        // A frame on its way into the object's mailbox. While it waits for
+        // room we stop reading (backpressure on the peer) but keep writing,
+        // so a busy object does not make its readers look slow.
+        let deliver = self.deliver.clone();
+        let mut pending: Option<std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>> = None;
         let (code, reason, clean, error) = loop {
             let deadline = match ping_out {
                 Some(at) => at + opts.ping_timeout,
@@ -264,7 +269,13 @@ impl Task {
                 () = self.shared.kill.notified() => {
                     break self.closing(&mut ws).await;
                 }
-                m = ws.next() => {
+                delivered = async { if let Some(p) = pending.as_mut() { p.await } else { true } }, if pending.is_some() => {
+                    pending = None;
+                    if !delivered {
+                        break (1001, "going away".into(), true, None);
+                    }
+                }
+                m = ws.next(), if pending.is_none() => {
                     last_heard = Instant::now();
                     ping_out = None;
                     match m {
@@ -282,17 +293,13 @@ impl Task {
                                 }
                                 None => {
                                     let ev = SocketEvent::Message(Message::Text(t.as_str().to_string()));
-                                    if !self.deliver.deliver(self.id, self.sid, ev).await {
-                                        break (1001, "going away".into(), true, None);
-                                    }
+                                    pending = Some(deliver.deliver(self.id, self.sid, ev));
                                 }
                             }
                         }
                         Some(Ok(WsMessage::Binary(b))) => {
                             let ev = SocketEvent::Message(Message::Binary(b));
-                            if !self.deliver.deliver(self.id, self.sid, ev).await {
-                                break (1001, "going away".into(), true, None);
-                            }
+                            pending = Some(deliver.deliver(self.id, self.sid, ev));
                         }
                         Some(Ok(WsMessage::Close(frame))) => {
                             let (code, reason) = frame
@@ -375,7 +382,8 @@ impl Task {
                         break self.closing(&mut ws).await;
                     }
                 }
-                () = tokio::time::sleep_until(deadline) => {
+                // No ping verdicts while we are not reading.
+                () = tokio::time::sleep_until(deadline), if pending.is_none() => {
                     if ping_out.is_some() {
                         break (1006, "ping timeout: the peer stopped answering".into(), false, Some("ping timeout".into()));
                     }
