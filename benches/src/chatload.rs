@@ -1,0 +1,1021 @@
+//! `chatload`: a load generator speaking dialect A of the chat protocol
+//! (`shared/spec/chat-protocol.md`) against a server on a loopback address.
+//!
+//! Scenarios:
+//!
+//! - [`Scenario::Join`]: clients join a room that holds a backlog (seeded
+//!   first): time from connect to `ready`, and a check of the backlog each
+//!   client received.
+//! - [`Scenario::Fanout`]: clients in one room each send at `rate`
+//!   messages per second: end-to-end delivery latency, deliveries per
+//!   second, lost, duplicated and out-of-order deliveries, rate-limit errors.
+//! - [`Scenario::Rooms`]: the same in `rooms` rooms of `per_room` clients.
+//! - [`Scenario::Idle`]: clients join and hold their connections for
+//!   `duration`; how many are still open at the end.
+//!
+//! Every message text is `cl <run> <client> <seq> <µs since run start>`, so
+//! each receiver can measure latency and check, per sender, that every
+//! sequence number arrives once and in order. Each client sends a distinct
+//! fake client IP (`10.x.y.z`) in a header (`--ip-header`) so that a server
+//! that trusts it gives each client its own rate budget; that IP is header
+//! text only: every connection goes to the loopback address of `url`.
+//!
+//! Bounded: at most [`MAX_CLIENTS`] clients, [`MAX_DURATION`] of load,
+//! connects bounded in concurrency and time, a bounded drain.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio::sync::{Semaphore, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Most clients one run may open.
+pub const MAX_CLIENTS: usize = 20_000;
+/// Longest load phase (sending or holding) of one run.
+pub const MAX_DURATION: Duration = Duration::from_secs(600);
+/// Highest send rate per client, messages per second.
+pub const MAX_RATE: f64 = 50.0;
+/// Most backlog messages seeded before a run.
+pub const MAX_BACKLOG: usize = 1_000;
+/// The server sends at most this many backlog messages to a newcomer.
+pub const SERVER_BACKLOG: usize = 100;
+/// Backlog messages each seeding connection (one fake IP) sends: within the
+/// rate limit's burst of 5.
+const SEEDS_PER_IP: usize = 4;
+/// Client read buffer (the default of 128 KiB per socket is too much for
+/// thousands of clients).
+const CLIENT_READ_BUFFER: usize = 4096;
+/// Latency histogram shards (clients record into `id % SHARDS`).
+const SHARDS: usize = 16;
+
+/// What a run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Clients join a room with a backlog: time to `ready`, backlog check.
+    Join,
+    /// Clients in one room each send at `rate`: delivery latency and loss.
+    Fanout,
+    /// `rooms` rooms of `per_room` clients, each sending at `rate`.
+    Rooms,
+    /// Clients join and hold their connections for `duration`.
+    Idle,
+}
+
+/// One run's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Base URL of the server, `ws://<loopback>:<port>[/prefix]`.
+    pub url: String,
+    /// What to do.
+    pub scenario: Scenario,
+    /// Total clients (for [`Scenario::Rooms`]: `rooms * per_room`).
+    pub clients: usize,
+    /// Rooms the clients are spread over (round robin).
+    pub rooms: usize,
+    /// Messages per second each client sends (fanout, rooms).
+    pub rate: f64,
+    /// How long to send (fanout, rooms) or hold (idle).
+    pub duration: Duration,
+    /// Room name (or prefix, with several rooms); default: fresh per run.
+    pub room: Option<String>,
+    /// Messages to seed into each room before the clients join.
+    pub backlog: usize,
+    /// Header carrying each client's fake IP (`None`: no header).
+    pub ip_header: Option<String>,
+    /// Connections being opened at once (connect until `ready`).
+    pub connect_concurrency: usize,
+    /// Time limit for one client's connect, hello and `ready`.
+    pub connect_timeout: Duration,
+    /// After sending stops, how long to wait for the last deliveries.
+    pub drain: Duration,
+}
+
+impl Config {
+    /// Settings with the defaults of the command line.
+    pub fn new(url: impl Into<String>, scenario: Scenario) -> Config {
+        Config {
+            url: url.into(),
+            scenario,
+            clients: 200,
+            rooms: 1,
+            rate: 0.2,
+            duration: Duration::from_secs(30),
+            room: None,
+            backlog: if scenario == Scenario::Join { 100 } else { 0 },
+            ip_header: Some("x-forwarded-for".to_owned()),
+            connect_concurrency: 64,
+            connect_timeout: Duration::from_secs(30),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// p50, p99, max and mean of a distribution, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Percentiles {
+    fn of_micros(h: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+            mean: h.mean() / 1000.0,
+        }
+    }
+}
+
+/// The results of one run (printed as one JSON line).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Base URL.
+    pub url: String,
+    /// Logical cores of this machine (client and server share them).
+    pub cores: usize,
+    /// Clients asked for.
+    pub clients: usize,
+    /// Rooms.
+    pub rooms: usize,
+    /// Messages per second per client.
+    pub rate: f64,
+    /// Load phase, seconds.
+    pub duration_s: f64,
+    /// Connections opened at once during the ramp.
+    pub connect_concurrency: usize,
+    /// Clients that reached `ready`.
+    pub connected: usize,
+    /// Clients that failed to connect or to reach `ready`.
+    pub connect_errors: usize,
+    /// The first connect error, if any.
+    pub first_error: Option<String>,
+    /// Ramp: first connect until every client is ready or failed, seconds.
+    pub ramp_s: f64,
+    /// Connect until `ready`, per client.
+    pub ready_ms: Percentiles,
+    /// Backlog messages each client should get before `ready`.
+    pub backlog_expected: usize,
+    /// Clients whose backlog was exactly the seeded messages, in order.
+    pub backlog_ok: usize,
+    /// Clients whose backlog was not.
+    pub backlog_bad: usize,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages the server relayed (seen by anyone).
+    pub accepted: u64,
+    /// Rate-limit errors received.
+    pub rate_limited: u64,
+    /// Other error frames received.
+    pub other_errors: u64,
+    /// Chat frames of this run received after `ready` (all receivers).
+    pub deliveries: u64,
+    /// Deliveries expected: each accepted message times its room's clients.
+    pub expected_deliveries: u64,
+    /// Deliveries per second over the send window plus drain.
+    pub deliveries_per_s: f64,
+    /// Send until receipt, per first delivery.
+    pub latency_ms: Percentiles,
+    /// Deliveries that never arrived.
+    pub lost: u64,
+    /// Deliveries that arrived more than once.
+    pub duplicated: u64,
+    /// Deliveries that arrived after a later message of the same sender.
+    pub out_of_order: u64,
+    /// Chat frames whose timestamp did not increase (per receiver).
+    pub timestamp_regressions: u64,
+    /// Clients whose connection ended before the run closed it.
+    pub disconnected: usize,
+    /// Clients still connected when the run closed them.
+    pub alive_at_end: usize,
+    /// Whether every expected delivery arrived within the drain time.
+    pub drained: bool,
+    /// Time from the end of sending until drained (or the drain limit).
+    pub drain_s: f64,
+    /// Whole run, seconds.
+    pub elapsed_s: f64,
+}
+
+impl Report {
+    /// A few lines for people.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "chatload {} against {} ({} cores): {} clients in {} room(s), {}/{} connected ({} errors), ramp {:.2} s\n",
+            self.scenario,
+            self.url,
+            self.cores,
+            self.clients,
+            self.rooms,
+            self.connected,
+            self.clients,
+            self.connect_errors,
+            self.ramp_s
+        );
+        s += &format!(
+            "  ready: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            self.ready_ms.p50, self.ready_ms.p99, self.ready_ms.max
+        );
+        if self.backlog_expected > 0 {
+            s += &format!(
+                "; backlog of {}: {} ok, {} bad",
+                self.backlog_expected, self.backlog_ok, self.backlog_bad
+            );
+        }
+        s += "\n";
+        if self.sent > 0 {
+            s += &format!(
+                "  sent {} at {}/s per client for {:.0} s; accepted {}, rate-limited {}, other errors {}\n",
+                self.sent,
+                self.rate,
+                self.duration_s,
+                self.accepted,
+                self.rate_limited,
+                self.other_errors
+            );
+            s += &format!(
+                "  deliveries {} of {} ({:.0}/s); latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms\n",
+                self.deliveries,
+                self.expected_deliveries,
+                self.deliveries_per_s,
+                self.latency_ms.p50,
+                self.latency_ms.p99,
+                self.latency_ms.max
+            );
+            s += &format!(
+                "  lost {}, duplicated {}, out of order {}, timestamp regressions {}; drained {} in {:.2} s\n",
+                self.lost,
+                self.duplicated,
+                self.out_of_order,
+                self.timestamp_regressions,
+                self.drained,
+                self.drain_s
+            );
+        }
+        s += &format!(
+            "  disconnected early {}, alive at end {}; {:.1} s in all",
+            self.disconnected, self.alive_at_end, self.elapsed_s
+        );
+        s
+    }
+}
+
+/// Where to connect: a loopback socket address plus what goes in the URL.
+#[derive(Clone, Debug)]
+struct Target {
+    addr: SocketAddr,
+    authority: String,
+    prefix: String,
+}
+
+/// Checks that `url` is `ws://` on a loopback host and resolves it.
+async fn target(url: &str) -> anyhow::Result<Target> {
+    let uri: http::Uri = url.parse().with_context(|| format!("bad URL {url:?}"))?;
+    if uri.scheme_str() != Some("ws") {
+        bail!("only ws:// URLs are supported, got {url:?}");
+    }
+    let authority = uri.authority().context("URL without a host")?;
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(80);
+    let addr = match host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_loopback() => SocketAddr::new(ip, port),
+        Ok(ip) => bail!("refusing {ip}: chatload only connects to loopback addresses"),
+        Err(_) if host.eq_ignore_ascii_case("localhost") => {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port)).await?.collect();
+            if addrs.is_empty() || !addrs.iter().all(|a| a.ip().is_loopback()) {
+                bail!("localhost does not resolve to loopback addresses only: {addrs:?}");
+            }
+            addrs[0]
+        }
+        Err(_) => bail!("refusing host {host:?}: chatload only connects to loopback addresses"),
+    };
+    Ok(Target {
+        addr,
+        authority: authority.as_str().to_owned(),
+        prefix: uri.path().trim_end_matches('/').to_owned(),
+    })
+}
+
+/// A small PRNG (splitmix64) for phases and the run tag.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Rng(t ^ (u64::from(std::process::id()) << 32))
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// `10.x.y.z` for index `n` (mod 2^24): header text, never an address
+/// anything connects to.
+fn fake_ip(n: u32) -> String {
+    let [_, b, c, d] = (n & 0x00FF_FFFF).to_be_bytes();
+    format!("10.{b}.{c}.{d}")
+}
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// What run phase the clients are in.
+const JOINING: u8 = 0;
+const SENDING: u8 = 1;
+const STOP_SENDING: u8 = 2;
+const CLOSE: u8 = 3;
+
+/// State shared by the clients of a run.
+struct Shared {
+    target: Target,
+    ip_header: Option<http::HeaderName>,
+    tag: String,
+    epoch: Instant,
+    /// Room sizes (clients ready), fixed when sending starts.
+    room_sizes: OnceLock<Vec<u64>>,
+    sent: AtomicU64,
+    acked: AtomicU64,
+    expected: AtomicU64,
+    delivered: AtomicU64,
+    settled: AtomicUsize,
+    settled_notify: tokio::sync::Notify,
+    latency: Vec<Mutex<Histogram<u64>>>,
+    first_error: Mutex<Option<String>>,
+    connect: Semaphore,
+    connect_timeout: Duration,
+    /// Seeded backlog texts each room's clients should see, oldest first.
+    backlog: Vec<Vec<String>>,
+    /// Clients that reached `ready`, per room.
+    ready_per_room: Vec<AtomicU64>,
+}
+
+impl Shared {
+    fn micros(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    fn error(&self, e: String) {
+        let mut first = self
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        first.get_or_insert(e);
+    }
+
+    fn settle(&self) {
+        self.settled.fetch_add(1, Ordering::SeqCst);
+        self.settled_notify.notify_one();
+    }
+
+    async fn connect(&self, room: &str, ip: &str) -> anyhow::Result<Ws> {
+        let url = format!(
+            "ws://{}{}/api/room/{room}/websocket",
+            self.target.authority, self.target.prefix
+        );
+        let mut req = url.into_client_request()?;
+        if let Some(h) = &self.ip_header {
+            req.headers_mut().insert(h.clone(), ip.parse()?);
+        }
+        let tcp = TcpStream::connect(self.target.addr).await?;
+        tcp.set_nodelay(true)?;
+        let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+        let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config)).await?;
+        Ok(ws)
+    }
+}
+
+/// The server frames chatload reads (unknown fields ignored).
+#[derive(Deserialize)]
+struct Frame {
+    message: Option<String>,
+    timestamp: Option<u64>,
+    error: Option<String>,
+    ready: Option<bool>,
+}
+
+/// Which sequence numbers one receiver got from one sender.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    bits: Vec<u64>,
+    max: Option<u32>,
+}
+
+impl Seen {
+    /// Marks `seq`; false if it was already marked.
+    fn insert(&mut self, seq: u32) -> bool {
+        let (word, bit) = (seq as usize / 64, seq % 64);
+        if self.bits.len() <= word {
+            self.bits.resize(word + 1, 0);
+        }
+        let fresh = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        fresh
+    }
+    fn count(&self) -> u64 {
+        self.bits.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+    fn union(&mut self, other: &Seen) {
+        if self.bits.len() < other.bits.len() {
+            self.bits.resize(other.bits.len(), 0);
+        }
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a |= b;
+        }
+    }
+    /// How many of `all` this one lacks.
+    fn missing_from(&self, all: &Seen) -> u64 {
+        all.bits
+            .iter()
+            .enumerate()
+            .map(|(i, w)| u64::from((w & !self.bits.get(i).copied().unwrap_or(0)).count_ones()))
+            .sum()
+    }
+}
+
+/// One client's results.
+#[derive(Debug, Default)]
+struct ClientStats {
+    ready: bool,
+    ready_us: u64,
+    backlog_ok: bool,
+    sent: u64,
+    errors_after_send: u64,
+    rate_limited: u64,
+    other_errors: u64,
+    deliveries: u64,
+    duplicated: u64,
+    out_of_order: u64,
+    timestamp_regressions: u64,
+    disconnected: bool,
+    seen: HashMap<u32, Seen>,
+}
+
+/// Parses `cl <tag> <client> <seq> <µs>`.
+fn parse_text(text: &str, tag: &str) -> Option<(u32, u32, u64)> {
+    let mut parts = text.split(' ');
+    if parts.next()? != "cl" || parts.next()? != tag {
+        return None;
+    }
+    let client = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    let us = parts.next()?.parse().ok()?;
+    Some((client, seq, us))
+}
+
+/// Who one client is and how it sends.
+struct Seat {
+    id: u32,
+    room_index: usize,
+    room: String,
+    ip: String,
+    period: Option<Duration>,
+    first_send: Duration,
+}
+
+async fn client(shared: Arc<Shared>, seat: Seat, mut phase: watch::Receiver<u8>) -> ClientStats {
+    let Seat {
+        id,
+        room_index,
+        room,
+        ip,
+        period,
+        first_send,
+    } = seat;
+    let mut stats = ClientStats::default();
+    // Connect, hello, and read to `ready`, bounded in concurrency and time.
+    let joined = {
+        let _permit = shared.connect.acquire().await;
+        let start = Instant::now();
+        let join = async {
+            let mut ws = shared.connect(&room, &ip).await?;
+            ws.send(Message::text(format!(r#"{{"name":"c{id}"}}"#)))
+                .await?;
+            let mut backlog: VecDeque<String> = VecDeque::new();
+            loop {
+                let text = match ws.next().await {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(c))) => bail!("closed before ready: {c:?}"),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => bail!("connection ended before ready"),
+                };
+                let frame: Frame = serde_json::from_str(&text)?;
+                if frame.ready == Some(true) {
+                    break;
+                }
+                if let Some(e) = frame.error {
+                    bail!("error before ready: {e}");
+                }
+                if let (Some(m), Some(_)) = (frame.message, frame.timestamp) {
+                    backlog.push_back(m);
+                    if backlog.len() > SERVER_BACKLOG {
+                        backlog.pop_front();
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>((ws, backlog))
+        };
+        match tokio::time::timeout(shared.connect_timeout, join).await {
+            Ok(Ok((ws, backlog))) => {
+                stats.ready_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let want = &shared.backlog[room_index];
+                stats.backlog_ok = backlog.iter().eq(want.iter());
+                shared.ready_per_room[room_index].fetch_add(1, Ordering::SeqCst);
+                Some(ws)
+            }
+            Ok(Err(e)) => {
+                shared.error(format!("client {id}: {e:#}"));
+                None
+            }
+            Err(_) => {
+                shared.error(format!(
+                    "client {id}: not ready within {:?}",
+                    shared.connect_timeout
+                ));
+                None
+            }
+        }
+    };
+    stats.ready = joined.is_some();
+    shared.settle();
+    let Some(mut ws) = joined else { return stats };
+
+    let mut last_timestamp = 0u64;
+    let mut own_acks = 0u64;
+    let mut seq = 0u32;
+    let mut ticker: Option<tokio::time::Interval> = None;
+    let shard = &shared.latency[id as usize % SHARDS];
+    loop {
+        let sending = *phase.borrow() == SENDING;
+        if let (true, None, Some(p)) = (sending, &ticker, period) {
+            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + first_send, p);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker = Some(t);
+        }
+        tokio::select! {
+            changed = phase.changed() => {
+                if changed.is_err() || *phase.borrow() == CLOSE { break; }
+            }
+            () = next_tick(&mut ticker), if sending => {
+                let text = format!(r#"{{"message":"cl {} {id} {seq} {}"}}"#, shared.tag, shared.micros());
+                seq += 1;
+                stats.sent += 1;
+                shared.sent.fetch_add(1, Ordering::SeqCst);
+                if ws.send(Message::text(text)).await.is_err() {
+                    stats.disconnected = true;
+                    break;
+                }
+            }
+            frame = ws.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => { stats.disconnected = true; break; }
+                    Some(Ok(_)) => continue,
+                };
+                let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+                    stats.other_errors += 1;
+                    continue;
+                };
+                if let Some(e) = frame.error {
+                    if e.contains("rate-limited") { stats.rate_limited += 1 } else { stats.other_errors += 1 }
+                    if own_acks < stats.sent {
+                        own_acks += 1;
+                        stats.errors_after_send += 1;
+                        shared.acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    continue;
+                }
+                let (Some(message), Some(ts)) = (frame.message, frame.timestamp) else { continue };
+                if ts <= last_timestamp { stats.timestamp_regressions += 1; }
+                last_timestamp = ts;
+                let Some((from, from_seq, sent_us)) = parse_text(&message, &shared.tag) else { continue };
+                let now = shared.micros();
+                stats.deliveries += 1;
+                shared.delivered.fetch_add(1, Ordering::SeqCst);
+                let seen = stats.seen.entry(from).or_default();
+                if !seen.insert(from_seq) {
+                    stats.duplicated += 1;
+                    continue;
+                }
+                if seen.max.is_some_and(|m| from_seq < m) {
+                    stats.out_of_order += 1;
+                }
+                seen.max = Some(seen.max.map_or(from_seq, |m| m.max(from_seq)));
+                shard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .saturating_record(now.saturating_sub(sent_us).max(1));
+                if from == id && own_acks < stats.sent {
+                    own_acks += 1;
+                    shared.acked.fetch_add(1, Ordering::SeqCst);
+                    let size = shared.room_sizes.get().map_or(0, |s| s[room_index]);
+                    shared.expected.fetch_add(size, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+    if !stats.disconnected {
+        let close = async {
+            let _ = ws.close(None).await;
+            while let Some(Ok(_)) = ws.next().await {}
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+    }
+    stats
+}
+
+/// The next tick of `ticker`, or never.
+async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Seeds `texts` into `room`, oldest first, from connections with their own
+/// fake IPs (a few messages each, within the rate limit's burst); waits for
+/// each message's echo so the order is the given one.
+async fn seed(shared: &Shared, room: &str, texts: &[String], first_ip: u32) -> anyhow::Result<()> {
+    for (i, chunk) in texts.chunks(SEEDS_PER_IP).enumerate() {
+        let ip = fake_ip(first_ip + i as u32);
+        let mut ws = shared.connect(room, &ip).await?;
+        ws.send(Message::text(format!(r#"{{"name":"seed{i}"}}"#)))
+            .await?;
+        let mut ready = false;
+        for text in chunk {
+            ws.send(Message::text(
+                serde_json::json!({ "message": text }).to_string(),
+            ))
+            .await?;
+        }
+        let mut echoed = 0;
+        while echoed < chunk.len() {
+            let Some(frame) = ws.next().await else {
+                bail!("seeding: connection ended")
+            };
+            let Message::Text(t) = frame? else { continue };
+            let frame: Frame = serde_json::from_str(&t)?;
+            if let Some(e) = frame.error {
+                bail!("seeding: server said {e}");
+            }
+            ready |= frame.ready == Some(true);
+            if ready && frame.message.as_ref().is_some_and(|m| chunk.contains(m)) {
+                echoed += 1;
+            }
+        }
+        let _ = ws.close(None).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+    Ok(())
+}
+
+/// Runs one load test and reports on it. Errors only for a bad
+/// configuration or URL, or a backlog that could not be seeded; client
+/// failures are counted in the report.
+pub async fn run(config: Config) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    if config.clients == 0 || config.clients > MAX_CLIENTS {
+        bail!("clients must be 1..={MAX_CLIENTS}, got {}", config.clients);
+    }
+    if config.duration > MAX_DURATION {
+        bail!("duration is at most {MAX_DURATION:?}");
+    }
+    if !(0.0..=MAX_RATE).contains(&config.rate) {
+        bail!("rate must be 0..={MAX_RATE} messages per second per client");
+    }
+    if config.backlog > MAX_BACKLOG {
+        bail!("backlog is at most {MAX_BACKLOG}");
+    }
+    let rooms = config.rooms.clamp(1, config.clients);
+    let target = target(&config.url).await?;
+    let mut rng = Rng::seeded();
+    let tag = format!("{:08x}", rng.next() as u32);
+    let base = config
+        .room
+        .clone()
+        .unwrap_or_else(|| format!("cl-{}-{tag}", scenario_name(config.scenario)));
+    let room_names: Vec<String> = if rooms == 1 {
+        vec![base]
+    } else {
+        (0..rooms).map(|r| format!("{base}-{r}")).collect()
+    };
+    if let Some(long) = room_names.iter().find(|n| n.chars().count() > 32) {
+        bail!("room name {long:?} is over 32 characters");
+    }
+    let ip_header = match &config.ip_header {
+        Some(h) => Some(http::HeaderName::try_from(h.as_str()).context("bad --ip-header")?),
+        None => None,
+    };
+    // Fake IPs: a random block of 10/8 per run, so runs do not share budgets.
+    let seed_ips = rooms * config.backlog.div_ceil(SEEDS_PER_IP);
+    let span = (config.clients + seed_ips) as u32;
+    let ip_base = (rng.next() as u32) % ((1 << 24) - span);
+    let backlog: Vec<Vec<String>> = room_names
+        .iter()
+        .enumerate()
+        .map(|(r, _)| {
+            (0..config.backlog)
+                .map(|k| format!("seed {tag} {r} {k}"))
+                .collect()
+        })
+        .collect();
+    let mut histogram_shards = Vec::with_capacity(SHARDS);
+    for _ in 0..SHARDS {
+        histogram_shards.push(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?));
+    }
+    let shared = Arc::new(Shared {
+        target,
+        ip_header,
+        tag: tag.clone(),
+        epoch: Instant::now(),
+        room_sizes: OnceLock::new(),
+        sent: AtomicU64::new(0),
+        acked: AtomicU64::new(0),
+        expected: AtomicU64::new(0),
+        delivered: AtomicU64::new(0),
+        settled: AtomicUsize::new(0),
+        settled_notify: tokio::sync::Notify::new(),
+        latency: histogram_shards,
+        first_error: Mutex::new(None),
+        connect: Semaphore::new(config.connect_concurrency.max(1)),
+        connect_timeout: config.connect_timeout,
+        backlog: backlog
+            .iter()
+            .map(|b| b[b.len().saturating_sub(SERVER_BACKLOG)..].to_vec())
+            .collect(),
+        ready_per_room: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+    });
+    for (r, name) in room_names.iter().enumerate() {
+        let first =
+            ip_base + config.clients as u32 + (r * config.backlog.div_ceil(SEEDS_PER_IP)) as u32;
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            seed(&shared, name, &backlog[r], first),
+        )
+        .await
+        .context("seeding the backlog took over 120 s")?
+        .with_context(|| format!("seeding the backlog of {name}"))?;
+    }
+
+    let sends = matches!(config.scenario, Scenario::Fanout | Scenario::Rooms) && config.rate > 0.0;
+    let period = sends.then(|| Duration::from_secs_f64(1.0 / config.rate));
+    let (phase_tx, phase_rx) = watch::channel(JOINING);
+    let ramp_start = Instant::now();
+    let mut tasks = Vec::with_capacity(config.clients);
+    for i in 0..config.clients {
+        let r = i % rooms;
+        let first_send = period.map_or(Duration::ZERO, |p| {
+            p.mul_f64((rng.next() % 1_000_000) as f64 / 1_000_000.0)
+        });
+        let seat = Seat {
+            id: i as u32,
+            room_index: r,
+            room: room_names[r].clone(),
+            ip: fake_ip(ip_base + i as u32),
+            period,
+            first_send,
+        };
+        tasks.push(tokio::spawn(client(shared.clone(), seat, phase_rx.clone())));
+    }
+    while shared.settled.load(Ordering::SeqCst) < config.clients {
+        let notified = shared.settled_notify.notified();
+        if shared.settled.load(Ordering::SeqCst) >= config.clients {
+            break;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+    }
+    let ramp = ramp_start.elapsed();
+    // Room sizes: the clients that are ready. Clients that failed count as
+    // connect errors, not as lost deliveries.
+    let ready_per_room = shared
+        .ready_per_room
+        .iter()
+        .map(|n| n.load(Ordering::SeqCst))
+        .collect();
+    let _ = shared.room_sizes.set(ready_per_room);
+
+    let mut send_window = Duration::ZERO;
+    let mut drain = Duration::ZERO;
+    let mut drained = true;
+    match config.scenario {
+        Scenario::Join => {}
+        Scenario::Idle => tokio::time::sleep(config.duration).await,
+        Scenario::Fanout | Scenario::Rooms => {
+            let send_start = Instant::now();
+            phase_tx.send_replace(SENDING);
+            tokio::time::sleep(config.duration).await;
+            phase_tx.send_replace(STOP_SENDING);
+            let drain_start = Instant::now();
+            drained = false;
+            while drain_start.elapsed() < config.drain {
+                let sent = shared.sent.load(Ordering::SeqCst);
+                let acked = shared.acked.load(Ordering::SeqCst);
+                let expected = shared.expected.load(Ordering::SeqCst);
+                let delivered = shared.delivered.load(Ordering::SeqCst);
+                if acked >= sent && delivered >= expected {
+                    drained = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            drain = drain_start.elapsed();
+            send_window = send_start.elapsed();
+        }
+    }
+    phase_tx.send_replace(CLOSE);
+    let mut all = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        all.push(t.await.unwrap_or_default());
+    }
+
+    let mut report = Report {
+        scenario: scenario_name(config.scenario).to_owned(),
+        url: config.url.clone(),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        clients: config.clients,
+        rooms,
+        rate: if sends { config.rate } else { 0.0 },
+        duration_s: match config.scenario {
+            Scenario::Join => 0.0,
+            _ => config.duration.as_secs_f64(),
+        },
+        connect_concurrency: config.connect_concurrency.max(1),
+        ramp_s: ramp.as_secs_f64(),
+        backlog_expected: config.backlog.min(SERVER_BACKLOG),
+        drained,
+        drain_s: drain.as_secs_f64(),
+        first_error: shared
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone(),
+        ..Report::default()
+    };
+    let mut ready = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    for s in &all {
+        if !s.ready {
+            report.connect_errors += 1;
+            continue;
+        }
+        report.connected += 1;
+        ready.saturating_record(s.ready_us.max(1));
+        if s.backlog_ok {
+            report.backlog_ok += 1;
+        } else {
+            report.backlog_bad += 1;
+        }
+        report.sent += s.sent;
+        report.rate_limited += s.rate_limited;
+        report.other_errors += s.other_errors;
+        report.deliveries += s.deliveries;
+        report.duplicated += s.duplicated;
+        report.out_of_order += s.out_of_order;
+        report.timestamp_regressions += s.timestamp_regressions;
+        if s.disconnected {
+            report.disconnected += 1;
+        } else {
+            report.alive_at_end += 1;
+        }
+    }
+    report.ready_ms = Percentiles::of_micros(&ready);
+    let (accepted, expected, lost) = losses(&all, rooms);
+    report.accepted = accepted;
+    report.expected_deliveries = expected;
+    report.lost = lost;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    for shard in &shared.latency {
+        latency.add(&*shard.lock().unwrap_or_else(PoisonError::into_inner))?;
+    }
+    report.latency_ms = Percentiles::of_micros(&latency);
+    if send_window > Duration::ZERO {
+        report.deliveries_per_s = report.deliveries as f64 / send_window.as_secs_f64();
+    }
+    report.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Per room: every message anyone received from a sender counts as
+/// accepted; each ready receiver should have all of them. A message sent
+/// that no one received and that got no error is lost for every receiver.
+fn losses(all: &[ClientStats], rooms: usize) -> (u64, u64, u64) {
+    let mut accepted = 0;
+    let mut expected = 0;
+    let mut lost = 0;
+    for r in 0..rooms {
+        let members: Vec<(u32, &ClientStats)> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| i % rooms == r && s.ready)
+            .map(|(i, s)| (i as u32, s))
+            .collect();
+        let mut union: HashMap<u32, Seen> = HashMap::new();
+        for (_, s) in &members {
+            for (from, seen) in &s.seen {
+                union.entry(*from).or_default().union(seen);
+            }
+        }
+        let n = members.len() as u64;
+        for (id, s) in &members {
+            let got = union.get(id).map_or(0, Seen::count);
+            accepted += got;
+            expected += got * n;
+            let unaccounted = s.sent.saturating_sub(got + s.errors_after_send);
+            lost += unaccounted * n;
+            expected += unaccounted * n;
+        }
+        for (_, s) in &members {
+            for (from, all_seen) in &union {
+                lost += s
+                    .seen
+                    .get(from)
+                    .map_or_else(|| all_seen.count(), |mine| mine.missing_from(all_seen));
+            }
+        }
+    }
+    (accepted, expected, lost)
+}
+
+fn scenario_name(s: Scenario) -> &'static str {
+    match s {
+        Scenario::Join => "join",
+        Scenario::Fanout => "fanout",
+        Scenario::Rooms => "rooms",
+        Scenario::Idle => "idle",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_its_own_texts() {
+        assert_eq!(parse_text("cl ab12 7 3 99", "ab12"), Some((7, 3, 99)));
+        assert_eq!(parse_text("cl other 7 3 99", "ab12"), None);
+        assert_eq!(parse_text("hello", "ab12"), None);
+    }
+
+    #[test]
+    fn seen_sets() {
+        let mut a = Seen::default();
+        assert!(a.insert(3));
+        assert!(!a.insert(3));
+        assert!(a.insert(100));
+        let mut all = a.clone();
+        all.insert(5);
+        assert_eq!(all.count(), 3);
+        assert_eq!(a.missing_from(&all), 1);
+    }
+
+    #[test]
+    fn fake_ips_are_ten_slash_eight() {
+        assert_eq!(fake_ip(1), "10.0.0.1");
+        assert_eq!(fake_ip(0x01_0203), "10.1.2.3");
+    }
+
+    #[tokio::test]
+    async fn refuses_other_hosts() {
+        assert!(target("ws://127.0.0.1:1").await.is_ok());
+        assert!(target("ws://[::1]:1").await.is_ok());
+        assert!(target("ws://10.0.0.1:1").await.is_err());
+        assert!(target("ws://example.com:1").await.is_err());
+        assert!(target("wss://127.0.0.1:1").await.is_err());
+    }
+}

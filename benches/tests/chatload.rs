@@ -1,0 +1,110 @@
+//! `chatload`'s fanout scenario, briefly, against the floor relay and the
+//! chat demo, both in process on 127.0.0.1:0. No timing assertions: only
+//! that messages were delivered, none lost, duplicated or reordered.
+
+use std::time::Duration;
+
+use benches::chatload::{self, Config, Report, Scenario};
+use chat_demo::{AppState, ChatOptions, ClientIpHeader};
+
+fn fanout(url: String) -> Config {
+    let mut config = Config::new(url, Scenario::Fanout);
+    config.clients = 20;
+    // 4 messages per client: within the chat demo's burst of 5 per IP.
+    config.rate = 2.0;
+    config.duration = Duration::from_secs(2);
+    config.drain = Duration::from_secs(10);
+    config
+}
+
+fn check(report: &Report) {
+    eprintln!("{}", report.summary());
+    assert_eq!(report.connected, 20, "{report:?}");
+    assert!(report.sent > 0, "{report:?}");
+    assert_eq!(report.accepted, report.sent, "{report:?}");
+    assert!(report.deliveries > 0, "{report:?}");
+    assert_eq!(report.deliveries, report.expected_deliveries, "{report:?}");
+    assert_eq!(report.lost, 0, "{report:?}");
+    assert_eq!(report.duplicated, 0, "{report:?}");
+    assert_eq!(report.out_of_order, 0, "{report:?}");
+    assert_eq!(report.timestamp_regressions, 0, "{report:?}");
+    assert_eq!(report.rate_limited, 0, "{report:?}");
+    assert_eq!(report.other_errors, 0, "{report:?}");
+    assert!(report.drained, "{report:?}");
+    assert_eq!(report.disconnected, 0, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_against_the_relay() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(benches::relay::serve(listener));
+    let report = chatload::run(fanout(format!("ws://{addr}")))
+        .await
+        .expect("run");
+    server.abort();
+    check(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_against_the_chat_demo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = objects::Runtime::builder()
+        .data_dir(dir.path())
+        .open()
+        .expect("runtime");
+    let options = ChatOptions {
+        client_ip_header: ClientIpHeader::XForwardedFor,
+        ..ChatOptions::default()
+    };
+    let state = AppState::new(&rt, options).expect("namespaces");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(chat_demo::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let report = chatload::run(fanout(format!("ws://{addr}")))
+        .await
+        .expect("run");
+    let _ = stop.send(());
+    rt.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    check(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_sees_the_backlog_of_the_chat_demo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = objects::Runtime::builder()
+        .data_dir(dir.path())
+        .open()
+        .expect("runtime");
+    let options = ChatOptions {
+        client_ip_header: ClientIpHeader::XForwardedFor,
+        ..ChatOptions::default()
+    };
+    let state = AppState::new(&rt, options).expect("namespaces");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(chat_demo::serve(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let mut config = Config::new(format!("ws://{addr}"), Scenario::Join);
+    config.clients = 10;
+    config.backlog = 20;
+    let report = chatload::run(config).await.expect("run");
+    let _ = stop.send(());
+    rt.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    eprintln!("{}", report.summary());
+    assert_eq!(report.connected, 10, "{report:?}");
+    assert_eq!(report.backlog_ok, 10, "{report:?}");
+}
