@@ -175,6 +175,9 @@ pub(crate) fn spawn<O: Object>(
     let id_for_error = id.clone();
     tokio::spawn(async move {
         let _guard = guard;
+        // Rebound after the guard so they drop before it: shutdown waits on
+        // the guard, and these keep the store open.
+        let (ns_for_error, id_for_error) = (ns_for_error, id_for_error);
         let activation = match Activation::new(ns, id, generation, rx) {
             Ok(a) => a,
             Err((mut rx, e)) => {
