@@ -22,13 +22,15 @@
 //! ```
 
 mod admission;
+mod connections;
 mod front;
 mod limiter;
 pub mod protocol;
 mod room;
 
 pub use front::{
-    AppState, ChatOptions, ClientIpHeader, MAX_BODY_BYTES, UnknownClientIpHeader, app, serve,
+    AppState, ChatOptions, ClientIpHeader, DEFAULT_MAX_CONNECTIONS_PER_IP, MAX_BODY_BYTES,
+    UnknownClientIpHeader, app, serve,
 };
 pub use limiter::RateLimiter;
-pub use room::ChatRoom;
+pub use room::{ChatRoom, RoomEnv};

@@ -3,7 +3,12 @@
 //!
 //! ```text
 //! chat-demo --listen 127.0.0.1:8787 --data-dir ./data
+//! chat-demo backup --data-dir ./data --to ./backup
+//! chat-demo list|export|import --data-dir ./data
 //! ```
+//!
+//! Without a subcommand it serves (`serve`); the other subcommands are the
+//! operations tools in `tools.rs` (see `docs/operations.md`).
 //!
 //! Every flag also reads an environment variable (see `--help`). Logs go to
 //! stderr, filtered by `RUST_LOG` (default `info`). SIGINT or SIGTERM stops
@@ -19,13 +24,27 @@ use chat_demo::{AppState, ChatOptions, ClientIpHeader, serve};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
+mod tools;
+
 /// How long in-flight HTTP requests get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Edge Chat Demo on objects: rooms, history and rate limits in one
 /// binary.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// What to do; without a subcommand the server runs (`serve`).
+    #[command(subcommand)]
+    command: Option<tools::Command>,
+
+    /// The flags of `serve`, for when no subcommand is given.
+    #[command(flatten)]
+    serve: Args,
+}
+
+/// The flags of `serve`.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, env = "CHAT_LISTEN", default_value = "127.0.0.1:8787")]
@@ -50,6 +69,17 @@ struct Args {
     /// limiter) is evicted from memory.
     #[arg(long, env = "CHAT_IDLE_SECS", default_value_t = 70)]
     idle_secs: u64,
+
+    /// A browser origin (`scheme://host[:port]`, or `*` for any) allowed to
+    /// open chat sockets, besides this server's own and localhost; repeat
+    /// for several (comma-separated in the environment variable). Requests
+    /// without an Origin header are always allowed.
+    #[arg(long, env = "CHAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origin: Vec<String>,
+
+    /// Most open WebSocket connections per client IP; 0 for no limit.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = chat_demo::DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    max_connections_per_ip: usize,
 }
 
 /// `--trust-client-ip-header` values.
@@ -75,7 +105,7 @@ impl From<TrustHeader> for ClientIpHeader {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -83,6 +113,15 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+
+    let args = match cli.command {
+        None => cli.serve,
+        Some(tools::Command::Serve(args)) => args,
+        Some(tool) => {
+            let default_dir = cli.serve.data_dir;
+            return tokio::task::spawn_blocking(move || tools::run(tool, default_dir)).await?;
+        }
+    };
 
     let rt = objects::Runtime::builder()
         .data_dir(&args.data_dir)
@@ -92,9 +131,12 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening the data dir {}", args.data_dir.display()))?;
     let options = ChatOptions {
         client_ip_header: args.trust_client_ip_header.into(),
+        allowed_origins: args.allowed_origin.clone(),
+        max_connections_per_ip: (args.max_connections_per_ip > 0)
+            .then_some(args.max_connections_per_ip),
         ..ChatOptions::default()
     };
-    let state = AppState::new(&rt, options)?;
+    let state = AppState::new(&rt, options.clone())?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -59,6 +59,9 @@ pub enum Error {
     /// A storage operation failed.
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+    /// An offline admin operation (export, import, backup) failed.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// A WebSocket operation failed.
     #[error(transparent)]
     WebSocket(#[from] crate::websocket::WebSocketError),

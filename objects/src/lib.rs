@@ -41,6 +41,7 @@
 //! the design and how it compares with Cloudflare's.
 
 mod activation;
+mod admin;
 mod alarm;
 mod clock;
 mod context;
@@ -52,6 +53,9 @@ mod runtime;
 mod storage;
 mod websocket;
 
+pub use admin::{
+    Admin, AdminError, Entry, EntryValue, Export, ExportFilter, ImportStats, ObjectInfo,
+};
 pub use clock::{Clock, TokioClock};
 pub use context::Context;
 pub use error::{Error, Result};

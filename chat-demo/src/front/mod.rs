@@ -2,9 +2,11 @@
 //! hands each WebSocket upgrade over, with no state of its own.
 
 mod client_ip;
+mod origin;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
@@ -17,13 +19,15 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admission::Admission;
+use crate::connections::Connections;
 use crate::limiter::RateLimiter;
 use crate::protocol::limit::RateLimitOptions;
 use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
-use crate::room::ChatRoom;
+use crate::room::{ChatRoom, RoomEnv};
 
 use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader};
+use origin::OriginPolicy;
 
 /// The chat page (dialect A with our extensions).
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -38,14 +42,39 @@ const ROOMS: &str = "rooms";
 /// Name of the rate limiter namespace.
 const LIMITERS: &str = "rate-limiters";
 
+/// Default of [`ChatOptions::max_connections_per_ip`].
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+
 /// Settings of the chat service.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatOptions {
     /// Where the client IP comes from (default: the peer address).
     pub client_ip_header: ClientIpHeader,
     /// The per-IP rate limit (default: the original's, 5 s per message,
     /// 20 s of burst).
     pub rate_limit: RateLimitOptions,
+    /// Browser origins allowed to open chat sockets, besides the ones always
+    /// allowed: the server's own (the origin whose host and port are the
+    /// request's `Host`) and `localhost`, `127.0.0.1`, `[::1]` on any port.
+    /// Each is `scheme://host[:port]`; `*` allows every origin. Requests
+    /// without `Origin` (non-browser clients) are always allowed; others
+    /// get 403. Default: none.
+    pub allowed_origins: Vec<String>,
+    /// Most open WebSocket connections per client IP (the rate limit's
+    /// key), across rooms and dialects; one more gets 429. `None`: no
+    /// limit. Default: [`DEFAULT_MAX_CONNECTIONS_PER_IP`].
+    pub max_connections_per_ip: Option<usize>,
+}
+
+impl Default for ChatOptions {
+    fn default() -> Self {
+        ChatOptions {
+            client_ip_header: ClientIpHeader::default(),
+            rate_limit: RateLimitOptions::default(),
+            allowed_origins: Vec::new(),
+            max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
+        }
+    }
 }
 
 /// What the front door's handlers share: the room namespace and settings.
@@ -54,6 +83,8 @@ pub struct ChatOptions {
 pub struct AppState {
     rooms: Namespace<ChatRoom>,
     client_ip_header: ClientIpHeader,
+    origins: Arc<OriginPolicy>,
+    connections: Arc<Connections>,
 }
 
 impl AppState {
@@ -64,11 +95,21 @@ impl AppState {
     /// The namespaces are already registered on this runtime.
     pub fn new(rt: &Runtime, options: ChatOptions) -> objects::Result<AppState> {
         let limiters = rt.namespace::<RateLimiter>(LIMITERS, options.rate_limit)?;
-        let rooms = rt.namespace::<ChatRoom>(ROOMS, limiters)?;
+        let connections = Arc::new(Connections::new(options.max_connections_per_ip));
+        let rooms = rt.namespace::<ChatRoom>(ROOMS, RoomEnv::new(limiters, connections.clone()))?;
         Ok(AppState {
             rooms,
             client_ip_header: options.client_ip_header,
+            origins: Arc::new(OriginPolicy::new(&options.allowed_origins)),
+            connections,
         })
+    }
+
+    /// Open WebSocket connections of a client IP (as the per-IP limit
+    /// counts them: taken at the upgrade, given back when the room sees
+    /// the socket close).
+    pub fn connections_of(&self, ip: &str) -> usize {
+        self.connections.count(ip)
     }
 
     /// The room namespace.
@@ -310,20 +351,45 @@ fn is_websocket(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Hands the request to the room, with the admission header set by us.
+/// Hands a WebSocket upgrade to the room, with the admission header set
+/// by us, after the origin policy and the per-IP connection limit.
 async fn hand_over(
     state: &AppState,
     id: &ObjectId,
     admission: Admission,
     req: Request,
 ) -> Response {
+    if let Err(origin) = state.origins.check(req.headers()) {
+        tracing::debug!(%origin, "origin refused");
+        return text(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "Origin not allowed: {origin:?} may not open chat sockets on this server \
+                 (the operator can allow it with --allowed-origin)"
+            ),
+        );
+    }
     let (mut parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
     };
+    // A slot for this connection, given back below unless the room accepts
+    // the socket (then the room gives it back when the socket closes).
+    let ip = admission.ip.clone();
+    if !state.connections.try_acquire(&ip) {
+        tracing::debug!(%ip, "too many connections");
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many open connections from your IP; close some and try again.",
+        );
+    }
     admission.set_on(&mut parts.headers);
     let req = http::Request::from_parts(parts, body);
-    match state.rooms.get(id).fetch(req).await {
+    let result = state.rooms.get(id).fetch(req).await;
+    if !matches!(&result, Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS) {
+        state.connections.release(&ip);
+    }
+    match result {
         Ok(response) => response.map(Body::from),
         Err(error) if error.is_overloaded() => text(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -12,6 +12,7 @@ use objects::{Context, Message, Namespace, Object, Request, Response, Result, We
 use tracing::Instrument;
 
 use crate::admission::Admission;
+use crate::connections::Connections;
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
 use crate::protocol::limit::RATE_LIMITED;
@@ -37,8 +38,8 @@ const BINARY_NOT_SUPPORTED: &str = "Binary frames are not supported.";
 /// is on disk.
 #[derive(Debug)]
 pub struct ChatRoom {
-    /// The rate limiters, one per client IP.
-    limiters: Arc<Namespace<RateLimiter>>,
+    /// The rate limiters and the per-IP connection counts.
+    env: Arc<RoomEnv>,
     /// The room's name (or an id prefix) for logs.
     label: String,
     /// The newest stored timestamp: a cache of storage, rebuilt by `new`.
@@ -47,14 +48,34 @@ pub struct ChatRoom {
     sessions: Sessions,
 }
 
+/// What every room of a process shares: the rate limiter namespace and
+/// the per-IP connection counts (built by [`AppState::new`](crate::AppState::new)).
+#[derive(Debug)]
+pub struct RoomEnv {
+    /// The rate limiters, one per client IP.
+    limiters: Namespace<RateLimiter>,
+    /// Open sockets per client IP: the room gives a socket's slot back
+    /// when the socket closes.
+    connections: Arc<Connections>,
+}
+
+impl RoomEnv {
+    pub(crate) fn new(limiters: Namespace<RateLimiter>, connections: Arc<Connections>) -> RoomEnv {
+        RoomEnv {
+            limiters,
+            connections,
+        }
+    }
+}
+
 impl Object for ChatRoom {
-    type Env = Namespace<RateLimiter>;
+    type Env = RoomEnv;
     /// The room takes no RPC calls.
     type Call = ();
     /// The room takes no RPC calls.
     type Reply = ();
 
-    async fn new(ctx: &mut Context, limiters: Arc<Namespace<RateLimiter>>) -> Result<Self> {
+    async fn new(ctx: &mut Context, env: Arc<RoomEnv>) -> Result<Self> {
         let label = match ctx.name() {
             Some(name) => name.to_owned(),
             // Private rooms: a prefix identifies the room in logs without
@@ -62,7 +83,7 @@ impl Object for ChatRoom {
             None => format!("id:{}", &ctx.id().to_hex()[..12]),
         };
         Ok(ChatRoom {
-            limiters,
+            env,
             label,
             last_timestamp: history::latest(ctx.storage())?,
             sessions: Sessions::default(),
@@ -272,7 +293,7 @@ impl ChatRoom {
         sender: &Session,
         text: String,
     ) -> Result<()> {
-        let limiter = self.limiters.get_by_name(&sender.ip);
+        let limiter = self.env.limiters.get_by_name(&sender.ip);
         match limiter.call(ctx.now_ms()).await {
             Ok(Ok(())) => {}
             Ok(Err(cooldown_ms)) => {
@@ -370,6 +391,9 @@ impl ChatRoom {
         let Some(session) = self.sessions.remove(ctx, ws) else {
             return;
         };
+        // The front door took a slot for this socket before handing it
+        // over; this handler runs once per accepted socket.
+        self.env.connections.release(&session.ip);
         tracing::info!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
         // The closed socket is no longer listed among the members.
         let members = self.sessions.members(ctx);

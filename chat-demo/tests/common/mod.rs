@@ -57,6 +57,8 @@ pub(crate) struct Setup {
     pub(crate) client_ip_header: ClientIpHeader,
     pub(crate) rate_limit: RateLimitOptions,
     pub(crate) max_message_bytes: usize,
+    pub(crate) allowed_origins: Vec<String>,
+    pub(crate) max_connections_per_ip: Option<usize>,
 }
 
 impl Default for Setup {
@@ -68,6 +70,8 @@ impl Default for Setup {
             client_ip_header: ClientIpHeader::XForwardedFor,
             rate_limit: RateLimitOptions::default(),
             max_message_bytes: objects::WebSocketOptions::default().max_message_bytes,
+            allowed_origins: Vec::new(),
+            max_connections_per_ip: ChatOptions::default().max_connections_per_ip,
         }
     }
 }
@@ -96,6 +100,8 @@ impl Server {
         let options = ChatOptions {
             client_ip_header: setup.client_ip_header,
             rate_limit: setup.rate_limit,
+            allowed_origins: setup.allowed_origins.clone(),
+            max_connections_per_ip: setup.max_connections_per_ip,
         };
         let state = AppState::new(&rt, options).expect("namespaces");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

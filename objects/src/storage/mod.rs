@@ -6,7 +6,7 @@
 //! output gate (in the runtime) holds everything the event sends until that
 //! commit is durable.
 
-mod layout;
+pub(crate) mod layout;
 mod list;
 mod overlay;
 mod store;
@@ -116,11 +116,11 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    fn io(path: &Path, e: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
         StorageError::Io(format!("{}: {e}", path.display()))
     }
 
-    fn lmdb(op: &'static str, e: heed::Error) -> Self {
+    pub(crate) fn lmdb(op: &'static str, e: heed::Error) -> Self {
         match e {
             heed::Error::Mdb(heed::MdbError::MapFull) => StorageError::Full,
             e => StorageError::Lmdb {

@@ -113,6 +113,18 @@ impl Writer {
             None => {}
         }
     }
+
+    /// Stops the thread without an async runtime (offline tools, which
+    /// queue nothing): joins a plain thread, so the environment is released
+    /// when this returns; a blocking-pool task is only told to stop.
+    pub(crate) fn close_blocking(&self) {
+        // Full or closed: the thread is busy with nothing of ours, or gone.
+        let _ = self.tx.try_send(Job::Stop);
+        let handle = self.thread.lock().ok().and_then(|mut g| g.take());
+        if let Some(Thread::Std(h)) = handle {
+            let _ = h.join();
+        }
+    }
 }
 
 fn run(

@@ -1,0 +1,218 @@
+//! Which browser pages may open a chat socket: the WebSocket `Origin`
+//! policy.
+//!
+//! Browsers send `Origin` on every WebSocket handshake, and a socket is not
+//! subject to the same-origin policy: without this check any page on the
+//! web could open sockets into our rooms from its visitors' browsers (and
+//! spend their IPs' rate limit). Non-browser clients send no `Origin` and
+//! are let in: the check protects browsers' users, not the server.
+
+use http::{HeaderMap, header};
+
+/// The WebSocket origin policy.
+///
+/// Allowed: requests without an `Origin` header (non-browser clients); an
+/// origin whose host and port are those of the request's `Host` header
+/// (the page was served by this server); `localhost`, `127.0.0.1` and
+/// `[::1]` on any port (development); and every origin in `extra`, compared
+/// as `scheme://host[:port]` (case-insensitive, default ports implied), or
+/// any origin at all if `extra` holds `*`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct OriginPolicy {
+    any: bool,
+    extra: Vec<Origin>,
+    /// Configured entries that are not origins: compared as text.
+    extra_text: Vec<String>,
+}
+
+impl OriginPolicy {
+    /// The policy with the configured extra origins.
+    pub(crate) fn new(extra: &[String]) -> OriginPolicy {
+        let mut policy = OriginPolicy::default();
+        for entry in extra {
+            let entry = entry.trim();
+            if entry == "*" {
+                policy.any = true;
+            } else if let Some(origin) = Origin::parse(entry) {
+                policy.extra.push(origin);
+            } else {
+                policy.extra_text.push(entry.to_ascii_lowercase());
+            }
+        }
+        policy
+    }
+
+    /// Checks a handshake's headers.
+    ///
+    /// # Errors
+    ///
+    /// The refused `Origin` value, for the 403 text.
+    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+        let mut values = headers.get_all(header::ORIGIN).iter();
+        let Some(value) = values.next() else {
+            return Ok(());
+        };
+        let raw = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        if values.next().is_some() {
+            return Err(raw);
+        }
+        if self.any || self.extra_text.contains(&raw.trim().to_ascii_lowercase()) {
+            return Ok(());
+        }
+        let Some(origin) = Origin::parse(raw.trim()) else {
+            return Err(raw);
+        };
+        let same_host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| Authority::parse(h, origin.port))
+            .is_some_and(|host| host == origin.authority());
+        if same_host || origin.is_loopback() || self.extra.contains(&origin) {
+            Ok(())
+        } else {
+            Err(raw)
+        }
+    }
+}
+
+/// `host[:port]`, lower-cased, with the port made explicit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Authority {
+    host: String,
+    port: u16,
+}
+
+impl Authority {
+    /// Parses `host[:port]` (IPv6 in brackets); a missing port is
+    /// `default_port`.
+    fn parse(text: &str, default_port: u16) -> Option<Authority> {
+        let text = text.trim().to_ascii_lowercase();
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (inside, after) = rest.split_once(']')?;
+            let host = format!("[{inside}]");
+            match after {
+                "" => (host, None),
+                after => (host, Some(after.strip_prefix(':')?)),
+            }
+        } else {
+            match text.rsplit_once(':') {
+                Some((host, port)) => (host.to_owned(), Some(port)),
+                None => (text.clone(), None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+            return None;
+        }
+        let port = match port {
+            Some(port) => port.parse().ok()?,
+            None => default_port,
+        };
+        Some(Authority { host, port })
+    }
+}
+
+/// A parsed `Origin`: `scheme://host[:port]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    fn parse(text: &str) -> Option<Origin> {
+        let text = text.strip_suffix('/').unwrap_or(text);
+        let (scheme, rest) = text.split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" | "ws" => 80,
+            "https" | "wss" => 443,
+            _ => return None,
+        };
+        let Authority { host, port } = Authority::parse(rest, default_port)?;
+        Some(Origin { scheme, host, port })
+    }
+
+    fn authority(&self) -> Authority {
+        Authority {
+            host: self.host.clone(),
+            port: self.port,
+        }
+    }
+
+    fn is_loopback(&self) -> bool {
+        matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "[::1]")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(header::HOST, http::HeaderValue::from_static(host));
+        if let Some(origin) = origin {
+            map.insert(header::ORIGIN, http::HeaderValue::from_static(origin));
+        }
+        map
+    }
+
+    #[test]
+    fn default_policy() {
+        let policy = OriginPolicy::default();
+        let allowed = [
+            (None, "chat.example:8080"),
+            (Some("http://chat.example:8080"), "chat.example:8080"),
+            (Some("https://Chat.Example"), "chat.example:443"),
+            (Some("http://chat.example"), "chat.example"),
+            // TLS may end at a proxy: the Host header cannot tell schemes.
+            (Some("https://chat.example"), "chat.example"),
+            (Some("http://localhost:3000"), "chat.example"),
+            (Some("https://127.0.0.1"), "chat.example"),
+            (Some("http://[::1]:8787"), "chat.example"),
+        ];
+        for (origin, host) in allowed {
+            assert_eq!(policy.check(&headers(origin, host)), Ok(()), "{origin:?}");
+        }
+        let refused = [
+            (Some("http://evil.example"), "chat.example"),
+            (Some("http://chat.example:8081"), "chat.example:8080"),
+            (Some("http://chat.example.evil.example"), "chat.example"),
+            (Some("http://localhost.evil.example"), "chat.example"),
+            (Some("null"), "chat.example"),
+            (Some("file://"), "chat.example"),
+            (Some("http://user@chat.example"), "chat.example"),
+        ];
+        for (origin, host) in refused {
+            assert!(policy.check(&headers(origin, host)).is_err(), "{origin:?}");
+        }
+    }
+
+    #[test]
+    fn extra_origins_and_wildcard() {
+        let policy = OriginPolicy::new(&["https://app.example/".into(), "null".into()]);
+        assert_eq!(
+            policy.check(&headers(Some("https://APP.example:443"), "x")),
+            Ok(())
+        );
+        assert_eq!(policy.check(&headers(Some("null"), "x")), Ok(()));
+        assert!(
+            policy
+                .check(&headers(Some("http://app.example"), "x"))
+                .is_err()
+        );
+        let any = OriginPolicy::new(&["*".into()]);
+        assert_eq!(
+            any.check(&headers(Some("http://evil.example"), "x")),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn two_origin_headers_are_refused() {
+        let mut map = headers(Some("http://localhost"), "localhost");
+        map.append(header::ORIGIN, http::HeaderValue::from_static("http://x"));
+        assert!(OriginPolicy::default().check(&map).is_err());
+    }
+}
