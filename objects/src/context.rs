@@ -129,6 +129,7 @@ impl Context {
             &self.shared.options.websocket,
         );
         self.table().accept(sid, handle.clone(), tags)?;
+        self.outbox.push((sid, Outgoing::Live));
         if self.shared.is_shutting_down() {
             // Shutdown began while we accepted: its sweep may have missed us.
             handle.close(1001, "server shutting down".into());
@@ -258,10 +259,15 @@ impl Context {
             return;
         }
         let outbox = std::mem::take(&mut self.outbox);
-        let t = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         for (sid, out) in outbox {
-            if let Some(h) = t.handle(sid) {
-                h.send(out);
+            match out {
+                Outgoing::Live => t.mark_live(sid),
+                out => {
+                    if let Some(h) = t.handle(sid) {
+                        h.send(out);
+                    }
+                }
             }
         }
     }

@@ -28,6 +28,9 @@ pub(crate) struct Entry<H> {
     auto_response_ms: Option<u64>,
     /// The peer is gone (or we closed it); the close event is on its way.
     closed: bool,
+    /// The accepting event committed and its 101 went out: from here on the
+    /// object hears of this socket's end.
+    live: bool,
 }
 
 #[derive(Debug)]
@@ -88,6 +91,7 @@ impl<H> Registry<H> {
                 attachment: None,
                 auto_response_ms: None,
                 closed: false,
+                live: false,
             },
         );
         Ok(())
@@ -154,6 +158,17 @@ impl<H> Registry<H> {
             }
             _ => false,
         }
+    }
+
+    /// The accepting event committed.
+    pub(crate) fn mark_live(&mut self, sid: u64) {
+        if let Some(e) = self.sockets.get_mut(&sid) {
+            e.live = true;
+        }
+    }
+
+    pub(crate) fn is_live(&self, sid: u64) -> bool {
+        self.sockets.get(&sid).is_some_and(|e| e.live)
     }
 
     pub(crate) fn remove(&mut self, sid: u64) -> Option<H> {

@@ -59,6 +59,8 @@ impl Default for WebSocketOptions {
 pub(crate) enum Outgoing {
     Frame(WsMessage),
     Close(u16, String),
+    /// Not sent: marks the socket accepted for good once the event commits.
+    Live,
 }
 
 /// How the runtime reaches a socket's task.
@@ -232,15 +234,36 @@ impl Task {
             u = upgrade => u.ok(),
             () = self.shared.kill.notified() => None,
         };
-        let upgraded = match upgraded {
-            Some(u) => u,
-            None => {
-                // The 101 never went out (the event failed): forget it.
-                if let Ok(mut t) = self.table.lock() {
+        let Some(upgraded) = upgraded else {
+            // Was the 101 released (the accepting event committed)? Then
+            // the object counts this socket and must hear it end; if the
+            // event failed, the socket never existed for it.
+            let live = self
+                .table
+                .lock()
+                .map(|mut t| {
+                    let live = t.is_live(self.sid);
+                    if live {
+                        t.mark_closed(self.sid);
+                    } else {
+                        t.remove(self.sid);
+                    }
+                    live
+                })
+                .unwrap_or(false);
+            if live {
+                let close = SocketEvent::Close {
+                    code: 1006,
+                    reason: "the client left before the WebSocket upgrade completed".into(),
+                    clean: false,
+                };
+                if !self.deliver.deliver(self.id, self.sid, close).await
+                    && let Ok(mut t) = self.table.lock()
+                {
                     t.remove(self.sid);
                 }
-                return;
             }
+            return;
         };
         let config = WebSocketConfig::default()
             .read_buffer_size(opts.read_buffer)
@@ -356,6 +379,7 @@ impl Task {
                                     close = Some((code, reason));
                                     break;
                                 }
+                                Outgoing::Live => {}
                             }
                             if !ok {
                                 break;
