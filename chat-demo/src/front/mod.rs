@@ -261,24 +261,8 @@ async fn dialect_a(
     ClientIp(ip): ClientIp,
     req: Request,
 ) -> Response {
-    let id = match state.room_id(&name) {
-        Ok(id) => id,
-        Err(no_room) => return no_room.into_response(),
-    };
-    if !is_websocket(req.headers()) {
-        return text(StatusCode::BAD_REQUEST, "expected websocket");
-    }
-    hand_over(
-        &state,
-        &id,
-        Admission {
-            dialect: Dialect::A,
-            ip,
-            name: None,
-        },
-        req,
-    )
-    .await
+    let refusal = (StatusCode::BAD_REQUEST, "expected websocket");
+    named_room(&state, &name, Dialect::A, ip, refusal, req).await
 }
 
 async fn dialect_b(
@@ -287,24 +271,33 @@ async fn dialect_b(
     ClientIp(ip): ClientIp,
     req: Request,
 ) -> Response {
-    let id = match state.room_id(&name) {
+    let refusal = (StatusCode::UPGRADE_REQUIRED, "Expected WebSocket");
+    named_room(&state, &name, Dialect::B, ip, refusal, req).await
+}
+
+/// Dialects A and B: the room from the path, then the upgrade check (its
+/// refusal differs per dialect), then the hand-over.
+async fn named_room(
+    state: &AppState,
+    room: &str,
+    dialect: Dialect,
+    ip: String,
+    (status, refusal): (StatusCode, &'static str),
+    req: Request,
+) -> Response {
+    let id = match state.room_id(room) {
         Ok(id) => id,
         Err(no_room) => return no_room.into_response(),
     };
     if !is_websocket(req.headers()) {
-        return text(StatusCode::UPGRADE_REQUIRED, "Expected WebSocket");
+        return text(status, refusal);
     }
-    hand_over(
-        &state,
-        &id,
-        Admission {
-            dialect: Dialect::B,
-            ip,
-            name: None,
-        },
-        req,
-    )
-    .await
+    let admission = Admission {
+        dialect,
+        ip,
+        name: None,
+    };
+    hand_over(state, &id, admission, req).await
 }
 
 /// The query of a dialect-C socket.
