@@ -2,6 +2,8 @@
 //! test binary run again), since both ends in one process would pass the
 //! per-process file limit.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -97,27 +99,7 @@ async fn ten_thousand_sockets_on_one_object() {
         .open()
         .expect("open");
     let hubs = rt.namespace::<Hub>("hubs", ()).expect("ns");
-    let ns = hubs.clone();
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let ns = ns.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
-            match ns
-                .get_by_name("hub")
-                .fetch(http::Request::from_parts(parts, body))
-                .await
-            {
-                Ok(r) => r.map(axum::body::Body::from),
-                Err(e) => axum::response::Response::new(axum::body::Body::from(e.to_string())),
-            }
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = common::serve(hubs.clone(), "hub").await;
 
     let mut child = Command::new(std::env::current_exe().expect("exe"))
         .args([

@@ -1,5 +1,7 @@
 //! Regression tests for bugs found in review: each failed before its fix.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -196,27 +198,7 @@ mod shutdown_during_accept {
             .namespace::<Door>("d", (Notify::new(), Notify::new()))
             .expect("ns");
         let gate = ns.env().clone();
-        let front = ns.clone();
-        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-            let ns = front.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let body = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
-                match ns
-                    .get_by_name("d")
-                    .fetch(http::Request::from_parts(parts, body))
-                    .await
-                {
-                    Ok(r) => r.map(axum::body::Body::from),
-                    Err(e) => axum::response::Response::new(axum::body::Body::from(e.to_string())),
-                }
-            }
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::common::serve(ns.clone(), "d").await;
         let client = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));
         gate.0.notified().await;
         let rt2 = rt.clone();

@@ -1,6 +1,8 @@
 //! WebSocket hibernation: conformance statements 20 to 24, hibernation on
 //! paused time, dead peers, slow readers.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,31 +154,9 @@ impl Object for Room {
     }
 }
 
-/// A minimal front door: every request goes to the room named "r".
+/// Every request goes to the room named "r".
 async fn serve(ns: Namespace<Room>) -> SocketAddr {
-    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let ns = ns.clone();
-        async move {
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let req = http::Request::from_parts(parts, body);
-            match ns.get_by_name("r").fetch(req).await {
-                Ok(resp) => resp.map(axum::body::Body::from),
-                Err(e) => http::Response::builder()
-                    .status(500)
-                    .body(axum::body::Body::from(e.to_string()))
-                    .expect("response"),
-            }
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    common::serve(ns, "r").await
 }
 
 type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
