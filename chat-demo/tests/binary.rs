@@ -3,11 +3,9 @@
 
 #![cfg(unix)]
 
-use std::process::Stdio;
+mod common;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -15,31 +13,7 @@ const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 #[tokio::test]
 async fn the_binary_serves_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-demo"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--trust-client-ip-header",
-            "x-forwarded-for",
-        ])
-        .env("CHAT_DATA_DIR", dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chat-demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("starts in time")
-        .expect("read stdout")
-        .expect("a line");
-    let url = first
-        .strip_prefix("chat-demo listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
+    let (mut child, url) = common::start_binary(dir.path()).await;
 
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{url}/api/room/general/websocket"))

@@ -6,12 +6,14 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -20,26 +22,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_chat-demo");
 
 /// Starts `chat-demo` (no subcommand: the default `serve`) on `dir`.
 async fn start(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chat-demo");
-    let stdout = child.stdout.take().expect("stdout");
-    let first = tokio::time::timeout(PATIENCE, BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("starts in time")
-        .expect("read stdout")
-        .expect("a line");
-    let addr = first
-        .strip_prefix("chat-demo listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
-    (child, addr)
+    common::start_binary(dir).await
 }
 
 async fn stop(mut child: Child) {

@@ -6,15 +6,15 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{Mutex, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -31,31 +31,7 @@ type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn start(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chat-demo"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--trust-client-ip-header",
-            "x-forwarded-for",
-        ])
-        .env("CHAT_DATA_DIR", dir)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chat-demo");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("starts in time")
-        .expect("stdout")
-        .expect("a line");
-    let addr = first
-        .strip_prefix("chat-demo listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_owned();
-    (child, addr)
+    common::start_binary(dir).await
 }
 
 async fn join(addr: &str, ip: &str, hello: Value) -> Client {

@@ -344,3 +344,36 @@ pub(crate) fn chat_of(frame: &Value) -> (String, String, u64) {
             .unwrap_or_else(|| panic!("no timestamp: {frame}")),
     )
 }
+
+/// Starts the built `chat-demo` binary (the default `serve`) on `dir`,
+/// listening on 127.0.0.1:0 and trusting `X-Forwarded-For`; returns the
+/// child and the `host:port` it printed.
+pub(crate) async fn start_binary(dir: &Path) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-demo"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--trust-client-ip-header",
+            "x-forwarded-for",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chat-demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let first = tokio::time::timeout(PATIENCE, BufReader::new(stdout).lines().next_line())
+        .await
+        .expect("starts in time")
+        .expect("read stdout")
+        .expect("a line");
+    let addr = first
+        .strip_prefix("chat-demo listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    (child, addr)
+}
