@@ -107,10 +107,9 @@ async fn fill(dir: &std::path::Path) -> (String, String) {
         .await
         .expect("emptied 2");
     rt.shutdown().await;
-    // Tests run on the current-thread runtime: on a multi-thread one,
-    // `shutdown` can return before the last object task has dropped its
-    // handle on the store, and an `Admin` opened at once then finds the dir
-    // in use (seen about once in ten runs).
+    // `shutdown` returns once every object task has let go of the store
+    // (objects/tests/reopen.rs checks that on a multi-thread runtime), so an
+    // `Admin` can open the dir right after the handles are dropped.
     (rooms.id_from_name("general").to_hex(), private.to_hex())
 }
 
