@@ -29,8 +29,9 @@ pub mod protocol;
 mod room;
 
 pub use front::{
-    AppState, ChatOptions, ClientIpHeader, DEFAULT_MAX_CONNECTIONS_PER_IP, MAX_BODY_BYTES,
-    UnknownClientIpHeader, app, serve,
+    AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    InspectorNeedsToken, MAX_BODY_BYTES, UnknownClientIpHeader, admin_app, app, install_prometheus,
+    serve,
 };
 pub use limiter::RateLimiter;
 pub use room::{ChatRoom, RoomEnv};

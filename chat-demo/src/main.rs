@@ -80,6 +80,31 @@ struct Args {
     /// Most open WebSocket connections per client IP; 0 for no limit.
     #[arg(long, env = "CHAT_MAX_CONNECTIONS_PER_IP", default_value_t = chat_demo::DEFAULT_MAX_CONNECTIONS_PER_IP)]
     max_connections_per_ip: usize,
+
+    /// Days rooms keep their messages (older ones are deleted by each
+    /// room's alarm); 0 keeps them for ever, as the original does.
+    #[arg(long, env = "CHAT_HISTORY_DAYS", default_value_t = 0)]
+    history_days: u64,
+
+    /// Serve the operator's routes (`/metrics`, and the inspector when
+    /// enabled) on this address. Off by default; a loopback address unless
+    /// --admin-allow-remote is given.
+    #[arg(long, env = "CHAT_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+
+    /// Token every admin route then requires (`Authorization: Bearer
+    /// <token>`, or the inspector's sign-in). Required by --inspector.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+
+    /// Serve the inspector page on the admin address: namespaces, objects,
+    /// their storage, alarms and sockets, and live metrics (read-only).
+    #[arg(long, env = "CHAT_INSPECTOR", requires = "admin_listen")]
+    inspector: bool,
+
+    /// Allow --admin-listen on a non-loopback address.
+    #[arg(long, env = "CHAT_ADMIN_ALLOW_REMOTE")]
+    admin_allow_remote: bool,
 }
 
 /// `--trust-client-ip-header` values.
@@ -123,6 +148,23 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    // The recorder goes in before the runtime opens, so the runtime's
+    // metric handles reach it; without an admin address nothing records.
+    let admin = match args.admin_listen {
+        Some(addr) => {
+            if !addr.ip().is_loopback() && !args.admin_allow_remote {
+                anyhow::bail!(
+                    "--admin-listen {addr} is not a loopback address; add --admin-allow-remote to serve the admin routes there"
+                );
+            }
+            if args.inspector && args.admin_token.as_deref().is_none_or(str::is_empty) {
+                anyhow::bail!("{}", chat_demo::InspectorNeedsToken);
+            }
+            Some((addr, chat_demo::install_prometheus()?))
+        }
+        None => None,
+    };
+
     let rt = objects::Runtime::builder()
         .data_dir(&args.data_dir)
         .hibernation_timeout(Duration::from_secs(args.hibernation_secs))
@@ -134,6 +176,8 @@ async fn main() -> anyhow::Result<()> {
         allowed_origins: args.allowed_origin.clone(),
         max_connections_per_ip: (args.max_connections_per_ip > 0)
             .then_some(args.max_connections_per_ip),
+        history_retention: (args.history_days > 0)
+            .then(|| Duration::from_secs(args.history_days.saturating_mul(86_400))),
         ..ChatOptions::default()
     };
     let state = AppState::new(&rt, options.clone())?;
@@ -145,6 +189,37 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, "listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    if let Some((admin_addr, prometheus)) = admin {
+        let router = chat_demo::admin_app(
+            &rt,
+            chat_demo::AdminOptions {
+                token: args.admin_token.clone(),
+                inspector: args.inspector,
+                prometheus: Some(prometheus),
+            },
+        )?;
+        let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("binding the admin address {admin_addr}"))?;
+        let admin_addr = admin_listener.local_addr()?;
+        println!("chat-demo admin on http://{admin_addr} (metrics at /metrics)");
+        if args.inspector {
+            println!("chat-demo inspector on http://{admin_addr}/inspector");
+        }
+        tracing::info!(%admin_addr, inspector = args.inspector, token = args.admin_token.is_some(), "admin routes listening");
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(error) = axum::serve(admin_listener, router)
+                .with_graceful_shutdown(stop)
+                .await
+            {
+                tracing::error!(%error, "admin listener failed");
+            }
+        });
+    }
     let mut server = tokio::spawn(serve(listener, state, async move {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;

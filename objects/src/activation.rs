@@ -173,7 +173,10 @@ pub(crate) fn spawn<O: Object>(
     let guard = shared.enter_task();
     let ns_for_error = ns.clone();
     let id_for_error = id.clone();
-    tokio::spawn(async move {
+    // Every event of this activation runs inside this span, so whatever a
+    // handler logs carries the object's namespace and id.
+    let span = tracing::info_span!("object", namespace = %ns.name, id = %id);
+    let task = async move {
         let _guard = guard;
         // Rebound after the guard so they drop before it: shutdown waits on
         // the guard, and these keep the store open.
@@ -195,7 +198,8 @@ pub(crate) fn spawn<O: Object>(
             }
         };
         activation.run().await;
-    });
+    };
+    tokio::spawn(tracing::Instrument::instrument(task, span));
 }
 
 struct Activation<O: Object> {
@@ -237,6 +241,8 @@ impl<O: Object> Activation<O> {
         let table = ns.sockets.entry(*id.as_bytes()).or_default().clone();
         let deliver = Arc::new(NsDeliver(ns.clone()));
         let ctx = Context::new(id.clone(), storage, ns.shared.clone(), table, deliver);
+        ns.shared.metrics.activations.increment(1);
+        tracing::debug!(namespace = %ns.name, "object activated");
         Ok(Activation {
             ns,
             id,
@@ -310,6 +316,8 @@ impl<O: Object> Activation<O> {
         if !left {
             return false;
         }
+        self.ns.shared.metrics.evictions.increment(1);
+        tracing::debug!(namespace = %self.ns.name, "object evicted");
         // A waiting sender (socket frames) may have cloned the mailbox
         // before we left: close it and pass on anything that got in, which
         // starts the next activation.
@@ -417,6 +425,7 @@ impl<O: Object> Activation<O> {
     /// Drops the instance only; the next event constructs a fresh one.
     fn drop_instance(&mut self) {
         if self.instance.take().is_some() {
+            self.ns.shared.metrics.resets.increment(1);
             tracing::warn!(object = %self.id, namespace = %self.ns.name, "object reset");
         }
     }
@@ -438,6 +447,7 @@ impl<O: Object> Activation<O> {
         envelope: Envelope<O>,
     ) -> std::result::Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, Error)> {
         let Envelope { event, chain } = envelope;
+        self.ns.shared.metrics.events.increment(1);
         if let Event::Alarm { info, abandon, .. } = &event {
             // The alarm may have been replaced or deleted since it was
             // scheduled; then there is nothing to run.
@@ -451,6 +461,7 @@ impl<O: Object> Activation<O> {
             // `alarm()` reads nothing unless the handler sets a new one.
             self.ctx.storage().delete_alarm();
             if *abandon {
+                self.ns.shared.metrics.alarms_dropped.increment(1);
                 tracing::warn!(object = %self.id, namespace = %self.ns.name, retries = info.retry_count - 1, "alarm dropped: out of retries");
                 return Ok(Held::alarm(event));
             }
@@ -483,7 +494,10 @@ impl<O: Object> Activation<O> {
             },
             Event::Alarm { info, reply, .. } => {
                 match guarded(&chain, instance.alarm(ctx, info)).await {
-                    Ok(()) => Ok(Held::Alarm(reply)),
+                    Ok(()) => {
+                        self.ns.shared.metrics.alarms_fired.increment(1);
+                        Ok(Held::Alarm(reply))
+                    }
                     Err(e) => Err((
                         Box::new(move |err: Error| {
                             drop(reply.send(AlarmOutcome::Failed(err.to_string())))

@@ -260,15 +260,28 @@ impl Context {
         }
         let outbox = std::mem::take(&mut self.outbox);
         let mut t = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut accepted, mut frames) = (0, 0);
         for (sid, out) in outbox {
             match out {
-                Outgoing::Live => t.mark_live(sid),
+                Outgoing::Live => {
+                    t.mark_live(sid);
+                    accepted += 1;
+                }
                 out => {
                     if let Some(h) = t.handle(sid) {
+                        frames += u64::from(matches!(out, Outgoing::Frame(_)));
                         h.send(out);
                     }
                 }
             }
+        }
+        drop(t);
+        let m = &self.shared.metrics;
+        if accepted > 0 {
+            m.sockets_accepted.increment(accepted);
+        }
+        if frames > 0 {
+            m.messages_out.increment(frames);
         }
     }
 }

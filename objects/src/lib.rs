@@ -47,6 +47,8 @@ mod clock;
 mod context;
 mod error;
 mod id;
+mod inspect;
+mod metrics;
 mod namespace;
 mod object;
 mod runtime;
@@ -60,6 +62,11 @@ pub use clock::{Clock, TokioClock};
 pub use context::Context;
 pub use error::{Error, Result};
 pub use id::{IdError, ObjectId};
+pub use inspect::{
+    MAX_LISTED_OBJECTS, MAX_VIEWED_ENTRIES, ObjectPage, ObjectSummary, ObjectView, SocketView,
+    ValueView, ViewOptions,
+};
+pub use metrics::{METRICS, NamespaceStats, RuntimeStats};
 pub use namespace::{Namespace, Stub};
 pub use object::{AlarmInfo, Object, Request, Response};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeOptions};

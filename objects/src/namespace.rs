@@ -11,6 +11,11 @@ use crate::activation::{self, Envelope, Event};
 use crate::alarm::AlarmOutcome;
 use crate::error::{Error, Result};
 use crate::id::{IdMinter, ObjectId};
+use crate::inspect::{
+    MAX_LISTED_OBJECTS, ObjectPage, ObjectSummary, ObjectView, SocketView, ValueView, ViewOptions,
+    paginate,
+};
+use crate::metrics::NamespaceStats;
 use crate::object::{AlarmInfo, Object, Request, Response};
 use crate::runtime::Shared;
 use crate::websocket::socket::{Deliver, SocketEvent, Table};
@@ -68,6 +73,15 @@ pub(crate) trait NamespaceDyn: Send + Sync {
 
     /// Closes every accepted socket (shutdown).
     fn close_sockets(&self, code: u16, reason: &str);
+
+    /// State figures for metrics.
+    fn stats(&self) -> NamespaceStats;
+
+    /// A page of the objects known to this namespace, in id order.
+    fn objects(&self, after: Option<&str>, limit: usize) -> Result<ObjectPage>;
+
+    /// One object's committed storage, alarm and sockets.
+    fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView>;
 }
 
 impl<O: Object> NamespaceDyn for NsInner<O> {
@@ -100,6 +114,122 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
             }
         }
     }
+
+    fn stats(&self) -> NamespaceStats {
+        let mut st = NamespaceStats {
+            name: self.name.to_string(),
+            live: self.live.len(),
+            ..NamespaceStats::default()
+        };
+        for slot in self.live.iter() {
+            let queued = slot.tx.max_capacity() - slot.tx.capacity();
+            st.mailbox_queued += queued;
+            st.mailbox_queued_max = st.mailbox_queued_max.max(queued);
+        }
+        for table in self.sockets.iter() {
+            let open = table.lock().map(|t| t.list(None).len()).unwrap_or(0);
+            st.sockets_open += open;
+            if open > 0 && !self.live.contains_key(table.key()) {
+                st.hibernated += 1;
+            }
+        }
+        st
+    }
+
+    fn objects(&self, after: Option<&str>, limit: usize) -> Result<ObjectPage> {
+        let after = after.map(crate::id::parse_hex).transpose()?;
+        let page = limit.clamp(1, MAX_LISTED_OBJECTS);
+        let mut all: std::collections::BTreeMap<[u8; 32], ObjectSummary> = Default::default();
+        fn entry<'a>(
+            all: &'a mut std::collections::BTreeMap<[u8; 32], ObjectSummary>,
+            id: [u8; 32],
+            name: Option<&str>,
+        ) -> &'a mut ObjectSummary {
+            let e = all.entry(id).or_insert_with(|| ObjectSummary {
+                id: crate::alarm::hex(&id),
+                name: None,
+                live: false,
+                stored: false,
+                sockets: 0,
+            });
+            if e.name.is_none() {
+                e.name = name.map(str::to_string);
+            }
+            e
+        }
+        for (id, name) in self.shared.store.catalog(&self.name)? {
+            entry(&mut all, id, name.as_deref()).stored = true;
+        }
+        for slot in self.live.iter() {
+            entry(&mut all, *slot.key(), slot.id.name()).live = true;
+        }
+        for table in self.sockets.iter() {
+            let open = table.lock().map(|t| t.list(None).len()).unwrap_or(0);
+            if open > 0 {
+                entry(&mut all, *table.key(), None).sockets = open;
+            }
+        }
+        let mut objects: Vec<ObjectSummary> = match after {
+            Some(a) => all
+                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                .map(|(_, v)| v.clone())
+                .take(page + 1)
+                .collect(),
+            None => all.into_values().take(page + 1).collect(),
+        };
+        let next_after = paginate(&mut objects, page, |o| o.id.clone());
+        Ok(ObjectPage {
+            namespace: self.name.to_string(),
+            objects,
+            next_after,
+        })
+    }
+
+    fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
+        let id = self.minter.parse(id)?;
+        let key = *id.as_bytes();
+        let store = &self.shared.store;
+        let name = store.catalog_entry(&key)?.and_then(|(_, n)| n).or_else(|| {
+            self.live
+                .get(&key)
+                .and_then(|s| s.id.name().map(str::to_string))
+        });
+        let (list, page) = opts.list_options();
+        let mut entries: Vec<(String, ValueView)> =
+            crate::storage::list_committed(store, &key, &list)?
+                .into_iter()
+                .map(|(k, v)| (k, ValueView::from(v)))
+                .collect();
+        let next_after = paginate(&mut entries, page, |(k, _)| k.clone());
+        let sockets = self
+            .sockets
+            .get(&key)
+            .map(|t| {
+                t.lock()
+                    .map(|t| {
+                        t.entries()
+                            .map(|(sid, tags, att, open)| SocketView {
+                                sid,
+                                tags: tags.to_vec(),
+                                attachment: att.and_then(|b| serde_json::from_slice(b).ok()),
+                                open,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        Ok(ObjectView {
+            namespace: self.name.to_string(),
+            id: id.to_hex(),
+            name,
+            live: self.live.contains_key(&key),
+            alarm_ms: store.alarm(&key)?,
+            entries,
+            next_after,
+            sockets,
+        })
+    }
 }
 
 /// Delivers socket events of one namespace's objects.
@@ -124,6 +254,10 @@ impl<O: Object> Deliver for NsDeliver<O> {
 
     fn now_ms(&self) -> u64 {
         self.0.shared.clock.now_ms()
+    }
+
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.shared.metrics
     }
 }
 
@@ -328,11 +462,14 @@ impl<O: Object> Stub<O> {
         sent: Result<()>,
         rx: oneshot::Receiver<Result<T>>,
     ) -> impl Future<Output = Result<T>> + Send + use<O, T> {
-        let deadline = self.ns.shared.options.call_timeout;
+        let shared = self.ns.shared.clone();
+        let deadline = shared.options.call_timeout;
         let id = self.id.clone();
+        shared.metrics.calls.increment(1);
+        let started = std::time::Instant::now();
         async move {
             sent?;
-            match tokio::time::timeout(deadline, rx).await {
+            let r = match tokio::time::timeout(deadline, rx).await {
                 Ok(Ok(r)) => r,
                 // The task dropped the reply: it is gone (shutdown).
                 Ok(Err(_)) => Err(Error::ShuttingDown),
@@ -340,7 +477,12 @@ impl<O: Object> Stub<O> {
                     id: id.to_hex(),
                     deadline,
                 }),
-            }
+            };
+            shared
+                .metrics
+                .call_seconds
+                .record(started.elapsed().as_secs_f64());
+            r
         }
     }
 
@@ -379,6 +521,7 @@ pub(crate) fn enqueue<O: Object>(
             match slot.tx.try_send(envelope) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    shared.metrics.overloads.increment(1);
                     return Err(Error::Overloaded {
                         id: id.to_hex(),
                         capacity: shared.options.mailbox_capacity,

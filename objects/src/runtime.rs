@@ -12,6 +12,8 @@ use tokio::sync::{Notify, watch};
 use crate::alarm::{self, AlarmKey, Alarms};
 use crate::clock::{Clock, TokioClock};
 use crate::error::{Error, Result};
+use crate::inspect::{ObjectPage, ObjectView, ViewOptions};
+use crate::metrics::{Metrics, RuntimeStats};
 use crate::namespace::{Namespace, NamespaceDyn};
 use crate::object::Object;
 use crate::storage::{Store, StoreOptions};
@@ -122,6 +124,8 @@ impl RuntimeBuilder {
         let dir = self
             .data_dir
             .ok_or(Error::Namespace(String::new(), "a data dir is required"))?;
+        // Handles first, so the writer's figures reach the same recorder.
+        let metrics = Metrics::register();
         let store = Store::open(&dir, &self.options.store)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
         let (shutdown, _) = watch::channel(false);
@@ -136,6 +140,7 @@ impl RuntimeBuilder {
             alarms: Alarms::default(),
             next_sid: std::sync::atomic::AtomicU64::new(1),
             driver: Mutex::new(None),
+            metrics,
         });
         let driver = tokio::spawn(alarm::drive(shared.clone()));
         if let Ok(mut d) = shared.driver.lock() {
@@ -203,6 +208,8 @@ pub(crate) struct Shared {
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Socket ids, unique within the runtime.
     pub(crate) next_sid: std::sync::atomic::AtomicU64,
+    /// Counters and histograms.
+    pub(crate) metrics: Metrics,
 }
 
 impl Shared {
@@ -335,6 +342,84 @@ impl Runtime {
     /// Alarms pending across all namespaces.
     pub fn pending_alarms(&self) -> usize {
         self.shared.alarms.pending()
+    }
+
+    /// Names of the registered namespaces, sorted.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .shared
+            .namespaces
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    fn namespace_by_name(&self, name: &str) -> Result<Arc<dyn NamespaceDyn>> {
+        self.shared
+            .namespace_dyn(name)
+            .ok_or_else(|| Error::Namespace(name.into(), "not registered"))
+    }
+
+    /// State figures: per namespace live and hibernated objects, open
+    /// sockets and mailbox depth; pending alarms; bytes stored. Cheap
+    /// enough for every metrics scrape (it walks the live objects and
+    /// socket tables once).
+    pub fn stats(&self) -> RuntimeStats {
+        let mut namespaces: Vec<_> = self
+            .shared
+            .namespaces
+            .lock()
+            .map(|m| m.values().map(|ns| ns.stats()).collect())
+            .unwrap_or_default();
+        namespaces.sort_by(|a: &crate::NamespaceStats, b| a.name.cmp(&b.name));
+        let (store_bytes, store_map_bytes) = self.shared.store.usage();
+        RuntimeStats {
+            namespaces,
+            alarms_pending: self.shared.alarms.pending(),
+            store_bytes,
+            store_map_bytes,
+        }
+    }
+
+    /// Sets the runtime's gauges (see [`crate::METRICS`]) from
+    /// [`stats`](Self::stats); call it before rendering the metrics.
+    pub fn publish_metrics(&self) {
+        self.stats().publish();
+    }
+
+    /// A page of the objects of a namespace (stored, live or holding
+    /// sockets), in id order, starting after the id `after` (hex).
+    ///
+    /// # Errors
+    ///
+    /// Unknown namespace, a malformed `after`, or an LMDB read error.
+    pub fn list_objects(
+        &self,
+        namespace: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ObjectPage> {
+        self.namespace_by_name(namespace)?.objects(after, limit)
+    }
+
+    /// One object's committed entries (a page), alarm and sockets. Reads
+    /// committed state only: the object is not woken.
+    ///
+    /// # Errors
+    ///
+    /// Unknown namespace, an id this namespace did not mint, or an LMDB
+    /// read error.
+    pub fn view_object(&self, namespace: &str, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
+        self.namespace_by_name(namespace)?.view(id, opts)
+    }
+
+    /// Makes the alarm driver read the clock again now. Only needed with a
+    /// custom [`Clock`] that jumps (the driver otherwise sleeps until the
+    /// next alarm is due by the clock it read last).
+    pub fn wake_alarms(&self) {
+        self.shared.alarms.changed.notify_one();
     }
 
     /// Waits until every alarm due by now (on the runtime's clock) has been

@@ -1,6 +1,7 @@
 //! The front door: an axum router that maps paths to room objects and
 //! hands each WebSocket upgrade over, with no state of its own.
 
+mod admin;
 mod client_ip;
 mod origin;
 
@@ -25,6 +26,7 @@ use crate::protocol::limit::RateLimitOptions;
 use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
 use crate::room::{ChatRoom, RoomEnv};
 
+pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader};
 use origin::OriginPolicy;
@@ -64,6 +66,10 @@ pub struct ChatOptions {
     /// key), across rooms and dialects; one more gets 429. `None`: no
     /// limit. Default: [`DEFAULT_MAX_CONNECTIONS_PER_IP`].
     pub max_connections_per_ip: Option<usize>,
+    /// How long rooms keep their messages; older ones are deleted by each
+    /// room's alarm. `None` (the default, as in the original) keeps them
+    /// for ever.
+    pub history_retention: Option<std::time::Duration>,
 }
 
 impl Default for ChatOptions {
@@ -73,6 +79,7 @@ impl Default for ChatOptions {
             rate_limit: RateLimitOptions::default(),
             allowed_origins: Vec::new(),
             max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
+            history_retention: None,
         }
     }
 }
@@ -96,7 +103,10 @@ impl AppState {
     pub fn new(rt: &Runtime, options: ChatOptions) -> objects::Result<AppState> {
         let limiters = rt.namespace::<RateLimiter>(LIMITERS, options.rate_limit)?;
         let connections = Arc::new(Connections::new(options.max_connections_per_ip));
-        let rooms = rt.namespace::<ChatRoom>(ROOMS, RoomEnv::new(limiters, connections.clone()))?;
+        let rooms = rt.namespace::<ChatRoom>(
+            ROOMS,
+            RoomEnv::new(limiters, connections.clone(), options.history_retention),
+        )?;
         Ok(AppState {
             rooms,
             client_ip_header: options.client_ip_header,

@@ -76,6 +76,51 @@ pub(crate) fn page(
     Ok((newest.into_iter().map(|(_, m)| m).collect(), more))
 }
 
+/// Most messages one expiry pass deletes (one event's writes stay small;
+/// the room's alarm comes back at once for the rest).
+pub(crate) const EXPIRE_BATCH: usize = 1024;
+
+/// Deletes messages stamped before `cutoff`, at most [`EXPIRE_BATCH`];
+/// answers how many went and whether older ones remain.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn expire(storage: &mut Storage, cutoff: u64) -> Result<(usize, bool), StorageError> {
+    let mut deleted = 0;
+    while deleted < EXPIRE_BATCH {
+        let batch = (EXPIRE_BATCH - deleted).min(objects::MAX_KEYS_PER_CALL);
+        let opts = ListOptions::new()
+            .prefix(PREFIX)
+            .end(key(cutoff))
+            .limit(batch);
+        let keys: Vec<String> = storage
+            .list_bytes(&opts)?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        if keys.is_empty() {
+            return Ok((deleted, false));
+        }
+        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        deleted += storage.delete_many(&refs)?;
+    }
+    let more = !storage
+        .list_bytes(&ListOptions::new().prefix(PREFIX).end(key(cutoff)).limit(1))?
+        .is_empty();
+    Ok((deleted, more))
+}
+
+/// The oldest stored timestamp, if any.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn oldest(storage: &Storage) -> Result<Option<u64>, StorageError> {
+    let oldest = storage.list::<ChatMessage>(&ListOptions::new().prefix(PREFIX).limit(1))?;
+    Ok(oldest.first().map(|(_, m)| m.timestamp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

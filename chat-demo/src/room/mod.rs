@@ -46,6 +46,9 @@ pub struct ChatRoom {
     last_timestamp: u64,
     /// A cache of the sockets' attachments.
     sessions: Sessions,
+    /// Whether an expiry alarm is set (with a retention): a cache of
+    /// storage, rebuilt by `new`.
+    expiry_set: bool,
 }
 
 /// What every room of a process shares: the rate limiter namespace and
@@ -57,13 +60,20 @@ pub struct RoomEnv {
     /// Open sockets per client IP: the room gives a socket's slot back
     /// when the socket closes.
     connections: Arc<Connections>,
+    /// How long messages are kept, in ms; `None` keeps them for ever.
+    retention_ms: Option<u64>,
 }
 
 impl RoomEnv {
-    pub(crate) fn new(limiters: Namespace<RateLimiter>, connections: Arc<Connections>) -> RoomEnv {
+    pub(crate) fn new(
+        limiters: Namespace<RateLimiter>,
+        connections: Arc<Connections>,
+        retention: Option<std::time::Duration>,
+    ) -> RoomEnv {
         RoomEnv {
             limiters,
             connections,
+            retention_ms: retention.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -82,12 +92,37 @@ impl Object for ChatRoom {
             // handing readers of the logs the whole (secret) id.
             None => format!("id:{}", &ctx.id().to_hex()[..12]),
         };
+        let expiry_set = env.retention_ms.is_some() && ctx.storage().alarm()?.is_some();
         Ok(ChatRoom {
             env,
             label,
             last_timestamp: history::latest(ctx.storage())?,
             sessions: Sessions::default(),
+            expiry_set,
         })
+    }
+
+    /// History retention: deletes the messages older than the retention
+    /// and comes back when the next one is due to go.
+    async fn alarm(&mut self, ctx: &mut Context, _info: objects::AlarmInfo) -> Result<()> {
+        let _span = self.span().entered();
+        self.expiry_set = false;
+        let Some(retention) = self.env.retention_ms else {
+            return Ok(());
+        };
+        let now = ctx.now_ms();
+        let (deleted, more) = history::expire(ctx.storage(), now.saturating_sub(retention))?;
+        tracing::debug!(deleted, more, "history expired");
+        let next = if more {
+            Some(now)
+        } else {
+            history::oldest(ctx.storage())?.map(|t| t.saturating_add(retention))
+        };
+        if let Some(at) = next {
+            ctx.storage().set_alarm(at)?;
+            self.expiry_set = true;
+        }
+        Ok(())
     }
 
     async fn fetch(&mut self, ctx: &mut Context, req: Request) -> Result<Response> {
@@ -330,6 +365,13 @@ impl ChatRoom {
         // below until the message is durable.
         ctx.storage().put(&history::key(timestamp), &message)?;
         self.last_timestamp = timestamp;
+        if let Some(retention) = self.env.retention_ms
+            && !self.expiry_set
+        {
+            ctx.storage()
+                .set_alarm(timestamp.saturating_add(retention))?;
+            self.expiry_set = true;
+        }
         tracing::debug!(socket = ws.sid(), timestamp, "message");
         let members = self.sessions.members(ctx);
         let to_a = members.select(|_, s| s.is_named_a());

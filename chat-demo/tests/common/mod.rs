@@ -59,6 +59,7 @@ pub(crate) struct Setup {
     pub(crate) max_message_bytes: usize,
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) max_connections_per_ip: Option<usize>,
+    pub(crate) history_retention: Option<Duration>,
 }
 
 impl Default for Setup {
@@ -72,6 +73,7 @@ impl Default for Setup {
             max_message_bytes: objects::WebSocketOptions::default().max_message_bytes,
             allowed_origins: Vec::new(),
             max_connections_per_ip: ChatOptions::default().max_connections_per_ip,
+            history_retention: None,
         }
     }
 }
@@ -102,6 +104,7 @@ impl Server {
             rate_limit: setup.rate_limit,
             allowed_origins: setup.allowed_origins.clone(),
             max_connections_per_ip: setup.max_connections_per_ip,
+            history_retention: setup.history_retention,
         };
         let state = AppState::new(&rt, options).expect("namespaces");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -61,7 +61,7 @@ struct State {
 /// The runtime's alarm schedule, shared with every activation.
 pub(crate) struct Alarms {
     state: Mutex<State>,
-    changed: Notify,
+    pub(crate) changed: Notify,
     policy: RetryPolicy,
     /// (nothing in flight and nothing due, clock reading) as of the
     /// driver's last pass; lets tests and tools wait for alarms to settle.
@@ -213,6 +213,7 @@ fn settle(
                 return;
             }
             let at = if alarms.policy.should_retry(retry.count) {
+                shared.metrics.alarms_retried.increment(1);
                 tracing::info!(object = %hex(&key.id), namespace = %key.namespace, retry = count, %error, "alarm handler failed; retrying");
                 now + alarms.policy.delay_ms(count, jitter.next_unit())
             } else {

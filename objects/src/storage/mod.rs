@@ -186,9 +186,19 @@ pub(crate) fn export_committed(
     store: &Store,
     id: &[u8; 32],
 ) -> Result<Vec<(String, StoredValue)>, StorageError> {
-    let Some(range) = ListOptions::new().compile()? else {
+    list_committed(store, id, &ListOptions::new())
+}
+
+/// The committed entries of one object in a listing's range, decoded.
+pub(crate) fn list_committed(
+    store: &Store,
+    id: &[u8; 32],
+    opts: &ListOptions,
+) -> Result<Vec<(String, StoredValue)>, StorageError> {
+    let Some(range) = opts.compile()? else {
         return Ok(Vec::new());
     };
+    let limit = range.limit.unwrap_or(usize::MAX);
     let mut out = Vec::new();
     let mut err = None;
     store.scan(
@@ -197,7 +207,7 @@ pub(crate) fn export_committed(
         &mut |k, v| match (String::from_utf8(k), stored_value(v)) {
             (Ok(k), Ok(v)) => {
                 out.push((k, v));
-                true
+                out.len() < limit
             }
             (Err(_), _) => {
                 err = Some(StorageError::Corrupt("stored key is not UTF-8".into()));

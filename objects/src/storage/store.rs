@@ -170,6 +170,12 @@ impl Store {
             .map_err(|e| StorageError::lmdb("read", e))
     }
 
+    /// Bytes of the map in use, and the map's size.
+    pub(crate) fn usage(&self) -> (u64, u64) {
+        let used = self.env.non_free_pages_size().unwrap_or(0);
+        (used, self.env.info().map_size as u64)
+    }
+
     /// Reads one committed value.
     pub(crate) fn get(&self, id: &[u8; 32], key: &[u8]) -> Result<Option<Bytes>, StorageError> {
         let rtxn = self.rtxn()?;

@@ -15,6 +15,7 @@ use super::StorageError;
 use super::layout;
 use super::overlay::Changes;
 use super::store::{Dbs, StoreOptions};
+use crate::metrics::WriterMetrics;
 
 /// One object's changes, committed atomically.
 #[derive(Debug)]
@@ -71,7 +72,8 @@ pub(crate) fn spawn(
 ) -> Result<Writer, StorageError> {
     let (tx, rx) = mpsc::channel(opts.writer_queue.max(1));
     let max_group = opts.max_group.max(1);
-    let work = move || run(&env, dbs, rx, max_group, &fail);
+    let metrics = WriterMetrics::register();
+    let work = move || run(&env, dbs, rx, max_group, &fail, &metrics);
     let thread = match tokio::runtime::Handle::try_current() {
         Ok(rt) => Thread::Blocking(rt.spawn_blocking(work)),
         Err(_) => Thread::Std(
@@ -133,6 +135,7 @@ fn run(
     mut rx: mpsc::Receiver<Job>,
     max_group: usize,
     fail: &AtomicU32,
+    metrics: &WriterMetrics,
 ) {
     let mut group: Vec<(Batch, oneshot::Sender<Result<(), StorageError>>)> = Vec::new();
     loop {
@@ -151,7 +154,15 @@ fn run(
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
         let results = commit_group(env, dbs, &group, fail);
+        metrics.seconds.record(started.elapsed().as_secs_f64());
+        metrics.commits.increment(1);
+        metrics.batch_size.record(group.len() as f64);
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            metrics.failures.increment(failed as u64);
+        }
         for ((_, done), result) in group.drain(..).zip(results) {
             // The caller may have given up (reset, shutdown); nothing to do.
             let _ = done.send(result);

@@ -107,6 +107,13 @@ impl<H> Registry<H> {
             .collect()
     }
 
+    /// Every socket, closing ones too: (sid, tags, attachment, open).
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (u64, &[String], Option<&Bytes>, bool)> {
+        self.sockets
+            .iter()
+            .map(|(sid, e)| (*sid, e.tags.as_slice(), e.attachment.as_ref(), !e.closed))
+    }
+
     pub(crate) fn tags(&self, sid: u64) -> Option<&[String]> {
         self.sockets.get(&sid).map(|e| e.tags.as_slice())
     }

@@ -120,6 +120,8 @@ pub(crate) trait Deliver: Send + Sync + 'static {
         event: SocketEvent,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>;
     fn now_ms(&self) -> u64;
+    /// The runtime's counters.
+    fn metrics(&self) -> &crate::metrics::Metrics;
 }
 
 /// Checks an upgrade request and builds the 101 response.
@@ -304,6 +306,7 @@ impl Task {
                     ping_out = None;
                     match m {
                         Some(Ok(WsMessage::Text(t))) => {
+                            self.deliver.metrics().messages_in.increment(1);
                             let reply = self
                                 .table
                                 .lock()
@@ -322,6 +325,7 @@ impl Task {
                             }
                         }
                         Some(Ok(WsMessage::Binary(b))) => {
+                            self.deliver.metrics().messages_in.increment(1);
                             let ev = SocketEvent::Message(Message::Binary(b));
                             pending = Some(deliver.deliver(self.id, self.sid, ev));
                         }
@@ -420,6 +424,16 @@ impl Task {
             }
         };
         drop(ws);
+        let metrics = self.deliver.metrics();
+        metrics.sockets_closed.increment(1);
+        if code == 1008
+            && error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("slow reader"))
+        {
+            metrics.sockets_cut_slow.increment(1);
+            tracing::info!(object = %crate::alarm::hex(&self.id), sid = self.sid, "WebSocket cut off: slow reader");
+        }
         let first = self
             .table
             .lock()

@@ -1,0 +1,376 @@
+//! The operator's door, on its own listener (loopback by default): the
+//! Prometheus metrics and, when enabled, the inspector page and its JSON
+//! API. Every route needs the admin token when one is configured; the
+//! inspector cannot be enabled without one. All of it reads; nothing here
+//! changes an object.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use http::{HeaderMap, StatusCode, header};
+use metrics_exporter_prometheus::PrometheusHandle;
+use objects::{Runtime, ViewOptions};
+use serde::Deserialize;
+
+/// The inspector page (text only: every value goes through `textContent`).
+const INSPECTOR_HTML: &str = include_str!("../../assets/inspector.html");
+/// The inspector's sign-in form.
+const LOGIN_HTML: &str = include_str!("../../assets/inspector-login.html");
+
+/// The cookie that carries the token for the inspector page.
+const COOKIE: &str = "chat_admin_token";
+
+/// Settings of the admin listener.
+#[derive(Clone)]
+pub struct AdminOptions {
+    /// Required on every admin route when set (as `Authorization: Bearer`
+    /// or the inspector's cookie).
+    pub token: Option<String>,
+    /// Serve the inspector page and API (needs a token).
+    pub inspector: bool,
+    /// Where `/metrics` renders from; `None` answers 404 there.
+    pub prometheus: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AdminOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminOptions")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("inspector", &self.inspector)
+            .field("prometheus", &self.prometheus.is_some())
+            .finish()
+    }
+}
+
+/// The inspector was asked for without a token.
+#[derive(Debug, thiserror::Error)]
+#[error("the inspector needs an admin token (--admin-token or CHAT_ADMIN_TOKEN)")]
+pub struct InspectorNeedsToken;
+
+#[derive(Clone)]
+struct Admin {
+    rt: Runtime,
+    token: Option<Arc<str>>,
+    prometheus: Option<PrometheusHandle>,
+}
+
+/// The admin routes over `rt`:
+///
+/// | route | |
+/// |---|---|
+/// | `GET /metrics` | Prometheus text format |
+/// | `GET /inspector` | the inspector page (inspector only) |
+/// | `GET, POST /inspector/login` | sign in with the token (sets a cookie) |
+/// | `GET /inspector/api/summary` | namespaces, state figures, metrics text |
+/// | `GET /inspector/api/objects?ns=&after=&limit=` | a page of objects |
+/// | `GET /inspector/api/object?ns=&id=&prefix=&after=&limit=` | one object |
+///
+/// # Errors
+///
+/// The inspector is enabled without a token.
+pub fn admin_app(rt: &Runtime, options: AdminOptions) -> Result<Router, InspectorNeedsToken> {
+    let token = options.token.filter(|t| !t.is_empty()).map(Arc::from);
+    if options.inspector && token.is_none() {
+        return Err(InspectorNeedsToken);
+    }
+    let state = Admin {
+        rt: rt.clone(),
+        token,
+        prometheus: options.prometheus,
+    };
+    let mut router = Router::new().route("/metrics", get(metrics));
+    if options.inspector {
+        router = router
+            .route("/inspector", get(inspector_page))
+            .route("/inspector/login", get(login_page).post(login))
+            .route("/inspector/logout", axum::routing::post(logout))
+            .route("/inspector/api/summary", get(summary))
+            .route("/inspector/api/objects", get(objects))
+            .route("/inspector/api/object", get(object));
+    }
+    Ok(router
+        .fallback(|| async { plain(StatusCode::NOT_FOUND, "Not Found") })
+        .with_state(state))
+}
+
+impl Admin {
+    /// Whether the request carries the token (header or cookie); always
+    /// true without a configured token.
+    fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let bearer = headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.strip_prefix("Bearer "));
+        let cookies = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='));
+        bearer
+            .chain(cookies)
+            .any(|given| same(given.trim().as_bytes(), token.as_bytes()))
+    }
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn plain(status: StatusCode, body: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")],
+        body.to_owned(),
+    )
+        .into_response()
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::CONTENT_TYPE, "text/plain;charset=UTF-8"),
+            (header::WWW_AUTHENTICATE, "Bearer"),
+        ],
+        "The admin token is required.",
+    )
+        .into_response()
+}
+
+fn html(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html;charset=UTF-8"),
+            // The pages load nothing from elsewhere and are never framed.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if !admin.allows(&headers) {
+        return unauthorized();
+    }
+    let Some(prometheus) = &admin.prometheus else {
+        return plain(StatusCode::NOT_FOUND, "Metrics are not recorded.");
+    };
+    admin.rt.publish_metrics();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        prometheus.render(),
+    )
+        .into_response()
+}
+
+async fn inspector_page(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if !admin.allows(&headers) {
+        return Redirect::to("/inspector/login").into_response();
+    }
+    html(INSPECTOR_HTML)
+}
+
+async fn login_page() -> Response {
+    html(LOGIN_HTML)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(admin): State<Admin>, form: axum::extract::Form<LoginForm>) -> Response {
+    let token = admin.token.as_deref().unwrap_or_default();
+    if !same(form.token.trim().as_bytes(), token.as_bytes()) {
+        tracing::info!("inspector sign-in refused: wrong token");
+        return unauthorized();
+    }
+    // The token itself, kept from scripts and other sites; any printable
+    // token without ';' or spaces fits a cookie value.
+    if !form
+        .token
+        .trim()
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+    {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "This token cannot be kept in a cookie; send it as `Authorization: Bearer` instead.",
+        );
+    }
+    let cookie = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        form.token.trim()
+    );
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/inspector".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+async fn logout() -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ),
+            (header::LOCATION, "/inspector/login".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    stats: objects::RuntimeStats,
+    /// The Prometheus text, for the page's live figures.
+    metrics: String,
+}
+
+async fn summary(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    if !admin.allows(&headers) {
+        return unauthorized();
+    }
+    let stats = admin.rt.stats();
+    stats.publish();
+    let metrics = admin
+        .prometheus
+        .as_ref()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default();
+    json(&Summary { stats, metrics })
+}
+
+#[derive(Deserialize)]
+struct ObjectsQuery {
+    ns: String,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn objects(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(q): Query<ObjectsQuery>,
+) -> Response {
+    if !admin.allows(&headers) {
+        return unauthorized();
+    }
+    let after = q.after.filter(|a| !a.is_empty());
+    let limit = q.limit.unwrap_or(objects::MAX_LISTED_OBJECTS);
+    let rt = admin.rt.clone();
+    // LMDB reads: off the async workers.
+    match tokio::task::spawn_blocking(move || rt.list_objects(&q.ns, after.as_deref(), limit)).await
+    {
+        Ok(Ok(page)) => json(&page),
+        Ok(Err(e)) => refused(&e),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ObjectQuery {
+    ns: String,
+    id: String,
+    prefix: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn object(
+    State(admin): State<Admin>,
+    headers: HeaderMap,
+    Query(q): Query<ObjectQuery>,
+) -> Response {
+    if !admin.allows(&headers) {
+        return unauthorized();
+    }
+    let opts = ViewOptions {
+        prefix: q.prefix.filter(|p| !p.is_empty()),
+        after: q.after.filter(|a| !a.is_empty()),
+        limit: q.limit,
+    };
+    let rt = admin.rt.clone();
+    match tokio::task::spawn_blocking(move || rt.view_object(&q.ns, &q.id, &opts)).await {
+        Ok(Ok(view)) => json(&view),
+        Ok(Err(e)) => refused(&e),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// An API error: the caller's (unknown namespace, bad id) or the store's.
+fn refused(e: &objects::Error) -> Response {
+    let status = match e {
+        objects::Error::Namespace(..) | objects::Error::Id(_) => StatusCode::NOT_FOUND,
+        objects::Error::Storage(objects::StorageError::InvalidList(_)) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    plain(status, &e.to_string())
+}
+
+/// Installs the process-wide Prometheus recorder (before the runtime
+/// opens, so the runtime's handles reach it) and starts its upkeep task,
+/// which folds recorded histogram samples into buckets every few seconds
+/// so they do not pile up between scrapes. Must run inside a tokio runtime.
+///
+/// # Errors
+///
+/// Another recorder is installed already.
+pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let seconds = [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let sizes = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        .set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes)?
+        .install_recorder()?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}

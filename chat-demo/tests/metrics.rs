@@ -1,0 +1,197 @@
+//! The metrics after a scripted chat session: join, send, hibernate, the
+//! history-retention alarm, leave. The Prometheus recorder is process-wide,
+//! so this binary holds this one test and its figures are exact.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_demo::AdminOptions;
+use common::{PATIENCE, Server, Setup};
+use http_body_util::BodyExt;
+use serde_json::json;
+use tower::ServiceExt;
+
+/// One sample of the Prometheus text: `name` or `name{labels}`; 0 when
+/// the series does not exist (yet).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().expect("a number"))
+        })
+        .unwrap_or(0.0)
+}
+
+async fn scrape(router: &axum::Router) -> String {
+    let req = http::Request::get("/metrics")
+        .header("authorization", "Bearer t0ken")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = router.clone().oneshot(req).await.expect("scrape");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8(body.to_vec()).expect("utf-8")
+}
+
+/// Scrapes until `ok` holds (each scrape publishes fresh gauges); yields
+/// between tries, bounded by PATIENCE.
+async fn scrape_until(router: &axum::Router, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let wait = async {
+        loop {
+            let text = scrape(router).await;
+            if ok(&text) {
+                return text;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("metrics never showed: {what}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_a_chat_session() {
+    // Before the runtime opens, so its handles reach the recorder.
+    let prometheus = chat_demo::install_prometheus().expect("recorder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hour = 3_600_000;
+    let setup = Setup {
+        hibernation: Duration::from_millis(200),
+        history_retention: Some(Duration::from_millis(hour)),
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let admin = chat_demo::admin_app(
+        &server.rt,
+        AdminOptions {
+            token: Some("t0ken".into()),
+            inspector: false,
+            prometheus: Some(prometheus),
+        },
+    )
+    .expect("admin routes");
+    let m = scrape(&admin).await;
+    assert_eq!(sample(&m, "objects_sockets_accepted_total"), 0.0);
+    assert_eq!(sample(&m, r#"objects_live{namespace="rooms"}"#), 0.0);
+    assert!(m.contains("# HELP objects_commit_seconds"), "{m}");
+
+    // Join.
+    let (mut alice, _) = server.a_named("ops", "alice").await;
+    let m = scrape(&admin).await;
+    assert_eq!(sample(&m, "objects_sockets_accepted_total"), 1.0);
+    assert_eq!(sample(&m, r#"objects_live{namespace="rooms"}"#), 1.0);
+    assert_eq!(
+        sample(&m, r#"objects_sockets_open{namespace="rooms"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "objects_websocket_messages_in_total"),
+        1.0,
+        "the name frame"
+    );
+    let out_after_join = sample(&m, "objects_websocket_messages_out_total");
+    assert!(
+        out_after_join >= 1.0,
+        "at least the ready frame: {out_after_join}"
+    );
+    let commits_after_join = sample(&m, "objects_commits_total");
+    let calls_after_join = sample(&m, "objects_calls_total");
+    assert!(calls_after_join >= 1.0, "the front door's fetch");
+
+    // Send: one message in, its echo out, one commit with it; the rate
+    // limiter is called and comes alive.
+    alice.say("hello").await;
+    let echo = alice.json().await;
+    assert_eq!(echo["message"], "hello");
+    let m = scrape(&admin).await;
+    assert_eq!(sample(&m, "objects_websocket_messages_in_total"), 2.0);
+    assert_eq!(
+        sample(&m, "objects_websocket_messages_out_total"),
+        out_after_join + 1.0
+    );
+    assert!(sample(&m, "objects_commits_total") > commits_after_join);
+    assert!(sample(&m, "objects_commit_seconds_count") >= 1.0);
+    assert!(sample(&m, "objects_commit_batch_size_count") >= 1.0);
+    assert_eq!(
+        sample(&m, "objects_calls_total"),
+        calls_after_join + 1.0,
+        "one limiter call"
+    );
+    assert_eq!(
+        sample(&m, r#"objects_live{namespace="rate-limiters"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, "objects_alarms_pending"),
+        1.0,
+        "the retention alarm"
+    );
+    assert!(sample(&m, "objects_store_bytes") > 0.0);
+
+    // Hibernate: the room leaves memory, its socket stays open.
+    server.hibernated().await;
+    let m = scrape(&admin).await;
+    assert_eq!(sample(&m, r#"objects_live{namespace="rooms"}"#), 0.0);
+    assert_eq!(sample(&m, r#"objects_hibernated{namespace="rooms"}"#), 1.0);
+    assert_eq!(
+        sample(&m, r#"objects_sockets_open{namespace="rooms"}"#),
+        1.0
+    );
+    assert!(sample(&m, "objects_evictions_total") >= 1.0);
+    let activations = sample(&m, "objects_activations_total");
+
+    // The retention alarm: an hour later the message expires.
+    server.clock.advance(hour + 1);
+    server.rt.wake_alarms();
+    server.rt.alarms_settled().await;
+    let m = scrape(&admin).await;
+    assert_eq!(sample(&m, "objects_alarms_fired_total"), 1.0);
+    assert_eq!(
+        sample(&m, "objects_alarms_pending"),
+        0.0,
+        "nothing left to expire"
+    );
+    assert_eq!(sample(&m, "objects_alarms_retried_total"), 0.0);
+    assert_eq!(sample(&m, "objects_alarms_dropped_total"), 0.0);
+    assert_eq!(
+        sample(&m, "objects_activations_total"),
+        activations + 1.0,
+        "the alarm woke the room"
+    );
+    let room = server.state.rooms().id_from_name("ops");
+    assert!(
+        server
+            .state
+            .rooms()
+            .export(&room)
+            .expect("export")
+            .is_empty(),
+        "the expired message is gone"
+    );
+
+    // Leave.
+    alice.close().await;
+    let m = scrape_until(&admin, "the socket closed", |m| {
+        sample(m, "objects_sockets_closed_total") == 1.0
+            && sample(m, r#"objects_sockets_open{namespace="rooms"}"#) == 0.0
+    })
+    .await;
+    assert_eq!(sample(&m, "objects_sockets_cut_slow_total"), 0.0);
+    assert_eq!(sample(&m, "objects_resets_total"), 0.0);
+    assert_eq!(sample(&m, "objects_overloads_total"), 0.0);
+    assert_eq!(sample(&m, "objects_commit_failures_total"), 0.0);
+
+    // The inspector's summary carries the same figures as JSON.
+    let stats = server.rt.stats();
+    let rooms = stats
+        .namespaces
+        .iter()
+        .find(|n| n.name == "rooms")
+        .expect("rooms namespace");
+    assert_eq!(rooms.sockets_open, 0);
+    assert_eq!(json!(stats)["alarms_pending"], 0);
+    server.stop().await;
+}

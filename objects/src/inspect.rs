@@ -1,0 +1,139 @@
+//! Read-only views of a running runtime for operators: its namespaces, the
+//! objects in each (live, hibernated or only stored), and one object's
+//! committed storage, alarm and sockets. Reads go straight to LMDB (read
+//! transactions, never the writer) and to the socket tables, so looking
+//! does not wake, block or change any object.
+
+use serde::Serialize;
+
+use crate::storage::{ListOptions, StoredValue};
+
+/// Most objects one listing returns.
+pub const MAX_LISTED_OBJECTS: usize = 1_000;
+/// Most entries one object view returns.
+pub const MAX_VIEWED_ENTRIES: usize = 1_000;
+
+/// One object in a namespace listing.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ObjectSummary {
+    /// The id, 64 hex digits.
+    pub id: String,
+    /// The name it was created from, where known.
+    pub name: Option<String>,
+    /// In memory now.
+    pub live: bool,
+    /// Has committed data or an alarm.
+    pub stored: bool,
+    /// Accepted WebSockets open (they survive hibernation).
+    pub sockets: usize,
+}
+
+/// A page of a namespace listing, in id order.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectPage {
+    /// The namespace.
+    pub namespace: String,
+    /// The objects of this page.
+    pub objects: Vec<ObjectSummary>,
+    /// Pass this as `after` for the next page; `None` on the last one.
+    pub next_after: Option<String>,
+}
+
+/// One accepted WebSocket of an object.
+#[derive(Debug, Clone, Serialize)]
+pub struct SocketView {
+    /// The runtime's socket id.
+    pub sid: u64,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Its attachment: the JSON value set with `set_attachment`.
+    pub attachment: Option<serde_json::Value>,
+    /// Still open (false once the close is on its way to the object).
+    pub open: bool,
+}
+
+/// One stored value, shown as text.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum ValueView {
+    /// Stored with `put`: the JSON value.
+    Json(serde_json::Value),
+    /// Stored with `put_bytes`: the bytes, as UTF-8 text when they are.
+    Text(String),
+    /// Stored with `put_bytes`, not UTF-8: lowercase hex.
+    Hex(String),
+}
+
+impl From<StoredValue> for ValueView {
+    fn from(v: StoredValue) -> Self {
+        match v {
+            StoredValue::Json(j) => ValueView::Json(j),
+            StoredValue::Bytes(b) => match std::str::from_utf8(&b) {
+                Ok(t) => ValueView::Text(t.to_string()),
+                Err(_) => ValueView::Hex(b.iter().map(|x| format!("{x:02x}")).collect()),
+            },
+        }
+    }
+}
+
+/// One object: committed storage (a page of it), alarm and sockets.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectView {
+    /// The namespace.
+    pub namespace: String,
+    /// The id, 64 hex digits.
+    pub id: String,
+    /// The name it was created from, where known.
+    pub name: Option<String>,
+    /// In memory now.
+    pub live: bool,
+    /// The committed alarm, ms since the Unix epoch.
+    pub alarm_ms: Option<u64>,
+    /// Committed entries in key order (an event in progress is not seen).
+    pub entries: Vec<(String, ValueView)>,
+    /// Pass this as `after` for the next page of entries; `None` on the
+    /// last one.
+    pub next_after: Option<String>,
+    /// Accepted WebSockets, open or closing.
+    pub sockets: Vec<SocketView>,
+}
+
+/// Which entries of an object to view.
+#[derive(Debug, Clone, Default)]
+pub struct ViewOptions {
+    /// Only keys with this prefix.
+    pub prefix: Option<String>,
+    /// Keys strictly after this one.
+    pub after: Option<String>,
+    /// At most this many entries (default and most: [`MAX_VIEWED_ENTRIES`]).
+    pub limit: Option<usize>,
+}
+
+impl ViewOptions {
+    /// The listing these options ask for, one more than the page so the
+    /// caller knows whether another page follows.
+    pub(crate) fn list_options(&self) -> (ListOptions, usize) {
+        let page = self
+            .limit
+            .unwrap_or(MAX_VIEWED_ENTRIES)
+            .clamp(1, MAX_VIEWED_ENTRIES);
+        let mut o = ListOptions::new().limit(page + 1);
+        o.prefix.clone_from(&self.prefix);
+        o.start_after.clone_from(&self.after);
+        (o, page)
+    }
+}
+
+/// Cuts `items` to `page`, returning the key to continue after.
+pub(crate) fn paginate<T>(
+    items: &mut Vec<T>,
+    page: usize,
+    key: impl Fn(&T) -> String,
+) -> Option<String> {
+    if items.len() > page {
+        items.truncate(page);
+        items.last().map(key)
+    } else {
+        None
+    }
+}

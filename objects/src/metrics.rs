@@ -1,0 +1,277 @@
+//! What the runtime counts, through the [`metrics`] facade: whatever
+//! recorder the application installs (Prometheus, StatsD, none) gets them.
+//!
+//! Counters and histograms are recorded as things happen, through handles
+//! registered when the runtime opens, so the hot path pays one atomic add
+//! and no name lookup; install the recorder before opening the runtime.
+//! Figures that are a state rather than an event (live objects, open
+//! sockets, pending alarms, bytes stored) are read when asked for, by
+//! [`Runtime::stats`](crate::Runtime::stats), and published as gauges by
+//! [`Runtime::publish_metrics`](crate::Runtime::publish_metrics), which an
+//! exporter calls before it renders.
+
+use metrics::{Counter, Histogram, Unit};
+
+/// Every metric name the library records, with its unit and help text.
+/// `docs/operations.md` lists the same.
+pub const METRICS: &[(&str, &str, &str)] = &[
+    (
+        "objects_activations_total",
+        "counter",
+        "objects brought into memory (first use or woken)",
+    ),
+    (
+        "objects_evictions_total",
+        "counter",
+        "objects evicted when idle or hibernated",
+    ),
+    (
+        "objects_resets_total",
+        "counter",
+        "instances dropped after a handler error, panic or failed commit",
+    ),
+    (
+        "objects_overloads_total",
+        "counter",
+        "events refused because a mailbox was full",
+    ),
+    (
+        "objects_calls_total",
+        "counter",
+        "fetch and call events sent through stubs",
+    ),
+    (
+        "objects_call_seconds",
+        "histogram",
+        "stub call latency: enqueue until the reply, commit included",
+    ),
+    (
+        "objects_events_total",
+        "counter",
+        "events run (calls, fetches, alarms, socket events)",
+    ),
+    (
+        "objects_commits_total",
+        "counter",
+        "LMDB write transactions committed (each one fsync)",
+    ),
+    (
+        "objects_commit_failures_total",
+        "counter",
+        "object batches whose commit failed",
+    ),
+    (
+        "objects_commit_batch_size",
+        "histogram",
+        "object batches per LMDB transaction (group commit)",
+    ),
+    (
+        "objects_commit_seconds",
+        "histogram",
+        "LMDB transaction time, writes and fsync",
+    ),
+    (
+        "objects_alarms_fired_total",
+        "counter",
+        "alarm handler runs that succeeded",
+    ),
+    (
+        "objects_alarms_retried_total",
+        "counter",
+        "alarm runs that failed and were scheduled again",
+    ),
+    (
+        "objects_alarms_dropped_total",
+        "counter",
+        "alarms dropped after their last retry",
+    ),
+    (
+        "objects_sockets_accepted_total",
+        "counter",
+        "WebSockets accepted by objects",
+    ),
+    (
+        "objects_sockets_closed_total",
+        "counter",
+        "accepted WebSockets that ended (any reason)",
+    ),
+    (
+        "objects_sockets_cut_slow_total",
+        "counter",
+        "WebSockets closed with 1008 because their reader fell behind",
+    ),
+    (
+        "objects_websocket_messages_in_total",
+        "counter",
+        "WebSocket messages received from peers",
+    ),
+    (
+        "objects_websocket_messages_out_total",
+        "counter",
+        "WebSocket messages queued to peers (a broadcast counts each recipient)",
+    ),
+    ("objects_live", "gauge", "objects in memory, per namespace"),
+    (
+        "objects_hibernated",
+        "gauge",
+        "objects not in memory that hold accepted WebSockets, per namespace",
+    ),
+    (
+        "objects_sockets_open",
+        "gauge",
+        "accepted WebSockets open, per namespace",
+    ),
+    (
+        "objects_mailbox_queued",
+        "gauge",
+        "events waiting in mailboxes, per namespace",
+    ),
+    (
+        "objects_mailbox_queued_max",
+        "gauge",
+        "the deepest mailbox, per namespace",
+    ),
+    ("objects_alarms_pending", "gauge", "alarms scheduled"),
+    (
+        "objects_store_bytes",
+        "gauge",
+        "bytes of the LMDB map in use",
+    ),
+    (
+        "objects_store_map_bytes",
+        "gauge",
+        "size of the LMDB map (the most the store can hold)",
+    ),
+];
+
+/// Handles for the runtime's counters and histograms.
+pub(crate) struct Metrics {
+    pub(crate) activations: Counter,
+    pub(crate) evictions: Counter,
+    pub(crate) resets: Counter,
+    pub(crate) overloads: Counter,
+    pub(crate) calls: Counter,
+    pub(crate) call_seconds: Histogram,
+    pub(crate) events: Counter,
+    pub(crate) alarms_fired: Counter,
+    pub(crate) alarms_retried: Counter,
+    pub(crate) alarms_dropped: Counter,
+    pub(crate) sockets_accepted: Counter,
+    pub(crate) sockets_closed: Counter,
+    pub(crate) sockets_cut_slow: Counter,
+    pub(crate) messages_in: Counter,
+    pub(crate) messages_out: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric with the installed recorder (no-op handles
+    /// when none is installed).
+    pub(crate) fn register() -> Metrics {
+        describe();
+        Metrics {
+            activations: metrics::counter!("objects_activations_total"),
+            evictions: metrics::counter!("objects_evictions_total"),
+            resets: metrics::counter!("objects_resets_total"),
+            overloads: metrics::counter!("objects_overloads_total"),
+            calls: metrics::counter!("objects_calls_total"),
+            call_seconds: metrics::histogram!("objects_call_seconds"),
+            events: metrics::counter!("objects_events_total"),
+            alarms_fired: metrics::counter!("objects_alarms_fired_total"),
+            alarms_retried: metrics::counter!("objects_alarms_retried_total"),
+            alarms_dropped: metrics::counter!("objects_alarms_dropped_total"),
+            sockets_accepted: metrics::counter!("objects_sockets_accepted_total"),
+            sockets_closed: metrics::counter!("objects_sockets_closed_total"),
+            sockets_cut_slow: metrics::counter!("objects_sockets_cut_slow_total"),
+            messages_in: metrics::counter!("objects_websocket_messages_in_total"),
+            messages_out: metrics::counter!("objects_websocket_messages_out_total"),
+        }
+    }
+}
+
+/// Handles for the storage writer's figures.
+pub(crate) struct WriterMetrics {
+    pub(crate) commits: Counter,
+    pub(crate) failures: Counter,
+    pub(crate) batch_size: Histogram,
+    pub(crate) seconds: Histogram,
+}
+
+impl WriterMetrics {
+    pub(crate) fn register() -> WriterMetrics {
+        WriterMetrics {
+            commits: metrics::counter!("objects_commits_total"),
+            failures: metrics::counter!("objects_commit_failures_total"),
+            batch_size: metrics::histogram!("objects_commit_batch_size"),
+            seconds: metrics::histogram!("objects_commit_seconds"),
+        }
+    }
+}
+
+fn describe() {
+    for (name, kind, help) in METRICS {
+        let unit = if name.ends_with("_seconds") {
+            Some(Unit::Seconds)
+        } else if name.ends_with("_bytes") {
+            Some(Unit::Bytes)
+        } else {
+            None
+        };
+        let name = *name;
+        let help = *help;
+        match (*kind, unit) {
+            ("counter", _) => metrics::describe_counter!(name, help),
+            ("histogram", Some(u)) => metrics::describe_histogram!(name, u, help),
+            ("histogram", None) => metrics::describe_histogram!(name, help),
+            (_, Some(u)) => metrics::describe_gauge!(name, u, help),
+            _ => metrics::describe_gauge!(name, help),
+        }
+    }
+}
+
+/// A snapshot of the runtime's state figures (see
+/// [`Runtime::stats`](crate::Runtime::stats)).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RuntimeStats {
+    /// Per registered namespace, by name.
+    pub namespaces: Vec<NamespaceStats>,
+    /// Alarms scheduled.
+    pub alarms_pending: usize,
+    /// Bytes of the LMDB map in use.
+    pub store_bytes: u64,
+    /// Size of the LMDB map.
+    pub store_map_bytes: u64,
+}
+
+/// One namespace's state figures.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NamespaceStats {
+    /// The namespace's name.
+    pub name: String,
+    /// Objects in memory.
+    pub live: usize,
+    /// Objects not in memory that hold accepted WebSockets.
+    pub hibernated: usize,
+    /// Accepted WebSockets open.
+    pub sockets_open: usize,
+    /// Events waiting in mailboxes.
+    pub mailbox_queued: usize,
+    /// The deepest mailbox.
+    pub mailbox_queued_max: usize,
+}
+
+impl RuntimeStats {
+    /// Sets the gauges of [`METRICS`] from this snapshot.
+    pub fn publish(&self) {
+        for ns in &self.namespaces {
+            let label = [("namespace", ns.name.clone())];
+            metrics::gauge!("objects_live", &label).set(ns.live as f64);
+            metrics::gauge!("objects_hibernated", &label).set(ns.hibernated as f64);
+            metrics::gauge!("objects_sockets_open", &label).set(ns.sockets_open as f64);
+            metrics::gauge!("objects_mailbox_queued", &label).set(ns.mailbox_queued as f64);
+            metrics::gauge!("objects_mailbox_queued_max", &label).set(ns.mailbox_queued_max as f64);
+        }
+        metrics::gauge!("objects_alarms_pending").set(self.alarms_pending as f64);
+        metrics::gauge!("objects_store_bytes").set(self.store_bytes as f64);
+        metrics::gauge!("objects_store_map_bytes").set(self.store_map_bytes as f64);
+    }
+}
