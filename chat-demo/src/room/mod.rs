@@ -219,7 +219,7 @@ impl ChatRoom {
         let dialect = session.dialect;
         let name = session.name.clone();
         self.sessions.set(ctx, ws, session)?;
-        tracing::info!(
+        tracing::debug!(
             socket = ws.sid(),
             ?dialect,
             name = name.as_deref().unwrap_or(""),
@@ -306,7 +306,7 @@ impl ChatRoom {
         session.name = Some(name.clone());
         session.ext = ext;
         self.sessions.set(ctx, ws, session)?;
-        tracing::info!(socket = ws.sid(), name = %name, "named");
+        tracing::debug!(socket = ws.sid(), name = %name, "named");
         let members = self.sessions.members(ctx);
         for other in members.names_except(Some(ws)) {
             ctx.send(ws, a::encode_joined(other));
@@ -436,7 +436,7 @@ impl ChatRoom {
         // The front door took a slot for this socket before handing it
         // over; this handler runs once per accepted socket.
         self.env.connections.release(&session.ip);
-        tracing::info!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
+        tracing::debug!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
         // The closed socket is no longer listed among the members.
         let members = self.sessions.members(ctx);
         if let Some(name) = session.name.as_deref() {
