@@ -1,9 +1,13 @@
-//! Our chat page in a real browser: headless Debian `chromium`, driven over
-//! the DevTools protocol. Two pages chat in one room, and a message holding
-//! markup is shown as text. Skipped, with the reason printed, when chromium
-//! is not installed (`.ci/run` installs it, so CI always runs this).
+//! Our pages in a real browser: headless Debian `chromium`, driven over the
+//! DevTools protocol. Two pages chat in one room, and a message holding
+//! markup is shown as text; the operator's inspector signs in, walks from
+//! the namespaces to a room's stored messages and sockets, and shows the
+//! hostile names and messages in them as text. Skipped, with the reason
+//! printed, when chromium is not installed (`.ci/run` installs it, so CI
+//! always runs this).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +73,13 @@ impl Cdp {
     }
 
     async fn send(&self, session: Option<&str>, method: &str, params: Value) -> Value {
+        let reply = self.send_raw(session, method, params).await;
+        assert!(reply.get("error").is_none(), "{method}: {reply}");
+        reply["result"].clone()
+    }
+
+    /// The whole reply, `error` included.
+    async fn send_raw(&self, session: Option<&str>, method: &str, params: Value) -> Value {
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().await.insert(id, tx);
@@ -77,12 +88,10 @@ impl Cdp {
             msg["sessionId"] = json!(s);
         }
         self.out.send(msg.to_string()).expect("devtools writer");
-        let reply = tokio::time::timeout(PATIENCE, rx)
+        tokio::time::timeout(PATIENCE, rx)
             .await
             .unwrap_or_else(|_| panic!("{method}: no answer"))
-            .expect("reply");
-        assert!(reply.get("error").is_none(), "{method}: {reply}");
-        reply["result"].clone()
+            .expect("reply")
     }
 }
 
@@ -130,7 +139,9 @@ impl<'a> Page<'a> {
     }
 
     /// Resolves when `cond` (a JS expression) holds, re-checked on every DOM
-    /// change: an event, not a timer.
+    /// change: an event, not a timer. A navigation that replaces the
+    /// document while waiting ends that evaluation with an error; the wait
+    /// then starts over in the new document.
     async fn wait_for(&self, cond: &str) {
         let expr = format!(
             "new Promise(resolve => {{
@@ -140,9 +151,47 @@ impl<'a> Page<'a> {
                 check();
             }})"
         );
-        tokio::time::timeout(PATIENCE, self.eval(&expr))
+        let params = json!({ "expression": expr, "awaitPromise": true, "returnByValue": true });
+        let wait = async {
+            loop {
+                let reply = self
+                    .cdp
+                    .send_raw(Some(&self.session), "Runtime.evaluate", params.clone())
+                    .await;
+                if reply["result"]["result"]["value"] == json!(true) {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
             .await
             .unwrap_or_else(|_| panic!("never true: {cond}"));
+    }
+
+    /// Clicks the first element matching `selector` (it must exist).
+    async fn click(&self, selector: &str) {
+        let selector = serde_json::to_string(selector).expect("json");
+        let clicked = self
+            .eval(&format!(
+                "(() => {{ const e = document.querySelector({selector}); if (!e) return false; e.click(); return true; }})()"
+            ))
+            .await;
+        assert_eq!(clicked, json!(true), "nothing to click at {selector}");
+    }
+
+    /// Saves a PNG of the page at `width`×`height` CSS pixels.
+    async fn screenshot(&self, path: &str, width: u32, height: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+        self.eval("window.scrollTo(0, 0); true").await;
+        let shot = self
+            .call("Page.captureScreenshot", json!({ "format": "png" }))
+            .await;
+        let data = shot["data"].as_str().expect("png");
+        std::fs::write(path, base64_decode(data)).expect("write screenshot");
     }
 
     async fn send_message(&self, text: &str) {
@@ -156,14 +205,86 @@ impl<'a> Page<'a> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_pages_chat_and_markup_stays_text() {
-    if std::process::Command::new("chromium")
+/// Whether Debian's chromium is installed (says why not when it is not).
+fn have_chromium() -> bool {
+    let found = std::process::Command::new("chromium")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !found {
         println!("skipped: Debian's chromium is not installed (apt-get install chromium)");
+    }
+    found
+}
+
+/// A headless chromium with its own profile, and its DevTools endpoint.
+struct Browser {
+    child: tokio::process::Child,
+    url: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let profile = tempfile::tempdir().expect("profile");
+        let mut child = tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromium");
+        // Chromium announces its DevTools endpoint on stderr.
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let url = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.find("ws://") {
+                    return line[at..].trim().to_string();
+                }
+            }
+            panic!("chromium exited without a DevTools endpoint");
+        })
+        .await
+        .expect("chromium started");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Browser {
+            child,
+            url,
+            _profile: profile,
+        }
+    }
+
+    async fn stop(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The number of `Page.javascriptDialogOpening` events seen (an `alert`
+/// from injected markup would open one).
+async fn dialogs(cdp: &Cdp) -> usize {
+    cdp.events
+        .lock()
+        .await
+        .iter()
+        .filter(|e| e["method"] == "Page.javascriptDialogOpening")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pages_chat_and_markup_stays_text() {
+    if !have_chromium() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -181,41 +302,8 @@ async fn two_pages_chat_and_markup_stays_text() {
         let _ = stopped.await;
     }));
 
-    let profile = tempfile::tempdir().expect("profile");
-    let mut chromium = tokio::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--remote-debugging-port=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("about:blank")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start chromium");
-    // Chromium announces its DevTools endpoint on stderr.
-    let mut lines = BufReader::new(chromium.stderr.take().expect("stderr")).lines();
-    let url = tokio::time::timeout(PATIENCE, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(at) = line.find("ws://") {
-                return line[at..].trim().to_string();
-            }
-        }
-        panic!("chromium exited without a DevTools endpoint");
-    })
-    .await
-    .expect("chromium started");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    let cdp = Cdp::connect(&url).await;
+    let mut browser = Browser::start().await;
+    let cdp = Cdp::connect(&browser.url).await;
     let alice = Page::open(&cdp, &format!("http://{addr}/?name=alice#general")).await;
     alice
         .wait_for("document.body.dataset.ready === 'true'")
@@ -247,14 +335,7 @@ async fn two_pages_chat_and_markup_stays_text() {
             json!(true)
         );
     }
-    let dialogs = cdp
-        .events
-        .lock()
-        .await
-        .iter()
-        .filter(|e| e["method"] == "Page.javascriptDialogOpening")
-        .count();
-    assert_eq!(dialogs, 0, "no script ran");
+    assert_eq!(dialogs(&cdp).await, 0, "no script ran");
 
     // Leave a screenshot for the docs when asked to.
     if let Ok(path) = std::env::var("CHAT_SCREENSHOT") {
@@ -265,9 +346,314 @@ async fn two_pages_chat_and_markup_stays_text() {
         std::fs::write(path, base64_decode(data)).expect("write screenshot");
     }
 
-    let _ = chromium.kill().await;
+    browser.stop().await;
     let _ = stop.send(());
     let _ = server.await;
+    rt.shutdown().await;
+}
+
+/// The admin token of the inspector test.
+const TOKEN: &str = "s3cret-token";
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A dialect-A chat user on its own socket.
+struct ChatUser {
+    ws: Ws,
+}
+
+impl ChatUser {
+    /// Connects to `room` (escaped here), says hello as `name` and reads
+    /// up to `ready`.
+    async fn join(addr: SocketAddr, room: &str, name: &str) -> ChatUser {
+        let url = format!("ws://{addr}/api/room/{}/websocket", escape_segment(room));
+        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut user = ChatUser { ws };
+        user.send(json!({ "name": name })).await;
+        user.until(|f| *f == json!({ "ready": true })).await;
+        user
+    }
+
+    async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// Reads JSON frames until one satisfies `want`.
+    async fn until(&mut self, want: impl Fn(&Value) -> bool) -> Value {
+        let read = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        if let Ok(v) = serde_json::from_str::<Value>(t.as_str())
+                            && want(&v)
+                        {
+                            return v;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("the socket ended: {other:?}"),
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("a frame in time")
+    }
+
+    /// Sends a chat message and waits for its echo (so it is stored).
+    async fn say(&mut self, text: &str) {
+        self.send(json!({ "message": text })).await;
+        self.until(|f| f["message"] == text).await;
+    }
+
+    async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(PATIENCE, self.ws.next()).await {}
+    }
+}
+
+/// Percent-escapes everything but unreserved characters, for a path segment.
+fn escape_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// JavaScript that types `token` into the sign-in form and submits it.
+fn sign_in(token: &str) -> String {
+    let token = serde_json::to_string(token).expect("json");
+    format!(
+        "(() => {{ const i = document.querySelector('input[name=token]'); i.value = {token};
+           i.form.requestSubmit(); return true; }})()"
+    )
+}
+
+/// A JS string literal.
+fn js(s: &str) -> String {
+    serde_json::to_string(s).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_shows_rooms_as_text() {
+    if !have_chromium() {
+        return;
+    }
+    // The only recorder of this test binary, installed before the runtime
+    // opens so the runtime's counters reach the page's live figures.
+    let prometheus = chat_demo::install_prometheus().expect("prometheus recorder");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = objects::Runtime::builder()
+        .data_dir(dir.path())
+        .open()
+        .expect("runtime");
+    let state = AppState::new(&rt, ChatOptions::default()).expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(chat_demo::serve(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let admin = chat_demo::admin_app(
+        &rt,
+        chat_demo::AdminOptions {
+            token: Some(TOKEN.into()),
+            inspector: true,
+            prometheus: Some(prometheus),
+        },
+    )
+    .expect("admin routes");
+    let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind admin");
+    let admin_addr = admin_listener.local_addr().expect("admin addr");
+    let admin_server = tokio::spawn(async move { axum::serve(admin_listener, admin).await });
+
+    // A room named with markup, holding a message that is markup.
+    let room = "<b>ops</b>";
+    let hostile = "hi <img src=x onerror=alert(1)> & <script>alert(2)</script>";
+    let mut alice = ChatUser::join(addr, room, "alice").await;
+    alice.say(hostile).await;
+
+    let mut browser = Browser::start().await;
+    let cdp = Cdp::connect(&browser.url).await;
+    let page = Page::open(&cdp, &format!("http://{admin_addr}/inspector")).await;
+
+    // Not signed in: the page sends us to the sign-in form.
+    page.wait_for(
+        "location.pathname === '/inspector/login'
+         && document.querySelector('input[type=password][name=token]') !== null",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.querySelector('label[for=token]').textContent")
+            .await,
+        json!("Admin token")
+    );
+    page.eval(&sign_in("not-the-token")).await;
+    page.wait_for(
+        "document.querySelector('#login-error').textContent.includes('not the admin token')",
+    )
+    .await;
+    page.eval(&sign_in(TOKEN)).await;
+    page.wait_for(
+        "location.pathname === '/inspector'
+         && document.querySelector('#namespaces button[data-ns=\"rooms\"]') !== null",
+    )
+    .await;
+
+    // Namespaces → the room, found by its name.
+    page.click("#namespaces button[data-ns=\"rooms\"]").await;
+    let room_button = format!(
+        "[...document.querySelectorAll('#objects button[data-id]')].find(b => b.textContent === {})",
+        js(room)
+    );
+    page.wait_for(&format!("{room_button} !== undefined")).await;
+    page.eval(&format!("{room_button}.click(), true")).await;
+    let shows_message = format!(
+        "document.querySelector('#object-heading').textContent === {}
+         && document.querySelector('#entries').textContent.includes({})",
+        js(room),
+        js(hostile)
+    );
+    page.wait_for(&shows_message).await;
+
+    // The markup is text: no element came out of it, and no script ran.
+    assert_eq!(
+        page.eval("document.querySelectorAll('main img, main b, main script, #error *:is(img, b, script)').length")
+            .await,
+        json!(0)
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#crumbs').textContent.includes('<b>ops</b>')")
+            .await,
+        json!(true)
+    );
+    // One stored message, under `msg/` and its 20-digit timestamp, as JSON.
+    assert_eq!(
+        page.eval(
+            r"[...document.querySelectorAll('#entries tbody tr')]
+               .map(r => [r.dataset.key.replace(/\d/g, '9'), r.dataset.kind])"
+        )
+        .await,
+        json!([["msg/99999999999999999999", "json"]])
+    );
+    let stored = page
+        .eval("JSON.parse(document.querySelector('#entries tbody pre').textContent)")
+        .await;
+    assert_eq!(stored["message"], json!(hostile));
+    assert_eq!(stored["name"], json!("alice"));
+    // Alice's socket: open, tagged with its dialect, her session attached.
+    let sockets = page
+        .eval(
+            "[...document.querySelectorAll('#sockets tbody tr')].map(r => ({
+               open: r.dataset.open,
+               tags: [...r.cells[1].querySelectorAll('.pill')].map(p => p.textContent),
+               attachment: JSON.parse(r.cells[2].textContent),
+             }))",
+        )
+        .await;
+    let sockets = sockets.as_array().expect("sockets");
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    assert_eq!(sockets[0]["open"], json!("true"));
+    assert_eq!(sockets[0]["tags"], json!(["A"]));
+    assert_eq!(sockets[0]["attachment"]["name"], json!("alice"));
+    assert_eq!(sockets[0]["attachment"]["dialect"], json!("A"));
+
+    // The live figures: counters, labelled gauges, histograms as count
+    // and sum only.
+    page.wait_for(
+        "document.querySelector('#metrics [data-metric=\"objects_websocket_messages_in_total\"]') !== null
+         && document.querySelector('#metrics [data-metric=\"objects_call_seconds_count\"]') !== null
+         && [...document.querySelectorAll('#metrics [data-metric=\"objects_live\"] .labels')]
+              .some(l => l.textContent.includes('namespace=\"rooms\"'))",
+    )
+    .await;
+    assert_eq!(
+        page.eval("document.querySelectorAll('#metrics [data-metric$=\"_bucket\"]').length")
+            .await,
+        json!(0)
+    );
+
+    // The view lives in the URL: a reload comes back to it.
+    let hash = page.eval("location.hash").await;
+    assert!(
+        hash.as_str()
+            .is_some_and(|h| h.starts_with("#ns=rooms&id=")),
+        "{hash}"
+    );
+    page.eval("window.beforeReload = true; location.reload(); true")
+        .await;
+    page.wait_for(&format!("!window.beforeReload && {shows_message}"))
+        .await;
+
+    // The key filter.
+    page.eval(
+        "(() => { const i = document.querySelector('#prefix-input'); i.value = 'none/';
+           i.form.requestSubmit(); return true; })()",
+    )
+    .await;
+    page.wait_for(
+        "location.hash.endsWith('&prefix=none%2F')
+         && document.querySelector('#entries tbody td.empty')?.textContent.includes('none/')",
+    )
+    .await;
+    page.click("#prefix-clear").await;
+    page.wait_for(&shows_message).await;
+
+    if let Ok(path) = std::env::var("INSPECTOR_SCREENSHOT") {
+        page.screenshot(&path, 1280, 860).await;
+    }
+
+    // A refused request shows its status and text.
+    page.eval("location.hash = '#ns=no-such-namespace'; true")
+        .await;
+    page.wait_for("document.querySelector('#error [data-status=\"404\"]')?.textContent.includes('no-such-namespace')")
+        .await;
+    page.eval("location.hash = ''; true").await;
+    page.wait_for("document.querySelector('#error').childElementCount === 0")
+        .await;
+
+    assert_eq!(dialogs(&cdp).await, 0, "no script ran");
+    let thrown: Vec<Value> = cdp
+        .events
+        .lock()
+        .await
+        .iter()
+        .filter(|e| e["method"] == "Runtime.exceptionThrown")
+        .cloned()
+        .collect();
+    assert!(thrown.is_empty(), "the page threw: {thrown:?}");
+
+    // Signing out drops the cookie.
+    page.click("#sign-out-button").await;
+    page.wait_for("location.pathname === '/inspector/login'")
+        .await;
+    assert_eq!(
+        page.eval("fetch('/inspector/api/summary').then(r => r.status)")
+            .await,
+        json!(401)
+    );
+
+    alice.close().await;
+    browser.stop().await;
+    let _ = stop.send(());
+    let _ = server.await;
+    admin_server.abort();
     rt.shutdown().await;
 }
 

@@ -81,8 +81,9 @@ async fn every_admin_route_refuses_requests_without_the_token() {
         format!("/inspector/api/object?ns=rooms&id={id}"),
     ];
     for path in &api {
-        let (status, _, body) = send(&admin, empty(get(path))).await;
+        let (status, headers, body) = send(&admin, empty(get(path))).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} without a token");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert!(!body.contains("rooms\""), "{path} leaked {body}");
         for wrong in [
             format!("Bearer {TOKEN}x"),

@@ -93,6 +93,7 @@ pub fn admin_app(rt: &Runtime, options: AdminOptions) -> Result<Router, Inspecto
     }
     Ok(router
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "Not Found") })
+        .layer(axum::middleware::map_response(harden))
         .with_state(state))
 }
 
@@ -118,6 +119,21 @@ impl Admin {
             .chain(cookies)
             .any(|given| same(given.trim().as_bytes(), token.as_bytes()))
     }
+}
+
+/// Headers on every admin answer: error texts repeat what the caller sent,
+/// so no content sniffing; no referrer leaves the inspector.
+async fn harden(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        http::HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        http::HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 /// Compares without stopping at the first difference.
@@ -212,7 +228,10 @@ async fn login(State(admin): State<Admin>, form: axum::extract::Form<LoginForm>)
     let token = admin.token.as_deref().unwrap_or_default();
     if !same(form.token.trim().as_bytes(), token.as_bytes()) {
         tracing::info!("inspector sign-in refused: wrong token");
-        return unauthorized();
+        // The form again (its script shows why); no cookie.
+        let mut page = html(LOGIN_HTML);
+        *page.status_mut() = StatusCode::UNAUTHORIZED;
+        return page;
     }
     // The token itself, kept from scripts and other sites; any printable
     // token without ';' or spaces fits a cookie value.
