@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! chatload --url ws://127.0.0.1:8787 --scenario fanout --clients 200 --rate 0.2 --duration 30
+//! chatload --url ws://127.0.0.1:8787 --scenario fanout --clients 1000 --server-pid "$(pgrep -x chat-demo)"
 //! ```
 //!
 //! Prints one JSON line of results on stdout, then a short summary on
@@ -59,6 +60,10 @@ struct Args {
     /// Seconds to wait for the last deliveries after sending stops.
     #[arg(long, default_value_t = 10.0)]
     drain: f64,
+    /// Process id of the server (same machine): report its CPU time (from
+    /// /proc/<pid>/stat) over the measured window and CPU per delivery.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -84,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
     config.connect_concurrency = a.connect_concurrency;
     config.connect_timeout = seconds(a.connect_timeout, "connect-timeout")?;
     config.drain = seconds(a.drain, "drain")?;
+    config.server_pid = a.server_pid;
     let report = chatload::run(config).await?;
     println!("{}", serde_json::to_string(&report)?);
     eprintln!("{}", report.summary());

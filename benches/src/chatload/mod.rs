@@ -20,6 +20,13 @@
 //! that trusts it gives each client its own rate budget; that IP is header
 //! text only: every connection goes to the loopback address of `url`.
 //!
+//! With [`Config::server_pid`], the server process's CPU time (user and
+//! system, from `/proc/<pid>/stat`) is read at the start and the end of the
+//! measured window: for fanout and rooms from the start of sending until
+//! drained, for join the ramp, for idle the hold. The report then gives the
+//! server's CPU seconds and CPU per delivery, so servers can be compared by
+//! work done rather than by latency alone.
+//!
 //! Bounded: at most [`MAX_CLIENTS`] clients, [`MAX_DURATION`] of load,
 //! connects bounded in concurrency and time, a bounded drain.
 
@@ -51,6 +58,9 @@ const SEEDS_PER_IP: usize = 4;
 const CLIENT_READ_BUFFER: usize = 4096;
 /// Latency histogram shards (clients record into `id % SHARDS`).
 const SHARDS: usize = 16;
+/// Clock ticks per second of the times in `/proc/<pid>/stat` (`USER_HZ`,
+/// 100 on Linux).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
 
 /// What a run does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -93,6 +103,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// After sending stops, how long to wait for the last deliveries.
     pub drain: Duration,
+    /// Process id of the server (same machine): its CPU time over the
+    /// measured window goes into the report.
+    pub server_pid: Option<u32>,
 }
 
 impl Config {
@@ -111,6 +124,7 @@ impl Config {
             connect_concurrency: 64,
             connect_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
+            server_pid: None,
         }
     }
 }
@@ -215,6 +229,25 @@ pub struct Report {
     pub drain_s: f64,
     /// Whole run, seconds.
     pub elapsed_s: f64,
+    /// Server process whose CPU time was measured, if any.
+    pub server_pid: Option<u32>,
+    /// Wall time of the window the server's CPU was measured over, seconds
+    /// (fanout, rooms: start of sending until drained; join: the ramp;
+    /// idle: the hold).
+    pub server_window_s: f64,
+    /// Server CPU time (user + system) in the window, seconds.
+    pub server_cpu_s: f64,
+    /// Server user CPU time in the window, seconds.
+    pub server_user_s: f64,
+    /// Server system (kernel) CPU time in the window, seconds.
+    pub server_sys_s: f64,
+    /// Deliveries per second of server CPU (0 without a pid or deliveries).
+    pub deliveries_per_server_cpu_s: f64,
+    /// Server CPU seconds per million deliveries (0 without a pid or
+    /// deliveries).
+    pub server_cpu_s_per_million_deliveries: f64,
+    /// Why the server's CPU time could not be read at the end, if so.
+    pub server_cpu_error: Option<String>,
 }
 
 impl Report {
@@ -272,6 +305,35 @@ impl Report {
                 self.drain_s
             );
         }
+        if let Some(pid) = self.server_pid {
+            s += &format!(
+                "  server pid {pid}: CPU {:.2} s (user {:.2} s, sys {:.2} s) over {:.2} s ({:.0}% of one core)",
+                self.server_cpu_s,
+                self.server_user_s,
+                self.server_sys_s,
+                self.server_window_s,
+                if self.server_window_s > 0.0 {
+                    100.0 * self.server_cpu_s / self.server_window_s
+                } else {
+                    0.0
+                }
+            );
+            if self.deliveries > 0 && self.server_cpu_s > 0.0 {
+                s += &format!(
+                    "; {:.0} deliveries per CPU second, {:.2} CPU s per million deliveries",
+                    self.deliveries_per_server_cpu_s, self.server_cpu_s_per_million_deliveries
+                );
+            } else if self.connected > 0 && self.server_window_s > 0.0 {
+                s += &format!(
+                    "; {:.3} ms CPU per connected client",
+                    1000.0 * self.server_cpu_s / self.connected as f64
+                );
+            }
+            if let Some(e) = &self.server_cpu_error {
+                s += &format!("; not measured: {e}");
+            }
+            s += "\n";
+        }
         s += &format!(
             "  disconnected early {}, alive at end {}; {:.1} s in all",
             self.disconnected, self.alive_at_end, self.elapsed_s
@@ -299,6 +361,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     }
     if config.backlog > MAX_BACKLOG {
         bail!("backlog is at most {MAX_BACKLOG}");
+    }
+    if let Some(pid) = config.server_pid {
+        // Fail early, before any connection, if the pid cannot be read.
+        CpuTimes::of_pid(pid)?;
     }
     let rooms = config.rooms.clamp(1, config.clients);
     let target = target(&config.url).await?;
@@ -374,6 +440,10 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let sends = matches!(config.scenario, Scenario::Fanout | Scenario::Rooms) && config.rate > 0.0;
     let period = sends.then(|| Duration::from_secs_f64(1.0 / config.rate));
     let (phase_tx, phase_rx) = watch::channel(JOINING);
+    let mut server_cpu = ServerCpu::new(config.server_pid);
+    if config.scenario == Scenario::Join {
+        server_cpu.start();
+    }
     let ramp_start = Instant::now();
     let mut tasks = Vec::with_capacity(config.clients);
     for i in 0..config.clients {
@@ -399,6 +469,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
     }
     let ramp = ramp_start.elapsed();
+    if config.scenario == Scenario::Join {
+        server_cpu.stop();
+    }
     // Room sizes: the clients that are ready. Clients that failed count as
     // connect errors, not as lost deliveries.
     let ready_per_room = shared
@@ -413,8 +486,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let mut drained = true;
     match config.scenario {
         Scenario::Join => {}
-        Scenario::Idle => tokio::time::sleep(config.duration).await,
+        Scenario::Idle => {
+            server_cpu.start();
+            tokio::time::sleep(config.duration).await;
+            server_cpu.stop();
+        }
         Scenario::Fanout | Scenario::Rooms => {
+            server_cpu.start();
             let send_start = Instant::now();
             phase_tx.send_replace(SENDING);
             tokio::time::sleep(config.duration).await;
@@ -432,6 +510,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+            server_cpu.stop();
             drain = drain_start.elapsed();
             send_window = send_start.elapsed();
         }
@@ -504,8 +583,118 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if send_window > Duration::ZERO {
         report.deliveries_per_s = report.deliveries as f64 / send_window.as_secs_f64();
     }
+    server_cpu.fill(&mut report);
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// CPU time a process has used so far, in clock ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CpuTimes {
+    user_ticks: u64,
+    sys_ticks: u64,
+}
+
+impl CpuTimes {
+    /// Reads `/proc/<pid>/stat`.
+    fn of_pid(pid: u32) -> anyhow::Result<CpuTimes> {
+        let path = format!("/proc/{pid}/stat");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {path} (--server-pid)"))?;
+        CpuTimes::parse(&text).with_context(|| format!("parsing {path}"))
+    }
+
+    /// `utime` and `stime`, fields 14 and 15 of a `/proc/<pid>/stat` line.
+    /// Field 2 (the command, in parentheses) may hold spaces and
+    /// parentheses, so the count starts after its last `)`.
+    fn parse(stat: &str) -> anyhow::Result<CpuTimes> {
+        let close = stat.rfind(')').context("no ')' after the command")?;
+        // After the command come fields 3 (state), 4, ...: utime is the
+        // 12th of those, stime the 13th.
+        let mut rest = stat[close + 1..].split_ascii_whitespace().skip(11);
+        let mut field = |name: &str| -> anyhow::Result<u64> {
+            rest.next()
+                .with_context(|| format!("no {name} field"))?
+                .parse()
+                .with_context(|| format!("bad {name} field"))
+        };
+        let user_ticks = field("utime")?;
+        let sys_ticks = field("stime")?;
+        Ok(CpuTimes {
+            user_ticks,
+            sys_ticks,
+        })
+    }
+}
+
+/// The server's CPU time over the measured window (nothing without a pid).
+struct ServerCpu {
+    pid: Option<u32>,
+    start: Option<(Instant, CpuTimes)>,
+    end: Option<Result<(Instant, CpuTimes), String>>,
+}
+
+impl ServerCpu {
+    fn new(pid: Option<u32>) -> ServerCpu {
+        ServerCpu {
+            pid,
+            start: None,
+            end: None,
+        }
+    }
+
+    /// Starts the window. A failure (the server exited) is reported, not
+    /// returned: the clients are running by now.
+    fn start(&mut self) {
+        if let Some(pid) = self.pid {
+            let now = Instant::now();
+            match CpuTimes::of_pid(pid) {
+                Ok(times) => self.start = Some((now, times)),
+                Err(e) => self.end = Some(Err(format!("{e:#}"))),
+            }
+        }
+    }
+
+    /// Ends the window; a failure (the server exited) is reported, not
+    /// returned.
+    fn stop(&mut self) {
+        if let (Some(pid), Some(_)) = (self.pid, self.start) {
+            let now = Instant::now();
+            self.end = Some(
+                CpuTimes::of_pid(pid)
+                    .map(|t| (now, t))
+                    .map_err(|e| format!("{e:#}")),
+            );
+        }
+    }
+
+    fn fill(&self, report: &mut Report) {
+        report.server_pid = self.pid;
+        if self.pid.is_none() {
+            return;
+        }
+        let ((t0, c0), (t1, c1)) = match (self.start, &self.end) {
+            (_, Some(Err(e))) => {
+                report.server_cpu_error = Some(e.clone());
+                return;
+            }
+            (Some(start), Some(Ok(end))) => (start, *end),
+            _ => {
+                report.server_cpu_error = Some("the window was never closed".to_owned());
+                return;
+            }
+        };
+        let secs = |ticks: u64| ticks as f64 / CLOCK_TICKS_PER_S;
+        report.server_window_s = t1.duration_since(t0).as_secs_f64();
+        report.server_user_s = secs(c1.user_ticks.saturating_sub(c0.user_ticks));
+        report.server_sys_s = secs(c1.sys_ticks.saturating_sub(c0.sys_ticks));
+        report.server_cpu_s = report.server_user_s + report.server_sys_s;
+        if report.deliveries > 0 && report.server_cpu_s > 0.0 {
+            report.deliveries_per_server_cpu_s = report.deliveries as f64 / report.server_cpu_s;
+            report.server_cpu_s_per_million_deliveries =
+                report.server_cpu_s * 1e6 / report.deliveries as f64;
+        }
+    }
 }
 
 /// Per room: every message anyone received from a sender counts as
@@ -585,6 +774,69 @@ mod tests {
     fn fake_ips_are_ten_slash_eight() {
         assert_eq!(fake_ip(1), "10.0.0.1");
         assert_eq!(fake_ip(0x01_0203), "10.1.2.3");
+    }
+
+    #[test]
+    fn parses_proc_stat() {
+        // A command with a space and a parenthesis; utime 1234, stime 56.
+        let line = "4242 (chat (demo) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 56 0 0 20 0 3 0 100 1000 200 18446744073709551615";
+        assert_eq!(
+            CpuTimes::parse(line).expect("parse"),
+            CpuTimes {
+                user_ticks: 1234,
+                sys_ticks: 56
+            }
+        );
+        assert!(CpuTimes::parse("4242 (x) S 1 2").is_err());
+        assert!(CpuTimes::parse("no parenthesis").is_err());
+    }
+
+    #[test]
+    fn reads_own_cpu_times() {
+        let t = CpuTimes::of_pid(std::process::id()).expect("own /proc stat");
+        let u = CpuTimes::of_pid(std::process::id()).expect("own /proc stat");
+        assert!(u.user_ticks >= t.user_ticks && u.sys_ticks >= t.sys_ticks);
+    }
+
+    #[test]
+    fn server_cpu_fills_the_report() {
+        let mut cpu = ServerCpu::new(None);
+        let mut report = Report {
+            deliveries: 1000,
+            ..Report::default()
+        };
+        cpu.fill(&mut report);
+        assert_eq!(report.server_pid, None);
+        assert_eq!(report.server_cpu_s, 0.0);
+        assert!(!report.summary().contains("server pid"));
+
+        let t0 = Instant::now();
+        cpu = ServerCpu {
+            pid: Some(1),
+            start: Some((
+                t0,
+                CpuTimes {
+                    user_ticks: 100,
+                    sys_ticks: 10,
+                },
+            )),
+            end: Some(Ok((
+                t0 + Duration::from_secs(2),
+                CpuTimes {
+                    user_ticks: 250,
+                    sys_ticks: 60,
+                },
+            ))),
+        };
+        cpu.fill(&mut report);
+        assert_eq!(report.server_pid, Some(1));
+        assert!((report.server_user_s - 1.5).abs() < 1e-9);
+        assert!((report.server_sys_s - 0.5).abs() < 1e-9);
+        assert!((report.server_cpu_s - 2.0).abs() < 1e-9);
+        assert!((report.server_window_s - 2.0).abs() < 1e-9);
+        assert!((report.deliveries_per_server_cpu_s - 500.0).abs() < 1e-9);
+        assert!((report.server_cpu_s_per_million_deliveries - 2000.0).abs() < 1e-9);
+        assert!(report.summary().contains("server pid 1: CPU 2.00 s"));
     }
 
     #[tokio::test]
