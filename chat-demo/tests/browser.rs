@@ -282,25 +282,52 @@ async fn dialogs(cdp: &Cdp) -> usize {
         .count()
 }
 
+/// The chat server on 127.0.0.1:0 over a fresh runtime.
+struct Chat {
+    rt: objects::Runtime,
+    addr: std::net::SocketAddr,
+    stop: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Chat {
+    async fn start(dir: &std::path::Path) -> Chat {
+        let rt = objects::Runtime::builder()
+            .data_dir(dir)
+            .open()
+            .expect("runtime");
+        let state = AppState::new(&rt, ChatOptions::default()).expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(chat_demo::serve(listener, state, async {
+            let _ = stopped.await;
+        }));
+        Chat {
+            rt,
+            addr,
+            stop,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+        self.rt.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pages_chat_and_markup_stays_text() {
     if !have_chromium() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = objects::Runtime::builder()
-        .data_dir(dir.path())
-        .open()
-        .expect("runtime");
-    let state = AppState::new(&rt, ChatOptions::default()).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(chat_demo::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let chat = Chat::start(dir.path()).await;
+    let addr = chat.addr;
 
     let mut browser = Browser::start().await;
     let cdp = Cdp::connect(&browser.url).await;
@@ -347,9 +374,7 @@ async fn two_pages_chat_and_markup_stays_text() {
     }
 
     browser.stop().await;
-    let _ = stop.send(());
-    let _ = server.await;
-    rt.shutdown().await;
+    chat.stop().await;
 }
 
 /// The admin token of the inspector test.
@@ -455,19 +480,8 @@ async fn inspector_shows_rooms_as_text() {
     // opens so the runtime's counters reach the page's live figures.
     let prometheus = chat_demo::install_prometheus().expect("prometheus recorder");
     let dir = tempfile::tempdir().expect("tempdir");
-    let rt = objects::Runtime::builder()
-        .data_dir(dir.path())
-        .open()
-        .expect("runtime");
-    let state = AppState::new(&rt, ChatOptions::default()).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(chat_demo::serve(listener, state, async {
-        let _ = stopped.await;
-    }));
+    let chat = Chat::start(dir.path()).await;
+    let (rt, addr) = (chat.rt.clone(), chat.addr);
     let admin = chat_demo::admin_app(
         &rt,
         chat_demo::AdminOptions {
@@ -651,10 +665,8 @@ async fn inspector_shows_rooms_as_text() {
 
     alice.close().await;
     browser.stop().await;
-    let _ = stop.send(());
-    let _ = server.await;
     admin_server.abort();
-    rt.shutdown().await;
+    chat.stop().await;
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -313,10 +313,15 @@ async fn objects(
     let after = q.after.filter(|a| !a.is_empty());
     let limit = q.limit.unwrap_or(objects::MAX_LISTED_OBJECTS);
     let rt = admin.rt.clone();
-    // LMDB reads: off the async workers.
-    match tokio::task::spawn_blocking(move || rt.list_objects(&q.ns, after.as_deref(), limit)).await
-    {
-        Ok(Ok(page)) => json(&page),
+    read(move || rt.list_objects(&q.ns, after.as_deref(), limit)).await
+}
+
+/// Runs an LMDB read off the async workers and answers its result.
+async fn read<T: serde::Serialize + Send + 'static>(
+    f: impl FnOnce() -> objects::Result<T> + Send + 'static,
+) -> Response {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(value)) => json(&value),
         Ok(Err(e)) => refused(&e),
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
@@ -345,11 +350,7 @@ async fn object(
         limit: q.limit,
     };
     let rt = admin.rt.clone();
-    match tokio::task::spawn_blocking(move || rt.view_object(&q.ns, &q.id, &opts)).await {
-        Ok(Ok(view)) => json(&view),
-        Ok(Err(e)) => refused(&e),
-        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    read(move || rt.view_object(&q.ns, &q.id, &opts)).await
 }
 
 /// An API error: the caller's (unknown namespace, bad id) or the store's.
