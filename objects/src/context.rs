@@ -15,6 +15,9 @@ use crate::websocket::registry::{self, MAX_SOCKETS};
 use crate::websocket::socket::{self, Deliver, Outgoing, Table};
 use crate::websocket::{Message, WebSocket, WebSocketError};
 
+/// Outbox entries a live object keeps room for between events.
+const OUTBOX_KEPT: usize = 1024;
+
 /// The object's side of the runtime, passed to every handler.
 ///
 /// Everything an event sends through its context (WebSocket frames and
@@ -258,10 +261,10 @@ impl Context {
         if self.outbox.is_empty() {
             return;
         }
-        let outbox = std::mem::take(&mut self.outbox);
         let mut t = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
         let (mut accepted, mut frames) = (0, 0);
-        for (sid, out) in outbox {
+        // Drained, not replaced: the next event reuses the capacity.
+        for (sid, out) in self.outbox.drain(..) {
             match out {
                 Outgoing::Live => {
                     t.mark_live(sid);
@@ -276,6 +279,8 @@ impl Context {
             }
         }
         drop(t);
+        // A broadcast to a crowd leaves a large buffer; keep a modest one.
+        self.outbox.shrink_to(OUTBOX_KEPT);
         let m = &self.shared.metrics;
         if accepted > 0 {
             m.sockets_accepted.increment(accepted);

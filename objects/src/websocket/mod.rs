@@ -1,6 +1,7 @@
 //! WebSocket hibernation: the runtime owns accepted sockets, so an object
 //! can be evicted while its sockets stay open.
 
+mod coalesce;
 pub(crate) mod registry;
 pub(crate) mod socket;
 

@@ -272,12 +272,12 @@ impl Task {
             .write_buffer_size(0)
             // Bounded, so a peer that does not read makes our writes wait
             // (and the send queue fill) instead of buffering without end.
-            .max_write_buffer_size(opts.max_message_bytes + (64 << 10))
+            .max_write_buffer_size(opts.max_message_bytes + super::coalesce::MAX_GATHERED)
             .max_message_size(Some(opts.max_message_bytes))
             .max_frame_size(Some(opts.max_message_bytes));
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        // Frames are gathered below tungstenite and written once per flush.
+        let io = super::coalesce::Coalesce::new(TokioIo::new(upgraded));
+        let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
         let mut last_heard = Instant::now();
         let mut ping_out: Option<Instant> = None;
         // A frame on its way into the object's mailbox. While it waits for
@@ -285,11 +285,12 @@ impl Task {
         // so a busy object does not make its readers look slow.
         let deliver = self.deliver.clone();
         let mut pending: Option<std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>> = None;
+        // One timer for the socket's life. Reads do not move it: when it
+        // fires it checks the real deadline and re-arms if that is later,
+        // so a busy socket costs no timer work per frame.
+        let timer = tokio::time::sleep_until(last_heard + opts.ping_interval);
+        tokio::pin!(timer);
         let (code, reason, clean, error) = loop {
-            let deadline = match ping_out {
-                Some(at) => at + opts.ping_timeout,
-                None => last_heard + opts.ping_interval,
-            };
             tokio::select! {
                 biased;
                 () = self.shared.kill.notified() => {
@@ -412,11 +413,21 @@ impl Task {
                     }
                 }
                 // No ping verdicts while we are not reading.
-                () = tokio::time::sleep_until(deadline), if pending.is_none() => {
+                () = &mut timer, if pending.is_none() => {
+                    let deadline = match ping_out {
+                        Some(at) => at + opts.ping_timeout,
+                        None => last_heard + opts.ping_interval,
+                    };
+                    if deadline > Instant::now() {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     if ping_out.is_some() {
                         break (1006, "ping timeout: the peer stopped answering".into(), false, Some("ping timeout".into()));
                     }
-                    ping_out = Some(Instant::now());
+                    let now = Instant::now();
+                    ping_out = Some(now);
+                    timer.as_mut().reset(now + opts.ping_timeout);
                     if ws.send(WsMessage::Ping(Bytes::new())).await.is_err() {
                         break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None);
                     }
