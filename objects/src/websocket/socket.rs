@@ -290,10 +290,15 @@ impl Task {
         // so a busy socket costs no timer work per frame.
         let timer = tokio::time::sleep_until(last_heard + opts.ping_interval);
         tokio::pin!(timer);
+        // One waiter on the kill switch for the socket's life, shared by
+        // both selects below: a fresh one per wake would lock the Notify
+        // twice per frame, and two at once would split `notify_one`.
+        let kill = self.shared.kill.notified();
+        tokio::pin!(kill);
         let (code, reason, clean, error) = loop {
             tokio::select! {
                 biased;
-                () = self.shared.kill.notified() => {
+                () = &mut kill => {
                     break self.closing(&mut ws).await;
                 }
                 delivered = async { if let Some(p) = pending.as_mut() { p.await } else { true } }, if pending.is_some() => {
@@ -395,7 +400,7 @@ impl Task {
                     };
                     let written = tokio::select! {
                         biased;
-                        () = self.shared.kill.notified() => None,
+                        () = &mut kill => None,
                         ok = write => Some(ok),
                     };
                     match written {
