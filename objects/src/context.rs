@@ -16,7 +16,7 @@ use crate::websocket::socket::{self, Deliver, Outgoing, Table};
 use crate::websocket::{Message, WebSocket, WebSocketError};
 
 /// Outbox entries a live object keeps room for between events.
-const OUTBOX_KEPT: usize = 1024;
+const OUTBOX_KEPT: usize = 128;
 
 /// The object's side of the runtime, passed to every handler.
 ///
