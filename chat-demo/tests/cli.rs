@@ -312,3 +312,139 @@ async fn tools_give_clear_errors() {
     let err = failed(tool(&["export", "--id", "xyz", "--data-dir"], &[&target], b"").await);
     assert!(err.contains("64 hex digits"), "{err}");
 }
+
+/// One chatter under load: reconnects with a fresh IP every three
+/// messages (the rate limit's burst), sends `m0`, `m1`, ... to `room` and
+/// records each number once its echo came back (so it is stored), until
+/// told to stop or `max` messages are out.
+async fn chatter(
+    addr: String,
+    room: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    progress: std::sync::Arc<tokio::sync::Notify>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    max: u32,
+) {
+    use std::sync::atomic::Ordering;
+    let url = format!("ws://{addr}/api/room/{room}/websocket");
+    let mut client: Option<common::Client> = None;
+    for k in 0..max {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if k % 3 == 0 {
+            if let Some(old) = client.take() {
+                old.close().await;
+            }
+            let mut c = common::Client::connect(&url, &common::next_ip()).await;
+            c.send_json(serde_json::json!({ "name": format!("load-{room}") }))
+                .await;
+            c.json_until_ready().await;
+            client = Some(c);
+        }
+        let c = client.as_mut().expect("connected");
+        let text = format!("m{k}");
+        c.say(&text).await;
+        loop {
+            let frame = c.json().await;
+            assert!(frame.get("error").is_none(), "{frame}");
+            if frame["message"] == text.as_str() {
+                break;
+            }
+        }
+        seen.lock().expect("seen").push(k);
+        progress.notify_one();
+    }
+    if let Some(c) = client {
+        c.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_under_load_restores_rooms_and_history() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let root = tempfile::tempdir().expect("tempdir");
+    let original = root.path().join("original");
+    let backup = root.path().join("backup");
+    let (server, addr) = start(&original).await;
+
+    // Four rooms, each with a chatter sending as fast as its echoes come.
+    let rooms: Vec<String> = (0..4).map(|r| format!("load-{r}")).collect();
+    let seen: Vec<Arc<Mutex<Vec<u32>>>> = rooms.iter().map(|_| Arc::default()).collect();
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let halt = Arc::new(AtomicBool::new(false));
+    let chatters: Vec<_> = rooms
+        .iter()
+        .zip(&seen)
+        .map(|(room, seen)| {
+            tokio::spawn(chatter(
+                addr.clone(),
+                room.clone(),
+                seen.clone(),
+                progress.clone(),
+                halt.clone(),
+                90,
+            ))
+        })
+        .collect();
+    let total = || {
+        seen.iter()
+            .map(|s| s.lock().expect("seen").len())
+            .sum::<usize>()
+    };
+    tokio::time::timeout(PATIENCE, async {
+        while total() < 24 {
+            progress.notified().await;
+        }
+    })
+    .await
+    .expect("the load gets going");
+
+    // Back up in the middle of it: everything echoed before is in the copy.
+    let before: Vec<Vec<u32>> = seen
+        .iter()
+        .map(|s| s.lock().expect("seen").clone())
+        .collect();
+    ok(tool(
+        &["backup", "--to"],
+        &[&backup, Path::new("--data-dir"), &original],
+        b"",
+    )
+    .await);
+    let during = total();
+    halt.store(true, Ordering::SeqCst);
+    for c in chatters {
+        c.await.expect("chatter");
+    }
+    stop(server).await;
+    assert!(
+        total() > before.iter().map(Vec::len).sum::<usize>(),
+        "the load went on during the backup ({during} echoed when it returned)"
+    );
+
+    // Restore: serve the copy; every room's history is a gap-free prefix
+    // of what its chatter sent, holding at least what was echoed before.
+    let (restored, addr) = start(&backup).await;
+    for (room, before) in rooms.iter().zip(&before) {
+        let url = format!("ws://{addr}/api/room/{room}/websocket");
+        let mut c = common::Client::connect(&url, &common::next_ip()).await;
+        c.send_json(serde_json::json!({ "name": "auditor" })).await;
+        let history: Vec<u32> = c
+            .json_until_ready()
+            .await
+            .iter()
+            .filter_map(|f| f["message"].as_str()?.strip_prefix('m')?.parse().ok())
+            .collect();
+        let prefix: Vec<u32> = (0..u32::try_from(history.len()).expect("small")).collect();
+        assert_eq!(history, prefix, "{room}: in order, no gaps");
+        assert!(
+            history.len() >= before.len(),
+            "{room}: {} stored, but {} were echoed before the backup",
+            history.len(),
+            before.len()
+        );
+        c.close().await;
+    }
+    stop(restored).await;
+}
