@@ -126,10 +126,21 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
             st.mailbox_queued += queued;
             st.mailbox_queued_max = st.mailbox_queued_max.max(queued);
         }
-        for table in self.sockets.iter() {
-            let open = table.lock().map(|t| t.list(None).len()).unwrap_or(0);
+        // Socket tables first, then the live map, never one inside the
+        // other: eviction takes the live map's lock before the socket
+        // map's, so nesting them the other way round could deadlock.
+        let holding: Vec<([u8; 32], usize)> = self
+            .sockets
+            .iter()
+            .map(|t| {
+                let open = t.lock().map(|t| t.list(None).len()).unwrap_or(0);
+                (*t.key(), open)
+            })
+            .filter(|(_, open)| *open > 0)
+            .collect();
+        for (id, open) in holding {
             st.sockets_open += open;
-            if open > 0 && !self.live.contains_key(table.key()) {
+            if !self.live.contains_key(&id) {
                 st.hibernated += 1;
             }
         }

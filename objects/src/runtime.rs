@@ -367,13 +367,16 @@ impl Runtime {
     /// enough for every metrics scrape (it walks the live objects and
     /// socket tables once).
     pub fn stats(&self) -> RuntimeStats {
-        let mut namespaces: Vec<_> = self
+        // The registry's lock is let go before any namespace is walked.
+        let registered: Vec<Arc<dyn NamespaceDyn>> = self
             .shared
             .namespaces
             .lock()
-            .map(|m| m.values().map(|ns| ns.stats()).collect())
+            .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
-        namespaces.sort_by(|a: &crate::NamespaceStats, b| a.name.cmp(&b.name));
+        let mut namespaces: Vec<crate::NamespaceStats> =
+            registered.iter().map(|ns| ns.stats()).collect();
+        namespaces.sort_by(|a, b| a.name.cmp(&b.name));
         let (store_bytes, store_map_bytes) = self.shared.store.usage();
         RuntimeStats {
             namespaces,
