@@ -175,7 +175,7 @@ pub(crate) fn spawn<O: Object>(
     let id_for_error = id.clone();
     // Every event of this activation runs inside this span, so whatever a
     // handler logs carries the object's namespace and id.
-    let span = tracing::info_span!("object", namespace = %ns.name, id = %id);
+    let span = tracing::info_span!("object", namespace = %ns.name, id = %crate::id::log_label(id.as_bytes()));
     let task = async move {
         let _guard = guard;
         // Rebound after the guard so they drop before it: shutdown waits on
@@ -324,7 +324,7 @@ impl<O: Object> Activation<O> {
         self.rx.close();
         while let Ok(env) = self.rx.try_recv() {
             if let Err(e) = enqueue(&self.ns, &self.id, env) {
-                tracing::warn!(object = %self.id, error = %e, "event lost at eviction");
+                tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), error = %e, "event lost at eviction");
             }
         }
         true
@@ -426,7 +426,7 @@ impl<O: Object> Activation<O> {
     fn drop_instance(&mut self) {
         if self.instance.take().is_some() {
             self.ns.shared.metrics.resets.increment(1);
-            tracing::warn!(object = %self.id, namespace = %self.ns.name, "object reset");
+            tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, "object reset");
         }
     }
 
@@ -462,7 +462,7 @@ impl<O: Object> Activation<O> {
             self.ctx.storage().delete_alarm();
             if *abandon {
                 self.ns.shared.metrics.alarms_dropped.increment(1);
-                tracing::warn!(object = %self.id, namespace = %self.ns.name, retries = info.retry_count - 1, "alarm dropped: out of retries");
+                tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, retries = info.retry_count - 1, "alarm dropped: out of retries");
                 return Ok(Held::alarm(event));
             }
         }

@@ -214,7 +214,7 @@ fn settle(
             }
             let at = if alarms.policy.should_retry(retry.count) {
                 shared.metrics.alarms_retried.increment(1);
-                tracing::info!(object = %hex(&key.id), namespace = %key.namespace, retry = count, %error, "alarm handler failed; retrying");
+                tracing::info!(object = %crate::id::log_label(&key.id), namespace = %key.namespace, retry = count, %error, "alarm handler failed; retrying");
                 now + alarms.policy.delay_ms(count, jitter.next_unit())
             } else {
                 // Out of retries: deliver once more to clear it durably.
@@ -241,7 +241,7 @@ fn settle(
             if current != Some(retry.scheduled_ms) {
                 return;
             }
-            tracing::warn!(object = %hex(&key.id), namespace = %key.namespace, %error, "alarm delivery failed in the runtime; redelivering");
+            tracing::warn!(object = %crate::id::log_label(&key.id), namespace = %key.namespace, %error, "alarm delivery failed in the runtime; redelivering");
             let at = now + u64::try_from(INFRA_RETRY.as_millis()).unwrap_or(1000);
             alarms.with_state(|s| {
                 if retry.count > 0 {

@@ -448,7 +448,7 @@ impl Task {
                 .is_some_and(|e| e.starts_with("slow reader"))
         {
             metrics.sockets_cut_slow.increment(1);
-            tracing::info!(object = %crate::alarm::hex(&self.id), sid = self.sid, "WebSocket cut off: slow reader");
+            tracing::info!(object = %crate::id::log_label(&self.id), sid = self.sid, "WebSocket cut off: slow reader");
         }
         let first = self
             .table
