@@ -53,7 +53,7 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "objects_commits_total",
         "counter",
-        "LMDB write transactions committed (each one fsync)",
+        "commit groups written (one LMDB transaction, synced, each)",
     ),
     (
         "objects_commit_failures_total",

@@ -81,15 +81,24 @@ pub fn admin_app(rt: &Runtime, options: AdminOptions) -> Result<Router, Inspecto
         token,
         prometheus: options.prometheus,
     };
+    // Data routes: the token is checked once, in front of all of them.
     let mut router = Router::new().route("/metrics", get(metrics));
+    if options.inspector {
+        router = router
+            .route("/inspector/api/summary", get(summary))
+            .route("/inspector/api/objects", get(objects))
+            .route("/inspector/api/object", get(object));
+    }
+    router = router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        require_token,
+    ));
+    // The page (which sends strangers to sign in) and the sign-in itself.
     if options.inspector {
         router = router
             .route("/inspector", get(inspector_page))
             .route("/inspector/login", get(login_page).post(login))
-            .route("/inspector/logout", axum::routing::post(logout))
-            .route("/inspector/api/summary", get(summary))
-            .route("/inspector/api/objects", get(objects))
-            .route("/inspector/api/object", get(object));
+            .route("/inspector/logout", axum::routing::post(logout));
     }
     Ok(router
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "Not Found") })
@@ -118,6 +127,19 @@ impl Admin {
         bearer
             .chain(cookies)
             .any(|given| same(given.trim().as_bytes(), token.as_bytes()))
+    }
+}
+
+/// Refuses a data route's request without the token.
+async fn require_token(
+    State(admin): State<Admin>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if admin.allows(request.headers()) {
+        next.run(request).await
+    } else {
+        unauthorized()
     }
 }
 
@@ -193,19 +215,21 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
     }
 }
 
-async fn metrics(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if !admin.allows(&headers) {
-        return unauthorized();
-    }
-    let Some(prometheus) = &admin.prometheus else {
+async fn metrics(State(admin): State<Admin>) -> Response {
+    let Some(prometheus) = admin.prometheus else {
         return plain(StatusCode::NOT_FOUND, "Metrics are not recorded.");
     };
-    admin.rt.publish_metrics();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        prometheus.render(),
-    )
-        .into_response()
+    // The gauges walk every live object and read LMDB: off the workers.
+    let rt = admin.rt;
+    match tokio::task::spawn_blocking(move || {
+        rt.publish_metrics();
+        prometheus.render()
+    })
+    .await
+    {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 async fn inspector_page(State(admin): State<Admin>, headers: HeaderMap) -> Response {
@@ -281,18 +305,18 @@ struct Summary {
     metrics: String,
 }
 
-async fn summary(State(admin): State<Admin>, headers: HeaderMap) -> Response {
-    if !admin.allows(&headers) {
-        return unauthorized();
-    }
-    let stats = admin.rt.stats();
-    stats.publish();
-    let metrics = admin
-        .prometheus
-        .as_ref()
-        .map(PrometheusHandle::render)
-        .unwrap_or_default();
-    json(&Summary { stats, metrics })
+async fn summary(State(admin): State<Admin>) -> Response {
+    read(move || {
+        let stats = admin.rt.stats();
+        stats.publish();
+        let metrics = admin
+            .prometheus
+            .as_ref()
+            .map(PrometheusHandle::render)
+            .unwrap_or_default();
+        Ok(Summary { stats, metrics })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -302,14 +326,7 @@ struct ObjectsQuery {
     limit: Option<usize>,
 }
 
-async fn objects(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    Query(q): Query<ObjectsQuery>,
-) -> Response {
-    if !admin.allows(&headers) {
-        return unauthorized();
-    }
+async fn objects(State(admin): State<Admin>, Query(q): Query<ObjectsQuery>) -> Response {
     let after = q.after.filter(|a| !a.is_empty());
     let limit = q.limit.unwrap_or(objects::MAX_LISTED_OBJECTS);
     let rt = admin.rt.clone();
@@ -336,14 +353,7 @@ struct ObjectQuery {
     limit: Option<usize>,
 }
 
-async fn object(
-    State(admin): State<Admin>,
-    headers: HeaderMap,
-    Query(q): Query<ObjectQuery>,
-) -> Response {
-    if !admin.allows(&headers) {
-        return unauthorized();
-    }
+async fn object(State(admin): State<Admin>, Query(q): Query<ObjectQuery>) -> Response {
     let opts = ViewOptions {
         prefix: q.prefix.filter(|p| !p.is_empty()),
         after: q.after.filter(|a| !a.is_empty()),

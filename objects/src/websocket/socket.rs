@@ -54,6 +54,9 @@ impl Default for WebSocketOptions {
     }
 }
 
+/// The close reason of a socket cut off because its reader fell behind.
+const SLOW_READER: &str = "slow reader: send queue full";
+
 /// What the socket task is told to send.
 #[derive(Debug, Clone)]
 pub(crate) enum Outgoing {
@@ -81,7 +84,7 @@ impl SocketHandle {
     /// queue means a slow reader, which is cut off.
     pub(crate) fn send(&self, out: Outgoing) {
         if self.tx.try_send(out).is_err() {
-            self.close(1008, "slow reader: send queue full".into());
+            self.close(1008, SLOW_READER.into());
         }
     }
 
@@ -442,11 +445,7 @@ impl Task {
         drop(ws);
         let metrics = self.deliver.metrics();
         metrics.sockets_closed.increment(1);
-        if code == 1008
-            && error
-                .as_deref()
-                .is_some_and(|e| e.starts_with("slow reader"))
-        {
+        if code == 1008 && error.as_deref().is_some_and(|e| e == SLOW_READER) {
             metrics.sockets_cut_slow.increment(1);
             tracing::info!(object = %crate::id::log_label(&self.id), sid = self.sid, "WebSocket cut off: slow reader");
         }
