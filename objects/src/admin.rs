@@ -20,7 +20,6 @@ use heed::{CompactionOption, EnvFlags, EnvOpenOptions};
 use crate::error::Result;
 use crate::id::{IdError, ObjectId, parse_hex};
 
-mod base64;
 mod import;
 mod line;
 use crate::storage::layout::{self, FORMAT_VERSION, TAG_BYTES, TAG_JSON};

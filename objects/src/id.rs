@@ -61,16 +61,14 @@ impl ObjectId {
 
     /// Hex form: 64 lowercase hex digits.
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.bytes {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 0xf)]));
-        }
-        s
+        hex(&self.bytes)
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// 64 lowercase hex digits for an id's bytes.
+pub(crate) fn hex(id: &[u8; 32]) -> String {
+    data_encoding::HEXLOWER.encode(id)
+}
 
 impl PartialEq for ObjectId {
     fn eq(&self, other: &Self) -> bool {
@@ -109,36 +107,24 @@ impl fmt::Debug for ObjectId {
     }
 }
 
-/// Parses 64 hex digits (either case) into 32 bytes, without any namespace
-/// check.
 /// How logs name an object: the first 12 hex digits of its id. Enough to
 /// tell objects apart and to find one in the inspector, without writing a
 /// private object's whole id (a capability, for chat rooms) into the logs.
 pub(crate) fn log_label(id: &[u8; 32]) -> String {
-    id[..6].iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(&id[..6])
 }
 
+/// Parses 64 hex digits (either case) into 32 bytes, without any namespace
+/// check.
 pub(crate) fn parse_hex(s: &str) -> Result<[u8; 32], IdError> {
-    let raw = s.as_bytes();
-    if raw.len() != 64 {
+    if s.len() != 64 {
         return Err(IdError::Malformed);
     }
     let mut out = [0u8; 32];
-    for (i, pair) in raw.chunks_exact(2).enumerate() {
-        let hi = hex_val(pair[0]).ok_or(IdError::Malformed)?;
-        let lo = hex_val(pair[1]).ok_or(IdError::Malformed)?;
-        out[i] = (hi << 4) | lo;
-    }
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode_mut(s.as_bytes(), &mut out)
+        .map_err(|_| IdError::Malformed)?;
     Ok(out)
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Mints and checks the ids of one namespace. Pure: the key is derived from

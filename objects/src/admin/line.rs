@@ -4,10 +4,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::base64;
 use super::{AdminError, Entry, EntryValue, ObjectInfo};
 use crate::error::Result;
 use crate::id::{ObjectId, parse_hex};
+use data_encoding::BASE64;
 
 /// The JSON form of a line (see `docs/operations.md`).
 #[derive(Serialize, Deserialize)]
@@ -88,7 +88,7 @@ impl Entry {
             Entry::Key { object, key, value } => {
                 let (encoding, raw) = match value {
                     EntryValue::Json(text) => ("json", text.clone()),
-                    EntryValue::Bytes(b) => ("base64", format!("\"{}\"", base64::encode(b))),
+                    EntryValue::Bytes(b) => ("base64", format!("\"{}\"", BASE64.encode(b))),
                 };
                 let raw = RawValue::from_string(raw)
                     .map_err(|e| AdminError::Invalid(format!("value of key {key:?}: {e}")))?;
@@ -147,8 +147,11 @@ impl Entry {
                         let text: &str = serde_json::from_str(raw.get())
                             .map_err(|_| bad("a base64 \"value\" must be a string"))?;
                         EntryValue::Bytes(
-                            base64::decode(text)
-                                .ok_or_else(|| bad("\"value\" is not valid base64"))?
+                            // Strict: padding and zero trailing bits, so one
+                            // text decodes to one byte string.
+                            BASE64
+                                .decode(text.as_bytes())
+                                .map_err(|_| bad("\"value\" is not valid base64"))?
                                 .into(),
                         )
                     }
@@ -222,6 +225,11 @@ mod tests {
             (r#"{"type":"key","namespace":"r","id":"00"}"#, "64 hex"),
             (
                 r#"{"type":"key","namespace":"r","id":"0000000000000000000000000000000000000000000000000000000000000000","key":"k","encoding":"base64","value":"%%"}"#,
+                "base64",
+            ),
+            (
+                // Not canonical: the last digit's low bits are not zero.
+                r#"{"type":"key","namespace":"r","id":"0000000000000000000000000000000000000000000000000000000000000000","key":"k","encoding":"base64","value":"Zh=="}"#,
                 "base64",
             ),
             (r#"{"type":"alarm","extra":1}"#, "unknown field"),
