@@ -2,112 +2,22 @@
 //! mailbox one at a time, commits their writes, and only then lets their
 //! output go (the output gate).
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alarm::{AlarmKey, AlarmOutcome};
 use crate::context::Context;
+use crate::dispatch::{NsDeliver, NsInner, enqueue};
 use crate::error::{Error, Result};
+use crate::event::{CallChain, Envelope, Event, Reply, guarded};
+use crate::gate::{Action, Gate, Mark, Undo};
+use crate::http::Response;
 use crate::id::ObjectId;
-use crate::namespace::{NsDeliver, NsInner, enqueue};
-use crate::object::{AlarmInfo, Object, Request, Response};
-use crate::storage::Storage;
+use crate::object::Object;
+use crate::storage::{Savepoint, Storage};
 use crate::websocket::WebSocket;
 use crate::websocket::socket::SocketEvent;
-
-/// The objects an event is (transitively) waiting in, outermost first. A
-/// call to an object already on the chain is a cycle and is refused.
-#[derive(Clone, Default, Debug)]
-pub(crate) struct CallChain(Arc<Vec<[u8; 32]>>);
-
-impl CallChain {
-    pub(crate) fn contains(&self, id: &[u8; 32]) -> bool {
-        self.0.contains(id)
-    }
-
-    pub(crate) fn push(&self, id: [u8; 32]) -> CallChain {
-        let mut v = Vec::with_capacity(self.0.len() + 1);
-        v.extend_from_slice(&self.0);
-        v.push(id);
-        CallChain(Arc::new(v))
-    }
-}
-
-tokio::task_local! {
-    static CHAIN: CallChain;
-}
-
-/// The chain of the event running on this task, if any.
-pub(crate) fn current_chain() -> CallChain {
-    CHAIN.try_with(Clone::clone).unwrap_or_default()
-}
-
-type Reply<T> = oneshot::Sender<Result<T>>;
-
-/// What can happen to an object.
-pub(crate) enum Event<O: Object> {
-    Fetch(Box<Request>, Reply<Response>),
-    Call(O::Call, Reply<O::Reply>),
-    /// The alarm set for `info.scheduled_ms` is due. With `abandon`, its
-    /// retries are used up: clear it without running the handler.
-    Alarm {
-        info: AlarmInfo,
-        abandon: bool,
-        reply: oneshot::Sender<AlarmOutcome>,
-    },
-    /// Something happened on an accepted WebSocket.
-    Socket {
-        sid: u64,
-        event: SocketEvent,
-    },
-}
-
-impl<O: Object> Event<O> {
-    /// The caller gave up (deadline passed, future dropped): skip the event.
-    fn abandoned(&self) -> bool {
-        match self {
-            Event::Fetch(_, r) => r.is_closed(),
-            Event::Call(_, r) => r.is_closed(),
-            Event::Alarm { reply, .. } => reply.is_closed(),
-            Event::Socket { .. } => false,
-        }
-    }
-
-    fn refuse(self, e: Error) {
-        match self {
-            Event::Fetch(_, r) => {
-                let _ = r.send(Err(e));
-            }
-            Event::Call(_, r) => {
-                let _ = r.send(Err(e));
-            }
-            Event::Alarm { reply, .. } => {
-                let _ = reply.send(alarm_failure(&e));
-            }
-            Event::Socket { .. } => {}
-        }
-    }
-}
-
-/// How a failed alarm run counts: handler failures count as retries,
-/// failures of the runtime do not.
-fn alarm_failure(e: &Error) -> AlarmOutcome {
-    match e {
-        Error::ShuttingDown | Error::Overloaded { .. } | Error::Storage(_) => {
-            AlarmOutcome::Infra(e.to_string())
-        }
-        e => AlarmOutcome::Failed(e.to_string()),
-    }
-}
-
-/// An event with the call chain it arrived on.
-pub(crate) struct Envelope<O: Object> {
-    pub(crate) event: Event<O>,
-    pub(crate) chain: CallChain,
-}
 
 /// A finished event's output, held until its writes are durable.
 enum Held<O: Object> {
@@ -169,8 +79,7 @@ pub(crate) fn spawn<O: Object>(
     generation: u64,
     rx: mpsc::Receiver<Envelope<O>>,
 ) {
-    let shared = ns.shared.clone();
-    let guard = shared.enter_task();
+    let guard = ns.shared.tasks.token();
     let ns_for_error = ns.clone();
     let id_for_error = id.clone();
     // Every event of this activation runs inside this span, so whatever a
@@ -254,9 +163,9 @@ impl<O: Object> Activation<O> {
     }
 
     async fn run(mut self) {
-        let mut shutdown = self.ns.shared.shutdown.subscribe();
+        let shutdown = self.ns.shared.shutdown.clone();
         loop {
-            if *shutdown.borrow_and_update() {
+            if shutdown.is_cancelled() {
                 break;
             }
             // An object whose only work is accepted sockets hibernates
@@ -268,7 +177,7 @@ impl<O: Object> Activation<O> {
             };
             let envelope = tokio::select! {
                 biased;
-                _ = shutdown.changed() => break,
+                () = shutdown.cancelled() => break,
                 m = self.rx.recv() => match m {
                     Some(m) => m,
                     None => break,
@@ -331,52 +240,52 @@ impl<O: Object> Activation<O> {
     }
 
     /// Runs the queued events back to back (up to the configured bound),
-    /// then commits their writes at once and releases their output.
+    /// then commits their writes at once and releases their output, as the
+    /// gate (`gate.rs`) decides.
     async fn run_group(&mut self, first: Envelope<O>) {
-        let max = self.ns.shared.options.max_events_per_commit.max(1);
-        let mut held: Vec<Held<O>> = Vec::new();
+        let mut gate: Gate<Held<O>, Savepoint> =
+            Gate::new(self.ns.shared.options.max_events_per_commit);
         let mut next = Some(first);
         while let Some(envelope) = next.take() {
-            if !envelope.event.abandoned() {
-                let sp = self.ctx.storage().overlay_mut().savepoint();
-                let outbox_mark = self.ctx.outbox_len();
+            let action = if envelope.event.abandoned() {
+                gate.skipped()
+            } else {
+                let savepoint = self.ctx.storage().overlay_mut().savepoint();
+                gate.begin(Mark {
+                    savepoint,
+                    outbox: self.ctx.outbox_len(),
+                });
                 match self.run_event(envelope).await {
                     Ok(h) => {
-                        self.ctx.storage().overlay_mut().release(sp);
-                        held.push(h);
+                        self.ctx.storage().overlay_mut().release(savepoint);
+                        let sync_failed = self.ctx.storage().broken.is_some();
+                        gate.succeeded(h, sync_failed)
                     }
                     Err((event_reply, e)) => {
-                        // This event's writes and output go; earlier ones in
-                        // the group stay and commit below.
-                        let broken = self.ctx.storage().broken.clone();
-                        self.ctx.storage().overlay_mut().rollback(sp);
-                        self.ctx.storage().end_event();
-                        self.ctx.truncate_outbox(outbox_mark);
-                        if let Some(cause) = broken {
-                            // A sync in this event failed, taking the
-                            // earlier events' writes with it.
-                            event_reply(self.reset_error(&e));
-                            self.fail_group(held, &cause);
-                            return;
-                        }
-                        if !matches!(e, Error::NotImplemented(_)) {
-                            self.drop_instance();
+                        let sync_failed = self.ctx.storage().broken.is_some();
+                        let resets = !matches!(e, Error::NotImplemented(_));
+                        let (undo, action) = gate.failed(resets, sync_failed);
+                        if let Some(undo) = undo {
+                            self.undo(undo);
                         }
                         event_reply(self.reset_error(&e));
-                        break;
+                        action
                     }
                 }
-                if let Some(cause) = self.ctx.storage().broken.clone() {
-                    // A sync inside the event failed: everything in the
-                    // group was part of that commit.
+            };
+            match action {
+                Action::RunNext if !self.ns.shared.is_shutting_down() => {
+                    next = self.rx.try_recv().ok();
+                }
+                Action::RunNext | Action::Commit => {}
+                Action::Reset(held) => {
+                    // A sync inside the group failed, taking the group's
+                    // earlier writes with it.
+                    let cause = self.ctx.storage().broken.clone().unwrap_or_default();
                     self.fail_group(held, &cause);
                     return;
                 }
             }
-            if held.len() >= max || self.ns.shared.is_shutting_down() {
-                break;
-            }
-            next = self.rx.try_recv().ok();
         }
         let committed = self.ctx.storage().commit().await;
         // Alarm changes made durable (here or by a sync during the group)
@@ -385,11 +294,22 @@ impl<O: Object> Activation<O> {
         match committed {
             Ok(()) => {
                 self.ctx.release_outbox();
-                for h in held {
+                for h in gate.committed() {
                     h.release();
                 }
             }
-            Err(e) => self.fail_group(held, &e.to_string()),
+            Err(e) => self.fail_group(gate.commit_failed(), &e.to_string()),
+        }
+    }
+
+    /// Undoes a failed event: its writes and frames go; the instance too
+    /// if the gate says so.
+    fn undo(&mut self, undo: Undo<Savepoint>) {
+        self.ctx.storage().overlay_mut().rollback(undo.to.savepoint);
+        self.ctx.storage().end_event();
+        self.ctx.truncate_outbox(undo.to.outbox);
+        if undo.drop_instance {
+            self.drop_instance();
         }
     }
 
@@ -549,24 +469,5 @@ impl<O: Object> Activation<O> {
             self.instance = Some(instance);
         }
         Ok(())
-    }
-}
-
-/// Runs a handler future with the call chain set, turning a panic into an
-/// error.
-async fn guarded<T>(chain: &CallChain, fut: impl Future<Output = Result<T>>) -> Result<T> {
-    match CHAIN
-        .scope(chain.clone(), AssertUnwindSafe(fut).catch_unwind())
-        .await
-    {
-        Ok(r) => r,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            Err(Error::app(format!("handler panicked: {msg}")))
-        }
     }
 }

@@ -7,9 +7,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::http::{Request, Response};
 use crate::id::ObjectId;
-use crate::object::{Request, Response};
-use crate::runtime::Shared;
+use crate::shared::Shared;
 use crate::storage::Storage;
 use crate::websocket::registry::{self, MAX_SOCKETS};
 use crate::websocket::socket::{self, Deliver, Outgoing, Table};
@@ -123,7 +123,7 @@ impl Context {
         let upgrade = hyper::upgrade::on(req);
         let sid = self.shared.next_sid.fetch_add(1, Ordering::Relaxed);
         let handle = socket::spawn(
-            self.shared.socket_tasks.enter(),
+            self.shared.socket_tasks.token(),
             self.deliver.clone(),
             self.sockets.clone(),
             *self.id.as_bytes(),

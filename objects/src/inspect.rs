@@ -6,6 +6,10 @@
 
 use serde::Serialize;
 
+use crate::dispatch::NsInner;
+use crate::error::Result;
+use crate::metrics::NamespaceStats;
+use crate::object::Object;
 use crate::storage::{ListOptions, StoredValue};
 
 /// Most objects one listing returns.
@@ -135,5 +139,136 @@ pub(crate) fn paginate<T>(
         items.last().map(key)
     } else {
         None
+    }
+}
+
+/// Views of one namespace for the inspector and metrics: read from the
+/// live map, the socket tables and committed storage; no object is woken.
+impl<O: Object> NsInner<O> {
+    pub(crate) fn stats(&self) -> NamespaceStats {
+        let mut st = NamespaceStats {
+            name: self.name.to_string(),
+            live: self.live.len(),
+            ..NamespaceStats::default()
+        };
+        for slot in self.live.iter() {
+            let queued = slot.tx.max_capacity() - slot.tx.capacity();
+            st.mailbox_queued += queued;
+            st.mailbox_queued_max = st.mailbox_queued_max.max(queued);
+        }
+        // Socket tables first, then the live map, never one inside the
+        // other: eviction takes the live map's lock before the socket
+        // map's, so nesting them the other way round could deadlock.
+        let holding: Vec<([u8; 32], usize)> = self
+            .sockets
+            .iter()
+            .map(|t| {
+                let open = t.lock().map(|t| t.list(None).len()).unwrap_or(0);
+                (*t.key(), open)
+            })
+            .filter(|(_, open)| *open > 0)
+            .collect();
+        for (id, open) in holding {
+            st.sockets_open += open;
+            if !self.live.contains_key(&id) {
+                st.hibernated += 1;
+            }
+        }
+        st
+    }
+
+    pub(crate) fn objects(&self, after: Option<&str>, limit: usize) -> Result<ObjectPage> {
+        let after = after.map(crate::id::parse_hex).transpose()?;
+        let page = limit.clamp(1, MAX_LISTED_OBJECTS);
+        let mut all: std::collections::BTreeMap<[u8; 32], ObjectSummary> = Default::default();
+        fn entry<'a>(
+            all: &'a mut std::collections::BTreeMap<[u8; 32], ObjectSummary>,
+            id: [u8; 32],
+            name: Option<&str>,
+        ) -> &'a mut ObjectSummary {
+            let e = all.entry(id).or_insert_with(|| ObjectSummary {
+                id: crate::id::hex(&id),
+                name: None,
+                live: false,
+                stored: false,
+                sockets: 0,
+            });
+            if e.name.is_none() {
+                e.name = name.map(str::to_string);
+            }
+            e
+        }
+        for (id, name) in self.shared.store.catalog(&self.name)? {
+            entry(&mut all, id, name.as_deref()).stored = true;
+        }
+        for slot in self.live.iter() {
+            entry(&mut all, *slot.key(), slot.id.name()).live = true;
+        }
+        for table in self.sockets.iter() {
+            let open = table.lock().map(|t| t.list(None).len()).unwrap_or(0);
+            if open > 0 {
+                entry(&mut all, *table.key(), None).sockets = open;
+            }
+        }
+        let mut objects: Vec<ObjectSummary> = match after {
+            Some(a) => all
+                .range((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                .map(|(_, v)| v.clone())
+                .take(page + 1)
+                .collect(),
+            None => all.into_values().take(page + 1).collect(),
+        };
+        let next_after = paginate(&mut objects, page, |o| o.id.clone());
+        Ok(ObjectPage {
+            namespace: self.name.to_string(),
+            objects,
+            next_after,
+        })
+    }
+
+    pub(crate) fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
+        let id = self.minter.parse(id)?;
+        let key = *id.as_bytes();
+        let store = &self.shared.store;
+        let name = store.catalog_entry(&key)?.and_then(|(_, n)| n).or_else(|| {
+            self.live
+                .get(&key)
+                .and_then(|s| s.id.name().map(str::to_string))
+        });
+        let (list, page) = opts.list_options();
+        let mut entries: Vec<(String, ValueView)> =
+            crate::storage::list_committed(store, &key, &list)?
+                .into_iter()
+                .map(|(k, v)| (k, ValueView::from(v)))
+                .collect();
+        let next_after = paginate(&mut entries, page, |(k, _)| k.clone());
+        let sockets = self
+            .sockets
+            .get(&key)
+            .map(|t| {
+                t.lock()
+                    .map(|t| {
+                        t.entries()
+                            .map(|(sid, tags, att, open)| SocketView {
+                                sid,
+                                tags: tags.to_vec(),
+                                attachment: att.and_then(|b| serde_json::from_slice(b).ok()),
+                                open,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default();
+        Ok(ObjectView {
+            namespace: self.name.to_string(),
+            id: id.to_hex(),
+            name,
+            live: self.live.contains_key(&key),
+            alarm_ms: store.alarm(&key)?,
+            entries,
+            next_after,
+            sockets,
+        })
     }
 }

@@ -40,27 +40,39 @@
 //! See `docs/architecture.md` and `docs/semantics.md` in the repository for
 //! the design and how it compares with Cloudflare's.
 
+// Modules from the bottom layer up; a module uses only those above it in
+// this list (docs/architecture.md draws the layers; tests/layers.rs checks
+// them). The one pair that use each other is `dispatch` and `activation`.
 mod activation;
 mod admin;
 mod alarm;
 mod clock;
 mod context;
+mod dispatch;
 mod error;
+mod event;
+mod gate;
+mod http;
 mod id;
 mod inspect;
 mod metrics;
 mod namespace;
 mod object;
+mod options;
+mod registry;
 mod runtime;
+mod shared;
 mod storage;
 mod websocket;
 
 pub use admin::{
     Admin, AdminError, Entry, EntryValue, Export, ExportFilter, ImportStats, ObjectInfo,
 };
+pub use alarm::AlarmInfo;
 pub use clock::{Clock, TokioClock};
 pub use context::Context;
 pub use error::{Error, Result};
+pub use http::{BodyError, Request, Response, buffer_request};
 pub use id::{IdError, ObjectId};
 pub use inspect::{
     MAX_LISTED_OBJECTS, MAX_VIEWED_ENTRIES, ObjectPage, ObjectSummary, ObjectView, SocketView,
@@ -68,8 +80,9 @@ pub use inspect::{
 };
 pub use metrics::{METRICS, NamespaceStats, RuntimeStats};
 pub use namespace::{Namespace, Stub};
-pub use object::{AlarmInfo, Object, Request, Response};
-pub use runtime::{Runtime, RuntimeBuilder, RuntimeOptions};
+pub use object::Object;
+pub use options::RuntimeOptions;
+pub use runtime::{Runtime, RuntimeBuilder};
 pub use storage::{
     ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Storage, StorageError,
     StoreOptions, StoredValue,

@@ -144,7 +144,8 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     ),
 ];
 
-/// Handles for the runtime's counters and histograms.
+/// Handles for the runtime's counters and histograms (cheap to clone).
+#[derive(Clone)]
 pub(crate) struct Metrics {
     pub(crate) activations: Counter,
     pub(crate) evictions: Counter,

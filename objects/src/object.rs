@@ -3,35 +3,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::alarm::AlarmInfo;
 use crate::context::Context;
 use crate::error::{Error, Result};
+use crate::http::{Request, Response};
 use crate::websocket::{Message, WebSocket};
-
-/// An HTTP request handed to [`Object::fetch`]. The body is buffered; the
-/// request's extensions carry what a WebSocket upgrade needs.
-pub type Request = http::Request<Bytes>;
-/// An HTTP response from [`Object::fetch`].
-pub type Response = http::Response<Bytes>;
-
-/// What an alarm handler is told about the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AlarmInfo {
-    /// How many earlier runs of this alarm failed (0 on the first run).
-    pub retry_count: u32,
-    /// The time the alarm was set for, in ms since the epoch.
-    pub scheduled_ms: u64,
-}
-
-impl AlarmInfo {
-    /// True when this run retries a failed one.
-    pub fn is_retry(&self) -> bool {
-        self.retry_count > 0
-    }
-}
 
 /// A durable object type: one instance per id, one event at a time.
 ///

@@ -1,61 +1,28 @@
-//! The runtime: options, the builder, the shared state every namespace and
-//! object task refers to, and graceful shutdown.
+//! The runtime: the builder, the namespace registry, and graceful
+//! shutdown. The top of the crate: it may use every module, and none uses
+//! it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::alarm::{self, AlarmKey, Alarms};
+use crate::alarm::{self, AlarmKey};
 use crate::clock::{Clock, TokioClock};
+use crate::dispatch::NsInner;
 use crate::error::{Error, Result};
 use crate::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::metrics::{Metrics, RuntimeStats};
-use crate::namespace::{Namespace, NamespaceDyn};
+use crate::namespace::Namespace;
 use crate::object::Object;
-use crate::storage::{Store, StoreOptions};
+use crate::options::RuntimeOptions;
+use crate::registry::{NamespaceDyn, Registry};
+use crate::shared::Shared;
+use crate::storage::Store;
 use crate::websocket::socket::WebSocketOptions;
-
-/// Tunables of a runtime. Every bound the runtime keeps is here.
-#[derive(Debug, Clone)]
-pub struct RuntimeOptions {
-    /// Events queued per object before callers get [`Error::Overloaded`].
-    /// Default 1024.
-    pub mailbox_capacity: usize,
-    /// Time without events after which an object is evicted from memory.
-    /// Cloudflare evicts after 70 to 140 s; default 70 s.
-    pub idle_timeout: Duration,
-    /// How long a caller waits for an event to be handled (queueing, running
-    /// and committing) before it gets [`Error::DeadlineExceeded`]. Default 30 s.
-    pub call_timeout: Duration,
-    /// Most events of one object run back to back before their writes
-    /// commit together (their output is held until then). Default 64.
-    pub max_events_per_commit: usize,
-    /// Time after which an object whose only work is accepted WebSockets
-    /// is evicted (hibernated); its sockets stay open. Default 10 s.
-    pub hibernation_timeout: Duration,
-    /// Storage options.
-    pub store: StoreOptions,
-    /// WebSocket options.
-    pub websocket: WebSocketOptions,
-}
-
-impl Default for RuntimeOptions {
-    fn default() -> Self {
-        RuntimeOptions {
-            mailbox_capacity: 1024,
-            idle_timeout: Duration::from_secs(70),
-            call_timeout: Duration::from_secs(30),
-            max_events_per_commit: 64,
-            hibernation_timeout: Duration::from_secs(10),
-            store: StoreOptions::default(),
-            websocket: WebSocketOptions::default(),
-        }
-    }
-}
 
 /// Builds a [`Runtime`].
 #[derive(Default)]
@@ -128,101 +95,36 @@ impl RuntimeBuilder {
         let metrics = Metrics::register();
         let store = Store::open(&dir, &self.options.store)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
-        let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             store,
             clock,
             options: self.options,
-            shutdown,
-            tasks: Arc::default(),
-            socket_tasks: Arc::default(),
-            namespaces: Mutex::new(HashMap::new()),
-            alarms: Alarms::default(),
-            next_sid: std::sync::atomic::AtomicU64::new(1),
-            driver: Mutex::new(None),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            socket_tasks: TaskTracker::new(),
+            alarms: Arc::default(),
+            next_sid: AtomicU64::new(1),
             metrics,
         });
-        let driver = tokio::spawn(alarm::drive(shared.clone()));
-        if let Ok(mut d) = shared.driver.lock() {
-            *d = Some(driver);
-        }
-        let owner = Arc::new(Owner(shared.clone()));
+        let registry = Arc::new(Registry::default());
+        let driver = tokio::spawn(alarm::drive(alarm::Driver {
+            alarms: shared.alarms.clone(),
+            store: shared.store.clone(),
+            clock: shared.clock.clone(),
+            metrics: shared.metrics.clone(),
+            shutdown: shared.shutdown.clone(),
+            target: registry.clone(),
+        }));
+        let owner = Arc::new(Owner {
+            shared: shared.clone(),
+            registry: registry.clone(),
+        });
         Ok(Runtime {
             shared,
+            registry,
+            driver: Arc::new(Mutex::new(Some(driver))),
             _owner: owner,
         })
-    }
-}
-
-/// Counts live tasks of one kind so shutdown can wait for them.
-#[derive(Default)]
-pub(crate) struct TaskTracker {
-    live: AtomicUsize,
-    idle: Notify,
-}
-
-impl TaskTracker {
-    pub(crate) fn enter(self: &Arc<Self>) -> TaskGuard {
-        self.live.fetch_add(1, Ordering::AcqRel);
-        TaskGuard(self.clone())
-    }
-
-    fn count(&self) -> usize {
-        self.live.load(Ordering::Acquire)
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            if self.count() == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-/// Held by each tracked task; dropping it marks the task gone.
-pub(crate) struct TaskGuard(Arc<TaskTracker>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        if self.0.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// State shared by the runtime, its namespaces and object tasks.
-pub(crate) struct Shared {
-    pub(crate) store: Arc<Store>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) options: RuntimeOptions,
-    pub(crate) shutdown: watch::Sender<bool>,
-    tasks: Arc<TaskTracker>,
-    /// Socket tasks, waited for at shutdown so Close frames go out.
-    pub(crate) socket_tasks: Arc<TaskTracker>,
-    namespaces: Mutex<HashMap<String, Arc<dyn NamespaceDyn>>>,
-    pub(crate) alarms: Alarms,
-    /// The alarm driver task, awaited at shutdown.
-    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Socket ids, unique within the runtime.
-    pub(crate) next_sid: std::sync::atomic::AtomicU64,
-    /// Counters and histograms.
-    pub(crate) metrics: Metrics,
-}
-
-impl Shared {
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
-    }
-
-    pub(crate) fn enter_task(&self) -> TaskGuard {
-        self.tasks.enter()
-    }
-
-    pub(crate) fn namespace_dyn(&self, name: &str) -> Option<Arc<dyn NamespaceDyn>> {
-        self.namespaces.lock().ok()?.get(name).cloned()
     }
 }
 
@@ -258,20 +160,24 @@ impl Shared {
 #[derive(Clone)]
 pub struct Runtime {
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
+    /// The alarm driver task, awaited at shutdown.
+    driver: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
     _owner: Arc<Owner>,
 }
 
 /// Shared by every `Runtime` clone; when the last goes, the runtime stops
-/// and the namespace registry (which points back at the shared state) is
+/// and the namespace registry (whose namespaces hold the store) is
 /// cleared, so nothing keeps the store open.
-struct Owner(Arc<Shared>);
+struct Owner {
+    shared: Arc<Shared>,
+    registry: Arc<Registry>,
+}
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.0.shutdown.send_replace(true);
-        if let Ok(mut map) = self.0.namespaces.lock() {
-            map.clear();
-        }
+        self.shared.shutdown.cancel();
+        self.registry.clear();
     }
 }
 
@@ -296,17 +202,9 @@ impl Runtime {
     ///
     /// The name is already registered.
     pub fn namespace<O: Object>(&self, name: &str, env: O::Env) -> Result<Namespace<O>> {
-        let mut map = self
-            .shared
-            .namespaces
-            .lock()
-            .map_err(|_| Error::Namespace(name.into(), "registry poisoned"))?;
-        if map.contains_key(name) {
-            return Err(Error::Namespace(name.into(), "already registered"));
-        }
-        let ns = Namespace::<O>::new(self.shared.clone(), name, Arc::new(env));
-        map.insert(name.to_string(), ns.as_dyn());
-        drop(map);
+        let inner = Arc::new(NsInner::<O>::new(self.shared.clone(), name, Arc::new(env)));
+        self.registry.insert(name, inner.clone())?;
+        let ns = Namespace::new(inner);
         // Alarms stored for this namespace start firing now.
         let key_ns: Arc<str> = Arc::from(name);
         let stored = self.shared.store.all_alarms()?;
@@ -336,7 +234,7 @@ impl Runtime {
 
     /// Number of live object tasks across all namespaces.
     pub fn live_objects(&self) -> usize {
-        self.shared.tasks.count()
+        self.shared.tasks.len()
     }
 
     /// Alarms pending across all namespaces.
@@ -346,19 +244,12 @@ impl Runtime {
 
     /// Names of the registered namespaces, sorted.
     pub fn namespace_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .shared
-            .namespaces
-            .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        names.sort();
-        names
+        self.registry.names()
     }
 
     fn namespace_by_name(&self, name: &str) -> Result<Arc<dyn NamespaceDyn>> {
-        self.shared
-            .namespace_dyn(name)
+        self.registry
+            .get(name)
             .ok_or_else(|| Error::Namespace(name.into(), "not registered"))
     }
 
@@ -368,12 +259,7 @@ impl Runtime {
     /// socket tables once).
     pub fn stats(&self) -> RuntimeStats {
         // The registry's lock is let go before any namespace is walked.
-        let registered: Vec<Arc<dyn NamespaceDyn>> = self
-            .shared
-            .namespaces
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
+        let registered = self.registry.all();
         let mut namespaces: Vec<crate::NamespaceStats> =
             registered.iter().map(|ns| ns.stats()).collect();
         namespaces.sort_by(|a, b| a.name.cmp(&b.name));
@@ -451,23 +337,19 @@ impl Runtime {
     /// and waits for the Close frames to go out, then stops the storage
     /// writer.
     pub async fn shutdown(&self) {
-        self.shared.shutdown.send_replace(true);
-        let namespaces: Vec<_> = self
-            .shared
-            .namespaces
-            .lock()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        for ns in namespaces {
+        self.shared.shutdown.cancel();
+        for ns in self.registry.all() {
             ns.close_sockets(1001, "server shutting down");
         }
-        self.shared.tasks.wait_idle().await;
+        // Closed trackers resolve `wait` once empty; tasks started after
+        // this (a socket accepted mid-shutdown) are still waited for.
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
         // Sockets were told to close above; let their Close frames go out.
-        self.shared.socket_tasks.wait_idle().await;
-        if let Ok(mut map) = self.shared.namespaces.lock() {
-            map.clear();
-        }
-        let driver = self.shared.driver.lock().ok().and_then(|mut d| d.take());
+        self.shared.socket_tasks.close();
+        self.shared.socket_tasks.wait().await;
+        self.registry.clear();
+        let driver = self.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(driver) = driver {
             let _ = driver.await;
         }

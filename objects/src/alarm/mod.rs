@@ -15,10 +15,57 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::object::AlarmInfo;
-use crate::runtime::Shared;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::storage::Store;
 use schedule::{AlarmSchedule, Jitter, RetryPolicy};
+
+/// What an alarm handler is told about the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmInfo {
+    /// How many earlier runs of this alarm failed (0 on the first run).
+    pub retry_count: u32,
+    /// The time the alarm was set for, in ms since the epoch.
+    pub scheduled_ms: u64,
+}
+
+impl AlarmInfo {
+    /// True when this run retries a failed one.
+    pub fn is_retry(&self) -> bool {
+        self.retry_count > 0
+    }
+}
+
+/// Where the driver sends due alarms: the namespaces, reached through this
+/// trait so that this module needs nothing above it.
+pub(crate) trait AlarmTarget: Send + Sync + 'static {
+    /// Queues an alarm event for object `id` of `namespace`; the receiver
+    /// resolves when the event has run and its writes are durable.
+    ///
+    /// # Errors
+    ///
+    /// Why the event could not be queued (unknown namespace, full
+    /// mailbox, shutdown), as text for the log.
+    fn deliver_alarm(
+        &self,
+        namespace: &str,
+        id: [u8; 32],
+        info: AlarmInfo,
+        abandon: bool,
+    ) -> Result<oneshot::Receiver<AlarmOutcome>, String>;
+}
+
+/// What the driver works with: handles, no registry.
+pub(crate) struct Driver {
+    pub(crate) alarms: Arc<Alarms>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) metrics: Metrics,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) target: Arc<dyn AlarmTarget>,
+}
 
 /// Alarms being delivered at once, at most (the rest wait their turn).
 const MAX_IN_FLIGHT: usize = 4096;
@@ -132,13 +179,12 @@ impl Alarms {
 type Delivery = std::pin::Pin<Box<dyn Future<Output = (AlarmKey, Retry, AlarmOutcome)> + Send>>;
 
 /// Runs the alarm driver until shutdown.
-pub(crate) async fn drive(shared: Arc<Shared>) {
+pub(crate) async fn drive(shared: Driver) {
     let alarms = &shared.alarms;
-    let mut shutdown = shared.shutdown.subscribe();
     let mut in_flight: FuturesUnordered<Delivery> = FuturesUnordered::new();
     let mut jitter = Jitter::new(seed());
     loop {
-        if *shutdown.borrow_and_update() {
+        if shared.shutdown.is_cancelled() {
             return;
         }
         let now = shared.clock.now_ms();
@@ -174,7 +220,7 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
         };
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            () = shared.shutdown.cancelled() => return,
             Some((key, retry, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 settle(&shared, key, retry, outcome, &mut jitter);
             }
@@ -185,7 +231,7 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
 }
 
 fn settle(
-    shared: &Shared,
+    shared: &Driver,
     key: AlarmKey,
     retry: Retry,
     outcome: AlarmOutcome,
@@ -232,7 +278,7 @@ fn settle(
             });
         }
         AlarmOutcome::Infra(error) => {
-            if shared.is_shutting_down() {
+            if shared.shutdown.is_cancelled() {
                 return;
             }
             // Only if it is still the same alarm in storage (the object may
@@ -253,18 +299,14 @@ fn settle(
     }
 }
 
-fn deliver(shared: &Arc<Shared>, key: AlarmKey, retry: Retry, abandon: bool) -> Delivery {
-    let ns = shared.namespace_dyn(&key.namespace);
+fn deliver(shared: &Driver, key: AlarmKey, retry: Retry, abandon: bool) -> Delivery {
     let info = AlarmInfo {
         retry_count: retry.count,
         scheduled_ms: retry.scheduled_ms,
     };
-    let sent: Result<oneshot::Receiver<AlarmOutcome>, String> = match ns {
-        Some(ns) => ns
-            .deliver_alarm(key.id, info, abandon)
-            .map_err(|e| e.to_string()),
-        None => Err("namespace not registered".into()),
-    };
+    let sent = shared
+        .target
+        .deliver_alarm(&key.namespace, key.id, info, abandon);
     Box::pin(async move {
         let outcome = match sent {
             Ok(rx) => rx
@@ -283,8 +325,4 @@ fn seed() -> u64 {
         return 0x5eed;
     }
     u64::from_le_bytes(b)
-}
-
-pub(crate) fn hex(id: &[u8; 32]) -> String {
-    crate::id::ObjectId::from_parts(*id, None).to_hex()
 }

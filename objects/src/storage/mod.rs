@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 pub use list::ListOptions;
 pub use store::StoreOptions;
 
-pub(crate) use overlay::Overlay;
+pub(crate) use overlay::{Overlay, Savepoint};
 pub(crate) use store::Store;
 pub(crate) use writer::Batch;
 

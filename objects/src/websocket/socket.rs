@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 
 use super::registry::Registry;
 use super::{Message, WebSocketError};
-use crate::object::{Request, Response};
+use crate::http::{Request, Response};
 
 /// Tunables of accepted WebSockets.
 #[derive(Debug, Clone)]
@@ -159,7 +159,7 @@ pub(crate) fn handshake(req: &Request) -> Result<Response, WebSocketError> {
 /// Creates the handle and starts the task that serves the socket once the
 /// HTTP connection is upgraded.
 pub(crate) fn spawn(
-    guard: crate::runtime::TaskGuard,
+    guard: tokio_util::task::task_tracker::TaskTrackerToken,
     deliver: Arc<dyn Deliver>,
     table: Arc<Table>,
     id: [u8; 32],

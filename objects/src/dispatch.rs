@@ -1,0 +1,206 @@
+//! Placement: which live instance gets an event. Each namespace keeps a
+//! map of its live objects (one mailbox each); an event for an object that
+//! is not live starts its activation. This is the one place that decides
+//! where an event goes (the seam a cluster plugs into).
+//!
+//! With `activation.rs` this is the one pair of modules that use each
+//! other: the router starts object tasks, and a task that is evicted hands
+//! events that slipped into its mailbox back to the router.
+
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+
+use crate::activation;
+use crate::error::{Error, Result};
+use crate::event::{CallChain, Envelope, Event};
+use crate::id::{IdMinter, ObjectId};
+use crate::object::Object;
+use crate::shared::Shared;
+use crate::websocket::socket::{Deliver, SocketEvent, Table};
+
+/// Ids are keyed hashes or random, so their first 8 bytes hash them well.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]::hash` writes the bytes once; fold in whatever comes.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+pub(crate) type IdMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<IdHasher>>;
+
+/// A live object's mailbox, as the namespace sees it.
+pub(crate) struct Slot<O: Object> {
+    pub(crate) tx: mpsc::Sender<Envelope<O>>,
+    /// Which activation this is, so a task only ever removes its own slot.
+    pub(crate) generation: u64,
+    pub(crate) id: ObjectId,
+}
+
+/// One namespace's state: its objects' mailboxes and socket tables.
+pub(crate) struct NsInner<O: Object> {
+    pub(crate) name: Arc<str>,
+    pub(crate) minter: IdMinter,
+    pub(crate) env: Arc<O::Env>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) live: IdMap<Slot<O>>,
+    /// Accepted WebSockets per object; outlives activations (hibernation).
+    pub(crate) sockets: IdMap<Arc<Table>>,
+    generations: AtomicU64,
+}
+
+impl<O: Object> NsInner<O> {
+    pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>) -> Self {
+        NsInner {
+            name: Arc::from(name),
+            minter: IdMinter::new(&shared.store.secret, name),
+            env,
+            shared,
+            live: IdMap::default(),
+            sockets: IdMap::default(),
+            generations: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Delivers socket events of one namespace's objects.
+pub(crate) struct NsDeliver<O: Object>(pub(crate) Arc<NsInner<O>>);
+
+impl<O: Object> Deliver for NsDeliver<O> {
+    fn deliver(
+        &self,
+        id: [u8; 32],
+        sid: u64,
+        event: SocketEvent,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let oid = ObjectId::from_parts(id, None);
+            let envelope = Envelope {
+                event: Event::Socket { sid, event },
+                chain: CallChain::default().push(id),
+            };
+            enqueue_wait(&self.0, &oid, envelope).await.is_ok()
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.shared.clock.now_ms()
+    }
+
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.0.shared.metrics
+    }
+}
+
+/// Puts an envelope in the object's mailbox, starting its task if needed.
+pub(crate) fn enqueue<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    mut envelope: Envelope<O>,
+) -> Result<()> {
+    let shared = &ns.shared;
+    if shared.is_shutting_down() {
+        return Err(Error::ShuttingDown);
+    }
+    let key = *id.as_bytes();
+    loop {
+        if let Some(slot) = ns.live.get(&key) {
+            // Sending under the map's read lock: eviction takes the write
+            // lock and checks the mailbox is empty, so a message is never
+            // left in the mailbox of a task that has decided to go.
+            match slot.tx.try_send(envelope) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    shared.metrics.overloads.increment(1);
+                    return Err(Error::Overloaded {
+                        id: id.to_hex(),
+                        capacity: shared.options.mailbox_capacity,
+                    });
+                }
+                Err(mpsc::error::TrySendError::Closed(e)) => {
+                    // The task ended without removing its slot (shutdown).
+                    envelope = e;
+                    let generation = slot.generation;
+                    drop(slot);
+                    ns.live.remove_if(&key, |_, s| s.generation == generation);
+                    if shared.is_shutting_down() {
+                        return Err(Error::ShuttingDown);
+                    }
+                    continue;
+                }
+            }
+        }
+        match ns.live.entry(key) {
+            dashmap::Entry::Occupied(_) => continue,
+            dashmap::Entry::Vacant(v) => return activate(ns, id, v, envelope),
+        }
+    }
+}
+
+/// Starts a new activation with `envelope` as its first event.
+fn activate<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    slot: dashmap::VacantEntry<'_, [u8; 32], Slot<O>>,
+    envelope: Envelope<O>,
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel(ns.shared.options.mailbox_capacity.max(1));
+    // A fresh channel with capacity >= 1 always has room.
+    if tx.try_send(envelope).is_err() {
+        return Err(Error::ShuttingDown);
+    }
+    let generation = ns.generations.fetch_add(1, Ordering::Relaxed);
+    slot.insert(Slot {
+        tx,
+        generation,
+        id: id.clone(),
+    });
+    activation::spawn(ns.clone(), id.clone(), generation, rx);
+    Ok(())
+}
+
+/// Like [`enqueue`], but waits for room in a full mailbox instead of
+/// answering overloaded: for socket frames, whose backpressure then reaches
+/// the peer through TCP.
+pub(crate) async fn enqueue_wait<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    mut envelope: Envelope<O>,
+) -> Result<()> {
+    let key = *id.as_bytes();
+    loop {
+        if ns.shared.is_shutting_down() {
+            return Err(Error::ShuttingDown);
+        }
+        let tx = ns.live.get(&key).map(|s| s.tx.clone());
+        match tx {
+            Some(tx) => match tx.send(envelope).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(e)) => {
+                    // The activation is going away; it leaves the map
+                    // before it closes its mailbox, so this ends.
+                    envelope = e;
+                    tokio::task::yield_now().await;
+                }
+            },
+            None => match ns.live.entry(key) {
+                dashmap::Entry::Occupied(_) => {}
+                dashmap::Entry::Vacant(v) => return activate(ns, id, v, envelope),
+            },
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The handles every namespace, object task and socket task of one runtime
+//! holds. Handles only: the namespace registry lives in the runtime, above
+//! everything that uses this.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alarm::Alarms;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::options::RuntimeOptions;
+use crate::storage::Store;
+
+/// State shared by the runtime, its namespaces and object tasks.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: RuntimeOptions,
+    /// Cancelled once, when the runtime starts shutting down.
+    pub(crate) shutdown: CancellationToken,
+    /// Object tasks, waited for at shutdown so in-flight events finish.
+    pub(crate) tasks: TaskTracker,
+    /// Socket tasks, waited for at shutdown so Close frames go out.
+    pub(crate) socket_tasks: TaskTracker,
+    /// The in-memory schedule of every pending alarm.
+    pub(crate) alarms: Arc<Alarms>,
+    /// Socket ids, unique within the runtime.
+    pub(crate) next_sid: AtomicU64,
+    /// Counters and histograms.
+    pub(crate) metrics: Metrics,
+}
+
+impl Shared {
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+}
