@@ -65,19 +65,18 @@ impl Object for EchoRoom {
 }
 
 async fn front(rooms: Namespace<EchoRoom>, req: AxumRequest) -> axum::response::Response {
-    let (parts, body) = req.into_parts();
-    let room = parts
-        .uri
+    let room = req
+        .uri()
         .path()
         .strip_prefix("/echo/")
         .unwrap_or("lobby")
         .to_string();
-    let body = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    match rooms
-        .get_by_name(&room)
-        .fetch(http::Request::from_parts(parts, body))
-        .await
-    {
+    // Keeps the request's extensions, where the upgrade handle is.
+    let req = match objects::buffer_request(req, 4096).await {
+        Ok(req) => req,
+        Err(e) => return axum::response::Response::new(axum::body::Body::from(e.to_string())),
+    };
+    match rooms.get_by_name(&room).fetch(req).await {
         Ok(resp) => resp.map(axum::body::Body::from),
         Err(e) => axum::response::Response::new(axum::body::Body::from(e.to_string())),
     }

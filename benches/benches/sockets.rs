@@ -174,14 +174,14 @@ fn main() -> R<()> {
         let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
             let ns = ns.clone();
             async move {
-                let (parts, body) = req.into_parts();
-                let room = parts.uri.path().trim_start_matches('/').to_string();
-                let body = axum::body::to_bytes(body, 1024).await.unwrap_or_default();
-                match ns
-                    .get_by_name(&room)
-                    .fetch(http::Request::from_parts(parts, body))
-                    .await
-                {
+                let room = req.uri().path().trim_start_matches('/').to_string();
+                let req = match objects::buffer_request(req, 1024).await {
+                    Ok(req) => req,
+                    Err(e) => {
+                        return axum::response::Response::new(axum::body::Body::from(e.to_string()));
+                    }
+                };
+                match ns.get_by_name(&room).fetch(req).await {
                     Ok(r) => r.map(axum::body::Body::from),
                     Err(e) => axum::response::Response::new(axum::body::Body::from(e.to_string())),
                 }

@@ -11,11 +11,15 @@ pub(crate) async fn serve<O: Object>(ns: Namespace<O>, name: &'static str) -> So
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
         let ns = ns.clone();
         async move {
-            let (parts, body) = req.into_parts();
-            let body = axum::body::to_bytes(body, 1 << 20)
-                .await
-                .unwrap_or_default();
-            let req = http::Request::from_parts(parts, body);
+            let req = match objects::buffer_request(req, 1 << 20).await {
+                Ok(req) => req,
+                Err(e) => {
+                    return http::Response::builder()
+                        .status(413)
+                        .body(axum::body::Body::from(e.to_string()))
+                        .expect("response");
+                }
+            };
             match ns.get_by_name(name).fetch(req).await {
                 Ok(resp) => resp.map(axum::body::Body::from),
                 Err(e) => http::Response::builder()
