@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::alarm::{AlarmKey, AlarmOutcome};
 use crate::context::Context;
 use crate::dispatch::{NsDeliver, NsInner, enqueue};
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error};
 use crate::event::{CallChain, Envelope, Event, Reply, guarded};
 use crate::gate::{Action, Gate, Mark, Undo};
 use crate::http::Response;
@@ -35,7 +35,7 @@ impl<O: Object> Held<O> {
             other => {
                 // Only alarm events are passed here; answer anything else
                 // with an error rather than dropping its caller.
-                other.refuse(Error::app("internal: not an alarm event"));
+                other.refuse(Error::NotImplemented("internal: not an alarm event"));
                 Held::None
             }
         }
@@ -98,10 +98,13 @@ pub(crate) fn spawn<O: Object>(
                 ns_for_error
                     .live
                     .remove_if(id_for_error.as_bytes(), |_, s| s.generation == generation);
-                let msg = e.to_string();
+                let cause: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
                 rx.close();
                 while let Ok(env) = rx.try_recv() {
-                    env.event.refuse(Error::app(&msg));
+                    env.event.refuse(Error::Reset {
+                        id: id_for_error.clone(),
+                        cause: cause.clone(),
+                    });
                 }
                 return;
             }
@@ -217,7 +220,7 @@ impl<O: Object> Activation<O> {
                     // socket map's), so no new activation can pick up the
                     // table we drop.
                     ns.sockets
-                        .remove_if(id, |_, t| t.lock().map(|t| t.is_empty()).unwrap_or(false));
+                        .remove_if(id, |_, t| crate::sync::lock(t).is_empty());
                 }
                 go
             })
@@ -263,12 +266,15 @@ impl<O: Object> Activation<O> {
                     }
                     Err((event_reply, e)) => {
                         let sync_failed = self.ctx.storage().broken.is_some();
-                        let resets = !matches!(e, Error::NotImplemented(_));
+                        let resets = !matches!(
+                            e.downcast_ref::<Error>(),
+                            Some(Error::NotImplemented(_))
+                        );
                         let (undo, action) = gate.failed(resets, sync_failed);
                         if let Some(undo) = undo {
                             self.undo(undo);
                         }
-                        event_reply(self.reset_error(&e));
+                        event_reply(self.reset_error(e));
                         action
                     }
                 }
@@ -281,8 +287,12 @@ impl<O: Object> Activation<O> {
                 Action::Reset(held) => {
                     // A sync inside the group failed, taking the group's
                     // earlier writes with it.
-                    let cause = self.ctx.storage().broken.clone().unwrap_or_default();
-                    self.fail_group(held, &cause);
+                    let cause: Arc<dyn std::error::Error + Send + Sync> =
+                        match self.ctx.storage().broken.clone() {
+                            Some(cause) => cause,
+                            None => Arc::new(crate::storage::StorageError::Closed),
+                        };
+                    self.fail_group(held, cause);
                     return;
                 }
             }
@@ -298,7 +308,7 @@ impl<O: Object> Activation<O> {
                     h.release();
                 }
             }
-            Err(e) => self.fail_group(gate.commit_failed(), &e.to_string()),
+            Err(e) => self.fail_group(gate.commit_failed(), Arc::new(e)),
         }
     }
 
@@ -323,13 +333,12 @@ impl<O: Object> Activation<O> {
         }
     }
 
-    fn fail_group(&mut self, held: Vec<Held<O>>, cause: &str) {
+    fn fail_group(&mut self, held: Vec<Held<O>>, cause: Arc<dyn std::error::Error + Send + Sync>) {
         self.publish_alarm();
         self.reset();
-        let cause = format!("commit failed: {cause}");
         for h in held {
             h.fail(Error::Reset {
-                id: self.id.to_hex(),
+                id: self.id.clone(),
                 cause: cause.clone(),
             });
         }
@@ -350,12 +359,19 @@ impl<O: Object> Activation<O> {
         }
     }
 
-    fn reset_error(&self, e: &Error) -> Error {
-        match e {
-            Error::NotImplemented(_) | Error::CallCycle { .. } => Error::app(e.to_string()),
-            e => Error::Reset {
-                id: self.id.to_hex(),
-                cause: e.to_string(),
+    /// What the caller of a failed event gets: the handler's error as the
+    /// cause of a reset; a missing handler or a call cycle as themselves
+    /// (they are answers about the call, not failures of the object).
+    fn reset_error(&self, e: BoxError) -> Error {
+        match e.downcast::<Error>() {
+            Ok(e) if matches!(*e, Error::NotImplemented(_) | Error::CallCycle { .. }) => *e,
+            Ok(e) => Error::Reset {
+                id: self.id.clone(),
+                cause: Arc::from(e as BoxError),
+            },
+            Err(e) => Error::Reset {
+                id: self.id.clone(),
+                cause: Arc::from(e),
             },
         }
     }
@@ -365,16 +381,16 @@ impl<O: Object> Activation<O> {
     async fn run_event(
         &mut self,
         envelope: Envelope<O>,
-    ) -> std::result::Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, Error)> {
+    ) -> Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, BoxError)> {
         let Envelope { event, chain } = envelope;
         self.ns.shared.metrics.events.increment(1);
         if let Event::Alarm { info, abandon, .. } = &event {
             // The alarm may have been replaced or deleted since it was
             // scheduled; then there is nothing to run.
             match self.ctx.storage().alarm() {
-                Ok(Some(t)) if t == info.scheduled_ms => {}
+                Ok(Some(t)) if t == info.scheduled => {}
                 Ok(_) => return Ok(Held::alarm(event)),
-                Err(e) => return Err((Box::new(move |err| event.refuse(err)), e.into())),
+                Err(e) => return Err((Box::new(move |err| event.refuse(err)), Box::new(e))),
             }
             // Cleared in the same commit as the handler's writes; rolled
             // back with them if the handler fails. Inside the handler,
@@ -389,7 +405,7 @@ impl<O: Object> Activation<O> {
         if let Err(e) = self.ensure_instance(&chain).await {
             if let Event::Socket {
                 sid,
-                event: SocketEvent::Close { .. },
+                event: SocketEvent::Close(_),
             } = &event
             {
                 self.ctx.forget_socket(*sid);
@@ -399,7 +415,7 @@ impl<O: Object> Activation<O> {
         let Some(instance) = self.instance.as_mut() else {
             return Err((
                 Box::new(move |err| event.refuse(err)),
-                Error::app("instance missing"),
+                "instance missing".into(),
             ));
         };
         let ctx = &mut self.ctx;
@@ -433,16 +449,8 @@ impl<O: Object> Activation<O> {
                         guarded(&chain, instance.websocket_message(ctx, ws, m)).await,
                         false,
                     ),
-                    SocketEvent::Close {
-                        code,
-                        reason,
-                        clean,
-                    } => (
-                        guarded(
-                            &chain,
-                            instance.websocket_close(ctx, ws, code, reason, clean),
-                        )
-                        .await,
+                    SocketEvent::Close(close) => (
+                        guarded(&chain, instance.websocket_close(ctx, ws, close)).await,
                         true,
                     ),
                     SocketEvent::Error(e) => (
@@ -462,7 +470,7 @@ impl<O: Object> Activation<O> {
         }
     }
 
-    async fn ensure_instance(&mut self, chain: &CallChain) -> Result<()> {
+    async fn ensure_instance(&mut self, chain: &CallChain) -> Result<(), BoxError> {
         if self.instance.is_none() {
             let env = self.ns.env.clone();
             let instance = guarded(chain, O::new(&mut self.ctx, env)).await?;

@@ -1,6 +1,8 @@
-//! Offline administration of a data dir, without a runtime: list the objects
-//! with stored state, export and import every key, value, alarm and name,
-//! and back up. The format of exported lines is in `docs/operations.md`.
+//! Administration and inspection. Offline, without a runtime ([`Admin`]):
+//! list the objects with stored state, export and import every key, value,
+//! alarm and name, and back up; the format of exported lines is in
+//! `docs/operations.md`. Live, on a running runtime (`inspect`): pages of
+//! objects and one object's committed state, for an inspector.
 //!
 //! [`Admin`] holds the data dir's lock like a runtime does, so it refuses a
 //! dir a server has open (and a server refuses a dir an `Admin` has open).
@@ -14,16 +16,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use heed::{CompactionOption, EnvFlags, EnvOpenOptions};
 
 use crate::error::Result;
 use crate::id::{IdError, ObjectId, parse_hex};
 
 mod import;
+pub(crate) mod inspect;
 mod line;
-use crate::storage::layout::{self, FORMAT_VERSION, TAG_BYTES, TAG_JSON};
-use crate::storage::{ListOptions, StorageError, Store, StoreOptions};
+use crate::storage::layout::{self, FORMAT_VERSION};
+use crate::storage::{ListOptions, StorageError, Store, StoreOptions, StoredValue};
 
 /// Keys read from the store at a time during an export.
 const EXPORT_PAGE: usize = 256;
@@ -85,15 +87,6 @@ impl ObjectInfo {
     }
 }
 
-/// A stored value, exactly as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EntryValue {
-    /// Written with `put`: the stored JSON text, byte for byte.
-    Json(String),
-    /// Written with `put_bytes`.
-    Bytes(Bytes),
-}
-
 /// One unit of an export: what one JSON line holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -117,7 +110,7 @@ pub enum Entry {
         /// The user key.
         key: String,
         /// The value.
-        value: EntryValue,
+        value: StoredValue,
     },
     /// An object's alarm.
     Alarm {
@@ -241,7 +234,10 @@ impl Admin {
             s.spawn(|| Store::open(dir, &StoreOptions::default()))
                 .join()
         })
-        .map_err(|_| StorageError::Io("opening the data dir panicked".into()))??;
+        .map_err(|_| StorageError::Io {
+            context: dir.display().to_string(),
+            source: std::io::Error::other("opening the data dir panicked"),
+        })??;
         Ok(Admin { store })
     }
 
@@ -448,30 +444,12 @@ fn sync_file(path: &Path) -> Result<()> {
         .map_err(|e| StorageError::io(path, e).into())
 }
 
-fn tagged(tag: u8, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + payload.len());
-    v.push(tag);
-    v.extend_from_slice(payload);
-    v
-}
-
 /// Decodes one stored key and value exactly.
-fn decode(key: Vec<u8>, value: &[u8]) -> Result<(String, EntryValue), StorageError> {
+fn decode(key: Vec<u8>, value: &[u8]) -> Result<(String, StoredValue), StorageError> {
     let key = String::from_utf8(key)
         .map_err(|_| StorageError::Corrupt("stored key is not UTF-8".into()))?;
-    let value = match value.split_first() {
-        Some((&TAG_JSON, text)) => {
-            EntryValue::Json(String::from_utf8(text.to_vec()).map_err(|_| {
-                StorageError::Corrupt(format!("JSON value of {key:?} is not UTF-8"))
-            })?)
-        }
-        Some((&TAG_BYTES, raw)) => EntryValue::Bytes(Bytes::copy_from_slice(raw)),
-        _ => {
-            return Err(StorageError::Corrupt(format!(
-                "value of {key:?} has an unknown tag"
-            )));
-        }
-    };
+    let value = StoredValue::from_stored(value)
+        .map_err(|e| StorageError::Corrupt(format!("value of {key:?}: {e}")))?;
     Ok((key, value))
 }
 

@@ -1,12 +1,37 @@
 //! Time, injected. Timers use tokio's clock (so tests run on paused time);
 //! wall-clock readings, which alarms are stated in, come from a [`Clock`].
+//! The API speaks `SystemTime`; inside, times are whole milliseconds since
+//! the Unix epoch, as they are stored.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock time in milliseconds since the Unix epoch.
+/// A source of wall-clock time.
 pub trait Clock: Send + Sync + 'static {
-    /// Milliseconds since the Unix epoch, now.
+    /// The time now.
+    fn now(&self) -> SystemTime;
+}
+
+/// Whole milliseconds since the epoch (0 for times before it).
+pub(crate) fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The time `ms` milliseconds after the epoch.
+pub(crate) fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// Milliseconds readings of any clock, for the runtime's inside.
+pub(crate) trait ClockMs {
+    /// Milliseconds since the epoch, now.
     fn now_ms(&self) -> u64;
+}
+
+impl<C: Clock + ?Sized> ClockMs for C {
+    fn now_ms(&self) -> u64 {
+        to_ms(self.now())
+    }
 }
 
 /// The default clock: the system's wall time at start, advanced by tokio's
@@ -21,16 +46,13 @@ pub struct TokioClock {
 impl TokioClock {
     /// Anchors the clock at the system's current time.
     pub fn new() -> Self {
-        let base_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Self::starting_at(base_ms)
+        Self::starting_at(SystemTime::now())
     }
 
     /// Anchors the clock at a given wall time (for tests).
-    pub fn starting_at(base_ms: u64) -> Self {
+    pub fn starting_at(start: SystemTime) -> Self {
         TokioClock {
-            base_ms,
+            base_ms: to_ms(start),
             base: tokio::time::Instant::now(),
         }
     }
@@ -43,9 +65,11 @@ impl Default for TokioClock {
 }
 
 impl Clock for TokioClock {
-    fn now_ms(&self) -> u64 {
+    fn now(&self) -> SystemTime {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.base);
-        self.base_ms
-            .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        from_ms(
+            self.base_ms
+                .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)),
+        )
     }
 }

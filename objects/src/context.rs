@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -80,15 +81,13 @@ impl Context {
         &mut self.storage
     }
 
-    /// Wall-clock time in ms since the epoch, from the runtime's clock.
-    pub fn now_ms(&self) -> u64 {
-        self.shared.clock.now_ms()
+    /// Wall-clock time, from the runtime's clock.
+    pub fn now(&self) -> SystemTime {
+        self.shared.clock.now()
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, registry::Registry<socket::SocketHandle>> {
-        // The lock guards plain data and is never held across a panic point
-        // that leaves it inconsistent; recover from poisoning.
-        self.sockets.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.sockets)
     }
 
     /// Accepts a WebSocket upgrade into the runtime, with up to 10 tags.
@@ -235,9 +234,11 @@ impl Context {
         self.table().auto_response().cloned()
     }
 
-    /// When the runtime last auto-responded on this socket (ms since epoch).
-    pub fn auto_response_timestamp(&self, ws: WebSocket) -> Option<u64> {
-        self.table().auto_response_ms(ws.sid)
+    /// When the runtime last auto-responded on this socket.
+    pub fn auto_response_timestamp(&self, ws: WebSocket) -> Option<SystemTime> {
+        self.table()
+            .auto_response_ms(ws.sid)
+            .map(crate::clock::from_ms)
     }
 
     pub(crate) fn holds_sockets(&self) -> bool {
@@ -261,7 +262,7 @@ impl Context {
         if self.outbox.is_empty() {
             return;
         }
-        let mut t = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = crate::sync::lock(&self.sockets);
         let (mut accepted, mut frames) = (0, 0);
         // Drained, not replaced: the next event reuses the capacity.
         for (sid, out) in self.outbox.drain(..) {
@@ -288,23 +289,5 @@ impl Context {
         if frames > 0 {
             m.messages_out.increment(frames);
         }
-    }
-}
-
-impl From<String> for Message {
-    fn from(s: String) -> Self {
-        Message::Text(s)
-    }
-}
-
-impl From<&str> for Message {
-    fn from(s: &str) -> Self {
-        Message::Text(s.to_string())
-    }
-}
-
-impl From<bytes::Bytes> for Message {
-    fn from(b: bytes::Bytes) -> Self {
-        Message::Binary(b)
     }
 }

@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use tokio::sync::mpsc;
 
 use crate::activation;
+use crate::clock::ClockMs;
 use crate::error::{Error, Result};
 use crate::event::{CallChain, Envelope, Event};
 use crate::id::{IdMinter, ObjectId};
@@ -127,7 +128,7 @@ pub(crate) fn enqueue<O: Object>(
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     shared.metrics.overloads.increment(1);
                     return Err(Error::Overloaded {
-                        id: id.to_hex(),
+                        id: id.clone(),
                         capacity: shared.options.mailbox_capacity,
                     });
                 }

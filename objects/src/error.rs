@@ -1,9 +1,18 @@
 //! Errors: one enum per layer, converted into the top-level [`Error`].
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::id::ObjectId;
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a handler may fail with: any error, boxed (as tower and hyper do),
+/// so `?` works on any `std::error::Error` inside a handler. The runtime
+/// keeps it as the [`source`](std::error::Error::source) of the
+/// [`Error::Reset`] the caller gets.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Everything that can go wrong when talking to an object or its storage.
 #[derive(Debug, thiserror::Error)]
@@ -13,8 +22,8 @@ pub enum Error {
     /// once; the object is busy and a retry adds to the queue.
     #[error("object {id} is overloaded: {capacity} events already queued")]
     Overloaded {
-        /// The object's id, as hex.
-        id: String,
+        /// The object.
+        id: ObjectId,
         /// The mailbox bound that was reached.
         capacity: usize,
     },
@@ -23,17 +32,19 @@ pub enum Error {
     /// event constructs a fresh instance from storage.
     #[error("object {id} was reset: {cause}")]
     Reset {
-        /// The object's id, as hex.
-        id: String,
-        /// Why it was reset.
-        cause: String,
+        /// The object.
+        id: ObjectId,
+        /// Why it was reset: the handler's error, a panic, or the failed
+        /// commit (shared by every event of the group it failed).
+        #[source]
+        cause: Arc<dyn std::error::Error + Send + Sync>,
     },
     /// The call did not complete within its deadline (see `docs/semantics.md`:
     /// a call cycle between objects ends here).
     #[error("call to object {id} exceeded its deadline of {deadline:?}")]
     DeadlineExceeded {
-        /// The object's id, as hex.
-        id: String,
+        /// The object.
+        id: ObjectId,
         /// The deadline that passed.
         deadline: Duration,
     },
@@ -41,8 +52,8 @@ pub enum Error {
     /// (A calls B calls A). Refused at once instead of waiting for a deadline.
     #[error("call cycle: object {id} is already handling an event further up this call chain")]
     CallCycle {
-        /// The object that would have been re-entered, as hex.
-        id: String,
+        /// The object that would have been re-entered.
+        id: ObjectId,
     },
     /// The runtime is shutting down and takes no new events.
     #[error("the runtime is shutting down")]
@@ -50,9 +61,6 @@ pub enum Error {
     /// The handler is not implemented by this object type.
     #[error("{0} is not implemented by this object")]
     NotImplemented(&'static str),
-    /// An error raised by application code inside a handler.
-    #[error("{0}")]
-    App(String),
     /// Id parsing or validation failed.
     #[error(transparent)]
     Id(#[from] crate::id::IdError),
@@ -71,11 +79,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// An application error with a message, for use inside handlers.
-    pub fn app(message: impl std::fmt::Display) -> Self {
-        Error::App(message.to_string())
-    }
-
     /// True when the error means the object was reset.
     pub fn is_reset(&self) -> bool {
         matches!(self, Error::Reset { .. })

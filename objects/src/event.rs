@@ -9,7 +9,7 @@ use futures_util::FutureExt;
 use tokio::sync::oneshot;
 
 use crate::alarm::{AlarmInfo, AlarmOutcome};
-use crate::error::{Error, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::http::{Request, Response};
 use crate::object::Object;
 use crate::websocket::socket::SocketEvent;
@@ -47,7 +47,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 pub(crate) enum Event<O: Object> {
     Fetch(Box<Request>, Reply<Response>),
     Call(O::Call, Reply<O::Reply>),
-    /// The alarm set for `info.scheduled_ms` is due. With `abandon`, its
+    /// The alarm set for `info.scheduled` is due. With `abandon`, its
     /// retries are used up: clear it without running the handler.
     Alarm {
         info: AlarmInfo,
@@ -105,12 +105,17 @@ pub(crate) struct Envelope<O: Object> {
     pub(crate) chain: CallChain,
 }
 
+/// A handler panicked; the payload's text, when it had one.
+#[derive(Debug, thiserror::Error)]
+#[error("handler panicked: {0}")]
+pub(crate) struct Panicked(String);
+
 /// Runs a handler future with the call chain set, turning a panic into an
 /// error.
 pub(crate) async fn guarded<T>(
     chain: &CallChain,
-    fut: impl Future<Output = Result<T>>,
-) -> Result<T> {
+    fut: impl Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
     match CHAIN
         .scope(chain.clone(), AssertUnwindSafe(fut).catch_unwind())
         .await
@@ -122,7 +127,7 @@ pub(crate) async fn guarded<T>(
                 .map(|s| (*s).to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            Err(Error::app(format!("handler panicked: {msg}")))
+            Err(Box::new(Panicked(msg)))
         }
     }
 }

@@ -40,9 +40,27 @@
 //! See `docs/architecture.md` and `docs/semantics.md` in the repository for
 //! the design and how it compares with Cloudflare's.
 
-// Modules from the bottom layer up; a module uses only those above it in
-// this list (docs/architecture.md draws the layers; tests/layers.rs checks
-// them). The one pair that use each other is `dispatch` and `activation`.
+/// `with_<field>` setters for an options struct whose fields are public
+/// but which is `#[non_exhaustive]` (so it cannot be built with a struct
+/// literal outside this crate, and adding a field breaks nobody).
+macro_rules! with_setters {
+    ($ty:ty { $($setter:ident => $field:ident: $fty:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+                #[must_use]
+                pub fn $setter(mut self, value: $fty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+// Each module uses only modules of lower layers: docs/architecture.md draws
+// the layers and tests/layers.rs holds their order and checks it. The one
+// pair that use each other is `dispatch` and `activation`.
 mod activation;
 mod admin;
 mod alarm;
@@ -54,7 +72,6 @@ mod event;
 mod gate;
 mod http;
 mod id;
-mod inspect;
 mod metrics;
 mod namespace;
 mod object;
@@ -63,20 +80,21 @@ mod registry;
 mod runtime;
 mod shared;
 mod storage;
+mod sync;
 mod websocket;
 
 pub use admin::{
-    Admin, AdminError, Entry, EntryValue, Export, ExportFilter, ImportStats, ObjectInfo,
+    Admin, AdminError, Entry, Export, ExportFilter, ImportStats, ObjectInfo,
 };
 pub use alarm::AlarmInfo;
 pub use clock::{Clock, TokioClock};
 pub use context::Context;
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, Result};
 pub use http::{BodyError, Request, Response, buffer_request};
 pub use id::{IdError, ObjectId};
-pub use inspect::{
+pub use admin::inspect::{
     MAX_LISTED_OBJECTS, MAX_VIEWED_ENTRIES, ObjectPage, ObjectSummary, ObjectView, SocketView,
-    ValueView, ViewOptions,
+    ViewOptions,
 };
 pub use metrics::{METRICS, NamespaceStats, RuntimeStats};
 pub use namespace::{Namespace, Stub};
@@ -89,6 +107,6 @@ pub use storage::{
 };
 pub use websocket::socket::WebSocketOptions;
 pub use websocket::{
-    MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS, Message,
-    WebSocket, WebSocketError,
+    CloseEvent, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS,
+    Message, WebSocket, WebSocketError,
 };

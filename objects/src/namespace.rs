@@ -209,7 +209,7 @@ impl<O: Object> Stub<O> {
                 // The task dropped the reply: it is gone (shutdown).
                 Ok(Err(_)) => Err(Error::ShuttingDown),
                 Err(_) => Err(Error::DeadlineExceeded {
-                    id: id.to_hex(),
+                    id: id.clone(),
                     deadline,
                 }),
             };
@@ -226,7 +226,7 @@ impl<O: Object> Stub<O> {
         let chain = event::current_chain();
         if chain.contains(self.id.as_bytes()) {
             return Err(Error::CallCycle {
-                id: self.id.to_hex(),
+                id: self.id.clone(),
             });
         }
         let envelope = Envelope {

@@ -6,7 +6,16 @@ use crate::storage::StoreOptions;
 use crate::websocket::socket::WebSocketOptions;
 
 /// Tunables of a runtime. Every bound the runtime keeps is here.
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = objects::RuntimeOptions::default()
+///     .with_idle_timeout(Duration::from_secs(10))
+///     .with_mailbox_capacity(64);
+/// assert_eq!(opts.mailbox_capacity, 64);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuntimeOptions {
     /// Events queued per object before callers get [`Error::Overloaded`](crate::Error::Overloaded).
     /// Default 1024.
@@ -42,3 +51,13 @@ impl Default for RuntimeOptions {
         }
     }
 }
+
+with_setters!(RuntimeOptions {
+    with_mailbox_capacity => mailbox_capacity: usize,
+    with_idle_timeout => idle_timeout: Duration,
+    with_call_timeout => call_timeout: Duration,
+    with_max_events_per_commit => max_events_per_commit: usize,
+    with_hibernation_timeout => hibernation_timeout: Duration,
+    with_store => store: StoreOptions,
+    with_websocket => websocket: WebSocketOptions,
+});

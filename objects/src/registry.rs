@@ -11,7 +11,7 @@ use crate::dispatch::{NsInner, enqueue};
 use crate::error::{Error, Result};
 use crate::event::{CallChain, Envelope, Event};
 use crate::id::ObjectId;
-use crate::inspect::{ObjectPage, ObjectView, ViewOptions};
+use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::metrics::NamespaceStats;
 use crate::object::Object;
 
@@ -62,10 +62,8 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
 
     fn close_sockets(&self, code: u16, reason: &str) {
         for table in self.sockets.iter() {
-            if let Ok(t) = table.lock() {
-                for h in t.handles() {
-                    h.close(code, reason.to_string());
-                }
+            for h in crate::sync::lock(&table).handles() {
+                h.close(code, reason.to_string());
             }
         }
     }
@@ -91,9 +89,7 @@ pub(crate) struct Registry {
 
 impl Registry {
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<dyn NamespaceDyn>>> {
-        // Only inserts, removals and clones happen under this lock; none can
-        // leave the map half-changed, so a poisoned lock is still usable.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.map)
     }
 
     /// Adds a namespace.

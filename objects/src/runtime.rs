@@ -11,10 +11,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::alarm::{self, AlarmKey};
-use crate::clock::{Clock, TokioClock};
+use crate::clock::{Clock, ClockMs, TokioClock};
 use crate::dispatch::NsInner;
 use crate::error::{Error, Result};
-use crate::inspect::{ObjectPage, ObjectView, ViewOptions};
+use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::metrics::{Metrics, RuntimeStats};
 use crate::namespace::Namespace;
 use crate::object::Object;
@@ -349,7 +349,7 @@ impl Runtime {
         self.shared.socket_tasks.close();
         self.shared.socket_tasks.wait().await;
         self.registry.clear();
-        let driver = self.driver.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let driver = crate::sync::lock(&self.driver).take();
         if let Some(driver) = driver {
             let _ = driver.await;
         }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use objects::BoxError;
 use objects::{
     Admin, AdminError, Context, Entry, EntryValue, Error, ExportFilter, Object, ObjectInfo, Result,
     Runtime, StorageError,
@@ -37,11 +38,11 @@ impl Object for Writer {
     type Call = Vec<Op>;
     type Reply = ();
 
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(Writer)
     }
 
-    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<()> {
+    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<(), BoxError> {
         for op in ops {
             match op {
                 Op::Json(k, v) => ctx.storage().put(&k, &v)?,

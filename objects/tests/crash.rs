@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use objects::BoxError;
 use objects::{Context, ListOptions, Object, Result, Runtime};
 use serde::{Deserialize, Serialize};
 
@@ -55,11 +56,11 @@ impl Object for Writer {
     type Call = Call;
     type Reply = Reply;
 
-    async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
         Ok(Writer)
     }
 
-    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<Reply> {
+    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<Reply, BoxError> {
         let s = ctx.storage();
         match call {
             Call::Write(i) => {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use objects::BoxError;
 use objects::{Context, Error, Object, Result, Runtime, ValueView, ViewOptions};
 
 /// Writes what it is told; `Alarm` sets one far ahead.
@@ -22,11 +23,11 @@ impl Object for Kv {
     type Call = Vec<Op>;
     type Reply = ();
 
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(Kv)
     }
 
-    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<()> {
+    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<(), BoxError> {
         for op in ops {
             match op {
                 Op::Json(k, v) => ctx.storage().put(&k, &v)?,

@@ -9,6 +9,7 @@ use std::path::Path;
 
 /// Lowest first. A module may use the modules before it.
 const LAYERS: &[&str] = &[
+    "sync",
     "error",
     "id",
     "clock",
@@ -25,10 +26,9 @@ const LAYERS: &[&str] = &[
     "gate",
     "activation",
     "dispatch",
-    "inspect",
+    "admin",
     "registry",
     "namespace",
-    "admin",
     "runtime",
 ];
 

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use objects::BoxError;
 use objects::{Context, Error, Message, Object, Request, Response, Result, Runtime, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,14 +21,14 @@ impl Object for Hub {
     type Env = ();
     type Call = String;
     type Reply = usize;
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(Hub)
     }
-    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response> {
+    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response, BoxError> {
         let (_ws, resp) = ctx.accept_websocket(&mut req, &[]).map_err(Error::from)?;
         Ok(resp)
     }
-    async fn call(&mut self, ctx: &mut Context, msg: String) -> Result<usize> {
+    async fn call(&mut self, ctx: &mut Context, msg: String) -> Result<usize, BoxError> {
         let all = ctx.websockets(None);
         let n = all.len();
         if !msg.is_empty() {
@@ -35,7 +36,7 @@ impl Object for Hub {
         }
         Ok(n)
     }
-    async fn websocket_message(&mut self, _: &mut Context, _: WebSocket, _: Message) -> Result<()> {
+    async fn websocket_message(&mut self, _: &mut Context, _: WebSocket, _: Message) -> Result<(), BoxError> {
         Ok(())
     }
 }

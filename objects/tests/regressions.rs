@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use objects::BoxError;
 use objects::{AlarmInfo, Context, ListOptions, Object, Result, Runtime, TokioClock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -43,10 +44,10 @@ impl Object for Obj {
     type Env = Env;
     type Call = Call;
     type Reply = Reply;
-    async fn new(_: &mut Context, env: Arc<Env>) -> Result<Self> {
+    async fn new(_: &mut Context, env: Arc<Env>) -> Result<Self, BoxError> {
         Ok(Obj { env })
     }
-    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<Reply> {
+    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<Reply, BoxError> {
         Ok(match call {
             Call::AlarmThenSync(at, sync) => {
                 ctx.storage().set_alarm(at)?;
@@ -78,7 +79,7 @@ impl Object for Obj {
             }
         })
     }
-    async fn alarm(&mut self, _: &mut Context, _: AlarmInfo) -> Result<()> {
+    async fn alarm(&mut self, _: &mut Context, _: AlarmInfo) -> Result<(), BoxError> {
         self.env
             .fired
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -174,10 +175,10 @@ mod shutdown_during_accept {
         type Env = (Notify, Notify);
         type Call = ();
         type Reply = ();
-        async fn new(_: &mut Context, gate: Arc<(Notify, Notify)>) -> Result<Self> {
+        async fn new(_: &mut Context, gate: Arc<(Notify, Notify)>) -> Result<Self, BoxError> {
             Ok(Door { gate })
         }
-        async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response> {
+        async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response, BoxError> {
             self.gate.0.notify_one(); // inside the event
             self.gate.1.notified().await; // until shutdown has begun
             match ctx.accept_websocket(&mut req, &[]) {
@@ -185,7 +186,7 @@ mod shutdown_during_accept {
                 Err(e) => Ok(http::Response::builder()
                     .status(503)
                     .body(e.to_string().into())
-                    .map_err(objects::Error::app)?),
+                    .map_err(objects::BoxError::from)?),
             }
         }
     }

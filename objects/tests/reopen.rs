@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use objects::BoxError;
 use objects::{Context, Object, Result, Runtime};
 
 struct W;
@@ -10,10 +11,10 @@ impl Object for W {
     type Env = ();
     type Call = u32;
     type Reply = ();
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(W)
     }
-    async fn call(&mut self, ctx: &mut Context, i: u32) -> Result<()> {
+    async fn call(&mut self, ctx: &mut Context, i: u32) -> Result<(), BoxError> {
         ctx.storage().put("i", &i)?;
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use objects::BoxError;
 use objects::{Context, Error, Namespace, Object, Result, Runtime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -48,7 +49,7 @@ impl Object for Log {
     type Call = Call;
     type Reply = Reply;
 
-    async fn new(_ctx: &mut Context, env: Arc<Probe>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, env: Arc<Probe>) -> Result<Self, BoxError> {
         env.constructed.fetch_add(1, Ordering::SeqCst);
         Ok(Log {
             items: Vec::new(),
@@ -56,7 +57,7 @@ impl Object for Log {
         })
     }
 
-    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<Reply> {
+    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<Reply, BoxError> {
         if self.env.running.fetch_add(1, Ordering::SeqCst) > 0 {
             self.env.overlap.fetch_add(1, Ordering::SeqCst);
         }
@@ -68,7 +69,7 @@ impl Object for Log {
             }
             Call::Items => Ok(Reply::Items(self.items.clone())),
             Call::Panic => panic!("boom"),
-            Call::Fail => Err(Error::app("failed on purpose")),
+            Call::Fail => Err(BoxError::from("failed on purpose")),
             Call::Block => {
                 self.env.entered.notify_one();
                 self.env.release.notified().await;
@@ -448,10 +449,10 @@ mod export {
         type Env = ();
         type Call = ();
         type Reply = ();
-        async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+        async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
             Ok(Doc)
         }
-        async fn call(&mut self, ctx: &mut Context, (): ()) -> Result<()> {
+        async fn call(&mut self, ctx: &mut Context, (): ()) -> Result<(), BoxError> {
             ctx.storage().put("title", "hello")?;
             ctx.storage().put_bytes("blob", &[0, 1, 2])?;
             Ok(())

@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use objects::CloseEvent;
+use objects::BoxError;
 use objects::{
     Context, Error, Message, Namespace, Object, Request, Response, Result, Runtime, WebSocket,
 };
@@ -37,7 +39,7 @@ impl Object for Room {
     type Call = String;
     type Reply = String;
 
-    async fn new(_ctx: &mut Context, env: Arc<Env>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, env: Arc<Env>) -> Result<Self, BoxError> {
         env.constructed.fetch_add(1, Ordering::SeqCst);
         Ok(Room {
             env,
@@ -45,7 +47,7 @@ impl Object for Room {
         })
     }
 
-    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response> {
+    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response, BoxError> {
         let query = req.uri().query().unwrap_or_default().to_string();
         let tags: Vec<&str> = query
             .strip_prefix("tags=")
@@ -59,11 +61,11 @@ impl Object for Room {
             Err(e) => Ok(http::Response::builder()
                 .status(400)
                 .body(e.to_string().into())
-                .map_err(Error::app)?),
+                .map_err(BoxError::from)?),
         }
     }
 
-    async fn call(&mut self, ctx: &mut Context, cmd: String) -> Result<String> {
+    async fn call(&mut self, ctx: &mut Context, cmd: String) -> Result<String, BoxError> {
         Ok(match cmd.as_str() {
             "count" => ctx.websockets(None).len().to_string(),
             "auto" => {
@@ -96,7 +98,7 @@ impl Object for Room {
         ctx: &mut Context,
         ws: WebSocket,
         msg: Message,
-    ) -> Result<()> {
+    ) -> Result<(), BoxError> {
         self.messages_seen += 1;
         let Message::Text(text) = msg else {
             return Ok(());
@@ -133,11 +135,8 @@ impl Object for Room {
     async fn websocket_close(
         &mut self,
         _ctx: &mut Context,
-        _ws: WebSocket,
-        code: u16,
-        _reason: String,
-        clean: bool,
-    ) -> Result<()> {
+        _ws: WebSocket, close: CloseEvent,
+    ) -> Result<(), BoxError> {
         self.env.closes.lock().expect("lock").push((code, clean));
         self.env.closed.notify_waiters();
         Ok(())
@@ -148,7 +147,7 @@ impl Object for Room {
         _ctx: &mut Context,
         _ws: WebSocket,
         error: String,
-    ) -> Result<()> {
+    ) -> Result<(), BoxError> {
         self.env.errors.lock().expect("lock").push(error);
         Ok(())
     }

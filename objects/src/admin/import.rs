@@ -4,8 +4,8 @@ use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 
-use crate::storage::layout::{self, FORMAT_VERSION, TAG_BYTES, TAG_JSON};
-use crate::storage::{MAX_VALUE_BYTES, StorageError};
+use crate::storage::layout::{self, FORMAT_VERSION};
+use crate::storage::{MAX_VALUE_BYTES, StorageError, StoredValue};
 
 use super::*;
 
@@ -134,12 +134,12 @@ impl Admin {
                     )));
                 }
                 let len = match value {
-                    EntryValue::Json(text) => {
+                    StoredValue::Json(text) => {
                         serde_json::from_str::<serde::de::IgnoredAny>(text)
                             .map_err(|e| invalid(format!("value of key {key:?}: {e}")))?;
                         text.len()
                     }
-                    EntryValue::Bytes(b) => b.len(),
+                    StoredValue::Bytes(b) => b.len(),
                 };
                 if len > MAX_VALUE_BYTES {
                     return Err(invalid(format!(
@@ -169,10 +169,7 @@ impl Admin {
                 }
                 Entry::Key { object, key, value } => {
                     let k = layout::data_key(object.id.as_bytes(), key.as_bytes());
-                    let v = match value {
-                        EntryValue::Json(text) => tagged(TAG_JSON, text.as_bytes()),
-                        EntryValue::Bytes(b) => tagged(TAG_BYTES, b),
-                    };
+                    let v = value.to_stored();
                     dbs.data.put(&mut wtxn, &k, &v).map_err(lmdb)?;
                     object
                 }

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{AdminError, Entry, EntryValue, ObjectInfo};
+use super::{AdminError, Entry, ObjectInfo};
+use crate::storage::StoredValue;
 use crate::error::Result;
 use crate::id::{ObjectId, parse_hex};
 use data_encoding::BASE64;
@@ -76,7 +77,7 @@ impl Entry {
     ///
     /// # Errors
     ///
-    /// [`AdminError::Invalid`] for an [`EntryValue::Json`] that is not JSON.
+    /// [`AdminError::Invalid`] for an [`StoredValue::Json`] that is not JSON.
     pub fn to_json_line(&self) -> Result<String> {
         let line = match self {
             Entry::Store { format, secret } => Line {
@@ -87,8 +88,8 @@ impl Entry {
             Entry::Object(o) => Line::object("object", o),
             Entry::Key { object, key, value } => {
                 let (encoding, raw) = match value {
-                    EntryValue::Json(text) => ("json", text.clone()),
-                    EntryValue::Bytes(b) => ("base64", format!("\"{}\"", BASE64.encode(b))),
+                    StoredValue::Json(text) => ("json", text.clone()),
+                    StoredValue::Bytes(b) => ("base64", format!("\"{}\"", BASE64.encode(b))),
                 };
                 let raw = RawValue::from_string(raw)
                     .map_err(|e| AdminError::Invalid(format!("value of key {key:?}: {e}")))?;
@@ -142,11 +143,11 @@ impl Entry {
                 let key = l.key.clone().ok_or_else(|| bad("missing \"key\""))?;
                 let raw = l.value.as_deref().ok_or_else(|| bad("missing \"value\""))?;
                 let value = match l.encoding {
-                    Some("json") => EntryValue::Json(raw.get().to_string()),
+                    Some("json") => StoredValue::Json(raw.get().to_string()),
                     Some("base64") => {
                         let text: &str = serde_json::from_str(raw.get())
                             .map_err(|_| bad("a base64 \"value\" must be a string"))?;
-                        EntryValue::Bytes(
+                        StoredValue::Bytes(
                             // Strict: padding and zero trailing bits, so one
                             // text decodes to one byte string.
                             BASE64
@@ -192,17 +193,17 @@ mod tests {
             Entry::Key {
                 object: object(),
                 key: "msg/1".into(),
-                value: EntryValue::Json(r#"{"z":1,"a":[null, 2.5]}"#.into()),
+                value: StoredValue::Json(r#"{"z":1,"a":[null, 2.5]}"#.into()),
             },
             Entry::Key {
                 object: object(),
                 key: "n".into(),
-                value: EntryValue::Json("null".into()),
+                value: StoredValue::Json("null".into()),
             },
             Entry::Key {
                 object: object(),
                 key: "raw\n\"".into(),
-                value: EntryValue::Bytes(Bytes::from_static(&[0, 255, 10])),
+                value: StoredValue::Bytes(Bytes::from_static(&[0, 255, 10])),
             },
             Entry::Alarm {
                 object: object(),

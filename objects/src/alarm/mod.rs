@@ -10,14 +10,14 @@ pub(crate) mod schedule;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockMs, from_ms};
 use crate::metrics::Metrics;
 use crate::storage::Store;
 use schedule::{AlarmSchedule, Jitter, RetryPolicy};
@@ -27,8 +27,8 @@ use schedule::{AlarmSchedule, Jitter, RetryPolicy};
 pub struct AlarmInfo {
     /// How many earlier runs of this alarm failed (0 on the first run).
     pub retry_count: u32,
-    /// The time the alarm was set for, in ms since the epoch.
-    pub scheduled_ms: u64,
+    /// The time the alarm was set for.
+    pub scheduled: SystemTime,
 }
 
 impl AlarmInfo {
@@ -128,9 +128,7 @@ impl Default for Alarms {
 
 impl Alarms {
     fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        // A panic while holding this lock would be a bug in this module; the
-        // state stays usable, so recover it rather than poison everything.
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::sync::lock(&self.state);
         f(&mut guard)
     }
 
@@ -302,7 +300,7 @@ fn settle(
 fn deliver(shared: &Driver, key: AlarmKey, retry: Retry, abandon: bool) -> Delivery {
     let info = AlarmInfo {
         retry_count: retry.count,
-        scheduled_ms: retry.scheduled_ms,
+        scheduled: from_ms(retry.scheduled_ms),
     };
     let sent = shared
         .target

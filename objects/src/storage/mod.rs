@@ -6,28 +6,34 @@
 //! output gate (in the runtime) holds everything the event sends until that
 //! commit is durable.
 
+mod error;
 pub(crate) mod layout;
 mod list;
 mod overlay;
 mod store;
+mod value;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use error::StorageError;
 pub use list::ListOptions;
 pub use store::StoreOptions;
+pub use value::StoredValue;
 
 pub(crate) use overlay::{Overlay, Savepoint};
 pub(crate) use store::Store;
 pub(crate) use writer::Batch;
 
 use overlay::Lookup;
+pub(crate) use value::encode_json;
+use value::{decode, encode_raw, payload};
 
 /// Longest value accepted, in bytes (encoded). Cloudflare's KV backend
 /// allows 128 KiB; so do we.
@@ -36,149 +42,6 @@ pub const MAX_VALUE_BYTES: usize = 128 * 1024;
 pub const MAX_KEYS_PER_CALL: usize = 128;
 /// Most bytes one event may buffer before it must call [`Storage::sync`].
 pub const MAX_EVENT_BYTES: usize = 32 << 20;
-
-/// Errors from storage operations.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StorageError {
-    /// The key is longer than the limit (see `docs/storage.md`).
-    #[error("key of {len} bytes is over the limit of {max} bytes")]
-    KeyTooLarge {
-        /// The key's length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The value is longer than [`MAX_VALUE_BYTES`].
-    #[error("value of {len} bytes is over the limit of {max} bytes")]
-    ValueTooLarge {
-        /// The encoded value's length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// More than [`MAX_KEYS_PER_CALL`] keys in one call.
-    #[error("{len} keys in one call, over the limit of {max}")]
-    TooManyKeys {
-        /// Keys given.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The event buffered more than [`MAX_EVENT_BYTES`] of writes.
-    #[error("this event buffered over {0} bytes of writes; call sync() to commit part of them")]
-    EventTooLarge(usize),
-    /// Invalid list options.
-    #[error("invalid list options: {0}")]
-    InvalidList(&'static str),
-    /// An operation that is not allowed inside a transaction.
-    #[error("{0} is not allowed inside a transaction")]
-    InTransaction(&'static str),
-    /// An alarm time of 0 (Cloudflare refuses it too).
-    #[error("alarm time must be a positive number of milliseconds since the epoch")]
-    InvalidAlarm,
-    /// Encoding or decoding a typed value failed.
-    #[error("value codec: {0}")]
-    Codec(String),
-    /// The data dir reached its size limit; nothing was written. Reads keep
-    /// working. Free space with deletes or raise `StoreOptions::max_size`.
-    #[error("storage full: the data dir reached its size limit")]
-    Full,
-    /// A commit failed; the object was reset and its writes discarded.
-    #[error("commit failed: {0}")]
-    CommitFailed(String),
-    /// The data dir is already open, by another process or in this one.
-    #[error("data dir {0} is in use by another process (or already open in this one)")]
-    DataDirInUse(PathBuf),
-    /// The store was written by an unknown format version.
-    #[error("unknown store format {0}")]
-    UnknownFormat(String),
-    /// Stored bytes do not decode.
-    #[error("corrupt store: {0}")]
-    Corrupt(String),
-    /// A backup target already holds a store.
-    #[error("backup target {0} already exists")]
-    BackupTargetExists(PathBuf),
-    /// The writer has stopped (the runtime shut down).
-    #[error("storage is closed")]
-    Closed,
-    /// An I/O error outside LMDB.
-    #[error("I/O: {0}")]
-    Io(String),
-    /// Any other LMDB error.
-    #[error("LMDB error during {op}: {message}")]
-    Lmdb {
-        /// What was being done.
-        op: &'static str,
-        /// LMDB's message.
-        message: String,
-    },
-}
-
-impl StorageError {
-    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
-        StorageError::Io(format!("{}: {e}", path.display()))
-    }
-
-    pub(crate) fn lmdb(op: &'static str, e: heed::Error) -> Self {
-        match e {
-            heed::Error::Mdb(heed::MdbError::MapFull) => StorageError::Full,
-            e => StorageError::Lmdb {
-                op,
-                message: e.to_string(),
-            },
-        }
-    }
-}
-
-/// How a stored value is encoded (the first byte of every value).
-pub(crate) fn encode_json<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, StorageError> {
-    let mut v = vec![layout::TAG_JSON];
-    serde_json::to_writer(&mut v, value).map_err(|e| StorageError::Codec(e.to_string()))?;
-    Ok(Bytes::from(v))
-}
-
-fn encode_raw(value: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(1 + value.len());
-    v.push(layout::TAG_BYTES);
-    v.extend_from_slice(value);
-    Bytes::from(v)
-}
-
-fn decode<T: DeserializeOwned>(stored: &Bytes) -> Result<T, StorageError> {
-    match stored.first() {
-        Some(&layout::TAG_JSON) => {
-            serde_json::from_slice(&stored[1..]).map_err(|e| StorageError::Codec(e.to_string()))
-        }
-        Some(&layout::TAG_BYTES) => Err(StorageError::Codec(
-            "value was stored as raw bytes; read it with get_bytes".into(),
-        )),
-        _ => Err(StorageError::Corrupt("value has an unknown tag".into())),
-    }
-}
-
-fn payload(stored: Bytes) -> Bytes {
-    stored.slice(1.min(stored.len())..)
-}
-
-/// A decoded stored value, for export and inspection.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StoredValue {
-    /// Stored with `put` (typed, JSON).
-    Json(serde_json::Value),
-    /// Stored with `put_bytes`.
-    Bytes(Bytes),
-}
-
-/// Decodes a stored value for export.
-fn stored_value(v: Bytes) -> Result<StoredValue, StorageError> {
-    Ok(match v.first() {
-        Some(&layout::TAG_JSON) => StoredValue::Json(
-            serde_json::from_slice(&v[1..]).map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        ),
-        _ => StoredValue::Bytes(payload(v)),
-    })
-}
 
 /// Every committed entry of one object, decoded (no overlay: for tools
 /// outside the object).
@@ -204,7 +67,7 @@ pub(crate) fn list_committed(
     store.scan(
         id,
         &range,
-        &mut |k, v| match (String::from_utf8(k), stored_value(v)) {
+        &mut |k, v| match (String::from_utf8(k), StoredValue::from_stored(&v)) {
             (Ok(k), Ok(v)) => {
                 out.push((k, v));
                 out.len() < limit
@@ -238,7 +101,7 @@ pub struct Storage {
     in_transaction: bool,
     /// A commit failed during this event: the runtime resets the object
     /// whatever the handler does with the error.
-    pub(crate) broken: Option<String>,
+    pub(crate) broken: Option<Arc<StorageError>>,
     /// A commit handed to the writer whose answer has not been read (a
     /// handler dropped its `sync()` mid-way); settled before any output.
     in_flight: Option<InFlight>,
@@ -479,7 +342,7 @@ impl Storage {
     pub fn export(&self) -> Result<Vec<(String, StoredValue)>, StorageError> {
         self.list_raw(&ListOptions::new())?
             .into_iter()
-            .map(|(k, v)| Ok((k, stored_value(v)?)))
+            .map(|(k, v)| Ok((k, StoredValue::from_stored(&v)?)))
             .collect()
     }
 
@@ -528,24 +391,31 @@ impl Storage {
         Ok(())
     }
 
-    /// The alarm's time in ms since the epoch, if one is set.
+    /// The alarm's time, if one is set.
     ///
     /// # Errors
     ///
     /// An LMDB read error.
-    pub fn alarm(&self) -> Result<Option<u64>, StorageError> {
+    pub fn alarm(&self) -> Result<Option<SystemTime>, StorageError> {
+        Ok(self.alarm_ms()?.map(crate::clock::from_ms))
+    }
+
+    pub(crate) fn alarm_ms(&self) -> Result<Option<u64>, StorageError> {
         match self.overlay.alarm() {
             Some(a) => Ok(a),
             None => self.store.alarm(&self.id),
         }
     }
 
-    /// Sets the alarm (replacing any other). A time in the past fires at once.
+    /// Sets the alarm (replacing any other), to the millisecond (finer
+    /// parts are dropped). A time in the past fires at once.
     ///
     /// # Errors
     ///
-    /// [`StorageError::InvalidAlarm`] for time 0.
-    pub fn set_alarm(&mut self, at_ms: u64) -> Result<(), StorageError> {
+    /// [`StorageError::InvalidAlarm`] for the epoch itself or a time
+    /// before it.
+    pub fn set_alarm(&mut self, at: SystemTime) -> Result<(), StorageError> {
+        let at_ms = crate::clock::to_ms(at);
         if at_ms == 0 {
             return Err(StorageError::InvalidAlarm);
         }
@@ -602,7 +472,7 @@ impl Storage {
         match self.commit().await {
             Ok(()) => Ok(()),
             Err(e) => {
-                self.broken = Some(e.to_string());
+                self.broken = Some(Arc::new(e.duplicate()));
                 Err(e)
             }
         }

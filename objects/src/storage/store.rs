@@ -22,6 +22,7 @@ pub(crate) type CatalogEntry = ([u8; 32], Option<String>);
 
 /// Options for a data dir.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct StoreOptions {
     /// The most bytes the LMDB map may hold. The file grows as data is
     /// written, up to this; past it writes fail with
@@ -42,6 +43,12 @@ impl Default for StoreOptions {
         }
     }
 }
+
+with_setters!(StoreOptions {
+    with_max_size => max_size: usize,
+    with_writer_queue => writer_queue: usize,
+    with_max_group => max_group: usize,
+});
 
 /// The handles of every database in the environment.
 #[derive(Clone, Copy)]

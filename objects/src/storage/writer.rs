@@ -80,7 +80,10 @@ pub(crate) fn spawn(
             std::thread::Builder::new()
                 .name("objects-lmdb-writer".into())
                 .spawn(work)
-                .map_err(|e| StorageError::Io(format!("spawning the writer thread: {e}")))?,
+                .map_err(|e| StorageError::Io {
+                    context: "spawning the writer thread".into(),
+                    source: e,
+                })?,
         ),
     };
     Ok(Writer {
@@ -104,7 +107,7 @@ impl Writer {
     pub(crate) async fn close(&self) {
         // A closed channel means the thread is gone already.
         let _ = self.tx.send(Job::Stop).await;
-        let handle = self.thread.lock().ok().and_then(|mut g| g.take());
+        let handle = crate::sync::lock(&self.thread).take();
         match handle {
             Some(Thread::Blocking(h)) => {
                 let _ = h.await;
@@ -122,7 +125,7 @@ impl Writer {
     pub(crate) fn close_blocking(&self) {
         // Full or closed: the thread is busy with nothing of ours, or gone.
         let _ = self.tx.try_send(Job::Stop);
-        let handle = self.thread.lock().ok().and_then(|mut g| g.take());
+        let handle = crate::sync::lock(&self.thread).take();
         if let Some(Thread::Std(h)) = handle {
             let _ = h.join();
         }
@@ -188,7 +191,12 @@ fn commit_group(
     if injected {
         return group
             .iter()
-            .map(|_| Err(StorageError::CommitFailed("injected failure".into())))
+            .map(|_| {
+                Err(StorageError::CommitFailed(Arc::new(StorageError::Lmdb {
+                    op: "commit",
+                    source: "injected failure".into(),
+                })))
+            })
             .collect();
     }
     let all = || group.iter().map(|(b, _)| b);

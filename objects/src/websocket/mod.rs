@@ -11,6 +11,20 @@ pub use registry::{
     MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS,
 };
 
+/// How an accepted WebSocket closed, for
+/// [`Object::websocket_close`](crate::Object::websocket_close).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CloseEvent {
+    /// The close code the peer sent (1005 when its Close frame had none;
+    /// 1006 when it vanished without one).
+    pub code: u16,
+    /// The reason the peer gave (may be empty).
+    pub reason: String,
+    /// False when the peer vanished without a Close frame.
+    pub clean: bool,
+}
+
 /// Errors from WebSocket operations.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -85,4 +99,22 @@ pub enum Message {
     Text(String),
     /// A binary frame.
     Binary(Bytes),
+}
+
+impl From<String> for Message {
+    fn from(s: String) -> Self {
+        Message::Text(s)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(s: &str) -> Self {
+        Message::Text(s.to_string())
+    }
+}
+
+impl From<Bytes> for Message {
+    fn from(b: Bytes) -> Self {
+        Message::Binary(b)
+    }
 }

@@ -17,11 +17,12 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
 use super::registry::Registry;
-use super::{Message, WebSocketError};
+use super::{CloseEvent, Message, WebSocketError};
 use crate::http::{Request, Response};
 
 /// Tunables of accepted WebSockets.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WebSocketOptions {
     /// Largest message accepted from a peer; a larger one closes the socket
     /// with 1009. Default 1 MiB (Cloudflare's limit).
@@ -53,6 +54,14 @@ impl Default for WebSocketOptions {
         }
     }
 }
+
+with_setters!(WebSocketOptions {
+    with_max_message_bytes => max_message_bytes: usize,
+    with_send_queue => send_queue: usize,
+    with_ping_interval => ping_interval: Duration,
+    with_ping_timeout => ping_timeout: Duration,
+    with_read_buffer => read_buffer: usize,
+});
 
 /// The close reason of a socket cut off because its reader fell behind.
 const SLOW_READER: &str = "slow reader: send queue full";
@@ -105,11 +114,7 @@ pub(crate) type Table = Mutex<Registry<SocketHandle>>;
 #[derive(Debug)]
 pub(crate) enum SocketEvent {
     Message(Message),
-    Close {
-        code: u16,
-        reason: String,
-        clean: bool,
-    },
+    Close(CloseEvent),
     Error(String),
 }
 
@@ -257,11 +262,11 @@ impl Task {
                 })
                 .unwrap_or(false);
             if live {
-                let close = SocketEvent::Close {
+                let close = SocketEvent::Close(CloseEvent {
                     code: 1006,
                     reason: "the client left before the WebSocket upgrade completed".into(),
                     clean: false,
-                };
+                });
                 if !self.deliver.deliver(self.id, self.sid, close).await
                     && let Ok(mut t) = self.table.lock()
                 {
@@ -467,11 +472,11 @@ impl Task {
             .deliver(
                 self.id,
                 self.sid,
-                SocketEvent::Close {
+                SocketEvent::Close(CloseEvent {
                     code,
                     reason,
                     clean,
-                },
+                }),
             )
             .await;
         if !delivered && let Ok(mut t) = self.table.lock() {

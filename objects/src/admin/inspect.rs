@@ -56,30 +56,6 @@ pub struct SocketView {
     pub open: bool,
 }
 
-/// One stored value, shown as text.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
-pub enum ValueView {
-    /// Stored with `put`: the JSON value.
-    Json(serde_json::Value),
-    /// Stored with `put_bytes`: the bytes, as UTF-8 text when they are.
-    Text(String),
-    /// Stored with `put_bytes`, not UTF-8: lowercase hex.
-    Hex(String),
-}
-
-impl From<StoredValue> for ValueView {
-    fn from(v: StoredValue) -> Self {
-        match v {
-            StoredValue::Json(j) => ValueView::Json(j),
-            StoredValue::Bytes(b) => match std::str::from_utf8(&b) {
-                Ok(t) => ValueView::Text(t.to_string()),
-                Err(_) => ValueView::Hex(b.iter().map(|x| format!("{x:02x}")).collect()),
-            },
-        }
-    }
-}
-
 /// One object: committed storage (a page of it), alarm and sockets.
 #[derive(Debug, Clone, Serialize)]
 pub struct ObjectView {
@@ -94,7 +70,7 @@ pub struct ObjectView {
     /// The committed alarm, ms since the Unix epoch.
     pub alarm_ms: Option<u64>,
     /// Committed entries in key order (an event in progress is not seen).
-    pub entries: Vec<(String, ValueView)>,
+    pub entries: Vec<(String, StoredValue)>,
     /// Pass this as `after` for the next page of entries; `None` on the
     /// last one.
     pub next_after: Option<String>,
@@ -104,6 +80,7 @@ pub struct ObjectView {
 
 /// Which entries of an object to view.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ViewOptions {
     /// Only keys with this prefix.
     pub prefix: Option<String>,
@@ -112,6 +89,12 @@ pub struct ViewOptions {
     /// At most this many entries (default and most: [`MAX_VIEWED_ENTRIES`]).
     pub limit: Option<usize>,
 }
+
+with_setters!(ViewOptions {
+    with_prefix => prefix: Option<String>,
+    with_after => after: Option<String>,
+    with_limit => limit: Option<usize>,
+});
 
 impl ViewOptions {
     /// The listing these options ask for, one more than the page so the
@@ -163,7 +146,7 @@ impl<O: Object> NsInner<O> {
             .sockets
             .iter()
             .map(|t| {
-                let open = t.lock().map(|t| t.list(None).len()).unwrap_or(0);
+                let open = crate::sync::lock(&t).list(None).len();
                 (*t.key(), open)
             })
             .filter(|(_, open)| *open > 0)
@@ -205,7 +188,7 @@ impl<O: Object> NsInner<O> {
             entry(&mut all, *slot.key(), slot.id.name()).live = true;
         }
         for table in self.sockets.iter() {
-            let open = table.lock().map(|t| t.list(None).len()).unwrap_or(0);
+            let open = crate::sync::lock(&table).list(None).len();
             if open > 0 {
                 entry(&mut all, *table.key(), None).sockets = open;
             }
@@ -236,28 +219,24 @@ impl<O: Object> NsInner<O> {
                 .and_then(|s| s.id.name().map(str::to_string))
         });
         let (list, page) = opts.list_options();
-        let mut entries: Vec<(String, ValueView)> =
+        let mut entries: Vec<(String, StoredValue)> =
             crate::storage::list_committed(store, &key, &list)?
                 .into_iter()
-                .map(|(k, v)| (k, ValueView::from(v)))
                 .collect();
         let next_after = paginate(&mut entries, page, |(k, _)| k.clone());
         let sockets = self
             .sockets
             .get(&key)
             .map(|t| {
-                t.lock()
-                    .map(|t| {
-                        t.entries()
-                            .map(|(sid, tags, att, open)| SocketView {
-                                sid,
-                                tags: tags.to_vec(),
-                                attachment: att.and_then(|b| serde_json::from_slice(b).ok()),
-                                open,
-                            })
-                            .collect()
+                crate::sync::lock(&t)
+                    .entries()
+                    .map(|(sid, tags, att, open)| SocketView {
+                        sid,
+                        tags: tags.to_vec(),
+                        attachment: att.and_then(|b| serde_json::from_slice(b).ok()),
+                        open,
                     })
-                    .unwrap_or_default()
+                    .collect()
             })
             .unwrap_or_default();
         Ok(ObjectView {
