@@ -53,6 +53,8 @@ mod namespace;
 mod object;
 mod runtime;
 mod storage;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod websocket;
 
 pub use admin::{
