@@ -240,14 +240,6 @@ impl Obs {
             o => o.clone(),
         }
     }
-
-    /// The error kind, when this is an [`Obs::Failed`].
-    pub fn failed_kind(&self) -> Option<&str> {
-        match self {
-            Obs::Failed { kind, .. } => Some(kind),
-            _ => None,
-        }
-    }
 }
 
 /// An `Obs::Failed` of this kind with no message.
