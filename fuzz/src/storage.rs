@@ -3,13 +3,14 @@
 //!
 //! `objects` has no pure entry point for these (id parsing needs the
 //! namespace's key, lists need a store), so they run through a real
-//! runtime on a temporary data dir, opened once per [`Harness`].
+//! runtime on a temporary data dir, opened once per [`Harness`]. The
+//! operations, the interpreter the object runs and the `BTreeMap` model
+//! are `objects::testing::storage_model`, shared with the storage tests.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use objects::{Context, Error, ListOptions, Namespace, Object, Result, Runtime, Storage};
-use serde::{Deserialize, Serialize};
+use objects::testing::storage_model::{Interpreter, ListSpec, Model, Obs, Op};
+use objects::{Context, Error, Namespace, Object, Result, Runtime};
 
 /// A runtime on a temporary data dir with one namespace of [`Subject`]s.
 pub struct Harness {
@@ -65,11 +66,14 @@ impl Harness {
     }
 
     /// Runs events on the one subject object; each call is one event.
+    /// Error messages are dropped (the model predicts kinds only).
     fn run(&self, event: Vec<Op>) -> Vec<Obs> {
         // Inside the runtime: a stub may start the object's task.
-        self.tokio
+        let obs = self
+            .tokio
             .block_on(async { self.subjects.get_by_name("subject").call(event).await })
-            .expect("the subject's events never fail")
+            .expect("the subject's events never fail");
+        kinds(obs)
     }
 }
 
@@ -79,58 +83,11 @@ impl Default for Harness {
     }
 }
 
-/// One storage operation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Op {
-    Put(String, Vec<u8>),
-    Delete(String),
-    Get(String),
-    List(ListOptionsSpec),
-    DeleteAll,
-    Sync,
-    /// Runs `ops` (puts, deletes, gets, lists) in a transaction whose
-    /// closure then fails or succeeds.
-    Txn(Vec<Op>, bool),
-}
-
-/// [`ListOptions`] in a serialisable form (calls cross a serde boundary).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct ListOptionsSpec {
-    start: Option<String>,
-    start_after: Option<String>,
-    end: Option<String>,
-    prefix: Option<String>,
-    reverse: bool,
-    limit: Option<usize>,
-}
-
-impl ListOptionsSpec {
-    fn options(&self) -> ListOptions {
-        ListOptions {
-            start: self.start.clone(),
-            start_after: self.start_after.clone(),
-            end: self.end.clone(),
-            prefix: self.prefix.clone(),
-            reverse: self.reverse,
-            limit: self.limit,
-        }
-    }
-}
-
-/// What one operation observed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-enum Obs {
-    Done,
-    Existed(bool),
-    Value(Option<Vec<u8>>),
-    Listed(Vec<(String, Vec<u8>)>),
-    Txn(Vec<Obs>, bool),
-    Err,
-}
-
 /// The object under test: runs the operations of a call as one event.
 #[derive(Debug)]
-struct Subject;
+struct Subject {
+    interpreter: Interpreter,
+}
 
 impl Object for Subject {
     type Env = ();
@@ -138,109 +95,32 @@ impl Object for Subject {
     type Reply = Vec<Obs>;
 
     async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
-        Ok(Subject)
+        Ok(Subject {
+            interpreter: Interpreter::default(),
+        })
     }
 
     async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<Vec<Obs>> {
         let mut out = Vec::with_capacity(ops.len());
         for op in &ops {
-            let obs = match op {
-                Op::Sync => match ctx.storage().sync().await {
-                    Ok(()) => Obs::Done,
-                    Err(_) => Obs::Err,
-                },
-                Op::Txn(inner_ops, fail) => {
-                    let mut inner = Vec::new();
-                    let result = ctx
-                        .storage()
-                        .transaction(|s| {
-                            inner.extend(inner_ops.iter().map(|op| apply(s, op)));
-                            if *fail {
-                                Err(Error::app("rolled back"))
-                            } else {
-                                Ok(())
-                            }
-                        })
-                        .await;
-                    Obs::Txn(inner, result.is_ok())
-                }
-                op => apply(ctx.storage(), op),
-            };
-            out.push(obs);
+            out.push(self.interpreter.run(ctx.storage(), op).await?);
         }
         Ok(out)
     }
 }
 
-fn apply(s: &mut Storage, op: &Op) -> Obs {
-    let result = match op {
-        Op::Put(k, v) => s.put_bytes(k, v).map(|()| Obs::Done),
-        Op::Delete(k) => s.delete(k).map(Obs::Existed),
-        Op::Get(k) => s.get_bytes(k).map(|v| Obs::Value(v.map(|b| b.to_vec()))),
-        Op::List(spec) => s
-            .list_bytes(&spec.options())
-            .map(|v| Obs::Listed(v.into_iter().map(|(k, b)| (k, b.to_vec())).collect())),
-        Op::DeleteAll => s.delete_all().map(|()| Obs::Done),
-        Op::Sync | Op::Txn(..) => return Obs::Err,
-    };
-    result.unwrap_or(Obs::Err)
+/// Runs one event on the model (each event commits alone, as the harness
+/// awaits each call before the next) and returns what it should observe.
+fn expect(model: &mut Model, event: &[Op]) -> Vec<Obs> {
+    let mut expected = model.run(&[event.to_vec()]);
+    let expected = expected.pop().expect("one event, one result");
+    assert!(expected.ok, "the fuzz events never fail: {event:?}");
+    expected.obs
 }
 
-// ---------------------------------------------------------------- model --
-
-type Map = BTreeMap<String, Vec<u8>>;
-
-/// `list` by its documented rules, on the model.
-fn model_list(map: &Map, spec: &ListOptionsSpec) -> Obs {
-    if spec.limit == Some(0) || (spec.start.is_some() && spec.start_after.is_some()) {
-        return Obs::Err;
-    }
-    let keep = |k: &String| {
-        spec.start.as_ref().is_none_or(|s| k >= s)
-            && spec.start_after.as_ref().is_none_or(|s| k > s)
-            && spec.end.as_ref().is_none_or(|e| k < e)
-            && spec
-                .prefix
-                .as_ref()
-                .is_none_or(|p| k.starts_with(p.as_str()))
-    };
-    let mut listed: Vec<(String, Vec<u8>)> = map
-        .iter()
-        .filter(|(k, _)| keep(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if spec.reverse {
-        listed.reverse();
-    }
-    if let Some(limit) = spec.limit {
-        listed.truncate(limit);
-    }
-    Obs::Listed(listed)
-}
-
-fn model_apply(map: &mut Map, op: &Op) -> Obs {
-    match op {
-        Op::Put(k, v) => {
-            map.insert(k.clone(), v.clone());
-            Obs::Done
-        }
-        Op::Delete(k) => Obs::Existed(map.remove(k).is_some()),
-        Op::Get(k) => Obs::Value(map.get(k).cloned()),
-        Op::List(spec) => model_list(map, spec),
-        Op::DeleteAll => {
-            map.clear();
-            Obs::Done
-        }
-        Op::Sync => Obs::Done,
-        Op::Txn(ops, fail) => {
-            let mut scratch = map.clone();
-            let inner = ops.iter().map(|op| model_apply(&mut scratch, op)).collect();
-            if !fail {
-                *map = scratch;
-            }
-            Obs::Txn(inner, !fail)
-        }
-    }
+/// Observations as the model gives them (error kinds without messages).
+fn kinds(obs: Vec<Obs>) -> Vec<Obs> {
+    obs.iter().map(Obs::without_messages).collect()
 }
 
 // ---------------------------------------------------------- input bytes --
@@ -278,10 +158,10 @@ impl Bytes<'_> {
         (0..len).map(|_| self.byte()).collect()
     }
 
-    fn list(&mut self) -> ListOptionsSpec {
+    fn list(&mut self) -> ListSpec {
         let flags = self.byte();
         let opt = |bit: u8, this: &mut Self| (flags & bit != 0).then(|| this.key());
-        ListOptionsSpec {
+        ListSpec {
             start: opt(1, self),
             start_after: opt(2, self),
             end: opt(4, self),
@@ -294,10 +174,10 @@ impl Bytes<'_> {
     /// An operation that may run inside a transaction.
     fn simple_op(&mut self) -> Op {
         match self.byte() % 5 {
-            0 | 1 => Op::Put(self.key(), self.value()),
+            0 | 1 => Op::PutBytes(self.key(), self.value()),
             2 => Op::Delete(self.key()),
-            3 => Op::Get(self.key()),
-            _ => Op::List(self.list()),
+            3 => Op::GetBytes(self.key()),
+            _ => Op::ListBytes(self.list()),
         }
     }
 }
@@ -313,7 +193,7 @@ pub fn storage_ops(h: &Harness, data: &[u8]) {
     let mut input = Bytes(data);
     // Start from an empty object whatever the previous input left.
     assert_eq!(h.run(vec![Op::DeleteAll]), vec![Obs::Done]);
-    let mut model = Map::new();
+    let mut model = Model::new(1);
     for _ in 0..MAX_EVENTS {
         if input.is_empty() {
             break;
@@ -327,23 +207,23 @@ pub fn storage_ops(h: &Harness, data: &[u8]) {
                 7 => {
                     let n = usize::from(input.byte() % 4);
                     let ops = (0..n).map(|_| input.simple_op()).collect();
-                    Op::Txn(ops, input.byte() % 2 == 1)
+                    Op::Txn {
+                        ops,
+                        fail: input.byte() % 2 == 1,
+                    }
                 }
-                8 => Op::List(input.list()),
+                8 => Op::ListBytes(input.list()),
                 _ => break, // end of this event
             };
             event.push(op);
         }
-        let expected: Vec<Obs> = event.iter().map(|op| model_apply(&mut model, op)).collect();
+        let expected = expect(&mut model, &event);
         let got = h.run(event.clone());
         assert_eq!(got, expected, "event {event:?}");
     }
     // What survived the events is what a fresh read sees.
-    let everything = Op::List(ListOptionsSpec::default());
-    assert_eq!(
-        h.run(vec![everything.clone()]),
-        vec![model_apply(&mut model, &everything)]
-    );
+    let everything = vec![Op::ListBytes(ListSpec::default())];
+    assert_eq!(h.run(everything.clone()), expect(&mut model, &everything));
 }
 
 /// `list` with arbitrary keys and bounds (any Unicode, any length up to a
@@ -359,7 +239,7 @@ pub fn list_options(h: &Harness, data: &[u8]) {
     let flags = fields.next().and_then(|f| f.bytes().next()).unwrap_or(0);
     let mut field =
         |bit: u8| (flags & bit != 0).then(|| truncate(fields.next().unwrap_or_default(), 64));
-    let spec = ListOptionsSpec {
+    let spec = ListSpec {
         start: field(1),
         start_after: field(2),
         end: field(4),
@@ -372,16 +252,17 @@ pub fn list_options(h: &Harness, data: &[u8]) {
         fields
             .take(32)
             .enumerate()
-            .map(|(n, key)| Op::Put(truncate(key, 64), vec![n as u8])),
+            .map(|(n, key)| Op::PutBytes(truncate(key, 64), vec![n as u8])),
     );
-    event.push(Op::List(spec.clone()));
-    // The same list again after the commit, read from the store.
-    let mut model = Map::new();
-    let expected: Vec<Obs> = event.iter().map(|op| model_apply(&mut model, op)).collect();
+    event.push(Op::ListBytes(spec.clone()));
+    let mut model = Model::new(1);
+    let expected = expect(&mut model, &event);
     assert_eq!(h.run(event), expected, "{spec:?}");
+    // The same list again after the commit, read from the store.
+    let again = vec![Op::ListBytes(spec.clone())];
     assert_eq!(
-        h.run(vec![Op::List(spec.clone())]),
-        vec![model_list(&model, &spec)],
+        h.run(again.clone()),
+        expect(&mut model, &again),
         "{spec:?} after the commit"
     );
 }

@@ -81,6 +81,8 @@ mod runtime;
 mod shared;
 mod storage;
 mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod websocket;
 
 pub use admin::{

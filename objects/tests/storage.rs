@@ -6,238 +6,33 @@
 //!
 //! Every test drives a `Kv` object with a batch of [`Op`]s per call: one
 //! call is one event, so the ops of a call share one overlay and commit
-//! together when the event ends.
+//! together when the event ends. The ops, their observations ([`Obs`]) and
+//! the interpreter that runs them are `objects::testing::storage_model`,
+//! the same the model test and the fuzz targets use.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use objects::testing::storage_model::{Exported, Interpreter, Obs, Op, Pause, Point};
 use objects::{
     Context, Error, ListOptions, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Namespace, Object, Result,
-    Runtime, RuntimeOptions, Storage, StorageError, StoreOptions, StoredValue,
+    Runtime, RuntimeOptions, StorageError, StoreOptions,
 };
-use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
-
-/// A typed value.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Point {
-    x: i64,
-    label: String,
-}
 
 fn pt(x: i64) -> Point {
-    Point {
-        x,
-        label: format!("p{x}"),
-    }
-}
-
-/// [`ListOptions`] in a form that travels in a call.
-#[derive(Serialize, Deserialize, Debug, Clone, Default)]
-struct ListSpec {
-    start: Option<String>,
-    start_after: Option<String>,
-    end: Option<String>,
-    prefix: Option<String>,
-    reverse: bool,
-    limit: Option<usize>,
-}
-
-impl From<&ListOptions> for ListSpec {
-    fn from(o: &ListOptions) -> Self {
-        ListSpec {
-            start: o.start.clone(),
-            start_after: o.start_after.clone(),
-            end: o.end.clone(),
-            prefix: o.prefix.clone(),
-            reverse: o.reverse,
-            limit: o.limit,
-        }
-    }
-}
-
-impl From<&ListSpec> for ListOptions {
-    fn from(s: &ListSpec) -> Self {
-        ListOptions {
-            start: s.start.clone(),
-            start_after: s.start_after.clone(),
-            end: s.end.clone(),
-            prefix: s.prefix.clone(),
-            reverse: s.reverse,
-            limit: s.limit,
-        }
-    }
-}
-
-/// One step of an event.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-enum Op {
-    Put(String, Point),
-    /// A typed `String` value.
-    PutText(String, String),
-    PutBytes(String, Vec<u8>),
-    PutMany(Vec<(String, Point)>),
-    Get(String),
-    GetText(String),
-    GetBytes(String),
-    GetMany(Vec<String>),
-    Delete(String),
-    DeleteMany(Vec<String>),
-    /// Typed (`Point`) listing.
-    List(ListSpec),
-    ListBytes(ListSpec),
-    Export,
-    DeleteAll,
-    Sync,
-    /// A transaction running the (synchronous) ops; `fail` makes the closure
-    /// return an error after them.
-    Txn {
-        ops: Vec<Op>,
-        fail: bool,
-    },
-    /// `transaction(|s| s.delete_all())`, the error propagated.
-    TxnDeleteAll,
-    /// Increments the instance's in-memory counter.
-    Bump,
-    /// Signals `entered`, then waits for `release`.
-    Block,
-    /// The handler returns an error here.
-    Fail,
-    /// The handler panics here.
-    Panic,
-}
-
-/// What an op observed.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-enum Out {
-    Done,
-    Existed(bool),
-    Deleted(usize),
-    Point(Option<Point>),
-    Text(Option<String>),
-    Bytes(Option<Vec<u8>>),
-    Points(BTreeMap<String, Point>),
-    Entries(Vec<(String, Point)>),
-    ByteEntries(Vec<(String, Vec<u8>)>),
-    Exported(Vec<(String, Exported)>),
-    /// The inner ops' outs, then `Done` or the transaction's error.
-    Txn(Vec<Out>, Box<Out>),
-    Bumped(u64),
-    KeyTooLarge {
-        len: usize,
-        max: usize,
-    },
-    ValueTooLarge {
-        len: usize,
-        max: usize,
-    },
-    TooManyKeys {
-        len: usize,
-        max: usize,
-    },
-    /// Any other error: its variant name and message.
-    Failed {
-        kind: String,
-        message: String,
-    },
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-enum Exported {
-    Json(serde_json::Value),
-    Bytes(Vec<u8>),
-}
-
-/// The variant name at the start of a `Debug` rendering.
-fn kind_of(debug: &str) -> String {
-    debug.chars().take_while(|c| c.is_alphanumeric()).collect()
-}
-
-fn failed(e: StorageError) -> Out {
-    match e {
-        StorageError::KeyTooLarge { len, max } => Out::KeyTooLarge { len, max },
-        StorageError::ValueTooLarge { len, max } => Out::ValueTooLarge { len, max },
-        StorageError::TooManyKeys { len, max } => Out::TooManyKeys { len, max },
-        e => Out::Failed {
-            kind: kind_of(&format!("{e:?}")),
-            message: e.to_string(),
-        },
-    }
-}
-
-fn failed_any(e: Error) -> Out {
-    match e {
-        Error::Storage(e) => failed(e),
-        e => Out::Failed {
-            kind: kind_of(&format!("{e:?}")),
-            message: e.to_string(),
-        },
-    }
-}
-
-fn out<T>(r: std::result::Result<T, StorageError>, f: impl FnOnce(T) -> Out) -> Out {
-    r.map_or_else(failed, f)
-}
-
-/// Runs one synchronous op.
-fn apply(s: &mut Storage, op: Op) -> Out {
-    match op {
-        Op::Put(k, v) => out(s.put(&k, &v), |()| Out::Done),
-        Op::PutText(k, v) => out(s.put(&k, &v), |()| Out::Done),
-        Op::PutBytes(k, v) => out(s.put_bytes(&k, &v), |()| Out::Done),
-        Op::PutMany(entries) => {
-            let entries: Vec<(&str, Point)> = entries
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
-                .collect();
-            out(s.put_many(&entries), |()| Out::Done)
-        }
-        Op::Get(k) => out(s.get::<Point>(&k), Out::Point),
-        Op::GetText(k) => out(s.get::<String>(&k), Out::Text),
-        Op::GetBytes(k) => out(s.get_bytes(&k), |v| Out::Bytes(v.map(|b| b.to_vec()))),
-        Op::GetMany(keys) => {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            out(s.get_many::<Point>(&keys), Out::Points)
-        }
-        Op::Delete(k) => out(s.delete(&k), Out::Existed),
-        Op::DeleteMany(keys) => {
-            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-            out(s.delete_many(&keys), Out::Deleted)
-        }
-        Op::List(spec) => out(s.list::<Point>(&(&spec).into()), Out::Entries),
-        Op::ListBytes(spec) => out(s.list_bytes(&(&spec).into()), |v| {
-            Out::ByteEntries(v.into_iter().map(|(k, b)| (k, b.to_vec())).collect())
-        }),
-        Op::Export => out(s.export(), |v| {
-            Out::Exported(
-                v.into_iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            StoredValue::Json(j) => Exported::Json(j),
-                            StoredValue::Bytes(b) => Exported::Bytes(b.to_vec()),
-                        };
-                        (k, v)
-                    })
-                    .collect(),
-            )
-        }),
-        Op::DeleteAll => out(s.delete_all(), |()| Out::Done),
-        op => Out::Failed {
-            kind: "Unsupported".into(),
-            message: format!("{op:?} cannot run inside a transaction"),
-        },
-    }
+    Point::new(x)
 }
 
 #[derive(Default)]
 struct Probe {
     constructed: AtomicUsize,
-    entered: Notify,
-    release: Notify,
-    /// Every out of every event, including events whose reply is lost.
-    trace: Mutex<Vec<Out>>,
+    /// Where `Op::Block` waits.
+    pause: Arc<Pause>,
+    /// Every observation of every event, including events whose reply is
+    /// lost.
+    trace: Mutex<Vec<Obs>>,
 }
 
 impl Probe {
@@ -245,66 +40,34 @@ impl Probe {
         self.constructed.load(Ordering::SeqCst)
     }
 
-    fn take_trace(&self) -> Vec<Out> {
+    fn take_trace(&self) -> Vec<Obs> {
         std::mem::take(&mut *self.trace.lock().expect("trace lock"))
     }
 }
 
+/// Runs the ops of a call, one event, with the shared interpreter.
 struct Kv {
-    bumps: u64,
+    interpreter: Interpreter,
     env: Arc<Probe>,
 }
 
 impl Object for Kv {
     type Env = Probe;
     type Call = Vec<Op>;
-    type Reply = Vec<Out>;
+    type Reply = Vec<Obs>;
 
     async fn new(_ctx: &mut Context, env: Arc<Probe>) -> Result<Self> {
         env.constructed.fetch_add(1, Ordering::SeqCst);
-        Ok(Kv { bumps: 0, env })
+        Ok(Kv {
+            interpreter: Interpreter::new(env.pause.clone()),
+            env,
+        })
     }
 
-    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<Vec<Out>> {
+    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<Vec<Obs>> {
         let mut outs = Vec::new();
-        for op in ops {
-            let o = match op {
-                Op::Sync => match ctx.storage().sync().await {
-                    Ok(()) => Out::Done,
-                    Err(e) => failed(e),
-                },
-                Op::Txn { ops, fail } => {
-                    let mut inner = Vec::new();
-                    let r = ctx
-                        .storage()
-                        .transaction(|s| {
-                            inner.extend(ops.into_iter().map(|op| apply(s, op)));
-                            if fail {
-                                Err(Error::app("rolled back on purpose"))
-                            } else {
-                                Ok(())
-                            }
-                        })
-                        .await;
-                    Out::Txn(inner, Box::new(r.map_or_else(failed_any, |()| Out::Done)))
-                }
-                Op::TxnDeleteAll => match ctx.storage().transaction(|s| s.delete_all()).await {
-                    Ok(()) => Out::Done,
-                    Err(e) => failed(e),
-                },
-                Op::Bump => {
-                    self.bumps += 1;
-                    Out::Bumped(self.bumps)
-                }
-                Op::Block => {
-                    self.env.entered.notify_one();
-                    self.env.release.notified().await;
-                    Out::Done
-                }
-                Op::Fail => return Err(Error::app("failed on purpose")),
-                Op::Panic => panic!("panicked on purpose"),
-                op => apply(ctx.storage(), op),
-            };
+        for op in &ops {
+            let o = self.interpreter.run(ctx.storage(), op).await?;
             self.env.trace.lock().expect("trace lock").push(o.clone());
             outs.push(o);
         }
@@ -339,11 +102,11 @@ impl Fixture {
         self.kv.env()
     }
 
-    async fn try_run(&self, name: &str, ops: Vec<Op>) -> Result<Vec<Out>> {
+    async fn try_run(&self, name: &str, ops: Vec<Op>) -> Result<Vec<Obs>> {
         self.kv.get_by_name(name).call(ops).await
     }
 
-    async fn run(&self, name: &str, ops: Vec<Op>) -> Vec<Out> {
+    async fn run(&self, name: &str, ops: Vec<Op>) -> Vec<Obs> {
         self.try_run(name, ops)
             .await
             .unwrap_or_else(|e| panic!("call to {name} failed: {e}"))
@@ -389,13 +152,13 @@ fn list_bytes(o: &ListOptions) -> Op {
 fn strings(keys: &[&str]) -> Vec<String> {
     keys.iter().map(|k| (*k).to_string()).collect()
 }
-fn point(x: i64) -> Out {
-    Out::Point(Some(pt(x)))
+fn point(x: i64) -> Obs {
+    Obs::Point(Some(pt(x)))
 }
-const NONE: Out = Out::Point(None);
+const NONE: Obs = Obs::Point(None);
 
-fn is_failed(o: &Out, want: &str) -> bool {
-    matches!(o, Out::Failed { kind, .. } if kind == want)
+fn is_failed(o: &Obs, want: &str) -> bool {
+    matches!(o, Obs::Failed { kind, .. } if kind == want)
 }
 
 // Statement 5: a get right after a put in the same event sees it; deletes
@@ -439,7 +202,7 @@ async fn an_event_reads_its_own_writes() {
         )
         .await;
     let e = |pairs: &[(&str, i64)]| {
-        Out::Entries(
+        Obs::Entries(
             pairs
                 .iter()
                 .map(|(k, x)| ((*k).to_string(), pt(*x)))
@@ -450,34 +213,34 @@ async fn an_event_reads_its_own_writes() {
         outs,
         vec![
             point(1),
-            Out::Done,
+            Obs::Done,
             point(10),
             NONE,
-            Out::Done,
+            Obs::Done,
             point(3),
-            Out::Existed(true),
+            Obs::Existed(true),
             NONE,
             e(&[("a", 10), ("c", 3), ("x", 9)]),
-            Out::Done,
+            Obs::Done,
             point(20),
-            Out::Done,
-            Out::Bytes(Some(b"r1".to_vec())),
+            Obs::Done,
+            Obs::Bytes(Some(b"r1".to_vec())),
             e(&[("a", 10), ("b", 20), ("c", 3)]),
-            Out::Points(
+            Obs::Points(
                 [("a", 10), ("b", 20), ("c", 3), ("x", 9)]
                     .into_iter()
                     .map(|(k, x)| (k.to_string(), pt(x)))
                     .collect()
             ),
-            Out::Done,
+            Obs::Done,
             NONE,
             NONE,
-            Out::Bytes(None),
-            Out::ByteEntries(vec![]),
-            Out::Done,
+            Obs::Bytes(None),
+            Obs::ByteEntries(vec![]),
+            Obs::Done,
             point(4),
             e(&[("d", 4)]),
-            Out::Points([("d".to_string(), pt(4))].into()),
+            Obs::Points([("d".to_string(), pt(4))].into()),
         ]
     );
     // What committed is what the event saw last.
@@ -574,11 +337,11 @@ fn list_ops() -> Vec<Op> {
     ops
 }
 
-fn check_lists(mode: &str, outs: &[Out]) {
+fn check_lists(mode: &str, outs: &[Obs]) {
     let cases = list_cases();
     assert_eq!(outs.len(), cases.len() + bad_list_options().len(), "{mode}");
     for ((opts, want), got) in cases.iter().zip(outs) {
-        let want = Out::ByteEntries(
+        let want = Obs::ByteEntries(
             want.iter()
                 .map(|k| ((*k).to_string(), k.as_bytes().to_vec()))
                 .collect(),
@@ -685,13 +448,13 @@ async fn keys_values_and_key_counts_have_limits() {
             ],
         )
         .await;
-    let Out::KeyTooLarge { len: 2049, max } = outs[0] else {
+    let Obs::KeyTooLarge { len: 2049, max } = outs[0] else {
         panic!("a 2,049-byte key must be refused: {:?}", outs[0]);
     };
     // 2,048 is promised where LMDB allows; LMDB's own limit minus the
     // 32-byte id prefix otherwise (1,950 with 4 KiB pages).
     assert!((1900..=2048).contains(&max), "key limit {max}");
-    let too_large = Out::KeyTooLarge { len: 2049, max };
+    let too_large = Obs::KeyTooLarge { len: 2049, max };
     assert_eq!(
         outs[1..],
         [
@@ -726,10 +489,10 @@ async fn keys_values_and_key_counts_have_limits() {
     assert_eq!(
         outs,
         vec![
-            Out::KeyTooLarge { len: 2050, max },
-            Out::Done,
-            Out::KeyTooLarge { len: max + 1, max },
-            Out::Done,
+            Obs::KeyTooLarge { len: 2050, max },
+            Obs::Done,
+            Obs::KeyTooLarge { len: max + 1, max },
+            Obs::Done,
         ]
     );
 
@@ -763,16 +526,16 @@ async fn keys_values_and_key_counts_have_limits() {
             ],
         )
         .await;
-    let value_too_large = Out::ValueTooLarge {
+    let value_too_large = Obs::ValueTooLarge {
         len: MAX_VALUE_BYTES + 1,
         max: MAX_VALUE_BYTES,
     };
     assert_eq!(
         outs,
         vec![
-            Out::Done,
+            Obs::Done,
             value_too_large.clone(),
-            Out::Done,
+            Obs::Done,
             value_too_large.clone(),
             value_too_large,
             NONE,
@@ -806,10 +569,10 @@ async fn keys_values_and_key_counts_have_limits() {
         .await;
     assert_eq!(outs[0], many.out());
     assert_eq!(outs[1], NONE);
-    assert_eq!(outs[2], Out::Done);
+    assert_eq!(outs[2], Obs::Done);
     assert_eq!(
         outs[3],
-        Out::Points(entries(128).into_iter().collect()),
+        Obs::Points(entries(128).into_iter().collect()),
         "get_many of 128 keys"
     );
     assert_eq!(outs[4..], [many.out(), many.out(), point(0)]);
@@ -831,19 +594,19 @@ async fn keys_values_and_key_counts_have_limits() {
             ],
         )
         .await;
-    assert_eq!(outs[0], Out::Bytes(Some(b"edge".to_vec())));
-    assert_eq!(outs[1], Out::Bytes(Some(b"1900".to_vec())));
+    assert_eq!(outs[0], Obs::Bytes(Some(b"edge".to_vec())));
+    assert_eq!(outs[1], Obs::Bytes(Some(b"1900".to_vec())));
     assert!(
-        outs[2] == Out::Bytes(Some(exact)),
+        outs[2] == Obs::Bytes(Some(exact)),
         "128 KiB value read back"
     );
-    assert_eq!(outs[3], Out::Bytes(None));
+    assert_eq!(outs[3], Obs::Bytes(None));
     assert!(
-        outs[4] == Out::Point(Some(sized(MAX_VALUE_BYTES))),
+        outs[4] == Obs::Point(Some(sized(MAX_VALUE_BYTES))),
         "typed 128 KiB value"
     );
     assert_eq!(outs[5..7], [NONE, NONE]);
-    assert_eq!(outs[7], Out::Points(entries(128).into_iter().collect()));
+    assert_eq!(outs[7], Obs::Points(entries(128).into_iter().collect()));
     f.close().await;
 }
 
@@ -853,8 +616,8 @@ struct TooMany {
 }
 
 impl TooMany {
-    fn out(&self) -> Out {
-        Out::TooManyKeys {
+    fn out(&self) -> Obs {
+        Obs::TooManyKeys {
             len: self.len,
             max: self.max,
         }
@@ -894,27 +657,27 @@ async fn delete_reports_what_existed() {
     assert_eq!(
         outs,
         vec![
-            Out::Existed(true),
-            Out::Existed(false),
-            Out::Existed(false),
-            Out::Done,
-            Out::Existed(true),
-            Out::Existed(false),
-            Out::Done,
-            Out::Deleted(2),
-            Out::Deleted(0),
-            Out::Deleted(1),
-            Out::Done,
-            Out::Done,
-            Out::Existed(false),
-            Out::Done,
-            Out::Deleted(1),
+            Obs::Existed(true),
+            Obs::Existed(false),
+            Obs::Existed(false),
+            Obs::Done,
+            Obs::Existed(true),
+            Obs::Existed(false),
+            Obs::Done,
+            Obs::Deleted(2),
+            Obs::Deleted(0),
+            Obs::Deleted(1),
+            Obs::Done,
+            Obs::Done,
+            Obs::Existed(false),
+            Obs::Done,
+            Obs::Deleted(1),
         ]
     );
     let f = f.reopen(dir.path()).await;
     assert_eq!(
         f.run("o", vec![list(&ListOptions::new())]).await,
-        vec![Out::Entries(vec![])]
+        vec![Obs::Entries(vec![])]
     );
     f.close().await;
 }
@@ -927,7 +690,7 @@ async fn a_failed_transaction_rolls_back_without_resetting_the_object() {
     let f = Fixture::open(dir.path());
     assert_eq!(
         f.run("o", vec![put("a", 1), Op::Bump]).await,
-        vec![Out::Done, Out::Bumped(1)]
+        vec![Obs::Done, Obs::Bumped(1)]
     );
     let outs = f
         .run(
@@ -952,34 +715,34 @@ async fn a_failed_transaction_rolls_back_without_resetting_the_object() {
             ],
         )
         .await;
-    let Out::Txn(inner, result) = &outs[1] else {
+    let Obs::Txn(inner, result) = &outs[1] else {
         panic!("{:?}", outs[1]);
     };
     assert_eq!(
         inner,
         &vec![
-            Out::Done,
-            Out::Done,
-            Out::Existed(true),
+            Obs::Done,
+            Obs::Done,
+            Obs::Existed(true),
             point(10),
-            Out::Entries(vec![("a".into(), pt(10)), ("in".into(), pt(3))]),
+            Obs::Entries(vec![("a".into(), pt(10)), ("in".into(), pt(3))]),
         ],
         "the transaction reads its own writes"
     );
     assert!(
-        matches!(&**result, Out::Failed { kind, message }
+        matches!(&**result, Obs::Failed { kind, message }
             if kind == "App" && message.contains("rolled back on purpose")),
         "the closure's error is returned: {result:?}"
     );
     assert_eq!(
         outs[2..],
-        [point(1), NONE, point(2), Out::Bumped(2), Out::Done]
+        [point(1), NONE, point(2), Obs::Bumped(2), Obs::Done]
     );
     // Same instance: its counter went on, the constructor ran once.
     assert_eq!(
         f.run("o", vec![Op::Bump, get("in"), get("before"), get("after")])
             .await,
-        vec![Out::Bumped(3), NONE, point(2), point(4)]
+        vec![Obs::Bumped(3), NONE, point(2), point(4)]
     );
     assert_eq!(f.probe().constructed(), 1);
     let f = f.reopen(dir.path()).await;
@@ -1012,13 +775,13 @@ async fn delete_all_is_refused_inside_a_transaction() {
         )
         .await;
     assert!(is_failed(&outs[0], "InTransaction"), "{:?}", outs[0]);
-    let Out::Txn(inner, result) = &outs[1] else {
+    let Obs::Txn(inner, result) = &outs[1] else {
         panic!("{:?}", outs[1]);
     };
-    assert_eq!(inner[0], Out::Done);
+    assert_eq!(inner[0], Obs::Done);
     assert!(is_failed(&inner[1], "InTransaction"), "{:?}", inner[1]);
     assert_eq!(inner[2], point(1), "the refused delete_all hid nothing");
-    assert_eq!(**result, Out::Done);
+    assert_eq!(**result, Obs::Done);
     assert_eq!(outs[2..], [point(1), point(2)]);
     let f = f.reopen(dir.path()).await;
     assert_eq!(
@@ -1032,10 +795,10 @@ async fn delete_all_is_refused_inside_a_transaction() {
 /// while the event is blocked, and returns the backup's dir.
 async fn backup_while_blocked(f: &Fixture, name: &str, ops: Vec<Op>) -> tempfile::TempDir {
     let call = tokio::spawn(f.kv.get_by_name(name).call(ops));
-    f.probe().entered.notified().await;
+    f.probe().pause.entered.notified().await;
     let copy = tempdir();
     f.rt.backup(&copy.path().join("store")).expect("backup");
-    f.probe().release.notify_one();
+    f.probe().pause.release.notify_one();
     call.await.expect("join").expect("blocked call");
     copy
 }
@@ -1066,7 +829,7 @@ async fn a_successful_transaction_is_durable_when_it_returns() {
     assert!(err.is_reset(), "{err}");
     assert_eq!(
         f.probe().take_trace()[1],
-        Out::Txn(vec![Out::Done], Box::new(Out::Done))
+        Obs::Txn(vec![Obs::Done], Box::new(Obs::Done))
     );
     assert_eq!(
         f.run("o", vec![get("before"), get("in"), get("after")])
@@ -1108,13 +871,13 @@ async fn a_failed_commit_withholds_the_reply_and_resets_the_object() {
     let f = Fixture::open(dir.path());
     assert_eq!(
         f.run("o", vec![put("kept", 1), Op::Bump]).await,
-        vec![Out::Done, Out::Bumped(1)]
+        vec![Obs::Done, Obs::Bumped(1)]
     );
     f.rt.inject_commit_failures(1);
     // An event without writes commits nothing, so the failure waits.
     assert_eq!(
         f.run("o", vec![get("kept"), Op::Bump]).await,
-        vec![point(1), Out::Bumped(2)]
+        vec![point(1), Obs::Bumped(2)]
     );
     f.probe().take_trace();
     let err = f
@@ -1125,13 +888,13 @@ async fn a_failed_commit_withholds_the_reply_and_resets_the_object() {
     assert!(err.to_string().contains("injected failure"), "{err}");
     assert_eq!(
         f.probe().take_trace(),
-        vec![Out::Done, Out::Done, Out::Bumped(3)],
+        vec![Obs::Done, Obs::Done, Obs::Bumped(3)],
         "the handler itself ran to its end"
     );
     // A fresh instance, without the failed event's writes.
     assert_eq!(
         f.run("o", vec![Op::Bump, get("lost"), get("kept")]).await,
-        vec![Out::Bumped(1), NONE, point(1)]
+        vec![Obs::Bumped(1), NONE, point(1)]
     );
     assert_eq!(f.probe().constructed(), 2);
     // Later events work and persist.
@@ -1190,8 +953,8 @@ async fn an_events_writes_are_all_or_nothing_across_restarts() {
         ]
     };
     let expected = vec![
-        Out::Entries(want.iter().map(|(k, x)| (k.clone(), pt(*x))).collect()),
-        Out::Bytes(Some(b"bytes".to_vec())),
+        Obs::Entries(want.iter().map(|(k, x)| (k.clone(), pt(*x))).collect()),
+        Obs::Bytes(Some(b"bytes".to_vec())),
         NONE,
         NONE,
         NONE,
@@ -1208,7 +971,7 @@ async fn an_events_writes_are_all_or_nothing_across_restarts() {
 async fn sync_returns_once_the_writes_are_durable() {
     let dir = tempdir();
     let f = Fixture::open(dir.path());
-    assert_eq!(f.run("o", vec![Op::Sync]).await, vec![Out::Done]);
+    assert_eq!(f.run("o", vec![Op::Sync]).await, vec![Obs::Done]);
     let copy = backup_while_blocked(
         &f,
         "o",
@@ -1244,7 +1007,7 @@ async fn a_failed_sync_resets_the_object_even_if_the_handler_ignores_it() {
     f.run("o", vec![put("base", 1), Op::Bump]).await;
     f.rt.inject_commit_failures(1);
     // With nothing pending, sync commits nothing and cannot fail.
-    assert_eq!(f.run("o", vec![Op::Sync]).await, vec![Out::Done]);
+    assert_eq!(f.run("o", vec![Op::Sync]).await, vec![Obs::Done]);
     f.probe().take_trace();
     let err = f
         .try_run(
@@ -1272,11 +1035,11 @@ async fn a_failed_sync_resets_the_object_even_if_the_handler_ignores_it() {
         "a later sync fails too: {:?}",
         trace[3]
     );
-    let Out::Txn(_, result) = &trace[4] else {
+    let Obs::Txn(_, result) = &trace[4] else {
         panic!("{:?}", trace[4]);
     };
     assert!(is_failed(result, "CommitFailed"), "{result:?}");
-    assert_eq!(trace[5], Out::Bumped(2), "the handler carried on");
+    assert_eq!(trace[5], Obs::Bumped(2), "the handler carried on");
     // Reset: a new instance, none of the event's writes.
     assert_eq!(
         f.run(
@@ -1284,7 +1047,7 @@ async fn a_failed_sync_resets_the_object_even_if_the_handler_ignores_it() {
             vec![Op::Bump, get("base"), get("a"), get("b"), get("t")]
         )
         .await,
-        vec![Out::Bumped(1), point(1), NONE, NONE, NONE]
+        vec![Obs::Bumped(1), point(1), NONE, NONE, NONE]
     );
     assert_eq!(f.probe().constructed(), 2);
     let f = f.reopen(dir.path()).await;
@@ -1385,7 +1148,7 @@ async fn stored_ids_lists_objects_with_data() {
     assert_eq!(listing(&f.kv), without_alpha);
     assert_eq!(
         f.run("beta", vec![list(&ListOptions::new())]).await,
-        vec![Out::Entries(vec![("b2".into(), pt(2))])],
+        vec![Obs::Entries(vec![("b2".into(), pt(2))])],
         "delete_all removed the raw value, the put after it stayed"
     );
     f.run("alpha", vec![put("a", 5)]).await;
@@ -1445,22 +1208,22 @@ async fn check_typed(f: &Fixture, pass: &str, raw: &[u8]) {
         )
         .await;
     assert_eq!(outs[0], point(1), "{pass}");
-    assert_eq!(outs[1], Out::Text(Some("hello".into())), "{pass}");
-    assert_eq!(outs[2], Out::Bytes(Some(raw.to_vec())), "{pass}");
-    assert_eq!(outs[3], Out::Bytes(Some(vec![])), "{pass}");
+    assert_eq!(outs[1], Obs::Text(Some("hello".into())), "{pass}");
+    assert_eq!(outs[2], Obs::Bytes(Some(raw.to_vec())), "{pass}");
+    assert_eq!(outs[3], Obs::Bytes(Some(vec![])), "{pass}");
     for (i, o) in outs[4..10].iter().enumerate() {
         assert!(is_failed(o, "Codec"), "{pass}: op {}: {o:?}", i + 4);
     }
-    assert_eq!(outs[10], Out::Entries(vec![("p".into(), pt(1))]), "{pass}");
+    assert_eq!(outs[10], Obs::Entries(vec![("p".into(), pt(1))]), "{pass}");
     assert_eq!(
         outs[11],
-        Out::Bytes(Some(json_p.clone())),
+        Obs::Bytes(Some(json_p.clone())),
         "{pass}: JSON text"
     );
-    assert_eq!(outs[12], Out::Bytes(Some(b"\"hello\"".to_vec())), "{pass}");
+    assert_eq!(outs[12], Obs::Bytes(Some(b"\"hello\"".to_vec())), "{pass}");
     assert_eq!(
         outs[13],
-        Out::ByteEntries(vec![
+        Obs::ByteEntries(vec![
             ("p".into(), json_p),
             ("raw".into(), raw.to_vec()),
             ("t".into(), b"\"hello\"".to_vec()),
@@ -1469,7 +1232,7 @@ async fn check_typed(f: &Fixture, pass: &str, raw: &[u8]) {
     );
     assert_eq!(
         outs[14],
-        Out::Exported(vec![
+        Obs::Exported(vec![
             ("empty".into(), Exported::Bytes(vec![])),
             (
                 "p".into(),
@@ -1481,7 +1244,7 @@ async fn check_typed(f: &Fixture, pass: &str, raw: &[u8]) {
         "{pass}"
     );
     // Codec errors are plain errors: the instance lives on.
-    assert_eq!(outs[15], Out::Bumped(1), "{pass}");
+    assert_eq!(outs[15], Obs::Bumped(1), "{pass}");
     assert_eq!(f.probe().constructed(), 1, "{pass}");
 }
 
@@ -1523,10 +1286,10 @@ async fn a_full_store_fails_the_commit_and_recovers_after_deletes() {
     let dir = tempdir();
     let (f, stored, value) = full_store(dir.path()).await;
     let reads = |n: usize| -> Vec<Op> { (0..=n).map(|i| get_bytes(&format!("v{i:02}"))).collect() };
-    let expect = |n: usize| -> Vec<Out> {
+    let expect = |n: usize| -> Vec<Obs> {
         (0..n)
-            .map(|_| Out::Bytes(Some(value.clone())))
-            .chain([Out::Bytes(None)])
+            .map(|_| Obs::Bytes(Some(value.clone())))
+            .chain([Obs::Bytes(None)])
             .collect()
     };
     assert!(
@@ -1534,7 +1297,7 @@ async fn a_full_store_fails_the_commit_and_recovers_after_deletes() {
         "data before the failure reads back"
     );
     // A small write still fits in what the big one could not use.
-    assert_eq!(f.run("small", vec![put("s", 1)]).await, vec![Out::Done]);
+    assert_eq!(f.run("small", vec![put("s", 1)]).await, vec![Obs::Done]);
 
     let f = f.reopen(dir.path()).await;
     assert!(
@@ -1543,15 +1306,15 @@ async fn a_full_store_fails_the_commit_and_recovers_after_deletes() {
     );
     assert_eq!(
         f.run("big", vec![del("v00"), del("v01")]).await,
-        vec![Out::Existed(true), Out::Existed(true)]
+        vec![Obs::Existed(true), Obs::Existed(true)]
     );
     // LMDB reuses pages freed by commit N from commit N + 2 on: one more
     // commit first (see `a_write_right_after_deletes_on_a_full_store_fits`).
-    assert_eq!(f.run("small", vec![put("s", 2)]).await, vec![Out::Done]);
+    assert_eq!(f.run("small", vec![put("s", 2)]).await, vec![Obs::Done]);
     assert_eq!(
         f.run("big", vec![Op::PutBytes("again".into(), value.clone())])
             .await,
-        vec![Out::Done],
+        vec![Obs::Done],
         "freed space is reused"
     );
     let f = f.reopen(dir.path()).await;
@@ -1561,9 +1324,9 @@ async fn a_full_store_fails_the_commit_and_recovers_after_deletes() {
             vec![get_bytes("again"), get_bytes("v00"), get_bytes("v02")],
         )
         .await;
-    assert!(outs[0] == Out::Bytes(Some(value.clone())));
-    assert_eq!(outs[1], Out::Bytes(None));
-    assert!(outs[2] == Out::Bytes(Some(value)));
+    assert!(outs[0] == Obs::Bytes(Some(value.clone())));
+    assert_eq!(outs[1], Obs::Bytes(None));
+    assert!(outs[2] == Obs::Bytes(Some(value)));
     f.close().await;
 }
 
@@ -1576,7 +1339,7 @@ async fn a_write_right_after_deletes_on_a_full_store_fits() {
     let (f, _, value) = full_store(dir.path()).await;
     assert_eq!(
         f.run("big", vec![del("v00"), del("v01")]).await,
-        vec![Out::Existed(true), Out::Existed(true)]
+        vec![Obs::Existed(true), Obs::Existed(true)]
     );
     let r = f
         .try_run("big", vec![Op::PutBytes("again".into(), value)])
@@ -1646,8 +1409,8 @@ async fn a_backup_taken_during_writes_is_consistent() {
     );
 
     let keys: Vec<String> = (0..KEYS_PER_EVENT).map(|j| format!("k{j}")).collect();
-    let one_event = |outs: Vec<Out>| -> i64 {
-        let [Out::Points(m)] = &outs[..] else {
+    let one_event = |outs: Vec<Obs>| -> i64 {
+        let [Obs::Points(m)] = &outs[..] else {
             panic!("{outs:?}");
         };
         assert_eq!(m.len(), KEYS_PER_EVENT, "{m:?}");

@@ -1,0 +1,13 @@
+//! Test support shared by this crate's tests, the fuzz targets and any
+//! embedder that wants to check storage against a model. Compiled only
+//! with the `testing` cargo feature; not part of the runtime.
+//!
+//! - [`storage_model`]: one vocabulary of storage operations ([`Op`]),
+//!   what each observed ([`Obs`]), an interpreter that runs them on a real
+//!   [`Storage`](crate::Storage), and a pure `BTreeMap` model that predicts
+//!   the same observations.
+//!
+//! [`Op`]: storage_model::Op
+//! [`Obs`]: storage_model::Obs
+
+pub mod storage_model;
