@@ -178,7 +178,9 @@ fn main() -> R<()> {
                 let req = match objects::buffer_request(req, 1024).await {
                     Ok(req) => req,
                     Err(e) => {
-                        return axum::response::Response::new(axum::body::Body::from(e.to_string()));
+                        return axum::response::Response::new(axum::body::Body::from(
+                            e.to_string(),
+                        ));
                     }
                 };
                 match ns.get_by_name(&room).fetch(req).await {

@@ -266,10 +266,8 @@ impl<O: Object> Activation<O> {
                     }
                     Err((event_reply, e)) => {
                         let sync_failed = self.ctx.storage().broken.is_some();
-                        let resets = !matches!(
-                            e.downcast_ref::<Error>(),
-                            Some(Error::NotImplemented(_))
-                        );
+                        let resets =
+                            !matches!(e.downcast_ref::<Error>(), Some(Error::NotImplemented(_)));
                         let (undo, action) = gate.failed(resets, sync_failed);
                         if let Some(undo) = undo {
                             self.undo(undo);

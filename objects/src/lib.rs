@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> objects::Result<()> {
-//! use objects::{Context, Object, Result, Runtime};
+//! use objects::{BoxError, Context, Object, Runtime};
 //! use std::sync::Arc;
 //!
 //! struct Counter { n: u64 }
@@ -17,10 +17,10 @@
 //!     type Env = ();
 //!     type Call = u64;
 //!     type Reply = u64;
-//!     async fn new(ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
+//!     async fn new(ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
 //!         Ok(Counter { n: ctx.storage().get("n")?.unwrap_or(0) })
 //!     }
-//!     async fn call(&mut self, ctx: &mut Context, add: u64) -> Result<u64> {
+//!     async fn call(&mut self, ctx: &mut Context, add: u64) -> Result<u64, BoxError> {
 //!         self.n += add;
 //!         ctx.storage().put("n", &self.n)?;
 //!         Ok(self.n)   // leaves only once "n" is on disk
@@ -85,19 +85,17 @@ mod sync;
 pub mod testing;
 mod websocket;
 
-pub use admin::{
-    Admin, AdminError, Entry, Export, ExportFilter, ImportStats, ObjectInfo,
+pub use admin::inspect::{
+    MAX_LISTED_OBJECTS, MAX_VIEWED_ENTRIES, ObjectPage, ObjectSummary, ObjectView, SocketView,
+    ViewOptions,
 };
+pub use admin::{Admin, AdminError, Entry, Export, ExportFilter, ImportStats, ObjectInfo};
 pub use alarm::AlarmInfo;
 pub use clock::{Clock, TokioClock};
 pub use context::Context;
 pub use error::{BoxError, Error, Result};
 pub use http::{BodyError, Request, Response, buffer_request};
 pub use id::{IdError, ObjectId};
-pub use admin::inspect::{
-    MAX_LISTED_OBJECTS, MAX_VIEWED_ENTRIES, ObjectPage, ObjectSummary, ObjectView, SocketView,
-    ViewOptions,
-};
 pub use metrics::{METRICS, NamespaceStats, RuntimeStats};
 pub use namespace::{Namespace, Stub};
 pub use object::Object;
@@ -109,6 +107,6 @@ pub use storage::{
 };
 pub use websocket::socket::WebSocketOptions;
 pub use websocket::{
-    CloseEvent, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS, MAX_TAGS,
-    Message, WebSocket, WebSocketError,
+    CloseEvent, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS,
+    MAX_TAGS, Message, WebSocket, WebSocketError,
 };

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::alarm::{AlarmInfo, AlarmOutcome, AlarmTarget};
 use crate::dispatch::{NsInner, enqueue};
 use crate::error::{Error, Result};
 use crate::event::{CallChain, Envelope, Event};
 use crate::id::ObjectId;
-use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::metrics::NamespaceStats;
 use crate::object::Object;
 

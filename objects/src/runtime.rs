@@ -10,11 +10,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::alarm::{self, AlarmKey};
 use crate::clock::{Clock, ClockMs, TokioClock};
 use crate::dispatch::NsInner;
 use crate::error::{Error, Result};
-use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::metrics::{Metrics, RuntimeStats};
 use crate::namespace::Namespace;
 use crate::object::Object;
@@ -132,7 +132,7 @@ impl RuntimeBuilder {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> objects::Result<()> {
-/// use objects::{Context, Object, Result, Runtime};
+/// use objects::{BoxError, Context, Object, Runtime};
 /// use std::sync::Arc;
 ///
 /// struct Hello;
@@ -140,8 +140,8 @@ impl RuntimeBuilder {
 ///     type Env = ();
 ///     type Call = String;
 ///     type Reply = String;
-///     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> { Ok(Hello) }
-///     async fn call(&mut self, ctx: &mut Context, who: String) -> Result<String> {
+///     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> { Ok(Hello) }
+///     async fn call(&mut self, ctx: &mut Context, who: String) -> Result<String, BoxError> {
 ///         Ok(format!("hello {who}, from {}", ctx.name().unwrap_or("?")))
 ///     }
 /// }

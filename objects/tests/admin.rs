@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use objects::BoxError;
 use objects::{
-    Admin, AdminError, Context, Entry, EntryValue, Error, ExportFilter, Object, ObjectInfo, Result,
-    Runtime, StorageError,
+    Admin, AdminError, Context, Entry, Error, ExportFilter, Object, ObjectInfo, Result, Runtime,
+    StorageError,
 };
 
 /// An object whose calls write what they are told.
@@ -47,7 +47,9 @@ impl Object for Writer {
             match op {
                 Op::Json(k, v) => ctx.storage().put(&k, &v)?,
                 Op::Bytes(k, v) => ctx.storage().put_bytes(&k, &v)?,
-                Op::Alarm(t) => ctx.storage().set_alarm(t)?,
+                Op::Alarm(t) => ctx
+                    .storage()
+                    .set_alarm(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t))?,
                 Op::Delete(k) => {
                     ctx.storage().delete(&k)?;
                 }
@@ -267,7 +269,7 @@ async fn import_refuses_another_stores_secret_into_a_dir_with_objects() {
             [Ok::<_, Error>(Entry::Key {
                 object: ObjectInfo::new("rooms", [5; 32], None),
                 key: "k".into(),
-                value: EntryValue::Json("1".into()),
+                value: objects::StoredValue::Json("1".into()),
             })],
             |_| {},
         )

@@ -6,8 +6,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use objects::BoxError;
-use objects::{AlarmInfo, Context, Error, Object, Result, Runtime, TokioClock};
+use objects::{AlarmInfo, Context, Object, Result, Runtime, TokioClock};
 use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the epoch as a time, and back: the tests count in ms.
+fn time(ms: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn millis(t: std::time::SystemTime) -> u64 {
+    u64::try_from(
+        t.duration_since(std::time::UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_millis(),
+    )
+    .expect("fits")
+}
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -62,10 +76,10 @@ impl Object for Job {
         let s = ctx.storage();
         Ok(match call {
             Call::Set(t) => {
-                s.set_alarm(t)?;
+                s.set_alarm(time(t))?;
                 Reply::Unit
             }
-            Call::Get => Reply::Alarm(s.alarm()?),
+            Call::Get => Reply::Alarm(s.alarm()?.map(millis)),
             Call::Delete => {
                 s.delete_alarm();
                 Reply::Unit
@@ -99,8 +113,8 @@ impl Object for Job {
         if self.env.running.fetch_add(1, Ordering::SeqCst) > 0 {
             self.env.overlapped.fetch_add(1, Ordering::SeqCst);
         }
-        let inside = ctx.storage().alarm()?;
-        let now = ctx.now_ms();
+        let inside = ctx.storage().alarm()?.map(millis);
+        let now = millis(ctx.now());
         self.env.runs.lock().expect("lock").push((
             ctx.name().unwrap_or_default().to_string(),
             info,
@@ -119,7 +133,7 @@ impl Object for Job {
         let rearm: u32 = ctx.storage().get("rearm")?.unwrap_or(0);
         if rearm > 0 {
             ctx.storage().put("rearm", &(rearm - 1))?;
-            let now = ctx.now_ms();
+            let now = ctx.now();
             ctx.storage().set_alarm(now)?;
         }
         ctx.storage().put("ran", &true)?;
@@ -130,7 +144,7 @@ impl Object for Job {
 fn open(dir: &std::path::Path, at: u64) -> Runtime {
     Runtime::builder()
         .data_dir(dir)
-        .clock(Arc::new(TokioClock::starting_at(at)))
+        .clock(Arc::new(TokioClock::starting_at(time(at))))
         .open()
         .expect("open")
 }
@@ -167,7 +181,7 @@ async fn set_get_replace_and_past_times() {
     advance(&rt, Duration::from_secs(1)).await;
     let r = runs(jobs.env());
     assert_eq!(r.len(), 1, "the replaced alarm fired once: {r:?}");
-    assert_eq!(r[0].1.scheduled, T0 + 30_000);
+    assert_eq!(millis(r[0].1.scheduled), T0 + 30_000);
     // A time in the past fires promptly.
     let b = jobs.get_by_name("b");
     b.call(Call::Set(T0 - 5_000)).await.expect("set past");
@@ -217,7 +231,7 @@ async fn a_failing_alarm_is_retried_with_backoff_then_dropped() {
     let r = runs(jobs.env());
     let counts: Vec<u32> = r.iter().map(|x| x.1.retry_count).collect();
     assert_eq!(counts, vec![0, 1, 2, 3, 4, 5, 6], "{r:?}");
-    assert!(r.iter().all(|x| x.1.scheduled == T0 + 1_000));
+    assert!(r.iter().all(|x| millis(x.1.scheduled) == T0 + 1_000));
     for (i, pair) in r.windows(2).enumerate() {
         let gap = pair[1].3 - pair[0].3;
         let base = 2_000u64 << i;
@@ -345,7 +359,7 @@ async fn a_hundred_thousand_alarms_due_at_once_each_fire_once_in_time_order() {
     advance(&rt, Duration::from_secs(120 + n / 1000 + 1)).await;
     let r = runs(jobs.env());
     assert_eq!(r.len(), usize::try_from(n).expect("n"), "each fired once");
-    let times: Vec<u64> = r.iter().map(|x| x.1.scheduled).collect();
+    let times: Vec<u64> = r.iter().map(|x| millis(x.1.scheduled)).collect();
     assert!(times.windows(2).all(|w| w[0] < w[1]), "in time order");
     assert_eq!(rt.pending_alarms(), 0);
     rt.shutdown().await;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use objects::BoxError;
-use objects::{Context, Error, Object, Result, Runtime, ValueView, ViewOptions};
+use objects::{Context, Error, Object, Result, Runtime, StoredValue, ViewOptions};
 
 /// Writes what it is told; `Alarm` sets one far ahead.
 struct Kv;
@@ -32,7 +32,9 @@ impl Object for Kv {
             match op {
                 Op::Json(k, v) => ctx.storage().put(&k, &v)?,
                 Op::Bytes(k, v) => ctx.storage().put_bytes(&k, &v)?,
-                Op::Alarm(t) => ctx.storage().set_alarm(t)?,
+                Op::Alarm(t) => ctx
+                    .storage()
+                    .set_alarm(std::time::UNIX_EPOCH + std::time::Duration::from_millis(t))?,
                 Op::Nothing => {}
             }
         }
@@ -114,30 +116,34 @@ async fn lists_pages_and_views_committed_state() {
     let keys: Vec<&str> = view.entries.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(keys, ["msg/1", "raw/bin", "raw/utf8"]);
     match &view.entries[0].1 {
-        ValueView::Json(v) => assert_eq!(v["text"], "<b>hi</b>"),
+        v @ StoredValue::Json(_) => {
+            let j: serde_json::Value = v.decode().expect("json");
+            assert_eq!(j["text"], "<b>hi</b>");
+        }
         other => panic!("json expected: {other:?}"),
     }
-    assert!(matches!(&view.entries[1].1, ValueView::Hex(h) if h == "00ff10"));
-    assert!(matches!(&view.entries[2].1, ValueView::Text(t) if t == "plain text"));
+    // What the inspector is sent: each value with its kind.
+    let shown = |i: usize| serde_json::to_value(&view.entries[i].1).expect("serialise");
+    assert_eq!(shown(0)["kind"], "json");
+    assert_eq!(shown(0)["value"]["text"], "<b>hi</b>");
+    assert_eq!(
+        shown(1),
+        serde_json::json!({"kind": "hex", "value": "00ff10"})
+    );
+    assert_eq!(
+        shown(2),
+        serde_json::json!({"kind": "text", "value": "plain text"})
+    );
 
     // Prefix and paging.
-    let raw = ViewOptions {
-        prefix: Some("raw/".into()),
-        limit: Some(1),
-        ..ViewOptions::default()
-    };
+    let raw = ViewOptions::default()
+        .with_prefix(Some("raw/".into()))
+        .with_limit(Some(1));
     let first = rt.view_object("kv", &id, &raw).expect("page 1");
     assert_eq!(first.entries.len(), 1);
     assert_eq!(first.next_after.as_deref(), Some("raw/bin"));
     let second = rt
-        .view_object(
-            "kv",
-            &id,
-            &ViewOptions {
-                after: first.next_after.clone(),
-                ..raw
-            },
-        )
+        .view_object("kv", &id, &raw.clone().with_after(first.next_after.clone()))
         .expect("page 2");
     assert_eq!(second.entries[0].0, "raw/utf8");
     assert_eq!(second.next_after, None);

@@ -50,7 +50,8 @@ impl Object for Obj {
     async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<Reply, BoxError> {
         Ok(match call {
             Call::AlarmThenSync(at, sync) => {
-                ctx.storage().set_alarm(at)?;
+                ctx.storage()
+                    .set_alarm(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))?;
                 if sync {
                     ctx.storage().sync().await?;
                 }
@@ -90,7 +91,9 @@ impl Object for Obj {
 fn open(dir: &std::path::Path) -> Runtime {
     Runtime::builder()
         .data_dir(dir)
-        .clock(Arc::new(TokioClock::starting_at(T0)))
+        .clock(Arc::new(TokioClock::starting_at(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(T0),
+        )))
         .open()
         .expect("open")
 }
@@ -178,7 +181,11 @@ mod shutdown_during_accept {
         async fn new(_: &mut Context, gate: Arc<(Notify, Notify)>) -> Result<Self, BoxError> {
             Ok(Door { gate })
         }
-        async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response, BoxError> {
+        async fn fetch(
+            &mut self,
+            ctx: &mut Context,
+            mut req: Request,
+        ) -> Result<Response, BoxError> {
             self.gate.0.notify_one(); // inside the event
             self.gate.1.notified().await; // until shutdown has begun
             match ctx.accept_websocket(&mut req, &[]) {

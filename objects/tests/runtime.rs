@@ -474,10 +474,7 @@ mod export {
                     "blob".to_string(),
                     StoredValue::Bytes(vec![0u8, 1, 2].into())
                 ),
-                (
-                    "title".to_string(),
-                    StoredValue::Json(serde_json::json!("hello"))
-                ),
+                ("title".to_string(), StoredValue::Json("\"hello\"".into())),
             ]
         );
         assert!(

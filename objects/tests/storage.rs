@@ -15,6 +15,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use objects::BoxError;
 use objects::testing::storage_model::{Exported, Interpreter, Obs, Op, Pause, Point};
 use objects::{
     Context, Error, ListOptions, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Namespace, Object, Result,
@@ -56,7 +57,7 @@ impl Object for Kv {
     type Call = Vec<Op>;
     type Reply = Vec<Obs>;
 
-    async fn new(_ctx: &mut Context, env: Arc<Probe>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, env: Arc<Probe>) -> Result<Self, BoxError> {
         env.constructed.fetch_add(1, Ordering::SeqCst);
         Ok(Kv {
             interpreter: Interpreter::new(env.pause.clone()),
@@ -64,7 +65,7 @@ impl Object for Kv {
         })
     }
 
-    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<Vec<Obs>> {
+    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<Vec<Obs>, BoxError> {
         let mut outs = Vec::new();
         for op in &ops {
             let o = self.interpreter.run(ctx.storage(), op).await?;
@@ -1251,13 +1252,8 @@ async fn check_typed(f: &Fixture, pass: &str, raw: &[u8]) {
 /// A runtime on a 1 MiB store filled with 100 KiB values until a commit
 /// fails; returns it, how many values fit, and the value.
 async fn full_store(dir: &Path) -> (Fixture, usize, Vec<u8>) {
-    let options = RuntimeOptions {
-        store: StoreOptions {
-            max_size: 1 << 20,
-            ..StoreOptions::default()
-        },
-        ..RuntimeOptions::default()
-    };
+    let options =
+        RuntimeOptions::default().with_store(StoreOptions::default().with_max_size(1 << 20));
     let f = Fixture::with(dir, options);
     let value = vec![0xab_u8; 100 * 1024];
     let mut stored = 0;

@@ -17,6 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use objects::BoxError;
 use objects::testing::storage_model::{Interpreter, ListSpec, Model, Obs, Op, Point};
 use objects::{Context, Namespace, Object, Result, Runtime, RuntimeOptions};
 use proptest::prelude::*;
@@ -59,7 +60,7 @@ impl Object for Subject {
     type Call = Event;
     type Reply = ();
 
-    async fn new(_ctx: &mut Context, trace: Arc<Trace>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, trace: Arc<Trace>) -> Result<Self, BoxError> {
         Ok(Subject {
             fresh: true,
             interpreter: Interpreter::default(),
@@ -67,7 +68,7 @@ impl Object for Subject {
         })
     }
 
-    async fn call(&mut self, ctx: &mut Context, ops: Event) -> Result<()> {
+    async fn call(&mut self, ctx: &mut Context, ops: Event) -> Result<(), BoxError> {
         let fresh = std::mem::replace(&mut self.fresh, false);
         let mut obs = Vec::new();
         let mut result = Ok(());
@@ -94,13 +95,11 @@ struct Live {
 
 impl Live {
     fn open(dir: &std::path::Path) -> Live {
-        let options = RuntimeOptions {
-            max_events_per_commit: MAX_EVENTS_PER_COMMIT,
-            // Nothing here may be evicted or time out on a slow machine.
-            idle_timeout: Duration::from_secs(3600),
-            call_timeout: Duration::from_secs(3600),
-            ..RuntimeOptions::default()
-        };
+        // Nothing here may be evicted or time out on a slow machine.
+        let options = RuntimeOptions::default()
+            .with_max_events_per_commit(MAX_EVENTS_PER_COMMIT)
+            .with_idle_timeout(Duration::from_secs(3600))
+            .with_call_timeout(Duration::from_secs(3600));
         let rt = Runtime::builder()
             .data_dir(dir)
             .options(options)

@@ -9,11 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use objects::CloseEvent;
 use objects::BoxError;
-use objects::{
-    Context, Error, Message, Namespace, Object, Request, Response, Result, Runtime, WebSocket,
-};
+use objects::CloseEvent;
+use objects::{Context, Message, Namespace, Object, Request, Response, Result, Runtime, WebSocket};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -135,9 +133,14 @@ impl Object for Room {
     async fn websocket_close(
         &mut self,
         _ctx: &mut Context,
-        _ws: WebSocket, close: CloseEvent,
+        _ws: WebSocket,
+        close: CloseEvent,
     ) -> Result<(), BoxError> {
-        self.env.closes.lock().expect("lock").push((code, clean));
+        self.env
+            .closes
+            .lock()
+            .expect("lock")
+            .push((close.code, close.clean));
         self.env.closed.notify_waiters();
         Ok(())
     }
@@ -337,10 +340,7 @@ async fn a_slow_reader_is_cut_off_while_others_keep_receiving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::builder()
         .data_dir(dir.path())
-        .websocket(objects::WebSocketOptions {
-            send_queue: 256,
-            ..Default::default()
-        })
+        .websocket(objects::WebSocketOptions::default().with_send_queue(256))
         .open()
         .expect("open");
     let rooms = rt.namespace::<Room>("rooms", Env::default()).expect("ns");

@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::{AdminError, Entry, ObjectInfo};
-use crate::storage::StoredValue;
 use crate::error::Result;
 use crate::id::{ObjectId, parse_hex};
+use crate::storage::StoredValue;
 use data_encoding::BASE64;
 
 /// The JSON form of a line (see `docs/operations.md`).

@@ -102,9 +102,18 @@ impl StorageError {
         use StorageError::*;
         let text = |e: &dyn std::error::Error| -> BoxError { e.to_string().into() };
         match self {
-            KeyTooLarge { len, max } => KeyTooLarge { len: *len, max: *max },
-            ValueTooLarge { len, max } => ValueTooLarge { len: *len, max: *max },
-            TooManyKeys { len, max } => TooManyKeys { len: *len, max: *max },
+            KeyTooLarge { len, max } => KeyTooLarge {
+                len: *len,
+                max: *max,
+            },
+            ValueTooLarge { len, max } => ValueTooLarge {
+                len: *len,
+                max: *max,
+            },
+            TooManyKeys { len, max } => TooManyKeys {
+                len: *len,
+                max: *max,
+            },
             EventTooLarge(n) => EventTooLarge(*n),
             InvalidList(m) => InvalidList(m),
             InTransaction(m) => InTransaction(m),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::{Exported, Obs, Op};
-use crate::{Error, ListOptions, Result, Storage, StorageError, StoredValue};
+use crate::{BoxError, ListOptions, Storage, StorageError, StoredValue};
 
 /// Where [`Op::Block`] waits, shared between the object's env and the test.
 #[derive(Debug, Default)]
@@ -41,7 +41,7 @@ impl Interpreter {
     /// # Panics
     ///
     /// On [`Op::Panic`], on purpose.
-    pub async fn run(&mut self, storage: &mut Storage, op: &Op) -> Result<Obs> {
+    pub async fn run(&mut self, storage: &mut Storage, op: &Op) -> Result<Obs, BoxError> {
         Ok(match op {
             Op::Sync => match storage.sync().await {
                 Ok(()) => Obs::Done,
@@ -53,7 +53,7 @@ impl Interpreter {
                     .transaction(|s| {
                         inner.extend(ops.iter().map(|op| apply(s, op)));
                         if *fail {
-                            Err(Error::app("rolled back on purpose"))
+                            Err(BoxError::from("rolled back on purpose"))
                         } else {
                             Ok(())
                         }
@@ -78,7 +78,7 @@ impl Interpreter {
                 self.pause.release.notified().await;
                 Obs::Done
             }
-            Op::Fail => return Err(Error::app("failed on purpose")),
+            Op::Fail => return Err("failed on purpose".into()),
             Op::Panic => panic!("panicked on purpose"),
             op => apply(storage, op),
         })
@@ -113,19 +113,28 @@ pub fn apply(s: &mut Storage, op: &Op) -> Obs {
         Op::ListBytes(spec) => observe(s.list_bytes(&ListOptions::from(spec)), |v| {
             Obs::ByteEntries(v.into_iter().map(|(k, b)| (k, b.to_vec())).collect())
         }),
-        Op::Export => observe(s.export(), |v| {
-            Obs::Exported(
-                v.into_iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            StoredValue::Json(j) => Exported::Json(j),
-                            StoredValue::Bytes(b) => Exported::Bytes(b.to_vec()),
-                        };
-                        (k, v)
-                    })
-                    .collect(),
-            )
-        }),
+        Op::Export => match s.export() {
+            Ok(v) => {
+                let mut out = Vec::with_capacity(v.len());
+                for (k, v) in v {
+                    let v = match v {
+                        StoredValue::Json(text) => match serde_json::from_str(&text) {
+                            Ok(j) => Exported::Json(j),
+                            Err(e) => {
+                                return Obs::Failed {
+                                    kind: "Corrupt".into(),
+                                    message: e.to_string(),
+                                };
+                            }
+                        },
+                        StoredValue::Bytes(b) => Exported::Bytes(b.to_vec()),
+                    };
+                    out.push((k, v));
+                }
+                Obs::Exported(out)
+            }
+            Err(e) => from_storage_error(e),
+        },
         Op::DeleteAll => done(s.delete_all()),
         op => Obs::Failed {
             kind: "Unsupported".into(),
@@ -159,11 +168,12 @@ fn from_storage_error(e: StorageError) -> Obs {
     }
 }
 
-fn from_error(e: Error) -> Obs {
-    match e {
-        Error::Storage(e) => from_storage_error(e),
-        e => Obs::Failed {
-            kind: kind_of(&format!("{e:?}")),
+/// A transaction's error: the storage's own, or the closure's (`App`).
+fn from_error(e: BoxError) -> Obs {
+    match e.downcast::<StorageError>() {
+        Ok(e) => from_storage_error(*e),
+        Err(e) => Obs::Failed {
+            kind: "App".into(),
             message: e.to_string(),
         },
     }
