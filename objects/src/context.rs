@@ -280,6 +280,13 @@ impl Context {
             }
         }
         drop(t);
+        crate::storage::record!(
+            self.storage.recorder(),
+            crate::storage::journal::Step::FramesOut {
+                object: *self.id.as_bytes(),
+                frames: usize::try_from(frames).unwrap_or(usize::MAX),
+            }
+        );
         // A broadcast to a crowd leaves a large buffer; keep a modest one.
         self.outbox.shrink_to(OUTBOX_KEPT);
         let m = &self.shared.metrics;

@@ -53,7 +53,12 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "objects_commits_total",
         "counter",
-        "commit groups written (one LMDB transaction, synced, each)",
+        "commit groups written (one LMDB transaction and one data sync each)",
+    ),
+    (
+        "objects_store_syncs_total",
+        "counter",
+        "explicit syncs of the store file: a group's meta page made durable when no next group came to do it",
     ),
     (
         "objects_commit_failures_total",
@@ -195,6 +200,7 @@ pub(crate) struct WriterMetrics {
     pub(crate) failures: Counter,
     pub(crate) batch_size: Histogram,
     pub(crate) seconds: Histogram,
+    pub(crate) syncs: Counter,
 }
 
 impl WriterMetrics {
@@ -204,6 +210,7 @@ impl WriterMetrics {
             failures: metrics::counter!("objects_commit_failures_total"),
             batch_size: metrics::histogram!("objects_commit_batch_size"),
             seconds: metrics::histogram!("objects_commit_seconds"),
+            syncs: metrics::counter!("objects_store_syncs_total"),
         }
     }
 }

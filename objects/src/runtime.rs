@@ -3,7 +3,7 @@
 //! it.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -326,10 +326,14 @@ impl Runtime {
         Ok(self.shared.store.backup(dest)?)
     }
 
-    /// Test seam: makes the next `n` commits fail as a broken disk would.
-    #[doc(hidden)]
+    /// Makes the next `n` commit groups fail as a broken disk would (the
+    /// `testing` feature).
+    #[cfg(feature = "testing")]
     pub fn inject_commit_failures(&self, n: u32) {
-        self.shared.store.fail_commits.store(n, Ordering::SeqCst);
+        self.shared
+            .store
+            .fail_commits
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Stops taking events, lets in-flight events finish (queued ones get

@@ -107,6 +107,11 @@ impl Admin {
             .put(&mut wtxn, b"secret", secret)
             .map_err(|e| StorageError::lmdb("import", e))?;
         wtxn.commit().map_err(|e| StorageError::lmdb("import", e))?;
+        // The store skips the meta page's sync at commit (NOMETASYNC).
+        self.store
+            .env
+            .force_sync()
+            .map_err(|e| StorageError::lmdb("import", e))?;
         Ok(())
     }
 
@@ -204,6 +209,8 @@ impl Admin {
             }
         }
         wtxn.commit().map_err(lmdb)?;
+        // The store skips the meta page's sync at commit (NOMETASYNC).
+        self.store.env.force_sync().map_err(lmdb)?;
         Ok(())
     }
 }

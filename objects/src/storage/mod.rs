@@ -6,7 +6,10 @@
 //! output gate (in the runtime) holds everything the event sends until that
 //! commit is durable.
 
+mod durability;
 mod error;
+#[cfg(feature = "testing")]
+pub(crate) mod journal;
 pub(crate) mod layout;
 mod list;
 mod overlay;
@@ -29,7 +32,7 @@ pub use value::StoredValue;
 
 pub(crate) use overlay::{Overlay, Savepoint};
 pub(crate) use store::Store;
-pub(crate) use writer::Batch;
+pub(crate) use writer::{Batch, Recorder, record};
 
 use overlay::Lookup;
 pub(crate) use value::encode_json;
@@ -537,6 +540,11 @@ impl Storage {
     }
 
     /// The alarm change made durable since the last call, if any.
+    /// Where the output gate records what it releases (tests).
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.store.recorder
+    }
+
     pub(crate) fn take_durable_alarm(&mut self) -> Option<Option<u64>> {
         self.durable_alarm.take()
     }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU32;
 
 use bytes::Bytes;
 use heed::types::Bytes as RawBytes;
-use heed::{Database, Env, EnvOpenOptions, WithoutTls};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, WithoutTls};
 
 use super::StorageError;
 use super::layout::{self, FORMAT_VERSION, ID_LEN};
@@ -32,6 +32,10 @@ pub struct StoreOptions {
     pub writer_queue: usize,
     /// The most object batches committed in one LMDB transaction.
     pub max_group: usize,
+    /// Where the writer and the output gate record what they do, for tests
+    /// of the durability ordering.
+    #[cfg(feature = "testing")]
+    pub journal: Option<Arc<super::journal::Journal>>,
 }
 
 impl Default for StoreOptions {
@@ -40,6 +44,8 @@ impl Default for StoreOptions {
             max_size: 16 << 30,
             writer_queue: 4096,
             max_group: 1024,
+            #[cfg(feature = "testing")]
+            journal: None,
         }
     }
 }
@@ -68,8 +74,12 @@ pub(crate) struct Store {
     /// Longest user key accepted (LMDB's key limit minus the id prefix).
     pub(crate) max_key: usize,
     pub(crate) secret: [u8; 32],
-    /// Test seam: the next N commits fail as if the disk did.
+    /// Test seam: the next N commits fail as if the disk did (set through
+    /// `Runtime::inject_commit_failures`, a `testing` feature).
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     pub(crate) fail_commits: Arc<AtomicU32>,
+    /// Where the writer and the output gate record what they do (tests).
+    pub(crate) recorder: super::writer::Recorder,
     path: PathBuf,
     /// Held for the life of the store: an advisory lock on `LOCK`, so a
     /// second process (or a second open in this one) is refused at start.
@@ -98,6 +108,16 @@ impl Store {
             .map_size(opts.max_size)
             .max_dbs(8)
             .max_readers(1024);
+        // SAFETY: MDB_NOMETASYNC keeps the store consistent after a crash
+        // but may undo the last transaction, whose meta page was written
+        // and not synced. The writer answers a commit only after a later
+        // sync covered its meta page (storage/durability.rs), and every
+        // other commit here is followed by an explicit sync, so nothing
+        // acknowledged can be undone.
+        #[allow(unsafe_code)]
+        unsafe {
+            env_opts.flags(EnvFlags::NO_META_SYNC);
+        }
         // SAFETY: LMDB maps the file into memory; that is sound as long as no
         // one modifies the file behind LMDB's back. The LOCK file above keeps
         // other instances of this library out, and we never open the files
@@ -151,10 +171,16 @@ impl Store {
             }
         };
         wtxn.commit().map_err(|e| StorageError::lmdb("open", e))?;
+        env.force_sync()
+            .map_err(|e| StorageError::lmdb("open", e))?;
 
         let max_key = env.max_key_size().saturating_sub(ID_LEN).min(KEY_LIMIT);
         let fail_commits = Arc::new(AtomicU32::new(0));
         let writer = writer::spawn(env.clone(), dbs, opts, fail_commits.clone())?;
+        #[cfg(feature = "testing")]
+        let recorder = opts.journal.clone();
+        #[cfg(not(feature = "testing"))]
+        let recorder = None;
         Ok(Arc::new(Store {
             env,
             dbs,
@@ -162,6 +188,7 @@ impl Store {
             max_key,
             secret,
             fail_commits,
+            recorder,
             path: dir.to_path_buf(),
             _lock: lock,
         }))

@@ -2,7 +2,8 @@
 //! requires a write transaction to finish on the thread that began it),
 //! gathers the batches of many objects and commits them with one fsync
 //! (group commit). The queue to it is bounded, so a flood of commits waits
-//! instead of growing memory.
+//! instead of growing memory. A group is answered only once a later sync
+//! has made its meta page durable (`durability.rs`).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use heed::{Env, RwTxn, WithoutTls};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StorageError;
+use super::durability::Durability;
 use super::layout;
 use super::overlay::Changes;
 use super::store::{Dbs, StoreOptions};
@@ -64,6 +66,28 @@ pub(crate) struct Writer {
     thread: Mutex<Option<Thread>>,
 }
 
+/// Records a step in the test journal (the `testing` feature); nothing
+/// otherwise.
+macro_rules! record {
+    ($rec:expr, $step:expr) => {
+        #[cfg(feature = "testing")]
+        if let Some(j) = $rec {
+            j.push($step);
+        }
+        #[cfg(not(feature = "testing"))]
+        let _: &$crate::storage::Recorder = $rec;
+    };
+}
+pub(crate) use record;
+
+/// Where the writer records what it does: a test journal with the
+/// `testing` feature.
+#[cfg(feature = "testing")]
+pub(crate) type Recorder = Option<Arc<super::journal::Journal>>;
+/// Nothing is recorded without the `testing` feature.
+#[cfg(not(feature = "testing"))]
+pub(crate) type Recorder = Option<std::convert::Infallible>;
+
 pub(crate) fn spawn(
     env: Env<WithoutTls>,
     dbs: Dbs,
@@ -73,7 +97,11 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::channel(opts.writer_queue.max(1));
     let max_group = opts.max_group.max(1);
     let metrics = WriterMetrics::register();
-    let work = move || run(&env, dbs, rx, max_group, &fail, &metrics);
+    #[cfg(feature = "testing")]
+    let rec: Recorder = opts.journal.clone();
+    #[cfg(not(feature = "testing"))]
+    let rec: Recorder = None;
+    let work = move || run(&env, dbs, rx, max_group, &fail, &metrics, &rec);
     let thread = match tokio::runtime::Handle::try_current() {
         Ok(rt) => Thread::Blocking(rt.spawn_blocking(work)),
         Err(_) => Thread::Std(
@@ -132,6 +160,9 @@ impl Writer {
     }
 }
 
+/// A committed batch's answer, waiting to be sent.
+type Answer = (oneshot::Sender<Result<(), StorageError>>, [u8; 32]);
+
 fn run(
     env: &Env<WithoutTls>,
     dbs: Dbs,
@@ -139,12 +170,32 @@ fn run(
     max_group: usize,
     fail: &AtomicU32,
     metrics: &WriterMetrics,
+    rec: &Recorder,
 ) {
     let mut group: Vec<(Batch, oneshot::Sender<Result<(), StorageError>>)> = Vec::new();
+    let mut durability: Durability<Answer> = Durability::default();
     loop {
         let mut stop = false;
-        match rx.blocking_recv() {
-            None | Some(Job::Stop) => return,
+        // With answers waiting for a sync, look for more work first: the
+        // next group's commit syncs them for free. Only when none is queued
+        // does the writer sync explicitly.
+        let job = if durability.needs_sync() {
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    sync_waiting(env, &mut durability, metrics, rec);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        match job {
+            None | Some(Job::Stop) => {
+                sync_waiting(env, &mut durability, metrics, rec);
+                return;
+            }
             Some(Job::Commit(b, done)) => group.push((b, done)),
         }
         while group.len() < max_group {
@@ -158,7 +209,7 @@ fn run(
             }
         }
         let started = std::time::Instant::now();
-        let results = commit_group(env, dbs, &group, fail);
+        let results = commit_group(env, dbs, &group, fail, rec);
         metrics.seconds.record(started.elapsed().as_secs_f64());
         metrics.commits.increment(1);
         metrics.batch_size.record(group.len() as f64);
@@ -166,13 +217,71 @@ fn run(
         if failed > 0 {
             metrics.failures.increment(failed as u64);
         }
-        for ((_, done), result) in group.drain(..).zip(results) {
-            // The caller may have given up (reset, shutdown); nothing to do.
-            let _ = done.send(result);
+        let mut committed = Vec::with_capacity(group.len());
+        for ((b, done), result) in group.drain(..).zip(results) {
+            match result {
+                Ok(()) => committed.push((done, b.id)),
+                // A failure needs no sync to be told; the caller may have
+                // given up (reset, shutdown): nothing to do then.
+                Err(e) => drop(done.send(Err(e))),
+            }
+        }
+        if failed == 0 || !committed.is_empty() {
+            // A transaction committed, and its data sync made every
+            // earlier meta page durable.
+            answer(durability.committed(committed), rec);
+        } else {
+            // Nothing committed this round, so nothing was synced.
+            sync_waiting(env, &mut durability, metrics, rec);
         }
         if stop {
+            sync_waiting(env, &mut durability, metrics, rec);
             return;
         }
+    }
+}
+
+/// Syncs the whole file if answers wait for it, then sends them. A failed
+/// sync leaves their durability unknown: they are answered with the error
+/// (the objects reset; what LMDB already holds stays, as after a crash).
+fn sync_waiting(
+    env: &Env<WithoutTls>,
+    durability: &mut Durability<Answer>,
+    metrics: &WriterMetrics,
+    rec: &Recorder,
+) {
+    if !durability.needs_sync() {
+        return;
+    }
+    metrics.syncs.increment(1);
+    match env.force_sync() {
+        Ok(()) => {
+            record!(rec, super::journal::Step::Synced);
+            answer(durability.synced(), rec);
+        }
+        Err(e) => {
+            let cause = Arc::new(StorageError::lmdb("sync", e));
+            for (done, _) in durability.synced() {
+                let _ = done.send(Err(StorageError::CommitFailed(cause.clone())));
+            }
+        }
+    }
+}
+
+/// Tells each caller its commit is durable.
+fn answer(durable: Vec<Answer>, rec: &Recorder) {
+    if durable.is_empty() {
+        return;
+    }
+    record!(
+        rec,
+        super::journal::Step::Answered {
+            objects: durable.iter().map(|(_, id)| *id).collect(),
+        }
+    );
+    for (done, _) in durable {
+        // The caller may have given up (reset, shutdown); nothing to do.
+        let _ = done.send(Ok(()));
     }
 }
 
@@ -184,6 +293,7 @@ fn commit_group(
     dbs: Dbs,
     group: &[(Batch, oneshot::Sender<Result<(), StorageError>>)],
     fail: &AtomicU32,
+    rec: &Recorder,
 ) -> Vec<Result<(), StorageError>> {
     let injected = fail
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -200,11 +310,11 @@ fn commit_group(
             .collect();
     }
     let all = || group.iter().map(|(b, _)| b);
-    match commit(env, dbs, all()) {
+    match commit(env, dbs, all(), rec) {
         Ok(()) => group.iter().map(|_| Ok(())).collect(),
         Err(_) => group
             .iter()
-            .map(|(b, _)| commit_alone(env, dbs, b))
+            .map(|(b, _)| commit_alone(env, dbs, b, rec))
             .collect(),
     }
 }
@@ -213,13 +323,18 @@ fn commit_group(
 /// not be reusable yet: LMDB recycles pages freed by commit N only from
 /// commit N + 2 on, and failed commits do not count. Two small commits move
 /// that along; then one more try.
-fn commit_alone(env: &Env<WithoutTls>, dbs: Dbs, b: &Batch) -> Result<(), StorageError> {
-    match commit(env, dbs, std::iter::once(b)) {
+fn commit_alone(
+    env: &Env<WithoutTls>,
+    dbs: Dbs,
+    b: &Batch,
+    rec: &Recorder,
+) -> Result<(), StorageError> {
+    match commit(env, dbs, std::iter::once(b), rec) {
         Err(StorageError::Full) => {
             for _ in 0..2 {
                 tick(env, dbs)?;
             }
-            commit(env, dbs, std::iter::once(b))
+            commit(env, dbs, std::iter::once(b), rec)
         }
         r => r,
     }
@@ -244,15 +359,23 @@ fn tick(env: &Env<WithoutTls>, dbs: Dbs) -> Result<(), StorageError> {
 fn commit<'a>(
     env: &Env<WithoutTls>,
     dbs: Dbs,
-    batches: impl Iterator<Item = &'a Batch>,
+    batches: impl Iterator<Item = &'a Batch> + Clone,
+    rec: &Recorder,
 ) -> Result<(), StorageError> {
     let mut wtxn = env
         .write_txn()
         .map_err(|e| StorageError::lmdb("commit", e))?;
-    for b in batches {
+    for b in batches.clone() {
         apply(dbs, &mut wtxn, b).map_err(|e| StorageError::lmdb("commit", e))?;
     }
-    wtxn.commit().map_err(|e| StorageError::lmdb("commit", e))
+    wtxn.commit().map_err(|e| StorageError::lmdb("commit", e))?;
+    record!(
+        rec,
+        super::journal::Step::Committed {
+            objects: batches.map(|b| b.id).collect(),
+        }
+    );
+    Ok(())
 }
 
 fn apply(dbs: Dbs, wtxn: &mut RwTxn<'_>, b: &Batch) -> heed::Result<()> {

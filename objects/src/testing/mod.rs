@@ -7,7 +7,14 @@
 //!   [`Storage`](crate::Storage), and a pure `BTreeMap` model that predicts
 //!   the same observations.
 //!
+//! - [`Journal`]: a record of the writer's commits and syncs and the
+//!   output gate's releases, in order, to check that nothing leaves before
+//!   the sync that makes it durable; set it with
+//!   [`StoreOptions::journal`](crate::StoreOptions::journal).
+//!
 //! [`Op`]: storage_model::Op
 //! [`Obs`]: storage_model::Obs
 
 pub mod storage_model;
+
+pub use crate::storage::journal::{Journal, Step};
