@@ -23,6 +23,10 @@ fn check_error(error: &ProtocolError) {
         serde_json::from_str(&a::encode_error(text)).expect("A error frame is JSON");
     assert_eq!(frame["error"].as_str(), Some(text));
     assert_eq!(b::encode_error(text), text);
+    let frame: serde_json::Value =
+        serde_json::from_str(&c::encode_error(text, 1)).expect("C error frame is JSON");
+    assert_eq!(frame["message"].as_str(), Some(text));
+    assert_eq!(frame["name"].as_str(), Some(c::ERROR_NAME));
     match error.closes_socket() {
         Some(code) => {
             assert_eq!(*error, ProtocolError::NameTooLong);

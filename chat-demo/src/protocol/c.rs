@@ -115,16 +115,31 @@ pub fn encode_left(name: &str) -> String {
     notice("left the chat", name)
 }
 
-/// `{"error":"<text>"}`, e.g. with [`ProtocolError::client_text`] or
-/// [`RATE_LIMITED`](super::limit::RATE_LIMITED). The seed never sends
-/// errors; its client shows no chat line for this object (it has no `name`).
-pub fn encode_error(text: &str) -> String {
+/// `{"name":"Error","message":"<text>","timestamp":<ms>}`, e.g. with
+/// [`ProtocolError::client_text`] or
+/// [`RATE_LIMITED`](super::limit::RATE_LIMITED).
+///
+/// The seed's page renders every frame as `name: message` (and shows the
+/// name `Error` in red), so an error is shaped like a chat line from a user
+/// called `Error`; an `{"error": ...}` object would show as
+/// "undefined: undefined". `now_ms` is the server's clock when the error
+/// was raised (not a room timestamp: errors are not stored).
+pub fn encode_error(text: &str, now_ms: u64) -> String {
     #[derive(Serialize)]
     struct Error<'a> {
-        error: &'a str,
+        name: &'a str,
+        message: &'a str,
+        timestamp: u64,
     }
-    to_json(&Error { error: text })
+    to_json(&Error {
+        name: ERROR_NAME,
+        message: text,
+        timestamp: now_ms,
+    })
 }
+
+/// The sender name of an error frame ([`encode_error`]).
+pub const ERROR_NAME: &str = "Error";
 
 fn notice(message: &str, name: &str) -> String {
     #[derive(Serialize)]
@@ -266,8 +281,8 @@ mod tests {
             r#"{"message":"left the chat","name":"bob"}"#
         );
         assert_eq!(
-            encode_error("Message too long."),
-            r#"{"error":"Message too long."}"#
+            encode_error("Message too long.", 1_700_000_000_001),
+            r#"{"name":"Error","message":"Message too long.","timestamp":1700000000001}"#
         );
     }
 

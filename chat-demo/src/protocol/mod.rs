@@ -1,7 +1,7 @@
 //! Wire codecs of the chat demo: pure functions from frames to values and
 //! back, with no I/O and no clock.
 //!
-//! One room serves three client dialects (see `shared/spec/chat-protocol.md`):
+//! One room serves three client dialects (see `docs/protocol.md`):
 //!
 //! - [`a`]: the Edge Chat Demo, JSON text frames with names, roster, backlog
 //!   and our opt-in extensions (presence, history paging);
@@ -205,7 +205,8 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The exact text to send back to the client, wrapped in the dialect's
-    /// error frame (`{"error": ...}` for A and C, plain text for B).
+    /// error frame (`{"error": ...}` for A, plain text for B, a chat line
+    /// from `Error` for C).
     pub fn client_text(&self) -> &'static str {
         match self {
             Self::NameTooLong => "Name too long.",

@@ -252,7 +252,7 @@ impl ChatRoom {
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                ctx.send(ws, encode_error(session.dialect, BINARY_NOT_SUPPORTED));
+                ctx.send(ws, encode_error(ctx, session.dialect, BINARY_NOT_SUPPORTED));
                 return Ok(());
             }
         };
@@ -291,8 +291,8 @@ impl ChatRoom {
         }
     }
 
-    /// A dialect-A hello: roster, backlog and `ready` to the newcomer, the
-    /// join to everyone else.
+    /// A dialect-A hello: roster, backlog, its own `joined` and `ready` to
+    /// the newcomer, the join to everyone else.
     fn hello(
         &mut self,
         ctx: &mut Context,
@@ -314,6 +314,11 @@ impl ChatRoom {
         for message in &backlog {
             ctx.send(ws, a::encode_chat(message));
         }
+        // The newcomer is told of itself too, after the roster and the
+        // backlog: the original broadcast the join to every named session,
+        // the newcomer included, and its page builds the roster from
+        // `joined` frames only.
+        ctx.send(ws, a::encode_joined(&name));
         ctx.send(ws, a::encode_ready());
         announce(ctx, &members, ws, &name, Presence::Joined);
         send_presence(ctx, &members);
@@ -333,14 +338,14 @@ impl ChatRoom {
             Ok(Ok(())) => {}
             Ok(Err(cooldown_ms)) => {
                 tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
-                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
+                ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
                 return Ok(());
             }
             Err(error) => {
                 // Fail closed: a limiter that cannot answer (overloaded,
                 // shutting down) must not turn into no limit at all.
                 tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
-                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
+                ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
                 return Ok(());
             }
         }
@@ -400,7 +405,7 @@ impl ChatRoom {
     ) -> Result<()> {
         tracing::debug!(socket = ws.sid(), %error, "frame refused");
         let text = error.client_text();
-        ctx.send(ws, encode_error(session.dialect, text));
+        ctx.send(ws, encode_error(ctx, session.dialect, text));
         if let Some(code) = error.closes_socket() {
             self.close_later(ctx, ws, session, code, text)?;
         }
@@ -486,12 +491,12 @@ fn send_presence(ctx: &mut Context, members: &Members<'_>) {
     ctx.broadcast(to, frame);
 }
 
-/// An error frame in a dialect.
-fn encode_error(dialect: Dialect, text: &str) -> String {
+/// An error frame in a dialect (C's carries the server's clock).
+fn encode_error(ctx: &Context, dialect: Dialect, text: &str) -> String {
     match dialect {
         Dialect::A => a::encode_error(text),
         Dialect::B => b::encode_error(text),
-        Dialect::C => c::encode_error(text),
+        Dialect::C => c::encode_error(text, ctx.now_ms()),
     }
 }
 
