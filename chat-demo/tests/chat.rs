@@ -15,6 +15,18 @@ fn quit(name: &str) -> Value {
     json!({ "quit": name })
 }
 
+/// A dialect-C chat frame for a message stamped `T0 + ms` (under a
+/// second), with its `serverTime` in ISO 8601.
+fn c_chat(message: &str, name: &str, ms: u64) -> Value {
+    assert!(ms < 1000);
+    json!({
+        "message": message,
+        "name": name,
+        "timestamp": T0 + ms,
+        "serverTime": format!("2023-11-14T22:13:20.{ms:03}Z"),
+    })
+}
+
 /// The two-A-clients flow; `setup` varies hibernation.
 async fn two_a_clients_chat(setup: Setup) {
     let hibernates = setup.hibernation.is_zero();
@@ -233,11 +245,7 @@ async fn c_gets_history_and_notices_and_not_its_own_messages() {
 
     ann.say("  hello ben  ").await;
     let frame = ben.json().await;
-    assert_eq!(
-        frame,
-        json!({ "message": "hello ben", "name": "ann", "timestamp": T0 }),
-        "trimmed"
-    );
+    assert_eq!(frame, c_chat("hello ben", "ann", 0), "trimmed");
     // Ignored: empty, whitespace, non-string, not JSON.
     for junk in [
         r#"{"message":""}"#,
@@ -249,21 +257,12 @@ async fn c_gets_history_and_notices_and_not_its_own_messages() {
     }
     ben.say("hello ann").await;
     // Not her own message, none of the junk: ben's message is next.
-    assert_eq!(
-        ann.json().await,
-        json!({ "message": "hello ann", "name": "ben", "timestamp": T0 + 1 })
-    );
+    assert_eq!(ann.json().await, c_chat("hello ann", "ben", 1));
 
     // A newcomer gets the history, one frame per message, oldest first.
     let mut cid = server.c("room=workshop").await;
-    assert_eq!(
-        cid.json().await,
-        json!({ "message": "hello ben", "name": "ann", "timestamp": T0 })
-    );
-    assert_eq!(
-        cid.json().await,
-        json!({ "message": "hello ann", "name": "ben", "timestamp": T0 + 1 })
-    );
+    assert_eq!(cid.json().await, c_chat("hello ben", "ann", 0));
+    assert_eq!(cid.json().await, c_chat("hello ann", "ben", 1));
     for c in [&mut ann, &mut ben] {
         assert_eq!(
             c.json().await,
@@ -347,10 +346,7 @@ async fn one_room_three_dialects() {
     alice.say("from A").await;
     assert_eq!(chat_of(&alice.json().await).1, "from A");
     assert_eq!(bee.text().await, "alice: from A");
-    assert_eq!(
-        cat.json().await,
-        json!({ "message": "from A", "name": "alice", "timestamp": T0 })
-    );
+    assert_eq!(cat.json().await, c_chat("from A", "alice", 0));
 
     bee.send_text("from B").await;
     assert_eq!(
@@ -358,10 +354,7 @@ async fn one_room_three_dialects() {
         ("anonymous".into(), "from B".into(), T0 + 1)
     );
     assert_eq!(bee.text().await, "from B");
-    assert_eq!(
-        cat.json().await,
-        json!({ "message": "from B", "name": "anonymous", "timestamp": T0 + 1 })
-    );
+    assert_eq!(cat.json().await, c_chat("from B", "anonymous", 1));
 
     cat.say("from C").await;
     assert_eq!(

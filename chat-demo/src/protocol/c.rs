@@ -18,6 +18,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::time::iso8601;
 use super::{
     ChatMessage, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, to_json,
 };
@@ -87,19 +88,26 @@ pub fn decode(text: &str) -> Result<Option<String>, ProtocolError> {
     Ok(Some(message.to_owned()))
 }
 
-/// `{"message":..,"name":..,"timestamp":..}`: one chat message, live or from
-/// the backlog.
+/// `{"message":..,"name":..,"timestamp":..,"serverTime":..}`: one chat
+/// message, live or from the backlog.
+///
+/// `serverTime` is the message's timestamp (the server's clock when it was
+/// stored) in ISO 8601, as the workshop's first task adds it; the
+/// original page ignores fields it does not know.
 pub fn encode_chat(message: &ChatMessage) -> String {
     #[derive(Serialize)]
     struct Chat<'a> {
         message: &'a str,
         name: &'a str,
         timestamp: u64,
+        #[serde(rename = "serverTime")]
+        server_time: String,
     }
     to_json(&Chat {
         message: &message.message,
         name: &message.name,
         timestamp: message.timestamp,
+        server_time: iso8601(message.timestamp),
     })
 }
 
@@ -270,7 +278,7 @@ mod tests {
         };
         assert_eq!(
             encode_chat(&message),
-            r#"{"message":"hi","name":"bob","timestamp":1700000000000}"#
+            r#"{"message":"hi","name":"bob","timestamp":1700000000000,"serverTime":"2023-11-14T22:13:20.000Z"}"#
         );
         assert_eq!(
             encode_joined("bob"),

@@ -44,6 +44,7 @@ pub mod a;
 pub mod b;
 pub mod c;
 pub mod limit;
+pub mod time;
 
 use serde::{Deserialize, Serialize};
 
