@@ -43,6 +43,7 @@ fn check_relay(name: &str, text: &str) {
         message: text.to_owned(),
         timestamp: 1_700_000_000_000,
         plain: false,
+        ..ChatMessage::default()
     };
     let back: ChatMessage =
         serde_json::from_str(&a::encode_chat(&message)).expect("A chat frame is JSON");
@@ -75,6 +76,20 @@ pub fn decode_a(data: &[u8]) {
         Ok(ClientFrame::HistoryRequest { before: _, limit }) => {
             assert!(limit <= a::HISTORY_PAGE_MAX, "limit {limit} is clamped");
         }
+        Ok(ClientFrame::Reply { message, parent: _ }) => {
+            assert!(chars(&message) <= MAX_MESSAGE_CHARS);
+            check_relay("alice", &message);
+        }
+        Ok(ClientFrame::React {
+            id: _,
+            emoji,
+            on: _,
+        }) => {
+            assert_eq!(protocol::reactions::check_emoji(&emoji), Ok(()));
+            let mut reactions = protocol::reactions::Reactions::default();
+            assert!(reactions.apply("alice", &emoji, true).is_ok());
+            assert_eq!(reactions.users(&emoji), Some(&["alice".to_owned()][..]));
+        }
         Ok(hello @ ClientFrame::Hello { .. }) => {
             panic!("after the hello no hello decodes: {hello:?}")
         }
@@ -100,6 +115,7 @@ pub fn decode_b(data: &[u8]) {
                 message: message.clone(),
                 timestamp: 1,
                 plain: true,
+                ..ChatMessage::default()
             };
             assert_eq!(b::encode_chat(&plain), message);
             let stored = serde_json::to_string(&plain).expect("serialises");

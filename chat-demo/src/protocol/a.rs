@@ -21,7 +21,7 @@
 //!     hello,
 //!     ClientFrame::Hello {
 //!         name: "alice".to_owned(),
-//!         ext: Extensions { presence: false, history: true },
+//!         ext: Extensions { history: true, ..Extensions::default() },
 //!     },
 //! );
 //! assert_eq!(a::encode_joined("alice"), r#"{"joined":"alice"}"#);
@@ -31,6 +31,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::reactions::{Reaction, Reactions, check_emoji};
 use super::{
     ChatMessage, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, to_json,
 };
@@ -50,6 +51,14 @@ pub const EXT_PRESENCE: &str = "presence";
 /// Extension name that turns on history paging ([`ClientFrame::HistoryRequest`]).
 pub const EXT_HISTORY: &str = "history";
 
+/// Extension name that turns on reactions ([`ClientFrame::React`],
+/// [`encode_reactions`], `reactions` on chat frames).
+pub const EXT_REACTIONS: &str = "reactions";
+
+/// Extension name that turns on replies ([`ClientFrame::Reply`],
+/// `replyTo` on chat frames).
+pub const EXT_THREADS: &str = "threads";
+
 /// A decoded client frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientFrame {
@@ -65,6 +74,26 @@ pub enum ClientFrame {
     /// A chat message, at most [`MAX_MESSAGE_CHARS`] characters. May be
     /// empty: the seed relays empty messages and so does this decoder.
     Message(String),
+    /// Extension `threads`: a chat message replying to the message whose id
+    /// (timestamp) is `parent`. Decoded whether or not the session opted
+    /// in; a session that did not is served a plain [`ClientFrame::Message`].
+    Reply {
+        /// The text, as in [`ClientFrame::Message`].
+        message: String,
+        /// The id of the message replied to.
+        parent: u64,
+    },
+    /// Extension `reactions`: add (`on`) or remove the sender's `emoji` on
+    /// the message `id`.
+    React {
+        /// The id (timestamp) of the message reacted to.
+        id: u64,
+        /// The reaction, checked by
+        /// [`check_emoji`](super::reactions::check_emoji).
+        emoji: String,
+        /// Add (true, the default) or remove.
+        on: bool,
+    },
     /// Extension `history`: a page of stored messages older than `before`.
     ///
     /// Decoded whether or not the session opted in; the caller decides
@@ -82,12 +111,22 @@ pub enum ClientFrame {
 
 /// The extensions a dialect-A client opted in to in its hello. Kept in the
 /// socket's attachment next to the name.
+///
+/// Missing fields read as `false`, so attachments written before a field
+/// existed still read back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Extensions {
     /// Send [`encode_presence`] frames when the room's population changes.
     pub presence: bool,
     /// The client may send [`ClientFrame::HistoryRequest`]s.
     pub history: bool,
+    /// The client may react ([`ClientFrame::React`]) and gets
+    /// [`encode_reactions`] updates and `reactions` on chat frames.
+    pub reactions: bool,
+    /// The client may reply ([`ClientFrame::Reply`]) and gets `replyTo` on
+    /// chat frames.
+    pub threads: bool,
 }
 
 /// Decodes one text frame from a dialect-A client.
@@ -113,7 +152,9 @@ pub struct Extensions {
 /// After the hello, an object with a non-null `message` is a
 /// [`ClientFrame::Message`]: a string as it is (not trimmed, may be empty),
 /// a number or boolean in its JavaScript string form. Otherwise a non-null
-/// `history` is a [`ClientFrame::HistoryRequest`]. Other fields are ignored.
+/// `history` is a [`ClientFrame::HistoryRequest`], otherwise a non-null
+/// `react` a [`ClientFrame::React`]. A message with a non-null `replyTo` is
+/// a [`ClientFrame::Reply`]. Other fields are ignored.
 ///
 /// # Errors
 ///
@@ -128,10 +169,13 @@ pub struct Extensions {
 ///   for a malformed hello;
 /// - [`ProtocolError::MessageTooLong`] for a message over
 ///   [`MAX_MESSAGE_CHARS`] characters;
-/// - [`ProtocolError::MissingMessage`] for an object with neither
-///   `message` nor `history`, or with `"message": null`;
+/// - [`ProtocolError::MissingMessage`] for an object with none of
+///   `message`, `history` and `react` (or only nulls);
 /// - [`ProtocolError::InvalidMessage`] for an object or array `message`;
 /// - [`ProtocolError::InvalidHistoryRequest`] for a malformed `history`.
+/// - [`ProtocolError::InvalidReplyTo`] for a `replyTo` that is not a
+///   non-negative integer;
+/// - [`ProtocolError::InvalidReaction`] for a malformed `react`.
 pub fn decode(text: &str, named: bool) -> Result<ClientFrame, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|error| ProtocolError::InvalidJson {
         detail: error.to_string(),
@@ -163,6 +207,8 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
                 match name {
                     EXT_PRESENCE => ext.presence = true,
                     EXT_HISTORY => ext.history = true,
+                    EXT_REACTIONS => ext.reactions = true,
+                    EXT_THREADS => ext.threads = true,
                     _ => {}
                 }
             }
@@ -181,14 +227,46 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
             if exceeds_chars(&message, MAX_MESSAGE_CHARS) {
                 return Err(ProtocolError::MessageTooLong);
             }
-            return Ok(ClientFrame::Message(message));
+            return match object.get("replyTo") {
+                None | Some(Value::Null) => Ok(ClientFrame::Message(message)),
+                Some(parent) => {
+                    let parent = parent.as_u64().ok_or(ProtocolError::InvalidReplyTo)?;
+                    Ok(ClientFrame::Reply { message, parent })
+                }
+            };
         }
     }
     match object.get("history") {
-        Some(Value::Null) | None => Err(ProtocolError::MissingMessage),
-        Some(Value::Object(request)) => decode_history_request(request),
-        Some(_) => Err(ProtocolError::InvalidHistoryRequest),
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_history_request(request),
+        Some(_) => return Err(ProtocolError::InvalidHistoryRequest),
     }
+    match object.get("react") {
+        Some(Value::Null) | None => Err(ProtocolError::MissingMessage),
+        Some(Value::Object(request)) => decode_react(request),
+        Some(_) => Err(ProtocolError::InvalidReaction),
+    }
+}
+
+fn decode_react(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
+    let id = request
+        .get("id")
+        .and_then(Value::as_u64)
+        .ok_or(ProtocolError::InvalidReaction)?;
+    let Some(Value::String(emoji)) = request.get("emoji") else {
+        return Err(ProtocolError::InvalidReaction);
+    };
+    check_emoji(emoji)?;
+    let on = match request.get("on") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(on)) => *on,
+        Some(_) => return Err(ProtocolError::InvalidReaction),
+    };
+    Ok(ClientFrame::React {
+        id,
+        emoji: emoji.clone(),
+        on,
+    })
 }
 
 fn decode_history_request(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
@@ -271,20 +349,31 @@ fn js_number(number: f64) -> String {
     format!("{sign}{body}")
 }
 
-/// A chat message as it goes on the wire: no `plain` flag.
+/// A chat message as it goes on the wire: no `plain` flag; `replyTo` and
+/// `reactions` only for sessions that opted in to them.
 #[derive(Serialize)]
 struct WireChat<'a> {
     name: &'a str,
     message: &'a str,
     timestamp: u64,
+    #[serde(rename = "replyTo", skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
+    #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
+    reactions: &'a [Reaction],
 }
 
-impl<'a> From<&'a ChatMessage> for WireChat<'a> {
-    fn from(message: &'a ChatMessage) -> Self {
+impl<'a> WireChat<'a> {
+    fn new(message: &'a ChatMessage, ext: Extensions) -> Self {
         Self {
             name: &message.name,
             message: &message.message,
             timestamp: message.timestamp,
+            reply_to: message.reply_to.filter(|_| ext.threads),
+            reactions: if ext.reactions {
+                &message.reactions.0
+            } else {
+                &[]
+            },
         }
     }
 }
@@ -316,7 +405,36 @@ pub fn encode_ready() -> String {
 /// `{"name":..,"message":..,"timestamp":..}`: one chat message, live or
 /// from the backlog. The `plain` flag is not sent.
 pub fn encode_chat(message: &ChatMessage) -> String {
-    to_json(&WireChat::from(message))
+    to_json(&WireChat::new(message, Extensions::default()))
+}
+
+/// A chat frame for a session with extensions `ext`: [`encode_chat`]'s
+/// three fields, plus `replyTo` (with `threads`, for a reply) and
+/// `reactions` (with `reactions`, when there are any).
+pub fn encode_chat_ext(message: &ChatMessage, ext: Extensions) -> String {
+    to_json(&WireChat::new(message, ext))
+}
+
+/// Extension `reactions`: the reactions of message `id` after a change,
+/// `{"reactions":{"id":N,"reactions":[{"emoji":"👍","users":["alice"]}]}}`
+/// (an empty list when the last one was removed). The whole list, not the
+/// change, so a client that missed one update is right again at the next.
+pub fn encode_reactions(id: u64, reactions: &Reactions) -> String {
+    #[derive(Serialize)]
+    struct Update<'a> {
+        reactions: Body<'a>,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        id: u64,
+        reactions: &'a [Reaction],
+    }
+    to_json(&Update {
+        reactions: Body {
+            id,
+            reactions: &reactions.0,
+        },
+    })
 }
 
 /// `{"error":"<text>"}`, e.g. with [`ProtocolError::client_text`] or
@@ -353,9 +471,10 @@ pub fn encode_presence(count: usize, users: &[&str]) -> String {
 /// [`ClientFrame::HistoryRequest`],
 /// `{"history":{"messages":[{"name","message","timestamp"}...],"more":bool}}`.
 ///
-/// `messages` in chronological order (oldest first); `more` tells whether
-/// still older messages exist.
-pub fn encode_history_page(messages: &[ChatMessage], more: bool) -> String {
+/// `messages` in chronological order (oldest first), each as
+/// [`encode_chat_ext`] gives it for `ext`; `more` tells whether still older
+/// messages exist.
+pub fn encode_history_page(messages: &[ChatMessage], more: bool, ext: Extensions) -> String {
     #[derive(Serialize)]
     struct History<'a> {
         history: Page<'a>,
@@ -367,7 +486,7 @@ pub fn encode_history_page(messages: &[ChatMessage], more: bool) -> String {
     }
     to_json(&History {
         history: Page {
-            messages: messages.iter().map(WireChat::from).collect(),
+            messages: messages.iter().map(|m| WireChat::new(m, ext)).collect(),
             more,
         },
     })

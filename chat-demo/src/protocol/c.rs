@@ -275,6 +275,7 @@ mod tests {
             message: "hi".into(),
             timestamp: 1_700_000_000_000,
             plain: true,
+            ..ChatMessage::default()
         };
         assert_eq!(
             encode_chat(&message),
@@ -305,6 +306,7 @@ mod tests {
             message: message.into(),
             timestamp: 3,
             plain: false,
+            ..ChatMessage::default()
         };
         let value: Value = serde_json::from_str(&encode_chat(&sent)).expect("valid JSON");
         assert_eq!(value["name"], name);

@@ -32,6 +32,7 @@
 //!     message: "hello".to_owned(),
 //!     timestamp: 1_700_000_000_000,
 //!     plain: false,
+//!     ..ChatMessage::default()
 //! };
 //! assert_eq!(
 //!     a::encode_chat(&stored),
@@ -44,9 +45,12 @@ pub mod a;
 pub mod b;
 pub mod c;
 pub mod limit;
+pub mod reactions;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
+
+use reactions::Reactions;
 
 /// Longest user name, in characters (see the module docs on lengths).
 pub const MAX_NAME_CHARS: usize = 32;
@@ -67,7 +71,11 @@ pub const PRIVATE_ROOM_ID_LEN: usize = 64;
 ///
 /// Every dialect encodes it from this one form, so a message sent from one
 /// dialect reaches the users of the others.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A message's id is its timestamp: unique within its room (timestamps
+/// strictly increase) and never changed, so replies and reactions name
+/// their message by it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Sender's name; `anonymous` for a dialect-B (plain relay) sender.
     pub name: String,
@@ -81,6 +89,13 @@ pub struct ChatMessage {
     /// without it read back as `false`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub plain: bool,
+    /// Extension `threads`: the id (timestamp) of the message this one
+    /// replies to. Omitted when none.
+    #[serde(default, rename = "replyTo", skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Extension `reactions`: who reacted with what. Omitted when none.
+    #[serde(default, skip_serializing_if = "Reactions::is_empty")]
+    pub reactions: Reactions,
 }
 
 /// `skip_serializing_if` needs a function taking a reference.
@@ -202,6 +217,18 @@ pub enum ProtocolError {
     /// The `history` request is not `{"before": <u64>, "limit": <u32>}`.
     #[error("malformed history request")]
     InvalidHistoryRequest,
+    /// A message's `replyTo` is not a message id (a non-negative integer).
+    #[error("malformed replyTo")]
+    InvalidReplyTo,
+    /// The `react` request is malformed (see [`reactions::check_emoji`]).
+    #[error("malformed reaction")]
+    InvalidReaction,
+    /// A reaction would pass the bounds of [`reactions`].
+    #[error("too many reactions")]
+    TooManyReactions,
+    /// A reply or reaction names a message the room does not hold.
+    #[error("no such message")]
+    NoSuchMessage,
 }
 
 impl ProtocolError {
@@ -221,6 +248,12 @@ impl ProtocolError {
             Self::InvalidHistoryRequest => {
                 r#"Expected "history" to be {"before": <timestamp>, "limit": <count>}."#
             }
+            Self::InvalidReplyTo => r#"Expected "replyTo" to be a message id."#,
+            Self::InvalidReaction => {
+                r#"Expected "react" to be {"id": <message id>, "emoji": "<emoji, at most 16 characters>", "on": <true|false>}."#
+            }
+            Self::TooManyReactions => "Too many reactions on this message.",
+            Self::NoSuchMessage => "No such message.",
         }
     }
 
@@ -262,6 +295,7 @@ mod tests {
             message: "hi".to_owned(),
             timestamp: 42,
             plain,
+            ..ChatMessage::default()
         }
     }
 
@@ -369,6 +403,10 @@ mod tests {
             ProtocolError::MissingMessage,
             ProtocolError::InvalidMessage,
             ProtocolError::InvalidHistoryRequest,
+            ProtocolError::InvalidReplyTo,
+            ProtocolError::InvalidReaction,
+            ProtocolError::TooManyReactions,
+            ProtocolError::NoSuchMessage,
         ];
         for error in others {
             assert_eq!(error.closes_socket(), None, "{error:?}");

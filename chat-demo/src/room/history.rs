@@ -36,6 +36,24 @@ pub(crate) fn latest(storage: &Storage) -> Result<u64, StorageError> {
     Ok(newest.first().map_or(0, |(_, m)| m.timestamp))
 }
 
+/// Whether a message with this id (timestamp) is stored.
+///
+/// # Errors
+///
+/// A storage read error.
+pub(crate) fn exists(storage: &Storage, id: u64) -> Result<bool, StorageError> {
+    Ok(storage.get_bytes(&key(id))?.is_some())
+}
+
+/// The message with this id (timestamp), if stored.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn message(storage: &Storage, id: u64) -> Result<Option<ChatMessage>, StorageError> {
+    storage.get(&key(id))
+}
+
 /// The newest `count` messages, oldest first.
 ///
 /// # Errors

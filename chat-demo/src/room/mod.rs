@@ -2,6 +2,7 @@
 //! same sockets, history and rate limit.
 
 mod history;
+mod reactions;
 mod session;
 
 use std::sync::Arc;
@@ -264,14 +265,29 @@ impl ChatRoom {
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
             Dialect::A => match a::decode(&text, true) {
-                Ok(ClientFrame::Message(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(ClientFrame::Message(message)) => {
+                    self.chat(ctx, ws, &session, message, None).await
+                }
+                Ok(ClientFrame::Reply { message, parent }) if session.ext.threads => {
+                    if !history::exists(ctx.storage(), parent)? {
+                        return self.refuse(ctx, ws, &session, &ProtocolError::NoSuchMessage);
+                    }
+                    self.chat(ctx, ws, &session, message, Some(parent)).await
+                }
+                // Not opted in: `replyTo` is one more field it ignores.
+                Ok(ClientFrame::Reply { message, .. }) => {
+                    self.chat(ctx, ws, &session, message, None).await
+                }
+                Ok(ClientFrame::React { id, emoji, on }) if session.ext.reactions => {
+                    self.react(ctx, ws, &session, id, &emoji, on).await
+                }
                 Ok(ClientFrame::HistoryRequest { before, limit }) if session.ext.history => {
                     let (messages, more) = history::page(ctx.storage(), before, limit)?;
-                    ctx.send(ws, a::encode_history_page(&messages, more));
+                    ctx.send(ws, a::encode_history_page(&messages, more, session.ext));
                     Ok(())
                 }
                 // Not opted in: the request is not understood.
-                Ok(ClientFrame::HistoryRequest { .. }) => {
+                Ok(ClientFrame::HistoryRequest { .. } | ClientFrame::React { .. }) => {
                     self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage)
                 }
                 // `decode` after the hello never yields a hello.
@@ -279,12 +295,12 @@ impl ChatRoom {
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
             Dialect::B => match b::decode(&text) {
-                Ok(Some(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(Some(message)) => self.chat(ctx, ws, &session, message, None).await,
                 Ok(None) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
             Dialect::C => match c::decode(&text) {
-                Ok(Some(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(Some(message)) => self.chat(ctx, ws, &session, message, None).await,
                 Ok(None) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
@@ -312,7 +328,7 @@ impl ChatRoom {
             ctx.send(ws, a::encode_joined(other));
         }
         for message in &backlog {
-            ctx.send(ws, a::encode_chat(message));
+            ctx.send(ws, a::encode_chat_ext(message, ext));
         }
         // The newcomer is told of itself too, after the roster and the
         // backlog: the original broadcast the join to every named session,
@@ -325,29 +341,39 @@ impl ChatRoom {
         Ok(())
     }
 
-    /// A chat message from any dialect: rate limit, store, broadcast.
-    async fn chat(
-        &mut self,
-        ctx: &mut Context,
-        ws: WebSocket,
-        sender: &Session,
-        text: String,
-    ) -> Result<()> {
+    /// Charges one message to the sender's IP; false (and the sender told)
+    /// when its budget is spent.
+    pub(super) async fn charge(&self, ctx: &mut Context, ws: WebSocket, sender: &Session) -> bool {
         let limiter = self.env.limiters.get_by_name(&sender.ip);
         match limiter.call(ctx.now_ms()).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => true,
             Ok(Err(cooldown_ms)) => {
                 tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
                 ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
-                return Ok(());
+                false
             }
             Err(error) => {
                 // Fail closed: a limiter that cannot answer (overloaded,
                 // shutting down) must not turn into no limit at all.
                 tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
                 ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
-                return Ok(());
+                false
             }
+        }
+    }
+
+    /// A chat message from any dialect (a reply when `reply_to` is set):
+    /// rate limit, store, broadcast.
+    async fn chat(
+        &mut self,
+        ctx: &mut Context,
+        ws: WebSocket,
+        sender: &Session,
+        text: String,
+        reply_to: Option<u64>,
+    ) -> Result<()> {
+        if !self.charge(ctx, ws, sender).await {
+            return Ok(());
         }
         let timestamp = history::next_timestamp(ctx.now_ms(), self.last_timestamp);
         let message = ChatMessage {
@@ -365,6 +391,8 @@ impl ChatRoom {
             message: text,
             timestamp,
             plain: sender.dialect == Dialect::B,
+            reply_to,
+            ..ChatMessage::default()
         };
         // Stored in this event, so the output gate holds the broadcast
         // below until the message is durable.
@@ -379,12 +407,9 @@ impl ChatRoom {
         }
         tracing::debug!(socket = ws.sid(), timestamp, "message");
         let members = self.sessions.members(ctx);
-        let to_a = members.select(|_, s| s.is_named_a());
+        broadcast_to_a(ctx, &members, &message);
         let to_b = members.select(|_, s| s.dialect == Dialect::B);
         let to_c = members.select(|w, s| s.dialect == Dialect::C && w != ws);
-        if !to_a.is_empty() {
-            ctx.broadcast(to_a, a::encode_chat(&message));
-        }
         if !to_b.is_empty() {
             ctx.broadcast(to_b, b::encode_chat(&message));
         }
@@ -396,7 +421,7 @@ impl ChatRoom {
 
     /// Answers a refused frame in the sender's dialect, closing the socket
     /// when the error calls for it (an over-long name).
-    fn refuse(
+    pub(super) fn refuse(
         &mut self,
         ctx: &mut Context,
         ws: WebSocket,
@@ -477,6 +502,28 @@ fn announce(ctx: &mut Context, members: &Members<'_>, who: WebSocket, name: &str
             Presence::Left => c::encode_left(name),
         };
         ctx.broadcast(to_c, frame);
+    }
+}
+
+/// A chat message to every named A session, each in the form its
+/// extensions ask for (at most four forms: `threads` and `reactions` on or
+/// off).
+fn broadcast_to_a(ctx: &mut Context, members: &Members<'_>, message: &ChatMessage) {
+    for threads in [false, true] {
+        for reactions in [false, true] {
+            let to = members.select(|_, s| {
+                s.is_named_a() && s.ext.threads == threads && s.ext.reactions == reactions
+            });
+            if to.is_empty() {
+                continue;
+            }
+            let ext = Extensions {
+                threads,
+                reactions,
+                ..Extensions::default()
+            };
+            ctx.broadcast(to, a::encode_chat_ext(message, ext));
+        }
     }
 }
 
