@@ -179,6 +179,22 @@ impl<'a> Page<'a> {
         assert_eq!(clicked, json!(true), "nothing to click at {selector}");
     }
 
+    /// Clicks the first element matching `selector` inside the element
+    /// that the JavaScript expression `within` yields (both must exist).
+    async fn click_in(&self, within: &str, selector: &str) {
+        let selector = serde_json::to_string(selector).expect("json");
+        let clicked = self
+            .eval(&format!(
+                "(() => {{ const e = ({within})?.querySelector({selector}); if (!e) return false; e.click(); return true; }})()"
+            ))
+            .await;
+        assert_eq!(
+            clicked,
+            json!(true),
+            "nothing to click at {selector} in {within}"
+        );
+    }
+
     /// Saves a PNG of the page at `width`×`height` CSS pixels.
     async fn screenshot(&self, path: &str, width: u32, height: u32) {
         self.call(
@@ -360,6 +376,81 @@ async fn two_pages_chat_and_markup_stays_text() {
             page.eval("document.querySelector('#messages .msg-name') !== null")
                 .await,
             json!(true)
+        );
+    }
+    assert_eq!(dialogs(&cdp).await, 0, "no script ran");
+
+    // Reactions: bob reacts to "hello bob" through its button; both pages
+    // show the count, pressed only on bob's.
+    let hello = "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.msg-text').textContent === 'hello bob')";
+    bob.click_in(hello, ".react-add[data-emoji='👍']").await;
+    for page in [&alice, &bob] {
+        page.wait_for(&format!(
+            "{hello}.querySelector('.reaction[data-emoji=\"👍\"]')?.textContent === '👍 1'"
+        ))
+        .await;
+    }
+    let pressed = format!("{hello}.querySelector('.reaction').getAttribute('aria-pressed')");
+    assert_eq!(bob.eval(&pressed).await, json!("true"));
+    assert_eq!(alice.eval(&pressed).await, json!("false"));
+    assert_eq!(
+        alice
+            .eval(&format!("{hello}.querySelector('.reaction').title"))
+            .await,
+        json!("bob")
+    );
+    // Clicking it again takes it back.
+    bob.click_in(hello, ".reaction[data-emoji='👍']").await;
+    alice
+        .wait_for(&format!("{hello}.querySelector('.reaction') === null"))
+        .await;
+
+    // Threads: alice replies to bob's markup message; the reply quotes it
+    // as text, the parent counts the reply, and the thread view shows the
+    // two alone.
+    let hostile = format!(
+        "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.msg-text').textContent === {})",
+        serde_json::to_string(markup).expect("json")
+    );
+    alice.click_in(&hostile, ".reply-button").await;
+    alice
+        .wait_for("!document.querySelector('#reply-bar').hidden")
+        .await;
+    alice.send_message("a threaded reply").await;
+    let reply = "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.msg-text').textContent === 'a threaded reply')";
+    for page in [&alice, &bob] {
+        page.wait_for(&format!(
+            "{reply}?.querySelector('.reply-quote')?.textContent.includes('bob: <script>')"
+        ))
+        .await;
+        page.wait_for(&format!(
+            "{hostile}.querySelector('.reply-count')?.textContent === '1 reply'"
+        ))
+        .await;
+    }
+    assert_eq!(
+        alice
+            .eval("document.querySelector('#reply-bar').hidden")
+            .await,
+        json!(true),
+        "the reply bar closes once sent"
+    );
+    bob.click_in(&hostile, ".reply-count").await;
+    bob.wait_for("document.body.classList.contains('threaded')")
+        .await;
+    assert_eq!(
+        bob.eval("[...document.querySelectorAll('#messages .msg')].filter(m => getComputedStyle(m).display !== 'none').map(m => m.querySelector('.msg-text').textContent)")
+            .await,
+        json!([markup, "a threaded reply"])
+    );
+    bob.click("#thread-close").await;
+    bob.wait_for("!document.body.classList.contains('threaded')")
+        .await;
+    for page in [&alice, &bob] {
+        assert_eq!(
+            page.eval("document.querySelectorAll('#messages b, #messages script').length")
+                .await,
+            json!(0)
         );
     }
     assert_eq!(dialogs(&cdp).await, 0, "no script ran");
