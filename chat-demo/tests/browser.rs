@@ -380,6 +380,27 @@ async fn two_pages_chat_and_markup_stays_text() {
     }
     assert_eq!(dialogs(&cdp).await, 0, "no script ran");
 
+    // Typing: alice types; bob's page says so, then lets it expire (5 s
+    // without a new signal). Nothing is sent: every page shares one IP,
+    // whose burst of five writes the rest of this test needs.
+    alice
+        .eval(
+            "(() => { const i = document.querySelector('#message-input'); i.value = 'still typ';
+               i.dispatchEvent(new Event('input', { bubbles: true })); return true; })()",
+        )
+        .await;
+    bob.wait_for("document.querySelector('#typing').textContent === 'alice is typing…'")
+        .await;
+    assert_eq!(
+        alice
+            .eval("document.querySelector('#typing').textContent")
+            .await,
+        json!(""),
+        "not told of oneself"
+    );
+    bob.wait_for("document.querySelector('#typing').textContent === ''")
+        .await;
+
     // Reactions: bob reacts to "hello bob" through its button; both pages
     // show the count, pressed only on bob's.
     let hello = "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.msg-text').textContent === 'hello bob')";

@@ -80,6 +80,9 @@ pub fn decode_a(data: &[u8]) {
             assert!(chars(&message) <= MAX_MESSAGE_CHARS);
             check_relay("alice", &message);
         }
+        Ok(ClientFrame::Typing) => {
+            assert!(text.contains("typing"), "{text:?}");
+        }
         Ok(ClientFrame::React {
             id: _,
             emoji,

@@ -306,6 +306,7 @@ async fn named_room(
         dialect,
         ip,
         name: None,
+        ext: None,
     };
     hand_over(state, &id, admission, req).await
 }
@@ -315,6 +316,8 @@ async fn named_room(
 struct CQuery {
     room: Option<String>,
     name: Option<String>,
+    /// Opt-in extensions, comma-separated (`presence,typing`).
+    ext: Option<String>,
 }
 
 async fn dialect_c(
@@ -340,6 +343,7 @@ async fn dialect_c(
         dialect: Dialect::C,
         ip,
         name: Some(name),
+        ext: query.ext,
     };
     hand_over(&state, &id, admission, req).await
 }

@@ -55,6 +55,18 @@ pub const EXT_HISTORY: &str = "history";
 /// [`encode_reactions`], `reactions` on chat frames).
 pub const EXT_REACTIONS: &str = "reactions";
 
+/// Extension name that turns on typing indicators ([`ClientFrame::Typing`],
+/// [`encode_typing`]).
+pub const EXT_TYPING: &str = "typing";
+
+/// Extension `typing`: at most one typing signal per socket is passed on
+/// in this long; the others are dropped without an answer.
+pub const TYPING_THROTTLE_MS: u64 = 2_000;
+
+/// Extension `typing`: how long a client shows an indicator after the last
+/// signal unless renewed (a client-side rule; our page follows it).
+pub const TYPING_SHOWN_MS: u64 = 5_000;
+
 /// Extension name that turns on replies ([`ClientFrame::Reply`],
 /// `replyTo` on chat frames).
 pub const EXT_THREADS: &str = "threads";
@@ -94,6 +106,8 @@ pub enum ClientFrame {
         /// Add (true, the default) or remove.
         on: bool,
     },
+    /// Extension `typing`: the user is typing (`{"typing": true}`).
+    Typing,
     /// Extension `history`: a page of stored messages older than `before`.
     ///
     /// Decoded whether or not the session opted in; the caller decides
@@ -127,6 +141,9 @@ pub struct Extensions {
     /// The client may reply ([`ClientFrame::Reply`]) and gets `replyTo` on
     /// chat frames.
     pub threads: bool,
+    /// The client may say it is typing ([`ClientFrame::Typing`]) and gets
+    /// [`encode_typing`] frames.
+    pub typing: bool,
 }
 
 /// Decodes one text frame from a dialect-A client.
@@ -153,7 +170,8 @@ pub struct Extensions {
 /// [`ClientFrame::Message`]: a string as it is (not trimmed, may be empty),
 /// a number or boolean in its JavaScript string form. Otherwise a non-null
 /// `history` is a [`ClientFrame::HistoryRequest`], otherwise a non-null
-/// `react` a [`ClientFrame::React`]. A message with a non-null `replyTo` is
+/// `react` a [`ClientFrame::React`], otherwise `"typing": true` a
+/// [`ClientFrame::Typing`]. A message with a non-null `replyTo` is
 /// a [`ClientFrame::Reply`]. Other fields are ignored.
 ///
 /// # Errors
@@ -175,7 +193,8 @@ pub struct Extensions {
 /// - [`ProtocolError::InvalidHistoryRequest`] for a malformed `history`.
 /// - [`ProtocolError::InvalidReplyTo`] for a `replyTo` that is not a
 ///   non-negative integer;
-/// - [`ProtocolError::InvalidReaction`] for a malformed `react`.
+/// - [`ProtocolError::InvalidReaction`] for a malformed `react`;
+/// - [`ProtocolError::InvalidTyping`] for a `typing` other than `true`.
 pub fn decode(text: &str, named: bool) -> Result<ClientFrame, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|error| ProtocolError::InvalidJson {
         detail: error.to_string(),
@@ -209,6 +228,7 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
                     EXT_HISTORY => ext.history = true,
                     EXT_REACTIONS => ext.reactions = true,
                     EXT_THREADS => ext.threads = true,
+                    EXT_TYPING => ext.typing = true,
                     _ => {}
                 }
             }
@@ -242,9 +262,14 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
         Some(_) => return Err(ProtocolError::InvalidHistoryRequest),
     }
     match object.get("react") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_react(request),
+        Some(_) => return Err(ProtocolError::InvalidReaction),
+    }
+    match object.get("typing") {
         Some(Value::Null) | None => Err(ProtocolError::MissingMessage),
-        Some(Value::Object(request)) => decode_react(request),
-        Some(_) => Err(ProtocolError::InvalidReaction),
+        Some(Value::Bool(true)) => Ok(ClientFrame::Typing),
+        Some(_) => Err(ProtocolError::InvalidTyping),
     }
 }
 
@@ -464,6 +489,22 @@ pub fn encode_presence(count: usize, users: &[&str]) -> String {
     }
     to_json(&Presence {
         presence: Body { count, users },
+    })
+}
+
+/// Extension `typing`: `{"typing":{"name":"<name>"}}`, someone is typing.
+/// Shown for a few seconds by the client unless renewed.
+pub fn encode_typing(name: &str) -> String {
+    #[derive(Serialize)]
+    struct Typing<'a> {
+        typing: Body<'a>,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        name: &'a str,
+    }
+    to_json(&Typing {
+        typing: Body { name },
     })
 }
 

@@ -18,6 +18,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::a::{self, Extensions};
 use super::time::iso8601;
 use super::{
     ChatMessage, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, to_json,
@@ -57,6 +58,30 @@ pub fn room_from_query(raw: Option<&str>) -> &str {
         Some(room) if !room.is_empty() => room,
         _ => DEFAULT_ROOM,
     }
+}
+
+/// The extensions a C client opts in to with its `ext` query value, a
+/// comma-separated list: `presence` and `typing` (the others are dialect
+/// A's; unknown names are ignored, as in A's hello).
+pub fn ext_from_query(raw: Option<&str>) -> Extensions {
+    let mut ext = Extensions::default();
+    for name in raw.unwrap_or_default().split(',').map(str::trim) {
+        match name {
+            a::EXT_PRESENCE => ext.presence = true,
+            a::EXT_TYPING => ext.typing = true,
+            _ => {}
+        }
+    }
+    ext
+}
+
+/// Whether a frame from a C client is the typing signal `{"typing":true}`
+/// (only read from clients that opted in to `typing`).
+pub fn is_typing(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<Value>(text),
+        Ok(Value::Object(object)) if object.get("typing") == Some(&Value::Bool(true))
+    )
 }
 
 /// Decodes one text frame from a C client into the trimmed message text.
@@ -193,6 +218,17 @@ mod tests {
             name_from_query(Some(&"ü".repeat(33))),
             Err(ProtocolError::NameTooLong)
         );
+    }
+
+    #[test]
+    fn extensions_from_the_query() {
+        assert_eq!(ext_from_query(None), Extensions::default());
+        let both = ext_from_query(Some("presence, typing,history,junk"));
+        assert!(both.presence && both.typing);
+        assert!(!both.history, "A's extensions are not C's");
+        assert_eq!(ext_from_query(Some("")), Extensions::default());
+        assert!(is_typing(r#"{"typing":true}"#));
+        assert!(!is_typing(r#"{"typing":false}"#) && !is_typing("typing"));
     }
 
     #[test]

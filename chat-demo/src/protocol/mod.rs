@@ -226,6 +226,9 @@ pub enum ProtocolError {
     /// A reaction would pass the bounds of [`reactions`].
     #[error("too many reactions")]
     TooManyReactions,
+    /// `typing` is not `true`.
+    #[error("malformed typing")]
+    InvalidTyping,
     /// A reply or reaction names a message the room does not hold.
     #[error("no such message")]
     NoSuchMessage,
@@ -254,6 +257,7 @@ impl ProtocolError {
             }
             Self::TooManyReactions => "Too many reactions on this message.",
             Self::NoSuchMessage => "No such message.",
+            Self::InvalidTyping => r#"Expected "typing" to be true."#,
         }
     }
 
@@ -407,6 +411,7 @@ mod tests {
             ProtocolError::InvalidReaction,
             ProtocolError::TooManyReactions,
             ProtocolError::NoSuchMessage,
+            ProtocolError::InvalidTyping,
         ];
         for error in others {
             assert_eq!(error.closes_socket(), None, "{error:?}");

@@ -4,7 +4,9 @@
 mod history;
 mod reactions;
 mod session;
+mod typing;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -50,6 +52,9 @@ pub struct ChatRoom {
     /// Whether an expiry alarm is set (with a retention): a cache of
     /// storage, rebuilt by `new`.
     expiry_set: bool,
+    /// When each socket's last typing signal was passed on (the throttle;
+    /// losing it to hibernation lets one more through).
+    typing_at: HashMap<WebSocket, u64>,
 }
 
 /// What every room of a process shares: the rate limiter namespace and
@@ -100,6 +105,7 @@ impl Object for ChatRoom {
             last_timestamp: history::latest(ctx.storage())?,
             sessions: Sessions::default(),
             expiry_set,
+            typing_at: HashMap::new(),
         })
     }
 
@@ -195,7 +201,10 @@ impl ChatRoom {
         let mut backlog = Vec::new();
         if session.dialect == Dialect::C {
             match c::name_from_query(admission.name.as_deref()) {
-                Ok(name) => session.name = Some(name),
+                Ok(name) => {
+                    session.name = Some(name);
+                    session.ext = c::ext_from_query(admission.ext.as_deref());
+                }
                 Err(error) => {
                     return Ok(text_response(StatusCode::BAD_REQUEST, error.client_text()));
                 }
@@ -287,9 +296,15 @@ impl ChatRoom {
                     Ok(())
                 }
                 // Not opted in: the request is not understood.
-                Ok(ClientFrame::HistoryRequest { .. } | ClientFrame::React { .. }) => {
-                    self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage)
+                Ok(ClientFrame::Typing) if session.ext.typing => {
+                    self.typing(ctx, ws, &session);
+                    Ok(())
                 }
+                Ok(
+                    ClientFrame::HistoryRequest { .. }
+                    | ClientFrame::React { .. }
+                    | ClientFrame::Typing,
+                ) => self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage),
                 // `decode` after the hello never yields a hello.
                 Ok(ClientFrame::Hello { .. }) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
@@ -299,6 +314,10 @@ impl ChatRoom {
                 Ok(None) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
+            Dialect::C if session.ext.typing && c::is_typing(&text) => {
+                self.typing(ctx, ws, &session);
+                Ok(())
+            }
             Dialect::C => match c::decode(&text) {
                 Ok(Some(message)) => self.chat(ctx, ws, &session, message, None).await,
                 Ok(None) => Ok(()),
@@ -375,6 +394,8 @@ impl ChatRoom {
         if !self.charge(ctx, ws, sender).await {
             return Ok(());
         }
+        // A message ends "typing": the sender's next signal goes through.
+        self.typing_at.remove(&ws);
         let timestamp = history::next_timestamp(ctx.now_ms(), self.last_timestamp);
         let message = ChatMessage {
             name: match sender.dialect {
@@ -466,6 +487,7 @@ impl ChatRoom {
         // The front door took a slot for this socket before handing it
         // over; this handler runs once per accepted socket.
         self.env.connections.release(&session.ip);
+        self.typing_at.remove(&ws);
         tracing::debug!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
         // The closed socket is no longer listed among the members.
         let members = self.sessions.members(ctx);
@@ -528,9 +550,11 @@ fn broadcast_to_a(ctx: &mut Context, members: &Members<'_>, message: &ChatMessag
 }
 
 /// Extension `presence`: the room's count and names, to every named A
-/// session that opted in.
+/// session and every C session that opted in.
 fn send_presence(ctx: &mut Context, members: &Members<'_>) {
-    let to = members.select(|_, s| s.is_named_a() && s.ext.presence);
+    let to = members.select(|_, s| {
+        s.ext.presence && (s.is_named_a() || (s.dialect == Dialect::C && s.name.is_some()))
+    });
     if to.is_empty() {
         return;
     }
