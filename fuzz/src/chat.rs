@@ -80,6 +80,22 @@ pub fn decode_a(data: &[u8]) {
             assert!(chars(&message) <= MAX_MESSAGE_CHARS);
             check_relay("alice", &message);
         }
+        Ok(ClientFrame::Search {
+            query,
+            terms,
+            before: _,
+            limit,
+        }) => {
+            assert!(chars(&query) <= protocol::search::MAX_QUERY_CHARS);
+            assert!(!terms.is_empty() && terms.len() <= protocol::search::MAX_TERMS);
+            assert!(limit <= protocol::search::SEARCH_PAGE_MAX);
+            assert!(
+                terms
+                    .iter()
+                    .all(|t| protocol::search::matches(&query, std::slice::from_ref(t))),
+                "every term is a word of the query"
+            );
+        }
         Ok(ClientFrame::Typing) => {
             assert!(text.contains("typing"), "{text:?}");
         }

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::reactions::{Reaction, Reactions, check_emoji};
+use super::search;
 use super::{
     ChatMessage, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, to_json,
 };
@@ -66,6 +67,10 @@ pub const TYPING_THROTTLE_MS: u64 = 2_000;
 /// Extension `typing`: how long a client shows an indicator after the last
 /// signal unless renewed (a client-side rule; our page follows it).
 pub const TYPING_SHOWN_MS: u64 = 5_000;
+
+/// Extension name that turns on search ([`ClientFrame::Search`],
+/// [`encode_search_page`]).
+pub const EXT_SEARCH: &str = "search";
 
 /// Extension name that turns on replies ([`ClientFrame::Reply`],
 /// `replyTo` on chat frames).
@@ -108,6 +113,20 @@ pub enum ClientFrame {
     },
     /// Extension `typing`: the user is typing (`{"typing": true}`).
     Typing,
+    /// Extension `search`: messages whose text matches every term (see
+    /// [`search`](super::search)), newest first, older than `before`.
+    Search {
+        /// The query as sent (echoed in the answer).
+        query: String,
+        /// Its terms, from [`search::terms`](super::search::terms).
+        terms: Vec<String>,
+        /// Only messages with an id (timestamp) strictly below this;
+        /// `u64::MAX` when the request gives none.
+        before: u64,
+        /// Most results wanted, at most
+        /// [`SEARCH_PAGE_MAX`](super::search::SEARCH_PAGE_MAX).
+        limit: u32,
+    },
     /// Extension `history`: a page of stored messages older than `before`.
     ///
     /// Decoded whether or not the session opted in; the caller decides
@@ -144,6 +163,8 @@ pub struct Extensions {
     /// The client may say it is typing ([`ClientFrame::Typing`]) and gets
     /// [`encode_typing`] frames.
     pub typing: bool,
+    /// The client may search ([`ClientFrame::Search`]).
+    pub search: bool,
 }
 
 /// Decodes one text frame from a dialect-A client.
@@ -170,7 +191,8 @@ pub struct Extensions {
 /// [`ClientFrame::Message`]: a string as it is (not trimmed, may be empty),
 /// a number or boolean in its JavaScript string form. Otherwise a non-null
 /// `history` is a [`ClientFrame::HistoryRequest`], otherwise a non-null
-/// `react` a [`ClientFrame::React`], otherwise `"typing": true` a
+/// `react` a [`ClientFrame::React`], otherwise a non-null `search` a
+/// [`ClientFrame::Search`], otherwise `"typing": true` a
 /// [`ClientFrame::Typing`]. A message with a non-null `replyTo` is
 /// a [`ClientFrame::Reply`]. Other fields are ignored.
 ///
@@ -194,6 +216,7 @@ pub struct Extensions {
 /// - [`ProtocolError::InvalidReplyTo`] for a `replyTo` that is not a
 ///   non-negative integer;
 /// - [`ProtocolError::InvalidReaction`] for a malformed `react`;
+/// - [`ProtocolError::InvalidSearch`] for a malformed `search`;
 /// - [`ProtocolError::InvalidTyping`] for a `typing` other than `true`.
 pub fn decode(text: &str, named: bool) -> Result<ClientFrame, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|error| ProtocolError::InvalidJson {
@@ -229,6 +252,7 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
                     EXT_REACTIONS => ext.reactions = true,
                     EXT_THREADS => ext.threads = true,
                     EXT_TYPING => ext.typing = true,
+                    EXT_SEARCH => ext.search = true,
                     _ => {}
                 }
             }
@@ -266,11 +290,41 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
         Some(Value::Object(request)) => return decode_react(request),
         Some(_) => return Err(ProtocolError::InvalidReaction),
     }
+    match object.get("search") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_search(request),
+        Some(_) => return Err(ProtocolError::InvalidSearch),
+    }
     match object.get("typing") {
         Some(Value::Null) | None => Err(ProtocolError::MissingMessage),
         Some(Value::Bool(true)) => Ok(ClientFrame::Typing),
         Some(_) => Err(ProtocolError::InvalidTyping),
     }
+}
+
+fn decode_search(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
+    let Some(Value::String(query)) = request.get("query") else {
+        return Err(ProtocolError::InvalidSearch);
+    };
+    let terms = search::terms(query)?;
+    let before = match request.get("before") {
+        None | Some(Value::Null) => u64::MAX,
+        Some(value) => value.as_u64().ok_or(ProtocolError::InvalidSearch)?,
+    };
+    let limit = match request.get("limit") {
+        None | Some(Value::Null) => search::SEARCH_PAGE_DEFAULT,
+        Some(value) => {
+            let requested = value.as_u64().ok_or(ProtocolError::InvalidSearch)?;
+            u32::try_from(requested.min(u64::from(search::SEARCH_PAGE_MAX)))
+                .unwrap_or(search::SEARCH_PAGE_MAX)
+        }
+    };
+    Ok(ClientFrame::Search {
+        query: query.clone(),
+        terms,
+        before,
+        limit,
+    })
 }
 
 fn decode_react(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
@@ -489,6 +543,35 @@ pub fn encode_presence(count: usize, users: &[&str]) -> String {
     }
     to_json(&Presence {
         presence: Body { count, users },
+    })
+}
+
+/// Extension `search`: one page of results,
+/// `{"search":{"query":"..","messages":[..],"next":N}}`: `messages` newest
+/// first, as [`encode_chat_ext`] gives them for `ext`; `next`, when not
+/// null, is the `before` to ask with for the next page (there may be more).
+pub fn encode_search_page(
+    query: &str,
+    messages: &[ChatMessage],
+    next: Option<u64>,
+    ext: Extensions,
+) -> String {
+    #[derive(Serialize)]
+    struct Search<'a> {
+        search: Page<'a>,
+    }
+    #[derive(Serialize)]
+    struct Page<'a> {
+        query: &'a str,
+        messages: Vec<WireChat<'a>>,
+        next: Option<u64>,
+    }
+    to_json(&Search {
+        search: Page {
+            query,
+            messages: messages.iter().map(|m| WireChat::new(m, ext)).collect(),
+            next,
+        },
     })
 }
 

@@ -46,6 +46,7 @@ pub mod b;
 pub mod c;
 pub mod limit;
 pub mod reactions;
+pub mod search;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
@@ -226,6 +227,10 @@ pub enum ProtocolError {
     /// A reaction would pass the bounds of [`reactions`].
     #[error("too many reactions")]
     TooManyReactions,
+    /// The `search` request is malformed, or its query too long, empty of
+    /// words or with too many (see [`search::terms`]).
+    #[error("malformed search")]
+    InvalidSearch,
     /// `typing` is not `true`.
     #[error("malformed typing")]
     InvalidTyping,
@@ -258,6 +263,9 @@ impl ProtocolError {
             Self::TooManyReactions => "Too many reactions on this message.",
             Self::NoSuchMessage => "No such message.",
             Self::InvalidTyping => r#"Expected "typing" to be true."#,
+            Self::InvalidSearch => {
+                r#"Expected "search" to be {"query": "<1 to 4 words, at most 64 characters>", "before": <message id>, "limit": <count>}."#
+            }
         }
     }
 
@@ -412,6 +420,7 @@ mod tests {
             ProtocolError::TooManyReactions,
             ProtocolError::NoSuchMessage,
             ProtocolError::InvalidTyping,
+            ProtocolError::InvalidSearch,
         ];
         for error in others {
             assert_eq!(error.closes_socket(), None, "{error:?}");

@@ -3,6 +3,7 @@
 
 mod history;
 mod reactions;
+mod search;
 mod session;
 mod typing;
 
@@ -296,6 +297,15 @@ impl ChatRoom {
                     Ok(())
                 }
                 // Not opted in: the request is not understood.
+                Ok(ClientFrame::Search {
+                    query,
+                    terms,
+                    before,
+                    limit,
+                }) if session.ext.search => {
+                    self.search(ctx, ws, &session, &query, &terms, before, limit)
+                        .await
+                }
                 Ok(ClientFrame::Typing) if session.ext.typing => {
                     self.typing(ctx, ws, &session);
                     Ok(())
@@ -303,6 +313,7 @@ impl ChatRoom {
                 Ok(
                     ClientFrame::HistoryRequest { .. }
                     | ClientFrame::React { .. }
+                    | ClientFrame::Search { .. }
                     | ClientFrame::Typing,
                 ) => self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage),
                 // `decode` after the hello never yields a hello.
@@ -418,6 +429,7 @@ impl ChatRoom {
         // Stored in this event, so the output gate holds the broadcast
         // below until the message is durable.
         ctx.storage().put(&history::key(timestamp), &message)?;
+        search::index(ctx.storage(), &message)?;
         self.last_timestamp = timestamp;
         if let Some(retention) = self.env.retention_ms
             && !self.expiry_set
