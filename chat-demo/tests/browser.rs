@@ -312,7 +312,16 @@ impl Chat {
             .data_dir(dir)
             .open()
             .expect("runtime");
-        let state = AppState::new(&rt, ChatOptions::default()).expect("state");
+        // Every page comes from 127.0.0.1, one IP: a burst of about 40
+        // writes rather than 5 lets one test use every feature.
+        let options = ChatOptions {
+            rate_limit: chat_demo::protocol::limit::RateLimitOptions {
+                per_message_ms: 5_000,
+                grace_ms: 200_000,
+            },
+            ..ChatOptions::default()
+        };
+        let state = AppState::new(&rt, options).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -381,8 +390,7 @@ async fn two_pages_chat_and_markup_stays_text() {
     assert_eq!(dialogs(&cdp).await, 0, "no script ran");
 
     // Typing: alice types; bob's page says so, then lets it expire (5 s
-    // without a new signal). Nothing is sent: every page shares one IP,
-    // whose burst of five writes the rest of this test needs.
+    // without a new signal).
     alice
         .eval(
             "(() => { const i = document.querySelector('#message-input'); i.value = 'still typ';
@@ -475,6 +483,43 @@ async fn two_pages_chat_and_markup_stays_text() {
         );
     }
     assert_eq!(dialogs(&cdp).await, 0, "no script ran");
+
+    // Search: words and prefixes, results shown as text; a click on one
+    // brings its message into view.
+    bob.eval("document.querySelector('#search-input').value = 'SCRIPT aler'; true")
+        .await;
+    bob.click("#search-button").await;
+    bob.wait_for("document.querySelector('#search-status').textContent === '1 found.'")
+        .await;
+    assert_eq!(
+        bob.eval("document.querySelector('#search-results li .what').textContent")
+            .await,
+        json!(markup)
+    );
+    bob.eval("document.querySelector('#search-input').value = 'hel'; true")
+        .await;
+    bob.click("#search-button").await;
+    bob.wait_for("document.querySelector('#search-status').textContent === '1 found.'")
+        .await;
+    assert_eq!(
+        bob.eval(
+            "[...document.querySelectorAll('#search-results li .what')].map(e => e.textContent)"
+        )
+        .await,
+        json!(["hello bob"])
+    );
+    bob.click("#search-results li").await;
+    bob.wait_for(&format!("{hello}.classList.contains('flash')"))
+        .await;
+    for page in [&alice, &bob] {
+        assert_eq!(
+            page.eval(
+                "document.querySelectorAll('#search-results b, #search-results script').length"
+            )
+            .await,
+            json!(0)
+        );
+    }
 
     // Leave a screenshot for the docs when asked to.
     if let Ok(path) = std::env::var("CHAT_SCREENSHOT") {
@@ -669,17 +714,27 @@ async fn inspector_shows_rooms_as_text() {
             .await,
         json!(true)
     );
-    // One stored message, under `msg/` and its 20-digit timestamp, as JSON.
+    // One stored message, under `msg/` and its 20-digit timestamp, as
+    // JSON; every other entry is its search index (`idx/<prefix>/<id>`).
     assert_eq!(
         page.eval(
             r"[...document.querySelectorAll('#entries tbody tr')]
+               .filter(r => !r.dataset.key.startsWith('idx/'))
                .map(r => [r.dataset.key.replace(/\d/g, '9'), r.dataset.kind])"
         )
         .await,
         json!([["msg/99999999999999999999", "json"]])
     );
+    assert_eq!(
+        page.eval(
+            r"[...document.querySelectorAll('#entries tbody tr')]
+               .some(r => r.dataset.key.startsWith('idx/script/'))"
+        )
+        .await,
+        json!(true)
+    );
     let stored = page
-        .eval("JSON.parse(document.querySelector('#entries tbody pre').textContent)")
+        .eval("JSON.parse(document.querySelector('#entries tbody tr[data-key^=\"msg/\"] pre').textContent)")
         .await;
     assert_eq!(stored["message"], json!(hostile));
     assert_eq!(stored["name"], json!("alice"));
