@@ -130,3 +130,58 @@ async fn searches_are_charged_to_the_rate_budget() {
     assert!(alice.json().await.get("error").is_some());
     server.stop().await;
 }
+
+/// Writes a room for the storage measurement in `docs/chat-demo.md`: 100
+/// messages of everyday text (3 to 14 words), every fifth with three
+/// reactions and every tenth a reply, into the data dir named by
+/// `CHAT_MEASURE_DIR`. Run with `--ignored`; then export the room and
+/// count bytes as that section shows.
+#[tokio::test]
+#[ignore = "writes a measurement data dir; run by hand"]
+async fn storage_cost_room() {
+    let Ok(dir) = std::env::var("CHAT_MEASURE_DIR") else {
+        panic!("set CHAT_MEASURE_DIR to an empty directory");
+    };
+    let server = Server::start(std::path::Path::new(&dir), Setup::default()).await;
+    let ext = &["search", "reactions", "threads"];
+    let (mut alice, _) = server.a_named_ext("measure", "alice", ext).await;
+    let sentences = [
+        "good morning everyone",
+        "did anyone see the build failing on main this morning?",
+        "yes, it is the flaky network test again, I will rerun it",
+        "thanks!",
+        "lunch at noon? the new place near the station is supposed to be good",
+        "I can't make it today, maybe tomorrow",
+        "the release notes draft is in the shared folder, please have a look before Friday",
+        "looks good to me",
+        "can we move the meeting to 3pm",
+        "sure, done",
+    ];
+    let mut ids = Vec::new();
+    for n in 0..100usize {
+        server.clock.advance(5_000);
+        let text = sentences[n % sentences.len()];
+        if n % 10 == 9 {
+            alice
+                .send_json(json!({ "message": text, "replyTo": ids[n - 3] }))
+                .await;
+        } else {
+            alice.say(text).await;
+        }
+        let frame = alice.json().await;
+        let id = frame["timestamp"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{frame}"));
+        ids.push(id);
+        if n % 5 == 0 {
+            for emoji in ["👍", "🎉", "❤️"] {
+                server.clock.advance(5_000);
+                alice
+                    .send_json(json!({ "react": { "id": id, "emoji": emoji } }))
+                    .await;
+                assert!(alice.json().await.get("reactions").is_some());
+            }
+        }
+    }
+    server.stop().await;
+}
