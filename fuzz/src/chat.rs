@@ -60,7 +60,11 @@ pub fn decode_a(data: &[u8]) {
         return;
     };
     match a::decode(text, false) {
-        Ok(ClientFrame::Hello { name, ext: _ }) => {
+        Ok(ClientFrame::Hello { name, ext, key }) => {
+            if let Some(key) = &key {
+                assert!(ext.dm, "a key is read only with dm");
+                assert_eq!(protocol::dm::check_key(key), Ok(()));
+            }
             assert!(!name.is_empty(), "a missing name becomes anonymous");
             assert!(chars(&name) <= MAX_NAME_CHARS, "{name:?}");
             check_relay(&name, "hello");
@@ -95,6 +99,10 @@ pub fn decode_a(data: &[u8]) {
                     .all(|t| protocol::search::matches(&query, std::slice::from_ref(t))),
                 "every term is a word of the query"
             );
+        }
+        Ok(ClientFrame::Dm { to, message }) => {
+            assert!(!to.is_empty() && chars(&to) <= MAX_NAME_CHARS);
+            assert!(!message.trim().is_empty() && chars(&message) <= MAX_MESSAGE_CHARS);
         }
         Ok(ClientFrame::Typing) => {
             assert!(text.contains("typing"), "{text:?}");

@@ -22,6 +22,7 @@
 //!     ClientFrame::Hello {
 //!         name: "alice".to_owned(),
 //!         ext: Extensions { history: true, ..Extensions::default() },
+//!         key: None,
 //!     },
 //! );
 //! assert_eq!(a::encode_joined("alice"), r#"{"joined":"alice"}"#);
@@ -31,6 +32,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::dm::check_key;
 use super::reactions::{Reaction, Reactions, check_emoji};
 use super::search;
 use super::{
@@ -72,6 +74,10 @@ pub const TYPING_SHOWN_MS: u64 = 5_000;
 /// [`encode_search_page`]).
 pub const EXT_SEARCH: &str = "search";
 
+/// Extension name that turns on direct messages ([`ClientFrame::Dm`]); the
+/// hello then carries a user `key` (see [`dm`](super::dm)).
+pub const EXT_DM: &str = "dm";
+
 /// Extension name that turns on replies ([`ClientFrame::Reply`],
 /// `replyTo` on chat frames).
 pub const EXT_THREADS: &str = "threads";
@@ -87,6 +93,10 @@ pub enum ClientFrame {
         name: String,
         /// Extensions the client opted in to.
         ext: Extensions,
+        /// Extension `dm`: the user key, checked by
+        /// [`check_key`](super::dm::check_key). Read only with `dm` in
+        /// `ext`.
+        key: Option<String>,
     },
     /// A chat message, at most [`MAX_MESSAGE_CHARS`] characters. May be
     /// empty: the seed relays empty messages and so does this decoder.
@@ -113,6 +123,13 @@ pub enum ClientFrame {
     },
     /// Extension `typing`: the user is typing (`{"typing": true}`).
     Typing,
+    /// Extension `dm`: a direct message to the user holding the name `to`.
+    Dm {
+        /// The recipient's name (at most [`MAX_NAME_CHARS`] characters).
+        to: String,
+        /// The text, as in [`ClientFrame::Message`] but never empty.
+        message: String,
+    },
     /// Extension `search`: messages whose text matches every term (see
     /// [`search`](super::search)), newest first, older than `before`.
     Search {
@@ -165,6 +182,8 @@ pub struct Extensions {
     pub typing: bool,
     /// The client may search ([`ClientFrame::Search`]).
     pub search: bool,
+    /// The client sends and gets direct messages ([`ClientFrame::Dm`]).
+    pub dm: bool,
 }
 
 /// Decodes one text frame from a dialect-A client.
@@ -191,7 +210,8 @@ pub struct Extensions {
 /// [`ClientFrame::Message`]: a string as it is (not trimmed, may be empty),
 /// a number or boolean in its JavaScript string form. Otherwise a non-null
 /// `history` is a [`ClientFrame::HistoryRequest`], otherwise a non-null
-/// `react` a [`ClientFrame::React`], otherwise a non-null `search` a
+/// `react` a [`ClientFrame::React`], otherwise a non-null `dm` a
+/// [`ClientFrame::Dm`], otherwise a non-null `search` a
 /// [`ClientFrame::Search`], otherwise `"typing": true` a
 /// [`ClientFrame::Typing`]. A message with a non-null `replyTo` is
 /// a [`ClientFrame::Reply`]. Other fields are ignored.
@@ -216,6 +236,8 @@ pub struct Extensions {
 /// - [`ProtocolError::InvalidReplyTo`] for a `replyTo` that is not a
 ///   non-negative integer;
 /// - [`ProtocolError::InvalidReaction`] for a malformed `react`;
+/// - [`ProtocolError::InvalidKey`] for a malformed hello `key` (with `dm`);
+/// - [`ProtocolError::InvalidDm`] for a malformed `dm`;
 /// - [`ProtocolError::InvalidSearch`] for a malformed `search`;
 /// - [`ProtocolError::InvalidTyping`] for a `typing` other than `true`.
 pub fn decode(text: &str, named: bool) -> Result<ClientFrame, ProtocolError> {
@@ -253,6 +275,7 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
                     EXT_THREADS => ext.threads = true,
                     EXT_TYPING => ext.typing = true,
                     EXT_SEARCH => ext.search = true,
+                    EXT_DM => ext.dm = true,
                     _ => {}
                 }
             }
@@ -260,7 +283,16 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
         }
         Some(_) => return Err(ProtocolError::InvalidExtensions),
     };
-    Ok(ClientFrame::Hello { name, ext })
+    let key = match object.get("key") {
+        Some(Value::String(key)) if ext.dm => {
+            check_key(key)?;
+            Some(key.clone())
+        }
+        Some(Value::Null) | None => None,
+        Some(_) if ext.dm => return Err(ProtocolError::InvalidKey),
+        Some(_) => None,
+    };
+    Ok(ClientFrame::Hello { name, ext, key })
 }
 
 fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
@@ -290,6 +322,11 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
         Some(Value::Object(request)) => return decode_react(request),
         Some(_) => return Err(ProtocolError::InvalidReaction),
     }
+    match object.get("dm") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_dm(request),
+        Some(_) => return Err(ProtocolError::InvalidDm),
+    }
     match object.get("search") {
         Some(Value::Null) | None => {}
         Some(Value::Object(request)) => return decode_search(request),
@@ -300,6 +337,24 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
         Some(Value::Bool(true)) => Ok(ClientFrame::Typing),
         Some(_) => Err(ProtocolError::InvalidTyping),
     }
+}
+
+fn decode_dm(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
+    let (Some(Value::String(to)), Some(Value::String(message))) =
+        (request.get("to"), request.get("message"))
+    else {
+        return Err(ProtocolError::InvalidDm);
+    };
+    if to.is_empty() || exceeds_chars(to, MAX_NAME_CHARS) || message.trim().is_empty() {
+        return Err(ProtocolError::InvalidDm);
+    }
+    if exceeds_chars(message, MAX_MESSAGE_CHARS) {
+        return Err(ProtocolError::MessageTooLong);
+    }
+    Ok(ClientFrame::Dm {
+        to: to.clone(),
+        message: message.clone(),
+    })
 }
 
 fn decode_search(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {

@@ -44,6 +44,7 @@
 pub mod a;
 pub mod b;
 pub mod c;
+pub mod dm;
 pub mod limit;
 pub mod reactions;
 pub mod search;
@@ -231,6 +232,18 @@ pub enum ProtocolError {
     /// words or with too many (see [`search::terms`]).
     #[error("malformed search")]
     InvalidSearch,
+    /// The hello's user `key` is malformed (see [`dm::check_key`]).
+    #[error("malformed user key")]
+    InvalidKey,
+    /// The hello's name is held by another user key in this room.
+    #[error("name held by another key")]
+    NameHeld,
+    /// The `dm` request is malformed.
+    #[error("malformed dm")]
+    InvalidDm,
+    /// Nobody holding a user key is connected under the `dm`'s name.
+    #[error("no such recipient")]
+    NoSuchRecipient,
     /// `typing` is not `true`.
     #[error("malformed typing")]
     InvalidTyping,
@@ -263,6 +276,12 @@ impl ProtocolError {
             Self::TooManyReactions => "Too many reactions on this message.",
             Self::NoSuchMessage => "No such message.",
             Self::InvalidTyping => r#"Expected "typing" to be true."#,
+            Self::InvalidKey => r#"Expected "key" to be 16 to 128 letters, digits, "-" or "_"."#,
+            Self::NameHeld => "That name is in use by someone else in this room.",
+            Self::InvalidDm => r#"Expected "dm" to be {"to": "<name>", "message": "<text>"}."#,
+            Self::NoSuchRecipient => {
+                "Nobody of that name can get direct messages in this room right now."
+            }
             Self::InvalidSearch => {
                 r#"Expected "search" to be {"query": "<1 to 4 words, at most 64 characters>", "before": <message id>, "limit": <count>}."#
             }
@@ -421,6 +440,10 @@ mod tests {
             ProtocolError::NoSuchMessage,
             ProtocolError::InvalidTyping,
             ProtocolError::InvalidSearch,
+            ProtocolError::InvalidKey,
+            ProtocolError::NameHeld,
+            ProtocolError::InvalidDm,
+            ProtocolError::NoSuchRecipient,
         ];
         for error in others {
             assert_eq!(error.closes_socket(), None, "{error:?}");

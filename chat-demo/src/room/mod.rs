@@ -1,6 +1,7 @@
 //! The `ChatRoom` object: one per room, serving all three dialects over the
 //! same sockets, history and rate limit.
 
+mod direct;
 mod history;
 mod reactions;
 mod search;
@@ -20,7 +21,7 @@ use crate::connections::Connections;
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
 use crate::protocol::limit::RATE_LIMITED;
-use crate::protocol::{ChatMessage, Dialect, HISTORY_ON_JOIN, ProtocolError, b, c};
+use crate::protocol::{ChatMessage, Dialect, HISTORY_ON_JOIN, ProtocolError, b, c, dm};
 use session::{Closing, Members, Session, Sessions};
 
 /// The error text for a binary frame, in every dialect.
@@ -103,7 +104,7 @@ impl Object for ChatRoom {
         Ok(ChatRoom {
             env,
             label,
-            last_timestamp: history::latest(ctx.storage())?,
+            last_timestamp: history::latest(ctx.storage())?.max(direct::latest(ctx.storage())?),
             sessions: Sessions::default(),
             expiry_set,
             typing_at: HashMap::new(),
@@ -191,6 +192,7 @@ impl ChatRoom {
             dialect: admission.dialect,
             name: None,
             ext: Extensions::default(),
+            user: None,
             ip: admission.ip,
             closing: None,
         };
@@ -269,7 +271,10 @@ impl ChatRoom {
         };
         match session.dialect {
             Dialect::A if session.name.is_none() => match a::decode(&text, false) {
-                Ok(ClientFrame::Hello { name, ext }) => self.hello(ctx, ws, session, name, ext),
+                Ok(ClientFrame::Hello { name, ext, key }) => {
+                    let user = key.as_deref().map(dm::user_id);
+                    self.hello(ctx, ws, session, name, ext, user)
+                }
                 // `decode` before the hello yields only hellos.
                 Ok(_) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
@@ -306,6 +311,9 @@ impl ChatRoom {
                     self.search(ctx, ws, &session, &query, &terms, before, limit)
                         .await
                 }
+                Ok(ClientFrame::Dm { to, message }) if session.ext.dm => {
+                    self.direct(ctx, ws, &session, &to, message).await
+                }
                 Ok(ClientFrame::Typing) if session.ext.typing => {
                     self.typing(ctx, ws, &session);
                     Ok(())
@@ -314,6 +322,7 @@ impl ChatRoom {
                     ClientFrame::HistoryRequest { .. }
                     | ClientFrame::React { .. }
                     | ClientFrame::Search { .. }
+                    | ClientFrame::Dm { .. }
                     | ClientFrame::Typing,
                 ) => self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage),
                 // `decode` after the hello never yields a hello.
@@ -346,11 +355,22 @@ impl ChatRoom {
         mut session: Session,
         name: String,
         ext: Extensions,
+        user: Option<String>,
     ) -> Result<()> {
-        // The fallible read first: a failure then changes nothing.
+        if let Some(id) = &user
+            && self.name_held_by_other(ctx, &name, id)
+        {
+            return self.refuse(ctx, ws, &session, &ProtocolError::NameHeld);
+        }
+        // The fallible reads first: a failure then changes nothing.
         let backlog = history::recent(ctx.storage(), HISTORY_ON_JOIN)?;
+        let direct = match &user {
+            Some(id) => direct::recent(ctx.storage(), id)?,
+            None => Vec::new(),
+        };
         session.name = Some(name.clone());
         session.ext = ext;
+        session.user = user;
         self.sessions.set(ctx, ws, session)?;
         tracing::debug!(socket = ws.sid(), name = %name, "named");
         let members = self.sessions.members(ctx);
@@ -368,6 +388,10 @@ impl ChatRoom {
         ctx.send(ws, a::encode_ready());
         announce(ctx, &members, ws, &name, Presence::Joined);
         send_presence(ctx, &members);
+        // Extension `dm`: this user's own direct messages, after `ready`.
+        for message in &direct {
+            ctx.send(ws, dm::encode_dm(message));
+        }
         Ok(())
     }
 

@@ -32,7 +32,8 @@ fn hello_with_a_name() {
         hello(r#"{"name":"alice"}"#),
         Ok(ClientFrame::Hello {
             name: "alice".into(),
-            ext: Extensions::default()
+            ext: Extensions::default(),
+            key: None,
         })
     );
 }
@@ -124,7 +125,8 @@ fn hello_extensions() {
                 presence: true,
                 history: true,
                 ..Extensions::default()
-            }
+            },
+            key: None,
         })
     );
     let frame = hello(r#"{"name":"x","ext":["presence","telepathy",7,null]}"#);
@@ -136,7 +138,8 @@ fn hello_extensions() {
                 presence: true,
                 history: false,
                 ..Extensions::default()
-            }
+            },
+            key: None,
         })
     );
     let frame = hello(r#"{"name":"x","ext":null}"#);
