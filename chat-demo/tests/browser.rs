@@ -103,9 +103,25 @@ struct Page<'a> {
 
 impl<'a> Page<'a> {
     async fn open(cdp: &'a Cdp, url: &str) -> Page<'a> {
-        let target = cdp
-            .send(None, "Target.createTarget", json!({ "url": "about:blank" }))
+        Self::open_in(cdp, url, None).await
+    }
+
+    /// Opens a tab in its own browser context: its own local storage, as
+    /// if another person's browser.
+    async fn open_isolated(cdp: &'a Cdp, url: &str) -> Page<'a> {
+        let context = cdp
+            .send(None, "Target.createBrowserContext", json!({}))
             .await;
+        let id = context["browserContextId"].as_str().expect("context id");
+        Self::open_in(cdp, url, Some(id)).await
+    }
+
+    async fn open_in(cdp: &'a Cdp, url: &str, context: Option<&str>) -> Page<'a> {
+        let mut params = json!({ "url": "about:blank" });
+        if let Some(id) = context {
+            params["browserContextId"] = json!(id);
+        }
+        let target = cdp.send(None, "Target.createTarget", params).await;
         let target_id = target["targetId"].as_str().expect("target id").to_string();
         let attached = cdp
             .send(
@@ -360,7 +376,9 @@ async fn two_pages_chat_and_markup_stays_text() {
     alice
         .wait_for("document.body.dataset.ready === 'true'")
         .await;
-    let bob = Page::open(&cdp, &format!("http://{addr}/?name=bob#general")).await;
+    // Bob in his own browser context: his own local storage, so his own
+    // user key for direct messages.
+    let bob = Page::open_isolated(&cdp, &format!("http://{addr}/?name=bob#general")).await;
     bob.wait_for("document.body.dataset.ready === 'true'").await;
     alice.wait_for("[...document.querySelectorAll('#roster li')].some(li => li.textContent.includes('bob'))").await;
 
@@ -483,6 +501,38 @@ async fn two_pages_chat_and_markup_stays_text() {
         );
     }
     assert_eq!(dialogs(&cdp).await, 0, "no script ran");
+
+    // Direct messages: bob picks alice in the roster and writes to her;
+    // both pages show it as direct, and the keys differ (own contexts).
+    let keys = "localStorage.getItem('chat-user-key')";
+    assert_ne!(alice.eval(keys).await, bob.eval(keys).await);
+    let alice_li = "[...document.querySelectorAll('#roster li')].find(li => li.querySelector('.who').textContent === 'alice')";
+    bob.click_in(alice_li, ".dm-button").await;
+    bob.wait_for("!document.querySelector('#dm-bar').hidden")
+        .await;
+    bob.send_message("<i>just</i> for you").await;
+    let direct = "[...document.querySelectorAll('#messages .msg.dm')].find(m => m.querySelector('.msg-text').textContent === '<i>just</i> for you')";
+    alice
+        .wait_for(&format!(
+            "{direct}?.querySelector('.dm-label').textContent === 'direct to you'"
+        ))
+        .await;
+    bob.wait_for(&format!(
+        "{direct}?.querySelector('.dm-label').textContent === 'direct to alice'"
+    ))
+    .await;
+    for page in [&alice, &bob] {
+        assert_eq!(
+            page.eval("document.querySelectorAll('#messages i').length")
+                .await,
+            json!(0)
+        );
+    }
+    bob.click("#dm-cancel").await;
+    assert_eq!(
+        bob.eval("document.querySelector('#dm-bar').hidden").await,
+        json!(true)
+    );
 
     // Search: words and prefixes, results shown as text; a click on one
     // brings its message into view.
