@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::connections::Connections;
+use crate::directory::{ACTIVITY_REPORT_MS, DIRECTORY_NAME, Directory, DirectoryCall, RoomStatus};
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
 use crate::protocol::limit::RATE_LIMITED;
@@ -57,6 +58,12 @@ pub struct ChatRoom {
     /// When each socket's last typing signal was passed on (the throttle;
     /// losing it to hibernation lets one more through).
     typing_at: HashMap<WebSocket, u64>,
+    /// The room's name when it is public (reached by name); private rooms
+    /// are never listed.
+    public_name: Option<String>,
+    /// The last status sent to the directory and when: a cache (losing it
+    /// costs one repeated report).
+    reported: Option<(RoomStatus, u64)>,
 }
 
 /// What every room of a process shares: the rate limiter namespace and
@@ -70,6 +77,8 @@ pub struct RoomEnv {
     connections: Arc<Connections>,
     /// How long messages are kept, in ms; `None` keeps them for ever.
     retention_ms: Option<u64>,
+    /// The directory of public rooms, which named rooms report to.
+    directory: Namespace<Directory>,
 }
 
 impl RoomEnv {
@@ -77,10 +86,12 @@ impl RoomEnv {
         limiters: Namespace<RateLimiter>,
         connections: Arc<Connections>,
         retention: Option<std::time::Duration>,
+        directory: Namespace<Directory>,
     ) -> RoomEnv {
         RoomEnv {
             limiters,
             connections,
+            directory,
             retention_ms: retention.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
@@ -108,6 +119,8 @@ impl Object for ChatRoom {
             sessions: Sessions::default(),
             expiry_set,
             typing_at: HashMap::new(),
+            public_name: ctx.name().map(str::to_owned),
+            reported: None,
         })
     }
 
@@ -250,6 +263,7 @@ impl ChatRoom {
             let members = self.sessions.members(ctx);
             send_presence(ctx, &members);
         }
+        self.report(ctx);
         Ok(response)
     }
 
@@ -463,6 +477,7 @@ impl ChatRoom {
             self.expiry_set = true;
         }
         tracing::debug!(socket = ws.sid(), timestamp, "message");
+        self.report(ctx);
         let members = self.sessions.members(ctx);
         broadcast_to_a(ctx, &members, &message);
         let to_b = members.select(|_, s| s.dialect == Dialect::B);
@@ -531,6 +546,46 @@ impl ChatRoom {
             announce(ctx, &members, ws, name, Presence::Left);
         }
         send_presence(ctx, &members);
+        // Queued in this handler, so before anyone can act on the frames
+        // above (they leave once the event is done).
+        self.report(ctx);
+    }
+
+    /// Tells the directory this public room's status, coalesced: only when
+    /// the number of connections changed, the room got its first message,
+    /// or the last activity changed and the last report is
+    /// [`ACTIVITY_REPORT_MS`] old. The room does not wait for the answer.
+    fn report(&mut self, ctx: &Context) {
+        let Some(name) = self.public_name.clone() else {
+            return;
+        };
+        let online = u32::try_from(ctx.websockets(None).len()).unwrap_or(u32::MAX);
+        let status = RoomStatus {
+            name,
+            online,
+            last_activity: self.last_timestamp,
+        };
+        let now = ctx.now_ms();
+        if let Some((last, at)) = &self.reported
+            && last.online == status.online
+            && (last.last_activity == status.last_activity
+                || (last.last_activity != 0 && now < at.saturating_add(ACTIVITY_REPORT_MS)))
+        {
+            return;
+        }
+        let stub = self.env.directory.get_by_name(DIRECTORY_NAME);
+        // Queued before `call` returns (so ahead of anything a client can
+        // do after this event); the answer is not needed, but the future
+        // must live until then or the runtime skips the call as abandoned.
+        // The task ends with the answer, the refusal of a full mailbox or
+        // the runtime's call timeout.
+        let update = stub.call(DirectoryCall::Update(status.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = update.await {
+                tracing::debug!(%error, "directory report dropped");
+            }
+        });
+        self.reported = Some((status, now));
     }
 }
 
