@@ -571,6 +571,20 @@ async fn two_pages_chat_and_markup_stays_text() {
         );
     }
 
+    // Room discovery: a third page on the join view lists #general with
+    // the two of them online, as text.
+    let carol = Page::open_isolated(&cdp, &format!("http://{addr}/")).await;
+    carol
+        .wait_for("[...document.querySelectorAll('#room-list button')].some(b => b.dataset.room === 'general' && b.textContent.startsWith('#general2 online'))")
+        .await;
+    carol.click("#room-list button[data-room='general']").await;
+    assert_eq!(
+        carol
+            .eval("document.querySelector('#room-input').value")
+            .await,
+        json!("general")
+    );
+
     // Leave a screenshot for the docs when asked to.
     if let Ok(path) = std::env::var("CHAT_SCREENSHOT") {
         let shot = alice
