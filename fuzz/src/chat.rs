@@ -104,6 +104,16 @@ pub fn decode_a(data: &[u8]) {
             assert!(!to.is_empty() && chars(&to) <= MAX_NAME_CHARS);
             assert!(!message.trim().is_empty() && chars(&message) <= MAX_MESSAGE_CHARS);
         }
+        Ok(ClientFrame::Claim) => {
+            assert!(text.contains("claim"), "{text:?}");
+        }
+        Ok(ClientFrame::SetTopic { token, topic }) => {
+            assert!(!token.is_empty() && token.len() <= 128);
+            assert_eq!(protocol::manage::check_topic(&topic), Ok(()));
+        }
+        Ok(ClientFrame::Delete { token }) => {
+            assert!(!token.is_empty() && token.len() <= 128);
+        }
         Ok(ClientFrame::Typing) => {
             assert!(text.contains("typing"), "{text:?}");
         }

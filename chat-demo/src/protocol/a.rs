@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::dm::check_key;
+use super::manage::check_topic;
 use super::reactions::{Reaction, Reactions, check_emoji};
 use super::search;
 use super::{
@@ -77,6 +78,10 @@ pub const EXT_SEARCH: &str = "search";
 /// Extension name that turns on direct messages ([`ClientFrame::Dm`]); the
 /// hello then carries a user `key` (see [`dm`](super::dm)).
 pub const EXT_DM: &str = "dm";
+
+/// Extension name that turns on room management ([`ClientFrame::Claim`],
+/// [`ClientFrame::SetTopic`], [`ClientFrame::Delete`], the `room` frame).
+pub const EXT_MANAGE: &str = "manage";
 
 /// Extension name that turns on replies ([`ClientFrame::Reply`],
 /// `replyTo` on chat frames).
@@ -123,6 +128,21 @@ pub enum ClientFrame {
     },
     /// Extension `typing`: the user is typing (`{"typing": true}`).
     Typing,
+    /// Extension `manage`: claim the room (`{"claim": true}`).
+    Claim,
+    /// Extension `manage`: set (or clear, with `""`) the topic.
+    SetTopic {
+        /// The owner token.
+        token: String,
+        /// The new topic, checked by
+        /// [`check_topic`](super::manage::check_topic).
+        topic: String,
+    },
+    /// Extension `manage`: delete the room.
+    Delete {
+        /// The owner token.
+        token: String,
+    },
     /// Extension `dm`: a direct message to the user holding the name `to`.
     Dm {
         /// The recipient's name (at most [`MAX_NAME_CHARS`] characters).
@@ -184,6 +204,8 @@ pub struct Extensions {
     pub search: bool,
     /// The client sends and gets direct messages ([`ClientFrame::Dm`]).
     pub dm: bool,
+    /// The client may manage the room and gets its `room` frames.
+    pub manage: bool,
 }
 
 /// Decodes one text frame from a dialect-A client.
@@ -211,7 +233,8 @@ pub struct Extensions {
 /// a number or boolean in its JavaScript string form. Otherwise a non-null
 /// `history` is a [`ClientFrame::HistoryRequest`], otherwise a non-null
 /// `react` a [`ClientFrame::React`], otherwise a non-null `dm` a
-/// [`ClientFrame::Dm`], otherwise a non-null `search` a
+/// [`ClientFrame::Dm`] (after `claim`, `topic` and `delete`, the
+/// management frames), otherwise a non-null `search` a
 /// [`ClientFrame::Search`], otherwise `"typing": true` a
 /// [`ClientFrame::Typing`]. A message with a non-null `replyTo` is
 /// a [`ClientFrame::Reply`]. Other fields are ignored.
@@ -237,6 +260,8 @@ pub struct Extensions {
 ///   non-negative integer;
 /// - [`ProtocolError::InvalidReaction`] for a malformed `react`;
 /// - [`ProtocolError::InvalidKey`] for a malformed hello `key` (with `dm`);
+/// - [`ProtocolError::InvalidManage`] for a malformed `claim`, `topic` or
+///   `delete`;
 /// - [`ProtocolError::InvalidDm`] for a malformed `dm`;
 /// - [`ProtocolError::InvalidSearch`] for a malformed `search`;
 /// - [`ProtocolError::InvalidTyping`] for a `typing` other than `true`.
@@ -276,6 +301,7 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
                     EXT_TYPING => ext.typing = true,
                     EXT_SEARCH => ext.search = true,
                     EXT_DM => ext.dm = true,
+                    EXT_MANAGE => ext.manage = true,
                     _ => {}
                 }
             }
@@ -322,6 +348,9 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
         Some(Value::Object(request)) => return decode_react(request),
         Some(_) => return Err(ProtocolError::InvalidReaction),
     }
+    if let Some(frame) = decode_manage(object)? {
+        return Ok(frame);
+    }
     match object.get("dm") {
         Some(Value::Null) | None => {}
         Some(Value::Object(request)) => return decode_dm(request),
@@ -336,6 +365,41 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
         Some(Value::Null) | None => Err(ProtocolError::MissingMessage),
         Some(Value::Bool(true)) => Ok(ClientFrame::Typing),
         Some(_) => Err(ProtocolError::InvalidTyping),
+    }
+}
+
+/// `claim`, `topic` or `delete`, if the object has one of them.
+fn decode_manage(object: &Map<String, Value>) -> Result<Option<ClientFrame>, ProtocolError> {
+    let token_of = |request: &Map<String, Value>| match request.get("token") {
+        Some(Value::String(token)) if !token.is_empty() && token.len() <= 128 => Ok(token.clone()),
+        _ => Err(ProtocolError::InvalidManage),
+    };
+    match object.get("claim") {
+        Some(Value::Null) | None => {}
+        Some(Value::Bool(true)) => return Ok(Some(ClientFrame::Claim)),
+        Some(_) => return Err(ProtocolError::InvalidManage),
+    }
+    match object.get("topic") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => {
+            let token = token_of(request)?;
+            let Some(Value::String(topic)) = request.get("topic") else {
+                return Err(ProtocolError::InvalidManage);
+            };
+            check_topic(topic)?;
+            return Ok(Some(ClientFrame::SetTopic {
+                token,
+                topic: topic.clone(),
+            }));
+        }
+        Some(_) => return Err(ProtocolError::InvalidManage),
+    }
+    match object.get("delete") {
+        Some(Value::Null) | None => Ok(None),
+        Some(Value::Object(request)) => Ok(Some(ClientFrame::Delete {
+            token: token_of(request)?,
+        })),
+        Some(_) => Err(ProtocolError::InvalidManage),
     }
 }
 

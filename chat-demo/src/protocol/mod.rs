@@ -46,6 +46,7 @@ pub mod b;
 pub mod c;
 pub mod dm;
 pub mod limit;
+pub mod manage;
 pub mod reactions;
 pub mod search;
 pub mod time;
@@ -244,6 +245,15 @@ pub enum ProtocolError {
     /// Nobody holding a user key is connected under the `dm`'s name.
     #[error("no such recipient")]
     NoSuchRecipient,
+    /// A `claim`, `topic` or `delete` request is malformed.
+    #[error("malformed management request")]
+    InvalidManage,
+    /// The room already has an owner.
+    #[error("already claimed")]
+    AlreadyClaimed,
+    /// The owner token is wrong (or the room has no owner).
+    #[error("wrong owner token")]
+    WrongToken,
     /// `typing` is not `true`.
     #[error("malformed typing")]
     InvalidTyping,
@@ -276,6 +286,11 @@ impl ProtocolError {
             Self::TooManyReactions => "Too many reactions on this message.",
             Self::NoSuchMessage => "No such message.",
             Self::InvalidTyping => r#"Expected "typing" to be true."#,
+            Self::InvalidManage => {
+                r#"Expected {"claim": true}, {"topic": {"token": "<owner token>", "topic": "<at most 120 characters>"}} or {"delete": {"token": "<owner token>"}}."#
+            }
+            Self::AlreadyClaimed => "This room already has an owner.",
+            Self::WrongToken => "Wrong owner token.",
             Self::InvalidKey => r#"Expected "key" to be 16 to 128 letters, digits, "-" or "_"."#,
             Self::NameHeld => "That name is in use by someone else in this room.",
             Self::InvalidDm => r#"Expected "dm" to be {"to": "<name>", "message": "<text>"}."#,
@@ -444,6 +459,9 @@ mod tests {
             ProtocolError::NameHeld,
             ProtocolError::InvalidDm,
             ProtocolError::NoSuchRecipient,
+            ProtocolError::InvalidManage,
+            ProtocolError::AlreadyClaimed,
+            ProtocolError::WrongToken,
         ];
         for error in others {
             assert_eq!(error.closes_socket(), None, "{error:?}");

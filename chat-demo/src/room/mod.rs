@@ -3,6 +3,7 @@
 
 mod direct;
 mod history;
+mod manage;
 mod reactions;
 mod search;
 mod session;
@@ -328,6 +329,13 @@ impl ChatRoom {
                 Ok(ClientFrame::Dm { to, message }) if session.ext.dm => {
                     self.direct(ctx, ws, &session, &to, message).await
                 }
+                Ok(ClientFrame::Claim) if session.ext.manage => self.claim(ctx, ws, &session).await,
+                Ok(ClientFrame::SetTopic { token, topic }) if session.ext.manage => {
+                    self.set_topic(ctx, ws, &session, &token, &topic).await
+                }
+                Ok(ClientFrame::Delete { token }) if session.ext.manage => {
+                    self.delete_room(ctx, ws, &session, &token).await
+                }
                 Ok(ClientFrame::Typing) if session.ext.typing => {
                     self.typing(ctx, ws, &session);
                     Ok(())
@@ -337,6 +345,9 @@ impl ChatRoom {
                     | ClientFrame::React { .. }
                     | ClientFrame::Search { .. }
                     | ClientFrame::Dm { .. }
+                    | ClientFrame::Claim
+                    | ClientFrame::SetTopic { .. }
+                    | ClientFrame::Delete { .. }
                     | ClientFrame::Typing,
                 ) => self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage),
                 // `decode` after the hello never yields a hello.
@@ -382,6 +393,11 @@ impl ChatRoom {
             Some(id) => direct::recent(ctx.storage(), id)?,
             None => Vec::new(),
         };
+        let room_state = if ext.manage {
+            Some(manage::state(ctx.storage())?)
+        } else {
+            None
+        };
         session.name = Some(name.clone());
         session.ext = ext;
         session.user = user;
@@ -402,6 +418,10 @@ impl ChatRoom {
         ctx.send(ws, a::encode_ready());
         announce(ctx, &members, ws, &name, Presence::Joined);
         send_presence(ctx, &members);
+        // Extension `manage`: whether the room is claimed, and its topic.
+        if let Some((owned, topic)) = room_state {
+            ctx.send(ws, crate::protocol::manage::encode_room(owned, &topic));
+        }
         // Extension `dm`: this user's own direct messages, after `ready`.
         for message in &direct {
             ctx.send(ws, dm::encode_dm(message));
@@ -512,7 +532,7 @@ impl ChatRoom {
     /// Closes a socket after the frames sent to it in this event (the
     /// runtime queues the close behind them). The session is marked, so
     /// frames that arrive before the close completes are ignored.
-    fn close_later(
+    pub(super) fn close_later(
         &mut self,
         ctx: &mut Context,
         ws: WebSocket,
@@ -547,8 +567,15 @@ impl ChatRoom {
         }
         send_presence(ctx, &members);
         // Queued in this handler, so before anyone can act on the frames
-        // above (they leave once the event is done).
-        self.report(ctx);
+        // above (they leave once the event is done). A socket closed by the
+        // room's deletion does not put the room back in the directory.
+        let deleted = session
+            .closing
+            .as_ref()
+            .is_some_and(|c| c.code == crate::protocol::manage::DELETED_CLOSE_CODE);
+        if !deleted {
+            self.report(ctx);
+        }
     }
 
     /// Tells the directory this public room's status, coalesced: only when
