@@ -32,10 +32,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod ext;
+mod js;
+
+use ext::{decode_dm, decode_history_request, decode_manage, decode_react, decode_search};
+#[cfg(test)]
+use js::js_number;
+use js::{is_js_falsy, js_string};
+
 use super::dm::check_key;
-use super::manage::check_topic;
-use super::reactions::{Reaction, Reactions, check_emoji};
-use super::search;
+use super::reactions::{Reaction, Reactions};
 use super::{
     ChatMessage, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, to_json,
 };
@@ -366,185 +372,6 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
         Some(Value::Bool(true)) => Ok(ClientFrame::Typing),
         Some(_) => Err(ProtocolError::InvalidTyping),
     }
-}
-
-/// `claim`, `topic` or `delete`, if the object has one of them.
-fn decode_manage(object: &Map<String, Value>) -> Result<Option<ClientFrame>, ProtocolError> {
-    let token_of = |request: &Map<String, Value>| match request.get("token") {
-        Some(Value::String(token)) if !token.is_empty() && token.len() <= 128 => Ok(token.clone()),
-        _ => Err(ProtocolError::InvalidManage),
-    };
-    match object.get("claim") {
-        Some(Value::Null) | None => {}
-        Some(Value::Bool(true)) => return Ok(Some(ClientFrame::Claim)),
-        Some(_) => return Err(ProtocolError::InvalidManage),
-    }
-    match object.get("topic") {
-        Some(Value::Null) | None => {}
-        Some(Value::Object(request)) => {
-            let token = token_of(request)?;
-            let Some(Value::String(topic)) = request.get("topic") else {
-                return Err(ProtocolError::InvalidManage);
-            };
-            check_topic(topic)?;
-            return Ok(Some(ClientFrame::SetTopic {
-                token,
-                topic: topic.clone(),
-            }));
-        }
-        Some(_) => return Err(ProtocolError::InvalidManage),
-    }
-    match object.get("delete") {
-        Some(Value::Null) | None => Ok(None),
-        Some(Value::Object(request)) => Ok(Some(ClientFrame::Delete {
-            token: token_of(request)?,
-        })),
-        Some(_) => Err(ProtocolError::InvalidManage),
-    }
-}
-
-fn decode_dm(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
-    let (Some(Value::String(to)), Some(Value::String(message))) =
-        (request.get("to"), request.get("message"))
-    else {
-        return Err(ProtocolError::InvalidDm);
-    };
-    if to.is_empty() || exceeds_chars(to, MAX_NAME_CHARS) || message.trim().is_empty() {
-        return Err(ProtocolError::InvalidDm);
-    }
-    if exceeds_chars(message, MAX_MESSAGE_CHARS) {
-        return Err(ProtocolError::MessageTooLong);
-    }
-    Ok(ClientFrame::Dm {
-        to: to.clone(),
-        message: message.clone(),
-    })
-}
-
-fn decode_search(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
-    let Some(Value::String(query)) = request.get("query") else {
-        return Err(ProtocolError::InvalidSearch);
-    };
-    let terms = search::terms(query)?;
-    let before = match request.get("before") {
-        None | Some(Value::Null) => u64::MAX,
-        Some(value) => value.as_u64().ok_or(ProtocolError::InvalidSearch)?,
-    };
-    let limit = match request.get("limit") {
-        None | Some(Value::Null) => search::SEARCH_PAGE_DEFAULT,
-        Some(value) => {
-            let requested = value.as_u64().ok_or(ProtocolError::InvalidSearch)?;
-            u32::try_from(requested.min(u64::from(search::SEARCH_PAGE_MAX)))
-                .unwrap_or(search::SEARCH_PAGE_MAX)
-        }
-    };
-    Ok(ClientFrame::Search {
-        query: query.clone(),
-        terms,
-        before,
-        limit,
-    })
-}
-
-fn decode_react(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
-    let id = request
-        .get("id")
-        .and_then(Value::as_u64)
-        .ok_or(ProtocolError::InvalidReaction)?;
-    let Some(Value::String(emoji)) = request.get("emoji") else {
-        return Err(ProtocolError::InvalidReaction);
-    };
-    check_emoji(emoji)?;
-    let on = match request.get("on") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(on)) => *on,
-        Some(_) => return Err(ProtocolError::InvalidReaction),
-    };
-    Ok(ClientFrame::React {
-        id,
-        emoji: emoji.clone(),
-        on,
-    })
-}
-
-fn decode_history_request(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
-    let before = request
-        .get("before")
-        .and_then(Value::as_u64)
-        .ok_or(ProtocolError::InvalidHistoryRequest)?;
-    let limit = match request.get("limit") {
-        None | Some(Value::Null) => HISTORY_PAGE_DEFAULT,
-        Some(value) => {
-            let requested = value.as_u64().ok_or(ProtocolError::InvalidHistoryRequest)?;
-            // Clamped in u64 first: any larger request just means "as many
-            // as you will give me".
-            u32::try_from(requested.min(u64::from(HISTORY_PAGE_MAX))).unwrap_or(HISTORY_PAGE_MAX)
-        }
-    };
-    Ok(ClientFrame::HistoryRequest { before, limit })
-}
-
-/// JavaScript's `"" + value` for strings, numbers and booleans; `None` for
-/// the values whose JavaScript form is not useful text (objects, arrays,
-/// `null`).
-fn js_string(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        Value::Number(number) => number.as_f64().map(js_number),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
-}
-
-/// Whether JavaScript treats the value as false in `value || fallback`.
-fn is_js_falsy(value: &Value) -> bool {
-    match value {
-        Value::Null | Value::Bool(false) => true,
-        Value::String(text) => text.is_empty(),
-        Value::Number(number) => number.as_f64() == Some(0.0),
-        Value::Bool(true) | Value::Array(_) | Value::Object(_) => false,
-    }
-}
-
-/// JavaScript's `Number.prototype.toString()` for a finite number
-/// (ECMAScript `Number::toString`, radix 10): shortest round-trip digits,
-/// plain notation for exponents in -7..21, exponent notation otherwise.
-fn js_number(number: f64) -> String {
-    if number == 0.0 {
-        // Also -0, which JavaScript prints as "0".
-        return "0".to_owned();
-    }
-    let sign = if number < 0.0 { "-" } else { "" };
-    // Rust's `{:e}` gives the same shortest round-trip digits as JavaScript,
-    // as `d[.ddd]e<exp>`.
-    let scientific = format!("{:e}", number.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let exponent: i64 = exponent.parse().unwrap_or(0);
-    // The value is 0.d1d2...dk × 10^n, in the spec's terms.
-    let k = i64::try_from(digits.len()).unwrap_or(i64::MAX);
-    let n = exponent + 1;
-    let body = if k <= n && n <= 21 {
-        format!(
-            "{digits}{}",
-            "0".repeat(usize::try_from(n - k).unwrap_or(0))
-        )
-    } else if 0 < n && n <= 21 {
-        let (whole, fraction) = digits.split_at(usize::try_from(n).unwrap_or(0));
-        format!("{whole}.{fraction}")
-    } else if -6 < n && n <= 0 {
-        format!("0.{}{digits}", "0".repeat(usize::try_from(-n).unwrap_or(0)))
-    } else {
-        let exponent_sign = if n - 1 < 0 { '-' } else { '+' };
-        let (first, rest) = digits.split_at(1);
-        let fraction = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        format!("{first}{fraction}e{exponent_sign}{}", (n - 1).abs())
-    };
-    format!("{sign}{body}")
 }
 
 /// A chat message as it goes on the wire: no `plain` flag; `replyTo` and

@@ -87,7 +87,8 @@ mod tests {
     /// next calendar day (month lengths and leap years included).
     #[test]
     fn consecutive_days_are_consecutive_dates() {
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap =
+            |y: u64| (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let mut previous = civil_from_days(0);
         assert_eq!(previous, (1970, 1, 1));
         for days in 1..200_000 {
