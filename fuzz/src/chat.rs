@@ -206,6 +206,19 @@ pub fn decode_c(data: &[u8]) {
     } else {
         assert_eq!(room, text);
     }
+    // The `ext` query value: only C's two extensions, each only if named.
+    let ext = c::ext_from_query(Some(text));
+    assert!(!ext.history && !ext.reactions && !ext.threads && !ext.search && !ext.dm);
+    assert!(!ext.presence || text.contains("presence"));
+    assert!(!ext.typing || text.contains("typing"));
+    if c::is_typing(text) {
+        assert!(text.contains("typing"));
+        assert_eq!(
+            c::decode(text),
+            Ok(None),
+            "a typing signal is not a message"
+        );
+    }
 }
 
 /// Room names from a URL path: private id, name, or too long.
