@@ -594,6 +594,49 @@ async fn two_pages_chat_and_markup_stays_text() {
         std::fs::write(path, base64_decode(data)).expect("write screenshot");
     }
 
+    // Room management: alice claims #general (her token is kept by her
+    // page), sets a topic holding markup that both pages show as text,
+    // and deletes the room: bob's page is sent back to the join view.
+    alice.click("#claim-button").await;
+    alice
+        .wait_for("document.querySelector('#manage-status').textContent === 'You own this room.'")
+        .await;
+    bob.wait_for(
+        "document.querySelector('#manage-status').textContent === 'Someone owns this room.'",
+    )
+    .await;
+    assert_eq!(
+        alice
+            .eval("localStorage.getItem('chat-owner:general').length")
+            .await,
+        json!(64)
+    );
+    alice
+        .eval("document.querySelector('#topic-input').value = 'Plans <i>now</i>'; true")
+        .await;
+    alice.click("#topic-button").await;
+    for page in [&alice, &bob] {
+        page.wait_for("document.querySelector('#room-topic').textContent === 'Plans <i>now</i>'")
+            .await;
+        assert_eq!(
+            page.eval("document.querySelectorAll('#room-topic i').length")
+                .await,
+            json!(0)
+        );
+    }
+    assert_eq!(
+        bob.eval("document.querySelector('#delete-button').hidden")
+            .await,
+        json!(true),
+        "only the owner's page offers deletion"
+    );
+    alice.click("#delete-button").await;
+    alice.click("#delete-button").await;
+    for page in [&alice, &bob] {
+        page.wait_for("document.body.dataset.view === 'join'").await;
+    }
+    assert_eq!(dialogs(&cdp).await, 0, "no script ran, no dialog opened");
+
     browser.stop().await;
     chat.stop().await;
 }
