@@ -34,7 +34,7 @@ fn error(text: &str) -> Value {
 }
 
 fn room(owned: bool, topic: &str) -> Value {
-    json!({ "room": { "owned": owned, "topic": topic } })
+    json!({ "room": { "owned": owned, "topic": topic, "password": false } })
 }
 
 /// A manager joining `owned`: its hello, then the `room` frame.

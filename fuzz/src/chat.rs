@@ -60,7 +60,15 @@ pub fn decode_a(data: &[u8]) {
         return;
     };
     match a::decode(text, false) {
-        Ok(ClientFrame::Hello { name, ext, key }) => {
+        Ok(ClientFrame::Hello {
+            name,
+            ext,
+            key,
+            password,
+        }) => {
+            if let Some(password) = &password {
+                assert!(chars(password) <= protocol::password::MAX_PASSWORD_CHARS);
+            }
             if let Some(key) = &key {
                 assert!(ext.dm, "a key is read only with dm");
                 assert_eq!(protocol::dm::check_key(key), Ok(()));
@@ -110,6 +118,10 @@ pub fn decode_a(data: &[u8]) {
         Ok(ClientFrame::SetTopic { token, topic }) => {
             assert!(!token.is_empty() && token.len() <= 128);
             assert_eq!(protocol::manage::check_topic(&topic), Ok(()));
+        }
+        Ok(ClientFrame::SetPassword { token, password }) => {
+            assert!(!token.is_empty() && token.len() <= 128);
+            assert!(password.is_empty() || protocol::password::check(&password).is_ok());
         }
         Ok(ClientFrame::Delete { token }) => {
             assert!(!token.is_empty() && token.len() <= 128);

@@ -320,6 +320,7 @@ async fn named_room(
         ip,
         name: None,
         ext: None,
+        password: None,
     };
     hand_over(state, &id, admission, req).await
 }
@@ -331,6 +332,8 @@ struct CQuery {
     name: Option<String>,
     /// Opt-in extensions, comma-separated (`presence,typing`).
     ext: Option<String>,
+    /// The room's password, for a room that has one.
+    password: Option<String>,
 }
 
 async fn dialect_c(
@@ -357,6 +360,7 @@ async fn dialect_c(
         ip,
         name: Some(name),
         ext: query.ext,
+        password: query.password,
     };
     hand_over(&state, &id, admission, req).await
 }

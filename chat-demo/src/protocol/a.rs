@@ -23,6 +23,7 @@
 //!         name: "alice".to_owned(),
 //!         ext: Extensions { history: true, ..Extensions::default() },
 //!         key: None,
+//!         password: None,
 //!     },
 //! );
 //! assert_eq!(a::encode_joined("alice"), r#"{"joined":"alice"}"#);
@@ -108,6 +109,10 @@ pub enum ClientFrame {
         /// [`check_key`](super::dm::check_key). Read only with `dm` in
         /// `ext`.
         key: Option<String>,
+        /// The room's password, for a room that has one (a string of at
+        /// most [`MAX_PASSWORD_CHARS`](super::password::MAX_PASSWORD_CHARS)
+        /// characters; anything else is no password).
+        password: Option<String>,
     },
     /// A chat message, at most [`MAX_MESSAGE_CHARS`] characters. May be
     /// empty: the seed relays empty messages and so does this decoder.
@@ -143,6 +148,13 @@ pub enum ClientFrame {
         /// The new topic, checked by
         /// [`check_topic`](super::manage::check_topic).
         topic: String,
+    },
+    /// Extension `manage`: set (or clear, with `""`) the room's password.
+    SetPassword {
+        /// The owner token.
+        token: String,
+        /// The new password, or `""` to clear it.
+        password: String,
     },
     /// Extension `manage`: delete the room.
     Delete {
@@ -324,7 +336,18 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
         Some(_) if ext.dm => return Err(ProtocolError::InvalidKey),
         Some(_) => None,
     };
-    Ok(ClientFrame::Hello { name, ext, key })
+    let password = match object.get("password") {
+        Some(Value::String(p)) if !exceeds_chars(p, super::password::MAX_PASSWORD_CHARS) => {
+            Some(p.clone())
+        }
+        _ => None,
+    };
+    Ok(ClientFrame::Hello {
+        name,
+        ext,
+        key,
+        password,
+    })
 }
 
 fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {

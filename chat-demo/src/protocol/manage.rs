@@ -17,6 +17,11 @@ use super::{ProtocolError, exceeds_chars, to_json};
 /// Longest topic, in characters.
 pub const MAX_TOPIC_CHARS: usize = 120;
 
+/// Why a dialect-B upgrade into a password-protected room is refused (the
+/// body of the HTTP 403).
+pub const PLAIN_REFUSED_REASON: &str =
+    "This room needs a password; plain relay clients cannot join it.";
+
 /// The close code for the sockets of a deleted room (an application code,
 /// so clients can tell it from a server shutdown).
 pub const DELETED_CLOSE_CODE: u16 = 4001;
@@ -59,9 +64,9 @@ pub fn encode_owner(token: &str) -> String {
     })
 }
 
-/// `{"room":{"owned":bool,"topic":".."}}`: the room's state, after `ready`
-/// and whenever it changes, to sessions with `manage`.
-pub fn encode_room(owned: bool, topic: &str) -> String {
+/// `{"room":{"owned":bool,"topic":"..","password":bool}}`: the room's
+/// state, after `ready` and whenever it changes, to sessions with `manage`.
+pub fn encode_room(owned: bool, topic: &str, password: bool) -> String {
     #[derive(Serialize)]
     struct Frame<'a> {
         room: Body<'a>,
@@ -70,9 +75,14 @@ pub fn encode_room(owned: bool, topic: &str) -> String {
     struct Body<'a> {
         owned: bool,
         topic: &'a str,
+        password: bool,
     }
     to_json(&Frame {
-        room: Body { owned, topic },
+        room: Body {
+            owned,
+            topic,
+            password,
+        },
     })
 }
 
@@ -95,8 +105,8 @@ mod tests {
     fn frames() {
         assert_eq!(encode_owner("t"), r#"{"owner":{"token":"t"}}"#);
         assert_eq!(
-            encode_room(true, "<b>hi</b>"),
-            r#"{"room":{"owned":true,"topic":"<b>hi</b>"}}"#
+            encode_room(true, "<b>hi</b>", false),
+            r#"{"room":{"owned":true,"topic":"<b>hi</b>","password":false}}"#
         );
         assert_ne!(token_id("a"), token_id("b"));
     }

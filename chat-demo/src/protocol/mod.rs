@@ -47,6 +47,7 @@ pub mod c;
 pub mod dm;
 pub mod limit;
 pub mod manage;
+pub mod password;
 pub mod reactions;
 pub mod search;
 pub mod time;
@@ -254,6 +255,12 @@ pub enum ProtocolError {
     /// The owner token is wrong (or the room has no owner).
     #[error("wrong owner token")]
     WrongToken,
+    /// The room has a password and the hello (or query) gave none.
+    #[error("password required")]
+    PasswordRequired,
+    /// The password given does not match.
+    #[error("wrong password")]
+    WrongPassword,
     /// `typing` is not `true`.
     #[error("malformed typing")]
     InvalidTyping,
@@ -291,6 +298,8 @@ impl ProtocolError {
             }
             Self::AlreadyClaimed => "This room already has an owner.",
             Self::WrongToken => "Wrong owner token.",
+            Self::PasswordRequired => "This room needs a password.",
+            Self::WrongPassword => "Wrong password.",
             Self::InvalidKey => r#"Expected "key" to be 16 to 128 letters, digits, "-" or "_"."#,
             Self::NameHeld => "That name is in use by someone else in this room.",
             Self::InvalidDm => r#"Expected "dm" to be {"to": "<name>", "message": "<text>"}."#,
@@ -462,6 +471,8 @@ mod tests {
             ProtocolError::InvalidManage,
             ProtocolError::AlreadyClaimed,
             ProtocolError::WrongToken,
+            ProtocolError::PasswordRequired,
+            ProtocolError::WrongPassword,
         ];
         for error in others {
             assert_eq!(error.closes_socket(), None, "{error:?}");

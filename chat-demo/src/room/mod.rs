@@ -230,6 +230,16 @@ impl ChatRoom {
             }
             backlog = history::recent(ctx.storage(), HISTORY_ON_JOIN)?;
         }
+        // A password-protected room: B cannot join it, C must give the
+        // password in its query (A gives it in its hello). Refused before
+        // the upgrade, so no socket is opened just to be closed.
+        if session.dialect != Dialect::A
+            && let Some((status, text)) = self
+                .password_refusal(ctx, &session, admission.password.as_deref())
+                .await?
+        {
+            return Ok(text_response(status, text));
+        }
         let tag = match session.dialect {
             Dialect::A => "A",
             Dialect::B => "B",
@@ -288,7 +298,18 @@ impl ChatRoom {
         };
         match session.dialect {
             Dialect::A if session.name.is_none() => match a::decode(&text, false) {
-                Ok(ClientFrame::Hello { name, ext, key }) => {
+                Ok(ClientFrame::Hello {
+                    name,
+                    ext,
+                    key,
+                    password,
+                }) => {
+                    if !self
+                        .password_gate(ctx, ws, &session, password.as_deref())
+                        .await?
+                    {
+                        return Ok(());
+                    }
                     let user = key.as_deref().map(dm::user_id);
                     self.hello(ctx, ws, session, name, ext, user)
                 }
@@ -335,6 +356,10 @@ impl ChatRoom {
                 Ok(ClientFrame::SetTopic { token, topic }) if session.ext.manage => {
                     self.set_topic(ctx, ws, &session, &token, &topic).await
                 }
+                Ok(ClientFrame::SetPassword { token, password }) if session.ext.manage => {
+                    self.set_password(ctx, ws, &session, &token, &password)
+                        .await
+                }
                 Ok(ClientFrame::Delete { token }) if session.ext.manage => {
                     self.delete_room(ctx, ws, &session, &token).await
                 }
@@ -349,6 +374,7 @@ impl ChatRoom {
                     | ClientFrame::Dm { .. }
                     | ClientFrame::Claim
                     | ClientFrame::SetTopic { .. }
+                    | ClientFrame::SetPassword { .. }
                     | ClientFrame::Delete { .. }
                     | ClientFrame::Typing,
                 ) => self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage),
@@ -421,8 +447,11 @@ impl ChatRoom {
         announce(ctx, &members, ws, &name, Presence::Joined);
         send_presence(ctx, &members);
         // Extension `manage`: whether the room is claimed, and its topic.
-        if let Some((owned, topic)) = room_state {
-            ctx.send(ws, crate::protocol::manage::encode_room(owned, &topic));
+        if let Some((owned, topic, password)) = room_state {
+            ctx.send(
+                ws,
+                crate::protocol::manage::encode_room(owned, &topic, password),
+            );
         }
         // Extension `dm`: this user's own direct messages, after `ready`.
         for message in &direct {

@@ -8,7 +8,8 @@ use crate::protocol::manage::check_topic;
 use crate::protocol::reactions::check_emoji;
 use crate::protocol::{MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, search};
 
-/// `claim`, `topic` or `delete`, if the object has one of them.
+/// `claim`, `topic`, `password` or `delete`, if the object has one of
+/// them.
 pub(super) fn decode_manage(
     object: &Map<String, Value>,
 ) -> Result<Option<ClientFrame>, ProtocolError> {
@@ -32,6 +33,23 @@ pub(super) fn decode_manage(
             return Ok(Some(ClientFrame::SetTopic {
                 token,
                 topic: topic.clone(),
+            }));
+        }
+        Some(_) => return Err(ProtocolError::InvalidManage),
+    }
+    match object.get("password") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => {
+            let token = token_of(request)?;
+            let Some(Value::String(password)) = request.get("password") else {
+                return Err(ProtocolError::InvalidManage);
+            };
+            if !password.is_empty() {
+                crate::protocol::password::check(password)?;
+            }
+            return Ok(Some(ClientFrame::SetPassword {
+                token,
+                password: password.clone(),
             }));
         }
         Some(_) => return Err(ProtocolError::InvalidManage),

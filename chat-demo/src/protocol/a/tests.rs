@@ -34,6 +34,7 @@ fn hello_with_a_name() {
             name: "alice".into(),
             ext: Extensions::default(),
             key: None,
+            password: None,
         })
     );
 }
@@ -127,6 +128,7 @@ fn hello_extensions() {
                 ..Extensions::default()
             },
             key: None,
+            password: None,
         })
     );
     let frame = hello(r#"{"name":"x","ext":["presence","telepathy",7,null]}"#);
@@ -140,6 +142,7 @@ fn hello_extensions() {
                 ..Extensions::default()
             },
             key: None,
+            password: None,
         })
     );
     let frame = hello(r#"{"name":"x","ext":null}"#);
