@@ -630,9 +630,28 @@ async fn two_pages_chat_and_markup_stays_text() {
         json!(true),
         "only the owner's page offers deletion"
     );
+    // A password: a newcomer's page asks for it, then gets in.
+    alice
+        .eval("document.querySelector('#new-password-input').value = 'pw 1'; true")
+        .await;
+    alice.click("#password-button").await;
+    alice
+        .wait_for("document.querySelector('#password-button').textContent === 'Change'")
+        .await;
+    let dave = Page::open_isolated(&cdp, &format!("http://{addr}/?name=dave#general")).await;
+    dave.wait_for("!document.querySelector('#password-field').hidden")
+        .await;
+    dave.eval("document.querySelector('#room-password-input').value = 'pw 1'; true")
+        .await;
+    dave.click("#join-button").await;
+    dave.wait_for("document.body.dataset.ready === 'true'")
+        .await;
+    alice
+        .wait_for("[...document.querySelectorAll('#roster li')].some(li => li.textContent.includes('dave'))")
+        .await;
     alice.click("#delete-button").await;
     alice.click("#delete-button").await;
-    for page in [&alice, &bob] {
+    for page in [&alice, &bob, &dave] {
         page.wait_for("document.body.dataset.view === 'join'").await;
     }
     assert_eq!(dialogs(&cdp).await, 0, "no script ran, no dialog opened");
