@@ -186,3 +186,50 @@ async fn a_key_is_checked_and_read_only_with_dm() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn direct_messages_expire_with_the_history_retention() {
+    let hour = 3_600_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup {
+        history_retention: Some(std::time::Duration::from_millis(hour)),
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let (mut alice, _) = keyed(&server, "old", "alice", ALICE).await;
+    let (mut bob, _) = keyed(&server, "old", "bob", BOB).await;
+    assert_eq!(alice.json().await, json!({ "joined": "bob" }));
+    alice
+        .send_json(json!({ "dm": { "to": "bob", "message": "soon gone" } }))
+        .await;
+    assert_eq!(bob.json().await, dm("alice", "bob", "soon gone", T0));
+    alice.json().await;
+    bob.close().await;
+    assert_eq!(alice.json().await, json!({ "quit": "bob" }));
+
+    server.clock.advance(hour + 1);
+    server.rt.wake_alarms();
+    server.rt.alarms_settled().await;
+    let room = server.state.rooms().id_from_name("old");
+    let keys: Vec<String> = server
+        .state
+        .rooms()
+        .export(&room)
+        .expect("export")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| !k.starts_with("dmk/") && !k.starts_with("dmt/")),
+        "{keys:?}"
+    );
+    let (mut bob, _) = keyed(&server, "old", "bob", BOB).await;
+    bob.say("anything left?").await;
+    assert_eq!(
+        chat_of(&bob.json().await).1,
+        "anything left?",
+        "no direct message after ready"
+    );
+    server.stop().await;
+}

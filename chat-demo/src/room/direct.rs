@@ -4,9 +4,10 @@
 //!
 //! Key layout: `dmk/<user id>/<timestamp as 20 digits>` holds the
 //! [`DirectMessage`] as JSON, once under the sender's id and once under the
-//! recipient's (once when they are the same); `dm-last` holds the newest
-//! direct message's timestamp, so the room's timestamps keep increasing
-//! across restarts whatever kind of message came last.
+//! recipient's (once when they are the same); `dmt/<timestamp>` holds the
+//! two user ids, a time-ordered index that retention walks; `dm-last`
+//! holds the newest direct message's timestamp, so the room's timestamps
+//! keep increasing across restarts whatever kind of message came last.
 
 use objects::{Context, ListOptions, Result, Storage, StorageError, WebSocket};
 
@@ -17,6 +18,60 @@ use crate::protocol::dm::{DM_HISTORY, DirectMessage, encode_dm};
 
 /// The key holding the newest direct message's timestamp.
 const LAST: &str = "dm-last";
+
+/// The prefix of the time-ordered index.
+const BY_TIME: &str = "dmt/";
+
+fn time_key(timestamp: u64) -> String {
+    format!("{BY_TIME}{timestamp:020}")
+}
+
+/// Deletes the direct messages stamped before `cutoff`, at most
+/// [`history::EXPIRE_BATCH`]; answers how many went and whether older ones
+/// remain.
+///
+/// # Errors
+///
+/// A storage error.
+pub(crate) fn expire(storage: &mut Storage, cutoff: u64) -> Result<(usize, bool), StorageError> {
+    let batch = history::EXPIRE_BATCH.min(objects::MAX_KEYS_PER_CALL);
+    let opts = ListOptions::new()
+        .prefix(BY_TIME)
+        .end(time_key(cutoff))
+        .limit(batch);
+    let old = storage.list::<Vec<String>>(&opts)?;
+    for (key, ids) in &old {
+        let Ok(timestamp) = key[BY_TIME.len()..].parse::<u64>() else {
+            continue;
+        };
+        for id in ids {
+            storage.delete(&self::key(id, timestamp))?;
+        }
+        storage.delete(key)?;
+    }
+    let more = old.len() == batch
+        && !storage
+            .list_bytes(
+                &ListOptions::new()
+                    .prefix(BY_TIME)
+                    .end(time_key(cutoff))
+                    .limit(1),
+            )?
+            .is_empty();
+    Ok((old.len(), more))
+}
+
+/// The oldest stored direct message's timestamp, if any.
+///
+/// # Errors
+///
+/// A storage read error.
+pub(crate) fn oldest(storage: &Storage) -> Result<Option<u64>, StorageError> {
+    let first = storage.list_bytes(&ListOptions::new().prefix(BY_TIME).limit(1))?;
+    Ok(first
+        .first()
+        .and_then(|(k, _)| k[BY_TIME.len()..].parse().ok()))
+}
 
 fn prefix(user: &str) -> String {
     format!("dmk/{user}/")
@@ -113,7 +168,16 @@ impl ChatRoom {
             ctx.storage().put(&key(&to_id, timestamp), &message)?;
         }
         ctx.storage().put(LAST, &timestamp)?;
+        ctx.storage()
+            .put(&time_key(timestamp), &vec![from_id.clone(), to_id.clone()])?;
         self.last_timestamp = timestamp;
+        if let Some(retention) = self.env.retention_ms
+            && !self.expiry_set
+        {
+            ctx.storage()
+                .set_alarm(timestamp.saturating_add(retention))?;
+            self.expiry_set = true;
+        }
         tracing::debug!(socket = ws.sid(), timestamp, "direct message");
         let members = self.sessions.members(ctx);
         let parties = members.select(|_, s| {

@@ -136,12 +136,28 @@ impl Object for ChatRoom {
             return Ok(());
         };
         let now = ctx.now_ms();
-        let (deleted, more) = history::expire(ctx.storage(), now.saturating_sub(retention))?;
-        tracing::debug!(deleted, more, "history expired");
-        let next = if more {
+        let cutoff = now.saturating_sub(retention);
+        let (deleted, more) = history::expire(ctx.storage(), cutoff)?;
+        // Direct messages age out on the same clock.
+        let (deleted_direct, more_direct) = direct::expire(ctx.storage(), cutoff)?;
+        tracing::debug!(
+            deleted,
+            deleted_direct,
+            more,
+            more_direct,
+            "history expired"
+        );
+        let next = if more || more_direct {
             Some(now)
         } else {
-            history::oldest(ctx.storage())?.map(|t| t.saturating_add(retention))
+            let oldest = match (
+                history::oldest(ctx.storage())?,
+                direct::oldest(ctx.storage())?,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            oldest.map(|t| t.saturating_add(retention))
         };
         if let Some(at) = next {
             ctx.storage().set_alarm(at)?;
