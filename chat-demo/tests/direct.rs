@@ -29,8 +29,23 @@ async fn keyed(server: &Server, room: &str, name: &str, key: &str) -> (Client, V
 
 #[tokio::test]
 async fn direct_messages_reach_only_the_two_parties_live_and_from_history() {
+    only_the_two_parties(Setup::default()).await;
+}
+
+/// The same with the room leaving memory after every event: who holds
+/// which key lives in the sockets' attachments, not in the instance.
+#[tokio::test]
+async fn direct_messages_stay_private_in_a_room_that_hibernates_after_every_event() {
+    only_the_two_parties(Setup {
+        hibernation: std::time::Duration::ZERO,
+        ..Setup::default()
+    })
+    .await;
+}
+
+async fn only_the_two_parties(setup: Setup) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), Setup::default()).await;
+    let server = Server::start(dir.path(), setup.clone()).await;
     let (mut alice, _) = keyed(&server, "dms", "alice", ALICE).await;
     let (mut alice_tab, _) = keyed(&server, "dms", "alice", ALICE).await;
     let (mut bob, _) = keyed(&server, "dms", "bob", BOB).await;
@@ -143,7 +158,7 @@ async fn direct_messages_reach_only_the_two_parties_live_and_from_history() {
 
     // After a restart the real bob, by his key, gets both messages after
     // ready, oldest first; and they kept the room's timestamps in order.
-    let server = Server::start(dir.path(), Setup::default()).await;
+    let server = Server::start(dir.path(), setup).await;
     let mut bob = server.a("dms").await;
     bob.send_json(json!({ "name": "bob", "ext": ["dm"], "key": BOB }))
         .await;
