@@ -411,3 +411,141 @@ mod tests {
         }
     }
 }
+
+/// The same property on the real thing: a room-like object indexing into
+/// its LMDB storage, compared with a naive scan of the history it stored.
+#[cfg(test)]
+mod on_storage {
+    use std::sync::Arc;
+
+    use objects::{Context, ListOptions, Object};
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::{SCAN_BUDGET, index, search};
+    use crate::protocol::ChatMessage;
+    use crate::protocol::search::{matches, terms};
+    use crate::room::history;
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    enum Op {
+        Say(u64, String),
+        React(u64),
+        Expire(u64),
+        /// Every page of a query (terms, page size, budget) and the naive
+        /// scan of `msg/`, both as ids newest first.
+        Compare(Vec<String>, usize, usize),
+    }
+
+    #[derive(Debug)]
+    struct Indexed;
+
+    impl Object for Indexed {
+        type Env = ();
+        type Call = Op;
+        type Reply = (Vec<u64>, Vec<u64>);
+
+        async fn new(_ctx: &mut Context, _env: Arc<()>) -> objects::Result<Self> {
+            Ok(Indexed)
+        }
+
+        async fn call(&mut self, ctx: &mut Context, op: Op) -> objects::Result<Self::Reply> {
+            let storage = ctx.storage();
+            match op {
+                Op::Say(id, text) => {
+                    let m = ChatMessage {
+                        name: "n".into(),
+                        message: text,
+                        timestamp: id,
+                        ..ChatMessage::default()
+                    };
+                    storage.put(&history::key(id), &m)?;
+                    index(storage, &m)?;
+                }
+                Op::React(id) => {
+                    if let Some(mut m) = history::message(storage, id)? {
+                        let _ = m.reactions.apply("u", "👍", true);
+                        storage.put(&history::key(id), &m)?;
+                    }
+                }
+                Op::Expire(cutoff) => {
+                    history::expire(storage, cutoff)?;
+                }
+                Op::Compare(t, limit, budget) => {
+                    let mut paged = Vec::new();
+                    let mut before = u64::MAX;
+                    loop {
+                        let (page, next) = search(storage, &t, before, limit, budget)?;
+                        paged.extend(page.iter().map(|m| m.timestamp));
+                        match next {
+                            Some(cursor) => before = cursor,
+                            None => break,
+                        }
+                    }
+                    let naive = storage
+                        .list::<ChatMessage>(&ListOptions::new().prefix("msg/").reverse(true))?
+                        .into_iter()
+                        .filter(|(_, m)| matches(&m.message, &t))
+                        .map(|(_, m)| m.timestamp)
+                        .collect();
+                    return Ok((paged, naive));
+                }
+            }
+            Ok((Vec::new(), Vec::new()))
+        }
+    }
+
+    const WORDS: [&str; 6] = ["hello", "help", "world", "Wörld", "a1", "zz"];
+
+    fn op() -> impl Strategy<Value = (u8, Vec<u8>, u8)> {
+        (0u8..8, proptest::collection::vec(0u8..6, 0..5), 0u8..20)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn search_on_lmdb_equals_a_naive_scan_of_the_stored_history(
+            ops in proptest::collection::vec(op(), 1..30),
+            query in proptest::collection::vec(0usize..6, 1..3),
+            limit in 1usize..4,
+        ) {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio");
+            let (paged, naive) = rt.block_on(async {
+                let objects = objects::Runtime::builder().data_dir(dir.path()).open().expect("runtime");
+                let ns = objects.namespace::<Indexed>("t", ()).expect("namespace");
+                let stub = ns.get_by_name("room");
+                let mut id = 1_000u64;
+                for (kind, words, n) in ops {
+                    let op = match kind {
+                        0..=5 => {
+                            id += 1;
+                            let text: Vec<&str> = words.iter().map(|w| WORDS[usize::from(*w)]).collect();
+                            Op::Say(id, text.join(" "))
+                        }
+                        6 => Op::React(1_000 + u64::from(n)),
+                        _ => Op::Expire(1_000 + u64::from(n)),
+                    };
+                    stub.call(op).await.expect("op");
+                }
+                let prefixes = ["hel", "wor", "wö", "a", "z", "help"];
+                let t = terms(&query.iter().map(|i| prefixes[*i]).collect::<Vec<_>>().join(" "))
+                    .expect("terms");
+                let answer = stub.call(Op::Compare(t, limit, 3)).await.expect("compare");
+                // The real budget and page size agree with the scan too.
+                let (a, b) = stub
+                    .call(Op::Compare(vec!["hel".into()], 50, SCAN_BUDGET))
+                    .await
+                    .expect("compare");
+                assert_eq!(a, b);
+                objects.shutdown().await;
+                answer
+            });
+            prop_assert_eq!(paged, naive);
+        }
+    }
+}
