@@ -120,6 +120,7 @@ fn chat(n: u64, plain: bool) -> ChatMessage {
         message: format!("hello, world! this is message number {n}"),
         timestamp: 1_700_000_000_000 + n,
         plain,
+        ..ChatMessage::default()
     }
 }
 
@@ -153,7 +154,7 @@ fn protocol(c: &mut Criterion) {
     });
     let page: Vec<ChatMessage> = (0..50).map(|n| chat(n, false)).collect();
     g.bench_function("a/encode_history_page_50", |bench| {
-        bench.iter(|| a::encode_history_page(black_box(&page), true))
+        bench.iter(|| a::encode_history_page(black_box(&page), true, a::Extensions::default()))
     });
 
     // Dialect B.

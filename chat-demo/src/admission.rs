@@ -26,6 +26,13 @@ pub(crate) struct Admission {
     /// room, which answers an over-long one on the socket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) name: Option<String>,
+    /// Dialect C: the raw `ext` query value, the extensions the client opts
+    /// in to (read by the room with `c::ext_from_query`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ext: Option<String>,
+    /// Dialect C: the raw `password` query value, for a room that has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) password: Option<String>,
 }
 
 impl Admission {
@@ -93,6 +100,8 @@ mod tests {
                 dialect: Dialect::C,
                 ip: "192.0.2.1".into(),
                 name: Some(name.into()),
+                ext: Some(format!("presence,{name}")),
+                password: Some(name.into()),
             };
             let value = admission.to_header();
             assert!(value.to_str().is_ok(), "visible ASCII: {value:?}");
@@ -117,6 +126,8 @@ mod tests {
             dialect: Dialect::B,
             ip: "203.0.113.9".into(),
             name: None,
+            ext: None,
+            password: None,
         };
         real.set_on(&mut headers);
         assert_eq!(Admission::from_headers(&headers), Some(real));

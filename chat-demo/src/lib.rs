@@ -6,6 +6,7 @@
 //!   sessions in attachments; history in storage, stored before anyone
 //!   sees a message.
 //! - [`RateLimiter`]: one object per client IP, shared by every room.
+//! - [`Directory`]: the list of public rooms, kept by the rooms.
 //! - [`app`]: the router; [`serve`] runs it with peer addresses.
 //! - [`protocol`]: the pure wire codecs of the three dialects.
 //!
@@ -23,11 +24,13 @@
 
 mod admission;
 mod connections;
+pub mod directory;
 mod front;
 mod limiter;
 pub mod protocol;
 mod room;
 
+pub use directory::Directory;
 pub use front::{
     AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_MAX_CONNECTIONS_PER_IP,
     InspectorNeedsToken, MAX_BODY_BYTES, UnknownClientIpHeader, admin_app, app, install_prometheus,

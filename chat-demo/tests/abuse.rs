@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Client, Ending, Server, Setup, chat_of, next_ip};
+use common::{Client, Ending, Server, Setup, T0, chat_of, next_ip};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -13,6 +13,12 @@ const RATE_LIMITED: &str = "Your IP is being rate-limited, please try again late
 
 fn error(text: &str) -> Value {
     json!({ "error": text })
+}
+
+/// A dialect-C error: a chat line from `Error`, stamped with the server's
+/// clock (which stands at `T0` in these tests).
+fn c_error(text: &str) -> Value {
+    json!({ "name": "Error", "message": text, "timestamp": T0 })
 }
 
 /// Two named A users in `room`; `alice` has read bob's join.
@@ -68,7 +74,7 @@ async fn the_rate_limit_spans_rooms_and_dialects_for_one_ip() {
     b2.send_text("b1").await;
     assert_eq!(b2.text().await, RATE_LIMITED);
     c2.say("c1").await;
-    assert_eq!(c2.json().await, error(RATE_LIMITED));
+    assert_eq!(c2.json().await, c_error(RATE_LIMITED));
 
     // Another IP is not affected, and its message is the next thing seen.
     watcher.say("w0").await;
@@ -110,7 +116,7 @@ async fn message_and_name_limits() {
     assert_eq!(chat_of(&c.json().await).1, max, "history");
     assert_eq!(chat_of(&c.json().await).1, "after a long one");
     c.say(&"c".repeat(257)).await;
-    assert_eq!(c.json().await, error("Message too long."));
+    assert_eq!(c.json().await, c_error("Message too long."));
 
     // Names: 32 characters pass, 33 get the error and close 1009.
     let (_n32, before) = server.a_named("limits", &"n".repeat(32)).await;
@@ -200,8 +206,8 @@ async fn malformed_json_is_answered_and_the_socket_stays_open() {
     early.send_json(json!({ "name": "late" })).await;
     assert_eq!(
         early.json_until_ready().await.len(),
-        2 + 1,
-        "roster and backlog"
+        2 + 1 + 1,
+        "roster, backlog and its own join"
     );
     server.stop().await;
 }
@@ -225,7 +231,7 @@ async fn binary_frames_are_answered_in_each_dialect() {
     b.send(payload.clone()).await;
     assert_eq!(b.text().await, "Binary frames are not supported.");
     c.send(payload.clone()).await;
-    assert_eq!(c.json().await, error("Binary frames are not supported."));
+    assert_eq!(c.json().await, c_error("Binary frames are not supported."));
     let mut unnamed = server.a("bin").await;
     unnamed.send(payload).await;
     assert_eq!(

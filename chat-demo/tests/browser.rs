@@ -103,9 +103,25 @@ struct Page<'a> {
 
 impl<'a> Page<'a> {
     async fn open(cdp: &'a Cdp, url: &str) -> Page<'a> {
-        let target = cdp
-            .send(None, "Target.createTarget", json!({ "url": "about:blank" }))
+        Self::open_in(cdp, url, None).await
+    }
+
+    /// Opens a tab in its own browser context: its own local storage, as
+    /// if another person's browser.
+    async fn open_isolated(cdp: &'a Cdp, url: &str) -> Page<'a> {
+        let context = cdp
+            .send(None, "Target.createBrowserContext", json!({}))
             .await;
+        let id = context["browserContextId"].as_str().expect("context id");
+        Self::open_in(cdp, url, Some(id)).await
+    }
+
+    async fn open_in(cdp: &'a Cdp, url: &str, context: Option<&str>) -> Page<'a> {
+        let mut params = json!({ "url": "about:blank" });
+        if let Some(id) = context {
+            params["browserContextId"] = json!(id);
+        }
+        let target = cdp.send(None, "Target.createTarget", params).await;
         let target_id = target["targetId"].as_str().expect("target id").to_string();
         let attached = cdp
             .send(
@@ -177,6 +193,22 @@ impl<'a> Page<'a> {
             ))
             .await;
         assert_eq!(clicked, json!(true), "nothing to click at {selector}");
+    }
+
+    /// Clicks the first element matching `selector` inside the element
+    /// that the JavaScript expression `within` yields (both must exist).
+    async fn click_in(&self, within: &str, selector: &str) {
+        let selector = serde_json::to_string(selector).expect("json");
+        let clicked = self
+            .eval(&format!(
+                "(() => {{ const e = ({within})?.querySelector({selector}); if (!e) return false; e.click(); return true; }})()"
+            ))
+            .await;
+        assert_eq!(
+            clicked,
+            json!(true),
+            "nothing to click at {selector} in {within}"
+        );
     }
 
     /// Saves a PNG of the page at `width`×`height` CSS pixels.
@@ -296,7 +328,16 @@ impl Chat {
             .data_dir(dir)
             .open()
             .expect("runtime");
-        let state = AppState::new(&rt, ChatOptions::default()).expect("state");
+        // Every page comes from 127.0.0.1, one IP: a burst of about 40
+        // writes rather than 5 lets one test use every feature.
+        let options = ChatOptions {
+            rate_limit: chat_demo::protocol::limit::RateLimitOptions {
+                per_message_ms: 5_000,
+                grace_ms: 200_000,
+            },
+            ..ChatOptions::default()
+        };
+        let state = AppState::new(&rt, options).expect("state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -335,7 +376,9 @@ async fn two_pages_chat_and_markup_stays_text() {
     alice
         .wait_for("document.body.dataset.ready === 'true'")
         .await;
-    let bob = Page::open(&cdp, &format!("http://{addr}/?name=bob#general")).await;
+    // Bob in his own browser context: his own local storage, so his own
+    // user key for direct messages.
+    let bob = Page::open_isolated(&cdp, &format!("http://{addr}/?name=bob#general")).await;
     bob.wait_for("document.body.dataset.ready === 'true'").await;
     alice.wait_for("[...document.querySelectorAll('#roster li')].some(li => li.textContent.includes('bob'))").await;
 
@@ -364,6 +407,184 @@ async fn two_pages_chat_and_markup_stays_text() {
     }
     assert_eq!(dialogs(&cdp).await, 0, "no script ran");
 
+    // Typing: alice types; bob's page says so, then lets it expire (5 s
+    // without a new signal).
+    alice
+        .eval(
+            "(() => { const i = document.querySelector('#message-input'); i.value = 'still typ';
+               i.dispatchEvent(new Event('input', { bubbles: true })); return true; })()",
+        )
+        .await;
+    bob.wait_for("document.querySelector('#typing').textContent === 'alice is typing…'")
+        .await;
+    assert_eq!(
+        alice
+            .eval("document.querySelector('#typing').textContent")
+            .await,
+        json!(""),
+        "not told of oneself"
+    );
+    bob.wait_for("document.querySelector('#typing').textContent === ''")
+        .await;
+
+    // Reactions: bob reacts to "hello bob" through its button; both pages
+    // show the count, pressed only on bob's.
+    let hello = "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.msg-text').textContent === 'hello bob')";
+    bob.click_in(hello, ".react-add[data-emoji='👍']").await;
+    for page in [&alice, &bob] {
+        page.wait_for(&format!(
+            "{hello}.querySelector('.reaction[data-emoji=\"👍\"]')?.textContent === '👍 1'"
+        ))
+        .await;
+    }
+    let pressed = format!("{hello}.querySelector('.reaction').getAttribute('aria-pressed')");
+    assert_eq!(bob.eval(&pressed).await, json!("true"));
+    assert_eq!(alice.eval(&pressed).await, json!("false"));
+    assert_eq!(
+        alice
+            .eval(&format!("{hello}.querySelector('.reaction').title"))
+            .await,
+        json!("bob")
+    );
+    // Clicking it again takes it back.
+    bob.click_in(hello, ".reaction[data-emoji='👍']").await;
+    alice
+        .wait_for(&format!("{hello}.querySelector('.reaction') === null"))
+        .await;
+
+    // Threads: alice replies to bob's markup message; the reply quotes it
+    // as text, the parent counts the reply, and the thread view shows the
+    // two alone.
+    let hostile = format!(
+        "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.msg-text').textContent === {})",
+        serde_json::to_string(markup).expect("json")
+    );
+    alice.click_in(&hostile, ".reply-button").await;
+    alice
+        .wait_for("!document.querySelector('#reply-bar').hidden")
+        .await;
+    alice.send_message("a threaded reply").await;
+    let reply = "[...document.querySelectorAll('#messages .msg')].find(m => m.querySelector('.msg-text').textContent === 'a threaded reply')";
+    for page in [&alice, &bob] {
+        page.wait_for(&format!(
+            "{reply}?.querySelector('.reply-quote')?.textContent.includes('bob: <script>')"
+        ))
+        .await;
+        page.wait_for(&format!(
+            "{hostile}.querySelector('.reply-count')?.textContent === '1 reply'"
+        ))
+        .await;
+    }
+    assert_eq!(
+        alice
+            .eval("document.querySelector('#reply-bar').hidden")
+            .await,
+        json!(true),
+        "the reply bar closes once sent"
+    );
+    bob.click_in(&hostile, ".reply-count").await;
+    bob.wait_for("document.body.classList.contains('threaded')")
+        .await;
+    assert_eq!(
+        bob.eval("[...document.querySelectorAll('#messages .msg')].filter(m => getComputedStyle(m).display !== 'none').map(m => m.querySelector('.msg-text').textContent)")
+            .await,
+        json!([markup, "a threaded reply"])
+    );
+    bob.click("#thread-close").await;
+    bob.wait_for("!document.body.classList.contains('threaded')")
+        .await;
+    for page in [&alice, &bob] {
+        assert_eq!(
+            page.eval("document.querySelectorAll('#messages b, #messages script').length")
+                .await,
+            json!(0)
+        );
+    }
+    assert_eq!(dialogs(&cdp).await, 0, "no script ran");
+
+    // Direct messages: bob picks alice in the roster and writes to her;
+    // both pages show it as direct, and the keys differ (own contexts).
+    let keys = "localStorage.getItem('chat-user-key')";
+    assert_ne!(alice.eval(keys).await, bob.eval(keys).await);
+    let alice_li = "[...document.querySelectorAll('#roster li')].find(li => li.querySelector('.who').textContent === 'alice')";
+    bob.click_in(alice_li, ".dm-button").await;
+    bob.wait_for("!document.querySelector('#dm-bar').hidden")
+        .await;
+    bob.send_message("<i>just</i> for you").await;
+    let direct = "[...document.querySelectorAll('#messages .msg.dm')].find(m => m.querySelector('.msg-text').textContent === '<i>just</i> for you')";
+    alice
+        .wait_for(&format!(
+            "{direct}?.querySelector('.dm-label').textContent === 'direct to you'"
+        ))
+        .await;
+    bob.wait_for(&format!(
+        "{direct}?.querySelector('.dm-label').textContent === 'direct to alice'"
+    ))
+    .await;
+    for page in [&alice, &bob] {
+        assert_eq!(
+            page.eval("document.querySelectorAll('#messages i').length")
+                .await,
+            json!(0)
+        );
+    }
+    bob.click("#dm-cancel").await;
+    assert_eq!(
+        bob.eval("document.querySelector('#dm-bar').hidden").await,
+        json!(true)
+    );
+
+    // Search: words and prefixes, results shown as text; a click on one
+    // brings its message into view.
+    bob.eval("document.querySelector('#search-input').value = 'SCRIPT aler'; true")
+        .await;
+    bob.click("#search-button").await;
+    bob.wait_for("document.querySelector('#search-status').textContent === '1 found.'")
+        .await;
+    assert_eq!(
+        bob.eval("document.querySelector('#search-results li .what').textContent")
+            .await,
+        json!(markup)
+    );
+    bob.eval("document.querySelector('#search-input').value = 'hel'; true")
+        .await;
+    bob.click("#search-button").await;
+    bob.wait_for("document.querySelector('#search-status').textContent === '1 found.'")
+        .await;
+    assert_eq!(
+        bob.eval(
+            "[...document.querySelectorAll('#search-results li .what')].map(e => e.textContent)"
+        )
+        .await,
+        json!(["hello bob"])
+    );
+    bob.click("#search-results li").await;
+    bob.wait_for(&format!("{hello}.classList.contains('flash')"))
+        .await;
+    for page in [&alice, &bob] {
+        assert_eq!(
+            page.eval(
+                "document.querySelectorAll('#search-results b, #search-results script').length"
+            )
+            .await,
+            json!(0)
+        );
+    }
+
+    // Room discovery: a third page on the join view lists #general with
+    // the two of them online, as text.
+    let carol = Page::open_isolated(&cdp, &format!("http://{addr}/")).await;
+    carol
+        .wait_for("[...document.querySelectorAll('#room-list button')].some(b => b.dataset.room === 'general' && b.textContent.startsWith('#general2 online'))")
+        .await;
+    carol.click("#room-list button[data-room='general']").await;
+    assert_eq!(
+        carol
+            .eval("document.querySelector('#room-input').value")
+            .await,
+        json!("general")
+    );
+
     // Leave a screenshot for the docs when asked to.
     if let Ok(path) = std::env::var("CHAT_SCREENSHOT") {
         let shot = alice
@@ -372,6 +593,68 @@ async fn two_pages_chat_and_markup_stays_text() {
         let data = shot["data"].as_str().expect("png");
         std::fs::write(path, base64_decode(data)).expect("write screenshot");
     }
+
+    // Room management: alice claims #general (her token is kept by her
+    // page), sets a topic holding markup that both pages show as text,
+    // and deletes the room: bob's page is sent back to the join view.
+    alice.click("#claim-button").await;
+    alice
+        .wait_for("document.querySelector('#manage-status').textContent === 'You own this room.'")
+        .await;
+    bob.wait_for(
+        "document.querySelector('#manage-status').textContent === 'Someone owns this room.'",
+    )
+    .await;
+    assert_eq!(
+        alice
+            .eval("localStorage.getItem('chat-owner:general').length")
+            .await,
+        json!(64)
+    );
+    alice
+        .eval("document.querySelector('#topic-input').value = 'Plans <i>now</i>'; true")
+        .await;
+    alice.click("#topic-button").await;
+    for page in [&alice, &bob] {
+        page.wait_for("document.querySelector('#room-topic').textContent === 'Plans <i>now</i>'")
+            .await;
+        assert_eq!(
+            page.eval("document.querySelectorAll('#room-topic i').length")
+                .await,
+            json!(0)
+        );
+    }
+    assert_eq!(
+        bob.eval("document.querySelector('#delete-button').hidden")
+            .await,
+        json!(true),
+        "only the owner's page offers deletion"
+    );
+    // A password: a newcomer's page asks for it, then gets in.
+    alice
+        .eval("document.querySelector('#new-password-input').value = 'pw 1'; true")
+        .await;
+    alice.click("#password-button").await;
+    alice
+        .wait_for("document.querySelector('#password-button').textContent === 'Change'")
+        .await;
+    let dave = Page::open_isolated(&cdp, &format!("http://{addr}/?name=dave#general")).await;
+    dave.wait_for("!document.querySelector('#password-field').hidden")
+        .await;
+    dave.eval("document.querySelector('#room-password-input').value = 'pw 1'; true")
+        .await;
+    dave.click("#join-button").await;
+    dave.wait_for("document.body.dataset.ready === 'true'")
+        .await;
+    alice
+        .wait_for("[...document.querySelectorAll('#roster li')].some(li => li.textContent.includes('dave'))")
+        .await;
+    alice.click("#delete-button").await;
+    alice.click("#delete-button").await;
+    for page in [&alice, &bob, &dave] {
+        page.wait_for("document.body.dataset.view === 'join'").await;
+    }
+    assert_eq!(dialogs(&cdp).await, 0, "no script ran, no dialog opened");
 
     browser.stop().await;
     chat.stop().await;
@@ -557,17 +840,27 @@ async fn inspector_shows_rooms_as_text() {
             .await,
         json!(true)
     );
-    // One stored message, under `msg/` and its 20-digit timestamp, as JSON.
+    // One stored message, under `msg/` and its 20-digit timestamp, as
+    // JSON; every other entry is its search index (`idx/<prefix>/<id>`).
     assert_eq!(
         page.eval(
             r"[...document.querySelectorAll('#entries tbody tr')]
+               .filter(r => !r.dataset.key.startsWith('idx/'))
                .map(r => [r.dataset.key.replace(/\d/g, '9'), r.dataset.kind])"
         )
         .await,
         json!([["msg/99999999999999999999", "json"]])
     );
+    assert_eq!(
+        page.eval(
+            r"[...document.querySelectorAll('#entries tbody tr')]
+               .some(r => r.dataset.key.startsWith('idx/script/'))"
+        )
+        .await,
+        json!(true)
+    );
     let stored = page
-        .eval("JSON.parse(document.querySelector('#entries tbody pre').textContent)")
+        .eval("JSON.parse(document.querySelector('#entries tbody tr[data-key^=\"msg/\"] pre').textContent)")
         .await;
     assert_eq!(stored["message"], json!(hostile));
     assert_eq!(stored["name"], json!("alice"));

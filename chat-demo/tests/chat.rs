@@ -15,6 +15,18 @@ fn quit(name: &str) -> Value {
     json!({ "quit": name })
 }
 
+/// A dialect-C chat frame for a message stamped `T0 + ms` (under a
+/// second), with its `serverTime` in ISO 8601.
+fn c_chat(message: &str, name: &str, ms: u64) -> Value {
+    assert!(ms < 1000);
+    json!({
+        "message": message,
+        "name": name,
+        "timestamp": T0 + ms,
+        "serverTime": format!("2023-11-14T22:13:20.{ms:03}Z"),
+    })
+}
+
 /// The two-A-clients flow; `setup` varies hibernation.
 async fn two_a_clients_chat(setup: Setup) {
     let hibernates = setup.hibernation.is_zero();
@@ -104,11 +116,119 @@ async fn a_gets_nothing_before_its_hello() {
     // the message sent meanwhile is in the backlog.
     shy.send_json(json!({})).await;
     let before = shy.json_until_ready().await;
-    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before.len(), 2, "{before:?}");
     assert_eq!(chat_of(&before[0]), ("alice".into(), "anyone?".into(), T0));
+    assert_eq!(before[1], joined("anonymous"), "its own join, nameless");
     // A hello without a name is "anonymous".
     let (_, before) = server.a_named("lobby", "zed").await;
     assert_eq!(before[0], joined("anonymous"));
+    server.stop().await;
+}
+
+/// The exact frames a dialect-A newcomer gets (roster, backlog, its own
+/// `joined`, `ready`) and what every other kind of socket gets meanwhile.
+#[tokio::test]
+async fn a_newcomer_gets_roster_backlog_own_join_then_ready() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let (mut alice, _) = server.a_named("order", "alice").await;
+    let mut bee = server.b("order").await;
+    let mut cat = server.c("room=order&name=cat").await;
+    assert_eq!(alice.json().await, joined("cat"));
+    alice.say("one").await;
+    bee.send_text("two").await;
+    assert_eq!(chat_of(&alice.json().await).1, "one");
+    assert_eq!(chat_of(&alice.json().await).1, "two");
+    assert_eq!(bee.text().await, "alice: one");
+    assert_eq!(bee.text().await, "two");
+    assert_eq!(chat_of(&cat.json().await).1, "one");
+    assert_eq!(chat_of(&cat.json().await).1, "two");
+    let mut shy = server.a("order").await;
+
+    // Read raw, not through `a_named`, to see every frame up to `ready`.
+    let mut dan = server.a("order").await;
+    dan.send_json(json!({ "name": "dan" })).await;
+    let mut frames = Vec::new();
+    loop {
+        let frame = dan.json().await;
+        let done = frame == json!({ "ready": true });
+        frames.push(frame);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(
+        frames,
+        vec![
+            joined("alice"),
+            joined("cat"),
+            json!({ "name": "alice", "message": "one", "timestamp": T0 }),
+            json!({ "name": "anonymous", "message": "two", "timestamp": T0 + 1 }),
+            joined("dan"),
+            json!({ "ready": true }),
+        ],
+        "roster (named users of every dialect, no B), backlog, own join, ready"
+    );
+    // The others: A gets `joined`, C the notice, B and the unnamed A nothing
+    // (their next frame is the next chat message).
+    assert_eq!(alice.json().await, joined("dan"));
+    assert_eq!(
+        cat.json().await,
+        json!({ "message": "joined the chat", "name": "dan" })
+    );
+    dan.say("three").await;
+    assert_eq!(chat_of(&dan.json().await).1, "three", "no second join");
+    assert_eq!(chat_of(&alice.json().await).1, "three");
+    assert_eq!(bee.text().await, "dan: three");
+    assert_eq!(chat_of(&cat.json().await).1, "three");
+    shy.send_json(json!({ "name": "shy" })).await;
+    assert_eq!(
+        shy.json().await,
+        joined("alice"),
+        "nothing before its hello"
+    );
+    server.stop().await;
+}
+
+/// Two users behind one office IP share its rate limit; dialect C gets the
+/// refusal as a chat line from `Error`, which its page can render.
+#[tokio::test]
+async fn c_users_sharing_an_ip_get_rate_limit_errors_as_chat_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let ip = common::next_ip();
+    let url = server.url("/ws?room=office&name=ann");
+    let mut ann = common::Client::connect(&url, &ip).await;
+    let url = server.url("/ws?room=office&name=ben");
+    let mut ben = common::Client::connect(&url, &ip).await;
+    assert_eq!(
+        ann.json().await,
+        json!({ "message": "joined the chat", "name": "ben" })
+    );
+    for n in 0..5 {
+        let (from, to) = if n % 2 == 0 {
+            (&mut ann, &mut ben)
+        } else {
+            (&mut ben, &mut ann)
+        };
+        from.say(&format!("m{n}")).await;
+        assert_eq!(chat_of(&to.json().await).1, format!("m{n}"));
+    }
+    server.clock.advance(250);
+    let refused = json!({
+        "name": "Error",
+        "message": "Your IP is being rate-limited, please try again later.",
+        "timestamp": T0 + 250,
+    });
+    ann.say("too many").await;
+    assert_eq!(ann.json().await, refused);
+    ben.say("me too").await;
+    assert_eq!(ben.json().await, refused);
+    // Neither refusal was relayed: after 5 s one message passes, and it is
+    // the next thing the other one sees.
+    server.clock.advance(5_000);
+    ann.say("later").await;
+    assert_eq!(chat_of(&ben.json().await).1, "later");
     server.stop().await;
 }
 
@@ -125,11 +245,7 @@ async fn c_gets_history_and_notices_and_not_its_own_messages() {
 
     ann.say("  hello ben  ").await;
     let frame = ben.json().await;
-    assert_eq!(
-        frame,
-        json!({ "message": "hello ben", "name": "ann", "timestamp": T0 }),
-        "trimmed"
-    );
+    assert_eq!(frame, c_chat("hello ben", "ann", 0), "trimmed");
     // Ignored: empty, whitespace, non-string, not JSON.
     for junk in [
         r#"{"message":""}"#,
@@ -141,21 +257,12 @@ async fn c_gets_history_and_notices_and_not_its_own_messages() {
     }
     ben.say("hello ann").await;
     // Not her own message, none of the junk: ben's message is next.
-    assert_eq!(
-        ann.json().await,
-        json!({ "message": "hello ann", "name": "ben", "timestamp": T0 + 1 })
-    );
+    assert_eq!(ann.json().await, c_chat("hello ann", "ben", 1));
 
     // A newcomer gets the history, one frame per message, oldest first.
     let mut cid = server.c("room=workshop").await;
-    assert_eq!(
-        cid.json().await,
-        json!({ "message": "hello ben", "name": "ann", "timestamp": T0 })
-    );
-    assert_eq!(
-        cid.json().await,
-        json!({ "message": "hello ann", "name": "ben", "timestamp": T0 + 1 })
-    );
+    assert_eq!(cid.json().await, c_chat("hello ben", "ann", 0));
+    assert_eq!(cid.json().await, c_chat("hello ann", "ben", 1));
     for c in [&mut ann, &mut ben] {
         assert_eq!(
             c.json().await,
@@ -239,10 +346,7 @@ async fn one_room_three_dialects() {
     alice.say("from A").await;
     assert_eq!(chat_of(&alice.json().await).1, "from A");
     assert_eq!(bee.text().await, "alice: from A");
-    assert_eq!(
-        cat.json().await,
-        json!({ "message": "from A", "name": "alice", "timestamp": T0 })
-    );
+    assert_eq!(cat.json().await, c_chat("from A", "alice", 0));
 
     bee.send_text("from B").await;
     assert_eq!(
@@ -250,10 +354,7 @@ async fn one_room_three_dialects() {
         ("anonymous".into(), "from B".into(), T0 + 1)
     );
     assert_eq!(bee.text().await, "from B");
-    assert_eq!(
-        cat.json().await,
-        json!({ "message": "from B", "name": "anonymous", "timestamp": T0 + 1 })
-    );
+    assert_eq!(cat.json().await, c_chat("from B", "anonymous", 1));
 
     cat.say("from C").await;
     assert_eq!(

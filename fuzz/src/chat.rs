@@ -23,6 +23,10 @@ fn check_error(error: &ProtocolError) {
         serde_json::from_str(&a::encode_error(text)).expect("A error frame is JSON");
     assert_eq!(frame["error"].as_str(), Some(text));
     assert_eq!(b::encode_error(text), text);
+    let frame: serde_json::Value =
+        serde_json::from_str(&c::encode_error(text, 1)).expect("C error frame is JSON");
+    assert_eq!(frame["message"].as_str(), Some(text));
+    assert_eq!(frame["name"].as_str(), Some(c::ERROR_NAME));
     match error.closes_socket() {
         Some(code) => {
             assert_eq!(*error, ProtocolError::NameTooLong);
@@ -39,6 +43,7 @@ fn check_relay(name: &str, text: &str) {
         message: text.to_owned(),
         timestamp: 1_700_000_000_000,
         plain: false,
+        ..ChatMessage::default()
     };
     let back: ChatMessage =
         serde_json::from_str(&a::encode_chat(&message)).expect("A chat frame is JSON");
@@ -55,7 +60,19 @@ pub fn decode_a(data: &[u8]) {
         return;
     };
     match a::decode(text, false) {
-        Ok(ClientFrame::Hello { name, ext: _ }) => {
+        Ok(ClientFrame::Hello {
+            name,
+            ext,
+            key,
+            password,
+        }) => {
+            if let Some(password) = &password {
+                assert!(chars(password) <= protocol::password::MAX_PASSWORD_CHARS);
+            }
+            if let Some(key) = &key {
+                assert!(ext.dm, "a key is read only with dm");
+                assert_eq!(protocol::dm::check_key(key), Ok(()));
+            }
             assert!(!name.is_empty(), "a missing name becomes anonymous");
             assert!(chars(&name) <= MAX_NAME_CHARS, "{name:?}");
             check_relay(&name, "hello");
@@ -70,6 +87,57 @@ pub fn decode_a(data: &[u8]) {
         }
         Ok(ClientFrame::HistoryRequest { before: _, limit }) => {
             assert!(limit <= a::HISTORY_PAGE_MAX, "limit {limit} is clamped");
+        }
+        Ok(ClientFrame::Reply { message, parent: _ }) => {
+            assert!(chars(&message) <= MAX_MESSAGE_CHARS);
+            check_relay("alice", &message);
+        }
+        Ok(ClientFrame::Search {
+            query,
+            terms,
+            before: _,
+            limit,
+        }) => {
+            assert!(chars(&query) <= protocol::search::MAX_QUERY_CHARS);
+            assert!(!terms.is_empty() && terms.len() <= protocol::search::MAX_TERMS);
+            assert!(limit <= protocol::search::SEARCH_PAGE_MAX);
+            assert!(
+                terms
+                    .iter()
+                    .all(|t| protocol::search::matches(&query, std::slice::from_ref(t))),
+                "every term is a word of the query"
+            );
+        }
+        Ok(ClientFrame::Dm { to, message }) => {
+            assert!(!to.is_empty() && chars(&to) <= MAX_NAME_CHARS);
+            assert!(!message.trim().is_empty() && chars(&message) <= MAX_MESSAGE_CHARS);
+        }
+        Ok(ClientFrame::Claim) => {
+            assert!(text.contains("claim"), "{text:?}");
+        }
+        Ok(ClientFrame::SetTopic { token, topic }) => {
+            assert!(!token.is_empty() && token.len() <= 128);
+            assert_eq!(protocol::manage::check_topic(&topic), Ok(()));
+        }
+        Ok(ClientFrame::SetPassword { token, password }) => {
+            assert!(!token.is_empty() && token.len() <= 128);
+            assert!(password.is_empty() || protocol::password::check(&password).is_ok());
+        }
+        Ok(ClientFrame::Delete { token }) => {
+            assert!(!token.is_empty() && token.len() <= 128);
+        }
+        Ok(ClientFrame::Typing) => {
+            assert!(text.contains("typing"), "{text:?}");
+        }
+        Ok(ClientFrame::React {
+            id: _,
+            emoji,
+            on: _,
+        }) => {
+            assert_eq!(protocol::reactions::check_emoji(&emoji), Ok(()));
+            let mut reactions = protocol::reactions::Reactions::default();
+            assert!(reactions.apply("alice", &emoji, true).is_ok());
+            assert_eq!(reactions.users(&emoji), Some(&["alice".to_owned()][..]));
         }
         Ok(hello @ ClientFrame::Hello { .. }) => {
             panic!("after the hello no hello decodes: {hello:?}")
@@ -96,6 +164,7 @@ pub fn decode_b(data: &[u8]) {
                 message: message.clone(),
                 timestamp: 1,
                 plain: true,
+                ..ChatMessage::default()
             };
             assert_eq!(b::encode_chat(&plain), message);
             let stored = serde_json::to_string(&plain).expect("serialises");
@@ -148,6 +217,19 @@ pub fn decode_c(data: &[u8]) {
         assert_eq!(room, c::DEFAULT_ROOM);
     } else {
         assert_eq!(room, text);
+    }
+    // The `ext` query value: only C's two extensions, each only if named.
+    let ext = c::ext_from_query(Some(text));
+    assert!(!ext.history && !ext.reactions && !ext.threads && !ext.search && !ext.dm);
+    assert!(!ext.presence || text.contains("presence"));
+    assert!(!ext.typing || text.contains("typing"));
+    if c::is_typing(text) {
+        assert!(text.contains("typing"));
+        assert_eq!(
+            c::decode(text),
+            Ok(None),
+            "a typing signal is not a message"
+        );
     }
 }
 

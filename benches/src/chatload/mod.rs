@@ -1,5 +1,5 @@
 //! `chatload`: a load generator speaking dialect A of the chat protocol
-//! (`shared/spec/chat-protocol.md`) against a server on a loopback address.
+//! (`docs/protocol.md`) against a server on a loopback address.
 //!
 //! Scenarios:
 //!

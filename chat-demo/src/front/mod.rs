@@ -4,6 +4,7 @@
 mod admin;
 mod client_ip;
 mod origin;
+mod rooms;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 
 use crate::admission::Admission;
 use crate::connections::Connections;
+use crate::directory::Directory;
 use crate::limiter::RateLimiter;
 use crate::protocol::limit::RateLimitOptions;
 use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
@@ -43,6 +45,8 @@ pub const MAX_BODY_BYTES: usize = 4096;
 const ROOMS: &str = "rooms";
 /// Name of the rate limiter namespace.
 const LIMITERS: &str = "rate-limiters";
+/// Name of the public room directory's namespace.
+const DIRECTORY: &str = "directory";
 
 /// Default of [`ChatOptions::max_connections_per_ip`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
@@ -89,6 +93,7 @@ impl Default for ChatOptions {
 #[derive(Clone, Debug)]
 pub struct AppState {
     rooms: Namespace<ChatRoom>,
+    directory: Namespace<Directory>,
     client_ip_header: ClientIpHeader,
     origins: Arc<OriginPolicy>,
     connections: Arc<Connections>,
@@ -103,12 +108,19 @@ impl AppState {
     pub fn new(rt: &Runtime, options: ChatOptions) -> objects::Result<AppState> {
         let limiters = rt.namespace::<RateLimiter>(LIMITERS, options.rate_limit)?;
         let connections = Arc::new(Connections::new(options.max_connections_per_ip));
+        let directory = rt.namespace::<Directory>(DIRECTORY, ())?;
         let rooms = rt.namespace::<ChatRoom>(
             ROOMS,
-            RoomEnv::new(limiters, connections.clone(), options.history_retention),
+            RoomEnv::new(
+                limiters,
+                connections.clone(),
+                options.history_retention,
+                directory.clone(),
+            ),
         )?;
         Ok(AppState {
             rooms,
+            directory,
             client_ip_header: options.client_ip_header,
             origins: Arc::new(OriginPolicy::new(&options.allowed_origins)),
             connections,
@@ -195,6 +207,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/room/{name}/websocket", get(dialect_a))
         .route("/room/{name}/websocket", get(dialect_b))
         .route("/ws", get(dialect_c))
+        .route("/api/rooms", get(rooms::list_rooms))
         .fallback(not_found)
         .with_state(state)
 }
@@ -306,6 +319,8 @@ async fn named_room(
         dialect,
         ip,
         name: None,
+        ext: None,
+        password: None,
     };
     hand_over(state, &id, admission, req).await
 }
@@ -315,6 +330,10 @@ async fn named_room(
 struct CQuery {
     room: Option<String>,
     name: Option<String>,
+    /// Opt-in extensions, comma-separated (`presence,typing`).
+    ext: Option<String>,
+    /// The room's password, for a room that has one.
+    password: Option<String>,
 }
 
 async fn dialect_c(
@@ -340,6 +359,8 @@ async fn dialect_c(
         dialect: Dialect::C,
         ip,
         name: Some(name),
+        ext: query.ext,
+        password: query.password,
     };
     hand_over(&state, &id, admission, req).await
 }

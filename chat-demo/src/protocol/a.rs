@@ -21,7 +21,9 @@
 //!     hello,
 //!     ClientFrame::Hello {
 //!         name: "alice".to_owned(),
-//!         ext: Extensions { presence: false, history: true },
+//!         ext: Extensions { history: true, ..Extensions::default() },
+//!         key: None,
+//!         password: None,
 //!     },
 //! );
 //! assert_eq!(a::encode_joined("alice"), r#"{"joined":"alice"}"#);
@@ -31,6 +33,16 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+mod ext;
+mod js;
+
+use ext::{decode_dm, decode_history_request, decode_manage, decode_react, decode_search};
+#[cfg(test)]
+use js::js_number;
+use js::{is_js_falsy, js_string};
+
+use super::dm::check_key;
+use super::reactions::{Reaction, Reactions};
 use super::{
     ChatMessage, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, to_json,
 };
@@ -50,6 +62,38 @@ pub const EXT_PRESENCE: &str = "presence";
 /// Extension name that turns on history paging ([`ClientFrame::HistoryRequest`]).
 pub const EXT_HISTORY: &str = "history";
 
+/// Extension name that turns on reactions ([`ClientFrame::React`],
+/// [`encode_reactions`], `reactions` on chat frames).
+pub const EXT_REACTIONS: &str = "reactions";
+
+/// Extension name that turns on typing indicators ([`ClientFrame::Typing`],
+/// [`encode_typing`]).
+pub const EXT_TYPING: &str = "typing";
+
+/// Extension `typing`: at most one typing signal per socket is passed on
+/// in this long; the others are dropped without an answer.
+pub const TYPING_THROTTLE_MS: u64 = 2_000;
+
+/// Extension `typing`: how long a client shows an indicator after the last
+/// signal unless renewed (a client-side rule; our page follows it).
+pub const TYPING_SHOWN_MS: u64 = 5_000;
+
+/// Extension name that turns on search ([`ClientFrame::Search`],
+/// [`encode_search_page`]).
+pub const EXT_SEARCH: &str = "search";
+
+/// Extension name that turns on direct messages ([`ClientFrame::Dm`]); the
+/// hello then carries a user `key` (see [`dm`](super::dm)).
+pub const EXT_DM: &str = "dm";
+
+/// Extension name that turns on room management ([`ClientFrame::Claim`],
+/// [`ClientFrame::SetTopic`], [`ClientFrame::Delete`], the `room` frame).
+pub const EXT_MANAGE: &str = "manage";
+
+/// Extension name that turns on replies ([`ClientFrame::Reply`],
+/// `replyTo` on chat frames).
+pub const EXT_THREADS: &str = "threads";
+
 /// A decoded client frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientFrame {
@@ -61,10 +105,83 @@ pub enum ClientFrame {
         name: String,
         /// Extensions the client opted in to.
         ext: Extensions,
+        /// Extension `dm`: the user key, checked by
+        /// [`check_key`](super::dm::check_key). Read only with `dm` in
+        /// `ext`.
+        key: Option<String>,
+        /// The room's password, for a room that has one (a string of at
+        /// most [`MAX_PASSWORD_CHARS`](super::password::MAX_PASSWORD_CHARS)
+        /// characters; anything else is no password).
+        password: Option<String>,
     },
     /// A chat message, at most [`MAX_MESSAGE_CHARS`] characters. May be
     /// empty: the seed relays empty messages and so does this decoder.
     Message(String),
+    /// Extension `threads`: a chat message replying to the message whose id
+    /// (timestamp) is `parent`. Decoded whether or not the session opted
+    /// in; a session that did not is served a plain [`ClientFrame::Message`].
+    Reply {
+        /// The text, as in [`ClientFrame::Message`].
+        message: String,
+        /// The id of the message replied to.
+        parent: u64,
+    },
+    /// Extension `reactions`: add (`on`) or remove the sender's `emoji` on
+    /// the message `id`.
+    React {
+        /// The id (timestamp) of the message reacted to.
+        id: u64,
+        /// The reaction, checked by
+        /// [`check_emoji`](super::reactions::check_emoji).
+        emoji: String,
+        /// Add (true, the default) or remove.
+        on: bool,
+    },
+    /// Extension `typing`: the user is typing (`{"typing": true}`).
+    Typing,
+    /// Extension `manage`: claim the room (`{"claim": true}`).
+    Claim,
+    /// Extension `manage`: set (or clear, with `""`) the topic.
+    SetTopic {
+        /// The owner token.
+        token: String,
+        /// The new topic, checked by
+        /// [`check_topic`](super::manage::check_topic).
+        topic: String,
+    },
+    /// Extension `manage`: set (or clear, with `""`) the room's password.
+    SetPassword {
+        /// The owner token.
+        token: String,
+        /// The new password, or `""` to clear it.
+        password: String,
+    },
+    /// Extension `manage`: delete the room.
+    Delete {
+        /// The owner token.
+        token: String,
+    },
+    /// Extension `dm`: a direct message to the user holding the name `to`.
+    Dm {
+        /// The recipient's name (at most [`MAX_NAME_CHARS`] characters).
+        to: String,
+        /// The text, as in [`ClientFrame::Message`] but never empty.
+        message: String,
+    },
+    /// Extension `search`: messages whose text matches every term (see
+    /// [`search`](super::search)), newest first, older than `before`.
+    Search {
+        /// The query as sent (echoed in the answer).
+        query: String,
+        /// Its terms, from [`search::terms`](super::search::terms).
+        terms: Vec<String>,
+        /// Only messages with an id (timestamp) strictly below this;
+        /// `u64::MAX` when the request gives none.
+        before: u64,
+        /// Most results wanted, at most
+        /// [`SEARCH_PAGE_MAX`](super::search::SEARCH_PAGE_MAX).
+        limit: u32,
+    },
     /// Extension `history`: a page of stored messages older than `before`.
     ///
     /// Decoded whether or not the session opted in; the caller decides
@@ -82,12 +199,31 @@ pub enum ClientFrame {
 
 /// The extensions a dialect-A client opted in to in its hello. Kept in the
 /// socket's attachment next to the name.
+///
+/// Missing fields read as `false`, so attachments written before a field
+/// existed still read back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Extensions {
     /// Send [`encode_presence`] frames when the room's population changes.
     pub presence: bool,
     /// The client may send [`ClientFrame::HistoryRequest`]s.
     pub history: bool,
+    /// The client may react ([`ClientFrame::React`]) and gets
+    /// [`encode_reactions`] updates and `reactions` on chat frames.
+    pub reactions: bool,
+    /// The client may reply ([`ClientFrame::Reply`]) and gets `replyTo` on
+    /// chat frames.
+    pub threads: bool,
+    /// The client may say it is typing ([`ClientFrame::Typing`]) and gets
+    /// [`encode_typing`] frames.
+    pub typing: bool,
+    /// The client may search ([`ClientFrame::Search`]).
+    pub search: bool,
+    /// The client sends and gets direct messages ([`ClientFrame::Dm`]).
+    pub dm: bool,
+    /// The client may manage the room and gets its `room` frames.
+    pub manage: bool,
 }
 
 /// Decodes one text frame from a dialect-A client.
@@ -113,7 +249,13 @@ pub struct Extensions {
 /// After the hello, an object with a non-null `message` is a
 /// [`ClientFrame::Message`]: a string as it is (not trimmed, may be empty),
 /// a number or boolean in its JavaScript string form. Otherwise a non-null
-/// `history` is a [`ClientFrame::HistoryRequest`]. Other fields are ignored.
+/// `history` is a [`ClientFrame::HistoryRequest`], otherwise a non-null
+/// `react` a [`ClientFrame::React`], otherwise a non-null `dm` a
+/// [`ClientFrame::Dm`] (after `claim`, `topic` and `delete`, the
+/// management frames), otherwise a non-null `search` a
+/// [`ClientFrame::Search`], otherwise `"typing": true` a
+/// [`ClientFrame::Typing`]. A message with a non-null `replyTo` is
+/// a [`ClientFrame::Reply`]. Other fields are ignored.
 ///
 /// # Errors
 ///
@@ -128,10 +270,19 @@ pub struct Extensions {
 ///   for a malformed hello;
 /// - [`ProtocolError::MessageTooLong`] for a message over
 ///   [`MAX_MESSAGE_CHARS`] characters;
-/// - [`ProtocolError::MissingMessage`] for an object with neither
-///   `message` nor `history`, or with `"message": null`;
+/// - [`ProtocolError::MissingMessage`] for an object with none of
+///   `message`, `history` and `react` (or only nulls);
 /// - [`ProtocolError::InvalidMessage`] for an object or array `message`;
 /// - [`ProtocolError::InvalidHistoryRequest`] for a malformed `history`.
+/// - [`ProtocolError::InvalidReplyTo`] for a `replyTo` that is not a
+///   non-negative integer;
+/// - [`ProtocolError::InvalidReaction`] for a malformed `react`;
+/// - [`ProtocolError::InvalidKey`] for a malformed hello `key` (with `dm`);
+/// - [`ProtocolError::InvalidManage`] for a malformed `claim`, `topic` or
+///   `delete`;
+/// - [`ProtocolError::InvalidDm`] for a malformed `dm`;
+/// - [`ProtocolError::InvalidSearch`] for a malformed `search`;
+/// - [`ProtocolError::InvalidTyping`] for a `typing` other than `true`.
 pub fn decode(text: &str, named: bool) -> Result<ClientFrame, ProtocolError> {
     let value: Value = serde_json::from_str(text).map_err(|error| ProtocolError::InvalidJson {
         detail: error.to_string(),
@@ -163,6 +314,12 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
                 match name {
                     EXT_PRESENCE => ext.presence = true,
                     EXT_HISTORY => ext.history = true,
+                    EXT_REACTIONS => ext.reactions = true,
+                    EXT_THREADS => ext.threads = true,
+                    EXT_TYPING => ext.typing = true,
+                    EXT_SEARCH => ext.search = true,
+                    EXT_DM => ext.dm = true,
+                    EXT_MANAGE => ext.manage = true,
                     _ => {}
                 }
             }
@@ -170,7 +327,27 @@ fn decode_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolErro
         }
         Some(_) => return Err(ProtocolError::InvalidExtensions),
     };
-    Ok(ClientFrame::Hello { name, ext })
+    let key = match object.get("key") {
+        Some(Value::String(key)) if ext.dm => {
+            check_key(key)?;
+            Some(key.clone())
+        }
+        Some(Value::Null) | None => None,
+        Some(_) if ext.dm => return Err(ProtocolError::InvalidKey),
+        Some(_) => None,
+    };
+    let password = match object.get("password") {
+        Some(Value::String(p)) if !exceeds_chars(p, super::password::MAX_PASSWORD_CHARS) => {
+            Some(p.clone())
+        }
+        _ => None,
+    };
+    Ok(ClientFrame::Hello {
+        name,
+        ext,
+        key,
+        password,
+    })
 }
 
 fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
@@ -181,110 +358,70 @@ fn decode_after_hello(object: &Map<String, Value>) -> Result<ClientFrame, Protoc
             if exceeds_chars(&message, MAX_MESSAGE_CHARS) {
                 return Err(ProtocolError::MessageTooLong);
             }
-            return Ok(ClientFrame::Message(message));
+            return match object.get("replyTo") {
+                None | Some(Value::Null) => Ok(ClientFrame::Message(message)),
+                Some(parent) => {
+                    let parent = parent.as_u64().ok_or(ProtocolError::InvalidReplyTo)?;
+                    Ok(ClientFrame::Reply { message, parent })
+                }
+            };
         }
     }
     match object.get("history") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_history_request(request),
+        Some(_) => return Err(ProtocolError::InvalidHistoryRequest),
+    }
+    match object.get("react") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_react(request),
+        Some(_) => return Err(ProtocolError::InvalidReaction),
+    }
+    if let Some(frame) = decode_manage(object)? {
+        return Ok(frame);
+    }
+    match object.get("dm") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_dm(request),
+        Some(_) => return Err(ProtocolError::InvalidDm),
+    }
+    match object.get("search") {
+        Some(Value::Null) | None => {}
+        Some(Value::Object(request)) => return decode_search(request),
+        Some(_) => return Err(ProtocolError::InvalidSearch),
+    }
+    match object.get("typing") {
         Some(Value::Null) | None => Err(ProtocolError::MissingMessage),
-        Some(Value::Object(request)) => decode_history_request(request),
-        Some(_) => Err(ProtocolError::InvalidHistoryRequest),
+        Some(Value::Bool(true)) => Ok(ClientFrame::Typing),
+        Some(_) => Err(ProtocolError::InvalidTyping),
     }
 }
 
-fn decode_history_request(request: &Map<String, Value>) -> Result<ClientFrame, ProtocolError> {
-    let before = request
-        .get("before")
-        .and_then(Value::as_u64)
-        .ok_or(ProtocolError::InvalidHistoryRequest)?;
-    let limit = match request.get("limit") {
-        None | Some(Value::Null) => HISTORY_PAGE_DEFAULT,
-        Some(value) => {
-            let requested = value.as_u64().ok_or(ProtocolError::InvalidHistoryRequest)?;
-            // Clamped in u64 first: any larger request just means "as many
-            // as you will give me".
-            u32::try_from(requested.min(u64::from(HISTORY_PAGE_MAX))).unwrap_or(HISTORY_PAGE_MAX)
-        }
-    };
-    Ok(ClientFrame::HistoryRequest { before, limit })
-}
-
-/// JavaScript's `"" + value` for strings, numbers and booleans; `None` for
-/// the values whose JavaScript form is not useful text (objects, arrays,
-/// `null`).
-fn js_string(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        Value::Number(number) => number.as_f64().map(js_number),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
-    }
-}
-
-/// Whether JavaScript treats the value as false in `value || fallback`.
-fn is_js_falsy(value: &Value) -> bool {
-    match value {
-        Value::Null | Value::Bool(false) => true,
-        Value::String(text) => text.is_empty(),
-        Value::Number(number) => number.as_f64() == Some(0.0),
-        Value::Bool(true) | Value::Array(_) | Value::Object(_) => false,
-    }
-}
-
-/// JavaScript's `Number.prototype.toString()` for a finite number
-/// (ECMAScript `Number::toString`, radix 10): shortest round-trip digits,
-/// plain notation for exponents in -7..21, exponent notation otherwise.
-fn js_number(number: f64) -> String {
-    if number == 0.0 {
-        // Also -0, which JavaScript prints as "0".
-        return "0".to_owned();
-    }
-    let sign = if number < 0.0 { "-" } else { "" };
-    // Rust's `{:e}` gives the same shortest round-trip digits as JavaScript,
-    // as `d[.ddd]e<exp>`.
-    let scientific = format!("{:e}", number.abs());
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let exponent: i64 = exponent.parse().unwrap_or(0);
-    // The value is 0.d1d2...dk × 10^n, in the spec's terms.
-    let k = i64::try_from(digits.len()).unwrap_or(i64::MAX);
-    let n = exponent + 1;
-    let body = if k <= n && n <= 21 {
-        format!(
-            "{digits}{}",
-            "0".repeat(usize::try_from(n - k).unwrap_or(0))
-        )
-    } else if 0 < n && n <= 21 {
-        let (whole, fraction) = digits.split_at(usize::try_from(n).unwrap_or(0));
-        format!("{whole}.{fraction}")
-    } else if -6 < n && n <= 0 {
-        format!("0.{}{digits}", "0".repeat(usize::try_from(-n).unwrap_or(0)))
-    } else {
-        let exponent_sign = if n - 1 < 0 { '-' } else { '+' };
-        let (first, rest) = digits.split_at(1);
-        let fraction = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        format!("{first}{fraction}e{exponent_sign}{}", (n - 1).abs())
-    };
-    format!("{sign}{body}")
-}
-
-/// A chat message as it goes on the wire: no `plain` flag.
+/// A chat message as it goes on the wire: no `plain` flag; `replyTo` and
+/// `reactions` only for sessions that opted in to them.
 #[derive(Serialize)]
 struct WireChat<'a> {
     name: &'a str,
     message: &'a str,
     timestamp: u64,
+    #[serde(rename = "replyTo", skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
+    #[serde(skip_serializing_if = "<[Reaction]>::is_empty")]
+    reactions: &'a [Reaction],
 }
 
-impl<'a> From<&'a ChatMessage> for WireChat<'a> {
-    fn from(message: &'a ChatMessage) -> Self {
+impl<'a> WireChat<'a> {
+    fn new(message: &'a ChatMessage, ext: Extensions) -> Self {
         Self {
             name: &message.name,
             message: &message.message,
             timestamp: message.timestamp,
+            reply_to: message.reply_to.filter(|_| ext.threads),
+            reactions: if ext.reactions {
+                &message.reactions.0
+            } else {
+                &[]
+            },
         }
     }
 }
@@ -316,7 +453,36 @@ pub fn encode_ready() -> String {
 /// `{"name":..,"message":..,"timestamp":..}`: one chat message, live or
 /// from the backlog. The `plain` flag is not sent.
 pub fn encode_chat(message: &ChatMessage) -> String {
-    to_json(&WireChat::from(message))
+    to_json(&WireChat::new(message, Extensions::default()))
+}
+
+/// A chat frame for a session with extensions `ext`: [`encode_chat`]'s
+/// three fields, plus `replyTo` (with `threads`, for a reply) and
+/// `reactions` (with `reactions`, when there are any).
+pub fn encode_chat_ext(message: &ChatMessage, ext: Extensions) -> String {
+    to_json(&WireChat::new(message, ext))
+}
+
+/// Extension `reactions`: the reactions of message `id` after a change,
+/// `{"reactions":{"id":N,"reactions":[{"emoji":"👍","users":["alice"]}]}}`
+/// (an empty list when the last one was removed). The whole list, not the
+/// change, so a client that missed one update is right again at the next.
+pub fn encode_reactions(id: u64, reactions: &Reactions) -> String {
+    #[derive(Serialize)]
+    struct Update<'a> {
+        reactions: Body<'a>,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        id: u64,
+        reactions: &'a [Reaction],
+    }
+    to_json(&Update {
+        reactions: Body {
+            id,
+            reactions: &reactions.0,
+        },
+    })
 }
 
 /// `{"error":"<text>"}`, e.g. with [`ProtocolError::client_text`] or
@@ -349,13 +515,59 @@ pub fn encode_presence(count: usize, users: &[&str]) -> String {
     })
 }
 
+/// Extension `search`: one page of results,
+/// `{"search":{"query":"..","messages":[..],"next":N}}`: `messages` newest
+/// first, as [`encode_chat_ext`] gives them for `ext`; `next`, when not
+/// null, is the `before` to ask with for the next page (there may be more).
+pub fn encode_search_page(
+    query: &str,
+    messages: &[ChatMessage],
+    next: Option<u64>,
+    ext: Extensions,
+) -> String {
+    #[derive(Serialize)]
+    struct Search<'a> {
+        search: Page<'a>,
+    }
+    #[derive(Serialize)]
+    struct Page<'a> {
+        query: &'a str,
+        messages: Vec<WireChat<'a>>,
+        next: Option<u64>,
+    }
+    to_json(&Search {
+        search: Page {
+            query,
+            messages: messages.iter().map(|m| WireChat::new(m, ext)).collect(),
+            next,
+        },
+    })
+}
+
+/// Extension `typing`: `{"typing":{"name":"<name>"}}`, someone is typing.
+/// Shown for a few seconds by the client unless renewed.
+pub fn encode_typing(name: &str) -> String {
+    #[derive(Serialize)]
+    struct Typing<'a> {
+        typing: Body<'a>,
+    }
+    #[derive(Serialize)]
+    struct Body<'a> {
+        name: &'a str,
+    }
+    to_json(&Typing {
+        typing: Body { name },
+    })
+}
+
 /// Extension `history`: one page answering a
 /// [`ClientFrame::HistoryRequest`],
 /// `{"history":{"messages":[{"name","message","timestamp"}...],"more":bool}}`.
 ///
-/// `messages` in chronological order (oldest first); `more` tells whether
-/// still older messages exist.
-pub fn encode_history_page(messages: &[ChatMessage], more: bool) -> String {
+/// `messages` in chronological order (oldest first), each as
+/// [`encode_chat_ext`] gives it for `ext`; `more` tells whether still older
+/// messages exist.
+pub fn encode_history_page(messages: &[ChatMessage], more: bool, ext: Extensions) -> String {
     #[derive(Serialize)]
     struct History<'a> {
         history: Page<'a>,
@@ -367,7 +579,7 @@ pub fn encode_history_page(messages: &[ChatMessage], more: bool) -> String {
     }
     to_json(&History {
         history: Page {
-            messages: messages.iter().map(WireChat::from).collect(),
+            messages: messages.iter().map(|m| WireChat::new(m, ext)).collect(),
             more,
         },
     })

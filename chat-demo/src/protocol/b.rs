@@ -13,6 +13,7 @@
 //!     message: text,
 //!     timestamp: 1,
 //!     plain: true,
+//!     ..ChatMessage::default()
 //! };
 //! assert_eq!(b::encode_chat(&stored), "hello");
 //! # Ok::<(), chat_demo::protocol::ProtocolError>(())
@@ -70,6 +71,7 @@ mod tests {
             message: message.to_owned(),
             timestamp: 1,
             plain,
+            ..ChatMessage::default()
         }
     }
 

@@ -18,6 +18,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::a::{self, Extensions};
+use super::time::iso8601;
 use super::{
     ChatMessage, MAX_MESSAGE_CHARS, MAX_NAME_CHARS, ProtocolError, exceeds_chars, to_json,
 };
@@ -58,6 +60,30 @@ pub fn room_from_query(raw: Option<&str>) -> &str {
     }
 }
 
+/// The extensions a C client opts in to with its `ext` query value, a
+/// comma-separated list: `presence` and `typing` (the others are dialect
+/// A's; unknown names are ignored, as in A's hello).
+pub fn ext_from_query(raw: Option<&str>) -> Extensions {
+    let mut ext = Extensions::default();
+    for name in raw.unwrap_or_default().split(',').map(str::trim) {
+        match name {
+            a::EXT_PRESENCE => ext.presence = true,
+            a::EXT_TYPING => ext.typing = true,
+            _ => {}
+        }
+    }
+    ext
+}
+
+/// Whether a frame from a C client is the typing signal `{"typing":true}`
+/// (only read from clients that opted in to `typing`).
+pub fn is_typing(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<Value>(text),
+        Ok(Value::Object(object)) if object.get("typing") == Some(&Value::Bool(true))
+    )
+}
+
 /// Decodes one text frame from a C client into the trimmed message text.
 ///
 /// As in the seed's server, everything that is not usable text is silently
@@ -87,19 +113,26 @@ pub fn decode(text: &str) -> Result<Option<String>, ProtocolError> {
     Ok(Some(message.to_owned()))
 }
 
-/// `{"message":..,"name":..,"timestamp":..}`: one chat message, live or from
-/// the backlog.
+/// `{"message":..,"name":..,"timestamp":..,"serverTime":..}`: one chat
+/// message, live or from the backlog.
+///
+/// `serverTime` is the message's timestamp (the server's clock when it was
+/// stored) in ISO 8601, as the workshop's first task adds it; the
+/// original page ignores fields it does not know.
 pub fn encode_chat(message: &ChatMessage) -> String {
     #[derive(Serialize)]
     struct Chat<'a> {
         message: &'a str,
         name: &'a str,
         timestamp: u64,
+        #[serde(rename = "serverTime")]
+        server_time: String,
     }
     to_json(&Chat {
         message: &message.message,
         name: &message.name,
         timestamp: message.timestamp,
+        server_time: iso8601(message.timestamp),
     })
 }
 
@@ -115,16 +148,31 @@ pub fn encode_left(name: &str) -> String {
     notice("left the chat", name)
 }
 
-/// `{"error":"<text>"}`, e.g. with [`ProtocolError::client_text`] or
-/// [`RATE_LIMITED`](super::limit::RATE_LIMITED). The seed never sends
-/// errors; its client shows no chat line for this object (it has no `name`).
-pub fn encode_error(text: &str) -> String {
+/// `{"name":"Error","message":"<text>","timestamp":<ms>}`, e.g. with
+/// [`ProtocolError::client_text`] or
+/// [`RATE_LIMITED`](super::limit::RATE_LIMITED).
+///
+/// The seed's page renders every frame as `name: message` (and shows the
+/// name `Error` in red), so an error is shaped like a chat line from a user
+/// called `Error`; an `{"error": ...}` object would show as
+/// "undefined: undefined". `now_ms` is the server's clock when the error
+/// was raised (not a room timestamp: errors are not stored).
+pub fn encode_error(text: &str, now_ms: u64) -> String {
     #[derive(Serialize)]
     struct Error<'a> {
-        error: &'a str,
+        name: &'a str,
+        message: &'a str,
+        timestamp: u64,
     }
-    to_json(&Error { error: text })
+    to_json(&Error {
+        name: ERROR_NAME,
+        message: text,
+        timestamp: now_ms,
+    })
 }
+
+/// The sender name of an error frame ([`encode_error`]).
+pub const ERROR_NAME: &str = "Error";
 
 fn notice(message: &str, name: &str) -> String {
     #[derive(Serialize)]
@@ -170,6 +218,17 @@ mod tests {
             name_from_query(Some(&"ü".repeat(33))),
             Err(ProtocolError::NameTooLong)
         );
+    }
+
+    #[test]
+    fn extensions_from_the_query() {
+        assert_eq!(ext_from_query(None), Extensions::default());
+        let both = ext_from_query(Some("presence, typing,history,junk"));
+        assert!(both.presence && both.typing);
+        assert!(!both.history, "A's extensions are not C's");
+        assert_eq!(ext_from_query(Some("")), Extensions::default());
+        assert!(is_typing(r#"{"typing":true}"#));
+        assert!(!is_typing(r#"{"typing":false}"#) && !is_typing("typing"));
     }
 
     #[test]
@@ -252,10 +311,11 @@ mod tests {
             message: "hi".into(),
             timestamp: 1_700_000_000_000,
             plain: true,
+            ..ChatMessage::default()
         };
         assert_eq!(
             encode_chat(&message),
-            r#"{"message":"hi","name":"bob","timestamp":1700000000000}"#
+            r#"{"message":"hi","name":"bob","timestamp":1700000000000,"serverTime":"2023-11-14T22:13:20.000Z"}"#
         );
         assert_eq!(
             encode_joined("bob"),
@@ -266,8 +326,8 @@ mod tests {
             r#"{"message":"left the chat","name":"bob"}"#
         );
         assert_eq!(
-            encode_error("Message too long."),
-            r#"{"error":"Message too long."}"#
+            encode_error("Message too long.", 1_700_000_000_001),
+            r#"{"name":"Error","message":"Message too long.","timestamp":1700000000001}"#
         );
     }
 
@@ -282,6 +342,7 @@ mod tests {
             message: message.into(),
             timestamp: 3,
             plain: false,
+            ..ChatMessage::default()
         };
         let value: Value = serde_json::from_str(&encode_chat(&sent)).expect("valid JSON");
         assert_eq!(value["name"], name);

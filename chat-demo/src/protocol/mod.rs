@@ -1,7 +1,7 @@
 //! Wire codecs of the chat demo: pure functions from frames to values and
 //! back, with no I/O and no clock.
 //!
-//! One room serves three client dialects (see `shared/spec/chat-protocol.md`):
+//! One room serves three client dialects (see `docs/protocol.md`):
 //!
 //! - [`a`]: the Edge Chat Demo, JSON text frames with names, roster, backlog
 //!   and our opt-in extensions (presence, history paging);
@@ -32,6 +32,7 @@
 //!     message: "hello".to_owned(),
 //!     timestamp: 1_700_000_000_000,
 //!     plain: false,
+//!     ..ChatMessage::default()
 //! };
 //! assert_eq!(
 //!     a::encode_chat(&stored),
@@ -43,9 +44,17 @@
 pub mod a;
 pub mod b;
 pub mod c;
+pub mod dm;
 pub mod limit;
+pub mod manage;
+pub mod password;
+pub mod reactions;
+pub mod search;
+pub mod time;
 
 use serde::{Deserialize, Serialize};
+
+use reactions::Reactions;
 
 /// Longest user name, in characters (see the module docs on lengths).
 pub const MAX_NAME_CHARS: usize = 32;
@@ -66,7 +75,11 @@ pub const PRIVATE_ROOM_ID_LEN: usize = 64;
 ///
 /// Every dialect encodes it from this one form, so a message sent from one
 /// dialect reaches the users of the others.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A message's id is its timestamp: unique within its room (timestamps
+/// strictly increase) and never changed, so replies and reactions name
+/// their message by it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
     /// Sender's name; `anonymous` for a dialect-B (plain relay) sender.
     pub name: String,
@@ -80,6 +93,13 @@ pub struct ChatMessage {
     /// without it read back as `false`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub plain: bool,
+    /// Extension `threads`: the id (timestamp) of the message this one
+    /// replies to. Omitted when none.
+    #[serde(default, rename = "replyTo", skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Extension `reactions`: who reacted with what. Omitted when none.
+    #[serde(default, skip_serializing_if = "Reactions::is_empty")]
+    pub reactions: Reactions,
 }
 
 /// `skip_serializing_if` needs a function taking a reference.
@@ -201,11 +221,58 @@ pub enum ProtocolError {
     /// The `history` request is not `{"before": <u64>, "limit": <u32>}`.
     #[error("malformed history request")]
     InvalidHistoryRequest,
+    /// A message's `replyTo` is not a message id (a non-negative integer).
+    #[error("malformed replyTo")]
+    InvalidReplyTo,
+    /// The `react` request is malformed (see [`reactions::check_emoji`]).
+    #[error("malformed reaction")]
+    InvalidReaction,
+    /// A reaction would pass the bounds of [`reactions`].
+    #[error("too many reactions")]
+    TooManyReactions,
+    /// The `search` request is malformed, or its query too long, empty of
+    /// words or with too many (see [`search::terms`]).
+    #[error("malformed search")]
+    InvalidSearch,
+    /// The hello's user `key` is malformed (see [`dm::check_key`]).
+    #[error("malformed user key")]
+    InvalidKey,
+    /// The hello's name is held by another user key in this room.
+    #[error("name held by another key")]
+    NameHeld,
+    /// The `dm` request is malformed.
+    #[error("malformed dm")]
+    InvalidDm,
+    /// Nobody holding a user key is connected under the `dm`'s name.
+    #[error("no such recipient")]
+    NoSuchRecipient,
+    /// A `claim`, `topic` or `delete` request is malformed.
+    #[error("malformed management request")]
+    InvalidManage,
+    /// The room already has an owner.
+    #[error("already claimed")]
+    AlreadyClaimed,
+    /// The owner token is wrong (or the room has no owner).
+    #[error("wrong owner token")]
+    WrongToken,
+    /// The room has a password and the hello (or query) gave none.
+    #[error("password required")]
+    PasswordRequired,
+    /// The password given does not match.
+    #[error("wrong password")]
+    WrongPassword,
+    /// `typing` is not `true`.
+    #[error("malformed typing")]
+    InvalidTyping,
+    /// A reply or reaction names a message the room does not hold.
+    #[error("no such message")]
+    NoSuchMessage,
 }
 
 impl ProtocolError {
     /// The exact text to send back to the client, wrapped in the dialect's
-    /// error frame (`{"error": ...}` for A and C, plain text for B).
+    /// error frame (`{"error": ...}` for A, plain text for B, a chat line
+    /// from `Error` for C).
     pub fn client_text(&self) -> &'static str {
         match self {
             Self::NameTooLong => "Name too long.",
@@ -218,6 +285,29 @@ impl ProtocolError {
             Self::InvalidMessage => "Message must be a string.",
             Self::InvalidHistoryRequest => {
                 r#"Expected "history" to be {"before": <timestamp>, "limit": <count>}."#
+            }
+            Self::InvalidReplyTo => r#"Expected "replyTo" to be a message id."#,
+            Self::InvalidReaction => {
+                r#"Expected "react" to be {"id": <message id>, "emoji": "<emoji, at most 16 characters>", "on": <true|false>}."#
+            }
+            Self::TooManyReactions => "Too many reactions on this message.",
+            Self::NoSuchMessage => "No such message.",
+            Self::InvalidTyping => r#"Expected "typing" to be true."#,
+            Self::InvalidManage => {
+                r#"Expected {"claim": true}, {"topic": {"token": "<owner token>", "topic": "<at most 120 characters>"}} or {"delete": {"token": "<owner token>"}}."#
+            }
+            Self::AlreadyClaimed => "This room already has an owner.",
+            Self::WrongToken => "Wrong owner token.",
+            Self::PasswordRequired => "This room needs a password.",
+            Self::WrongPassword => "Wrong password.",
+            Self::InvalidKey => r#"Expected "key" to be 16 to 128 letters, digits, "-" or "_"."#,
+            Self::NameHeld => "That name is in use by someone else in this room.",
+            Self::InvalidDm => r#"Expected "dm" to be {"to": "<name>", "message": "<text>"}."#,
+            Self::NoSuchRecipient => {
+                "Nobody of that name can get direct messages in this room right now."
+            }
+            Self::InvalidSearch => {
+                r#"Expected "search" to be {"query": "<1 to 4 words, at most 64 characters>", "before": <message id>, "limit": <count>}."#
             }
         }
     }
@@ -260,6 +350,7 @@ mod tests {
             message: "hi".to_owned(),
             timestamp: 42,
             plain,
+            ..ChatMessage::default()
         }
     }
 
@@ -367,6 +458,21 @@ mod tests {
             ProtocolError::MissingMessage,
             ProtocolError::InvalidMessage,
             ProtocolError::InvalidHistoryRequest,
+            ProtocolError::InvalidReplyTo,
+            ProtocolError::InvalidReaction,
+            ProtocolError::TooManyReactions,
+            ProtocolError::NoSuchMessage,
+            ProtocolError::InvalidTyping,
+            ProtocolError::InvalidSearch,
+            ProtocolError::InvalidKey,
+            ProtocolError::NameHeld,
+            ProtocolError::InvalidDm,
+            ProtocolError::NoSuchRecipient,
+            ProtocolError::InvalidManage,
+            ProtocolError::AlreadyClaimed,
+            ProtocolError::WrongToken,
+            ProtocolError::PasswordRequired,
+            ProtocolError::WrongPassword,
         ];
         for error in others {
             assert_eq!(error.closes_socket(), None, "{error:?}");

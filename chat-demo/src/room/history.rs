@@ -8,6 +8,7 @@
 
 use objects::{ListOptions, Storage, StorageError};
 
+use super::search;
 use crate::protocol::ChatMessage;
 
 /// The prefix of every history key.
@@ -34,6 +35,24 @@ pub(crate) fn latest(storage: &Storage) -> Result<u64, StorageError> {
     let newest =
         storage.list::<ChatMessage>(&ListOptions::new().prefix(PREFIX).reverse(true).limit(1))?;
     Ok(newest.first().map_or(0, |(_, m)| m.timestamp))
+}
+
+/// Whether a message with this id (timestamp) is stored.
+///
+/// # Errors
+///
+/// A storage read error.
+pub(crate) fn exists(storage: &Storage, id: u64) -> Result<bool, StorageError> {
+    Ok(storage.get_bytes(&key(id))?.is_some())
+}
+
+/// The message with this id (timestamp), if stored.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn message(storage: &Storage, id: u64) -> Result<Option<ChatMessage>, StorageError> {
+    storage.get(&key(id))
 }
 
 /// The newest `count` messages, oldest first.
@@ -94,15 +113,15 @@ pub(crate) fn expire(storage: &mut Storage, cutoff: u64) -> Result<(usize, bool)
             .prefix(PREFIX)
             .end(key(cutoff))
             .limit(batch);
-        let keys: Vec<String> = storage
-            .list_bytes(&opts)?
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        if keys.is_empty() {
+        let old = storage.list::<ChatMessage>(&opts)?;
+        if old.is_empty() {
             return Ok((deleted, false));
         }
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+        // The search index goes with its messages, in the same event.
+        for (_, message) in &old {
+            search::unindex(storage, message)?;
+        }
+        let refs: Vec<&str> = old.iter().map(|(k, _)| k.as_str()).collect();
         deleted += storage.delete_many(&refs)?;
     }
     let more = !storage

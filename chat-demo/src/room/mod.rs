@@ -1,9 +1,16 @@
 //! The `ChatRoom` object: one per room, serving all three dialects over the
 //! same sockets, history and rate limit.
 
+mod direct;
+mod fanout;
 mod history;
+mod manage;
+mod reactions;
+mod search;
 mod session;
+mod typing;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,11 +20,13 @@ use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::connections::Connections;
+use crate::directory::{ACTIVITY_REPORT_MS, DIRECTORY_NAME, Directory, DirectoryCall, RoomStatus};
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
 use crate::protocol::limit::RATE_LIMITED;
-use crate::protocol::{ChatMessage, Dialect, HISTORY_ON_JOIN, ProtocolError, b, c};
-use session::{Closing, Members, Session, Sessions};
+use crate::protocol::{ChatMessage, Dialect, HISTORY_ON_JOIN, ProtocolError, b, c, dm};
+use fanout::{Presence, announce, broadcast_to_a, encode_error, send_presence};
+use session::{Closing, Session, Sessions};
 
 /// The error text for a binary frame, in every dialect.
 const BINARY_NOT_SUPPORTED: &str = "Binary frames are not supported.";
@@ -49,6 +58,15 @@ pub struct ChatRoom {
     /// Whether an expiry alarm is set (with a retention): a cache of
     /// storage, rebuilt by `new`.
     expiry_set: bool,
+    /// When each socket's last typing signal was passed on (the throttle;
+    /// losing it to hibernation lets one more through).
+    typing_at: HashMap<WebSocket, u64>,
+    /// The room's name when it is public (reached by name); private rooms
+    /// are never listed.
+    public_name: Option<String>,
+    /// The last status sent to the directory and when: a cache (losing it
+    /// costs one repeated report).
+    reported: Option<(RoomStatus, u64)>,
 }
 
 /// What every room of a process shares: the rate limiter namespace and
@@ -62,6 +80,8 @@ pub struct RoomEnv {
     connections: Arc<Connections>,
     /// How long messages are kept, in ms; `None` keeps them for ever.
     retention_ms: Option<u64>,
+    /// The directory of public rooms, which named rooms report to.
+    directory: Namespace<Directory>,
 }
 
 impl RoomEnv {
@@ -69,10 +89,12 @@ impl RoomEnv {
         limiters: Namespace<RateLimiter>,
         connections: Arc<Connections>,
         retention: Option<std::time::Duration>,
+        directory: Namespace<Directory>,
     ) -> RoomEnv {
         RoomEnv {
             limiters,
             connections,
+            directory,
             retention_ms: retention.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
@@ -96,9 +118,12 @@ impl Object for ChatRoom {
         Ok(ChatRoom {
             env,
             label,
-            last_timestamp: history::latest(ctx.storage())?,
+            last_timestamp: history::latest(ctx.storage())?.max(direct::latest(ctx.storage())?),
             sessions: Sessions::default(),
             expiry_set,
+            typing_at: HashMap::new(),
+            public_name: ctx.name().map(str::to_owned),
+            reported: None,
         })
     }
 
@@ -111,12 +136,28 @@ impl Object for ChatRoom {
             return Ok(());
         };
         let now = ctx.now_ms();
-        let (deleted, more) = history::expire(ctx.storage(), now.saturating_sub(retention))?;
-        tracing::debug!(deleted, more, "history expired");
-        let next = if more {
+        let cutoff = now.saturating_sub(retention);
+        let (deleted, more) = history::expire(ctx.storage(), cutoff)?;
+        // Direct messages age out on the same clock.
+        let (deleted_direct, more_direct) = direct::expire(ctx.storage(), cutoff)?;
+        tracing::debug!(
+            deleted,
+            deleted_direct,
+            more,
+            more_direct,
+            "history expired"
+        );
+        let next = if more || more_direct {
             Some(now)
         } else {
-            history::oldest(ctx.storage())?.map(|t| t.saturating_add(retention))
+            let oldest = match (
+                history::oldest(ctx.storage())?,
+                direct::oldest(ctx.storage())?,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            oldest.map(|t| t.saturating_add(retention))
         };
         if let Some(at) = next {
             ctx.storage().set_alarm(at)?;
@@ -183,6 +224,7 @@ impl ChatRoom {
             dialect: admission.dialect,
             name: None,
             ext: Extensions::default(),
+            user: None,
             ip: admission.ip,
             closing: None,
         };
@@ -194,12 +236,25 @@ impl ChatRoom {
         let mut backlog = Vec::new();
         if session.dialect == Dialect::C {
             match c::name_from_query(admission.name.as_deref()) {
-                Ok(name) => session.name = Some(name),
+                Ok(name) => {
+                    session.name = Some(name);
+                    session.ext = c::ext_from_query(admission.ext.as_deref());
+                }
                 Err(error) => {
                     return Ok(text_response(StatusCode::BAD_REQUEST, error.client_text()));
                 }
             }
             backlog = history::recent(ctx.storage(), HISTORY_ON_JOIN)?;
+        }
+        // A password-protected room: B cannot join it, C must give the
+        // password in its query (A gives it in its hello). Refused before
+        // the upgrade, so no socket is opened just to be closed.
+        if session.dialect != Dialect::A
+            && let Some((status, text)) = self
+                .password_refusal(ctx, &session, admission.password.as_deref())
+                .await?
+        {
+            return Ok(text_response(status, text));
         }
         let tag = match session.dialect {
             Dialect::A => "A",
@@ -237,6 +292,7 @@ impl ChatRoom {
             let members = self.sessions.members(ctx);
             send_presence(ctx, &members);
         }
+        self.report(ctx);
         Ok(response)
     }
 
@@ -252,47 +308,115 @@ impl ChatRoom {
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                ctx.send(ws, encode_error(session.dialect, BINARY_NOT_SUPPORTED));
+                ctx.send(ws, encode_error(ctx, session.dialect, BINARY_NOT_SUPPORTED));
                 return Ok(());
             }
         };
         match session.dialect {
             Dialect::A if session.name.is_none() => match a::decode(&text, false) {
-                Ok(ClientFrame::Hello { name, ext }) => self.hello(ctx, ws, session, name, ext),
+                Ok(ClientFrame::Hello {
+                    name,
+                    ext,
+                    key,
+                    password,
+                }) => {
+                    if !self
+                        .password_gate(ctx, ws, &session, password.as_deref())
+                        .await?
+                    {
+                        return Ok(());
+                    }
+                    let user = key.as_deref().map(dm::user_id);
+                    self.hello(ctx, ws, session, name, ext, user)
+                }
                 // `decode` before the hello yields only hellos.
                 Ok(_) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
             Dialect::A => match a::decode(&text, true) {
-                Ok(ClientFrame::Message(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(ClientFrame::Message(message)) => {
+                    self.chat(ctx, ws, &session, message, None).await
+                }
+                Ok(ClientFrame::Reply { message, parent }) if session.ext.threads => {
+                    if !history::exists(ctx.storage(), parent)? {
+                        return self.refuse(ctx, ws, &session, &ProtocolError::NoSuchMessage);
+                    }
+                    self.chat(ctx, ws, &session, message, Some(parent)).await
+                }
+                // Not opted in: `replyTo` is one more field it ignores.
+                Ok(ClientFrame::Reply { message, .. }) => {
+                    self.chat(ctx, ws, &session, message, None).await
+                }
+                Ok(ClientFrame::React { id, emoji, on }) if session.ext.reactions => {
+                    self.react(ctx, ws, &session, id, &emoji, on).await
+                }
                 Ok(ClientFrame::HistoryRequest { before, limit }) if session.ext.history => {
                     let (messages, more) = history::page(ctx.storage(), before, limit)?;
-                    ctx.send(ws, a::encode_history_page(&messages, more));
+                    ctx.send(ws, a::encode_history_page(&messages, more, session.ext));
                     Ok(())
                 }
                 // Not opted in: the request is not understood.
-                Ok(ClientFrame::HistoryRequest { .. }) => {
-                    self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage)
+                Ok(ClientFrame::Search {
+                    query,
+                    terms,
+                    before,
+                    limit,
+                }) if session.ext.search => {
+                    self.search(ctx, ws, &session, &query, &terms, before, limit)
+                        .await
                 }
+                Ok(ClientFrame::Dm { to, message }) if session.ext.dm => {
+                    self.direct(ctx, ws, &session, &to, message).await
+                }
+                Ok(ClientFrame::Claim) if session.ext.manage => self.claim(ctx, ws, &session).await,
+                Ok(ClientFrame::SetTopic { token, topic }) if session.ext.manage => {
+                    self.set_topic(ctx, ws, &session, &token, &topic).await
+                }
+                Ok(ClientFrame::SetPassword { token, password }) if session.ext.manage => {
+                    self.set_password(ctx, ws, &session, &token, &password)
+                        .await
+                }
+                Ok(ClientFrame::Delete { token }) if session.ext.manage => {
+                    self.delete_room(ctx, ws, &session, &token).await
+                }
+                Ok(ClientFrame::Typing) if session.ext.typing => {
+                    self.typing(ctx, ws, &session);
+                    Ok(())
+                }
+                Ok(
+                    ClientFrame::HistoryRequest { .. }
+                    | ClientFrame::React { .. }
+                    | ClientFrame::Search { .. }
+                    | ClientFrame::Dm { .. }
+                    | ClientFrame::Claim
+                    | ClientFrame::SetTopic { .. }
+                    | ClientFrame::SetPassword { .. }
+                    | ClientFrame::Delete { .. }
+                    | ClientFrame::Typing,
+                ) => self.refuse(ctx, ws, &session, &ProtocolError::MissingMessage),
                 // `decode` after the hello never yields a hello.
                 Ok(ClientFrame::Hello { .. }) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
             Dialect::B => match b::decode(&text) {
-                Ok(Some(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(Some(message)) => self.chat(ctx, ws, &session, message, None).await,
                 Ok(None) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
+            Dialect::C if session.ext.typing && c::is_typing(&text) => {
+                self.typing(ctx, ws, &session);
+                Ok(())
+            }
             Dialect::C => match c::decode(&text) {
-                Ok(Some(message)) => self.chat(ctx, ws, &session, message).await,
+                Ok(Some(message)) => self.chat(ctx, ws, &session, message, None).await,
                 Ok(None) => Ok(()),
                 Err(error) => self.refuse(ctx, ws, &session, &error),
             },
         }
     }
 
-    /// A dialect-A hello: roster, backlog and `ready` to the newcomer, the
-    /// join to everyone else.
+    /// A dialect-A hello: roster, backlog, its own `joined` and `ready` to
+    /// the newcomer, the join to everyone else.
     fn hello(
         &mut self,
         ctx: &mut Context,
@@ -300,11 +424,27 @@ impl ChatRoom {
         mut session: Session,
         name: String,
         ext: Extensions,
+        user: Option<String>,
     ) -> Result<()> {
-        // The fallible read first: a failure then changes nothing.
+        if let Some(id) = &user
+            && self.name_held_by_other(ctx, &name, id)
+        {
+            return self.refuse(ctx, ws, &session, &ProtocolError::NameHeld);
+        }
+        // The fallible reads first: a failure then changes nothing.
         let backlog = history::recent(ctx.storage(), HISTORY_ON_JOIN)?;
+        let direct = match &user {
+            Some(id) => direct::recent(ctx.storage(), id)?,
+            None => Vec::new(),
+        };
+        let room_state = if ext.manage {
+            Some(manage::state(ctx.storage())?)
+        } else {
+            None
+        };
         session.name = Some(name.clone());
         session.ext = ext;
+        session.user = user;
         self.sessions.set(ctx, ws, session)?;
         tracing::debug!(socket = ws.sid(), name = %name, "named");
         let members = self.sessions.members(ctx);
@@ -312,38 +452,66 @@ impl ChatRoom {
             ctx.send(ws, a::encode_joined(other));
         }
         for message in &backlog {
-            ctx.send(ws, a::encode_chat(message));
+            ctx.send(ws, a::encode_chat_ext(message, ext));
         }
+        // The newcomer is told of itself too, after the roster and the
+        // backlog: the original broadcast the join to every named session,
+        // the newcomer included, and its page builds the roster from
+        // `joined` frames only.
+        ctx.send(ws, a::encode_joined(&name));
         ctx.send(ws, a::encode_ready());
         announce(ctx, &members, ws, &name, Presence::Joined);
         send_presence(ctx, &members);
+        // Extension `manage`: whether the room is claimed, and its topic.
+        if let Some((owned, topic, password)) = room_state {
+            ctx.send(
+                ws,
+                crate::protocol::manage::encode_room(owned, &topic, password),
+            );
+        }
+        // Extension `dm`: this user's own direct messages, after `ready`.
+        for message in &direct {
+            ctx.send(ws, dm::encode_dm(message));
+        }
         Ok(())
     }
 
-    /// A chat message from any dialect: rate limit, store, broadcast.
+    /// Charges one message to the sender's IP; false (and the sender told)
+    /// when its budget is spent.
+    pub(super) async fn charge(&self, ctx: &mut Context, ws: WebSocket, sender: &Session) -> bool {
+        let limiter = self.env.limiters.get_by_name(&sender.ip);
+        match limiter.call(ctx.now_ms()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(cooldown_ms)) => {
+                tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
+                ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
+                false
+            }
+            Err(error) => {
+                // Fail closed: a limiter that cannot answer (overloaded,
+                // shutting down) must not turn into no limit at all.
+                tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
+                ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
+                false
+            }
+        }
+    }
+
+    /// A chat message from any dialect (a reply when `reply_to` is set):
+    /// rate limit, store, broadcast.
     async fn chat(
         &mut self,
         ctx: &mut Context,
         ws: WebSocket,
         sender: &Session,
         text: String,
+        reply_to: Option<u64>,
     ) -> Result<()> {
-        let limiter = self.env.limiters.get_by_name(&sender.ip);
-        match limiter.call(ctx.now_ms()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(cooldown_ms)) => {
-                tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
-                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
-                return Ok(());
-            }
-            Err(error) => {
-                // Fail closed: a limiter that cannot answer (overloaded,
-                // shutting down) must not turn into no limit at all.
-                tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
-                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
-                return Ok(());
-            }
+        if !self.charge(ctx, ws, sender).await {
+            return Ok(());
         }
+        // A message ends "typing": the sender's next signal goes through.
+        self.typing_at.remove(&ws);
         let timestamp = history::next_timestamp(ctx.now_ms(), self.last_timestamp);
         let message = ChatMessage {
             name: match sender.dialect {
@@ -360,10 +528,13 @@ impl ChatRoom {
             message: text,
             timestamp,
             plain: sender.dialect == Dialect::B,
+            reply_to,
+            ..ChatMessage::default()
         };
         // Stored in this event, so the output gate holds the broadcast
         // below until the message is durable.
         ctx.storage().put(&history::key(timestamp), &message)?;
+        search::index(ctx.storage(), &message)?;
         self.last_timestamp = timestamp;
         if let Some(retention) = self.env.retention_ms
             && !self.expiry_set
@@ -373,13 +544,11 @@ impl ChatRoom {
             self.expiry_set = true;
         }
         tracing::debug!(socket = ws.sid(), timestamp, "message");
+        self.report(ctx);
         let members = self.sessions.members(ctx);
-        let to_a = members.select(|_, s| s.is_named_a());
+        broadcast_to_a(ctx, &members, &message);
         let to_b = members.select(|_, s| s.dialect == Dialect::B);
         let to_c = members.select(|w, s| s.dialect == Dialect::C && w != ws);
-        if !to_a.is_empty() {
-            ctx.broadcast(to_a, a::encode_chat(&message));
-        }
         if !to_b.is_empty() {
             ctx.broadcast(to_b, b::encode_chat(&message));
         }
@@ -391,7 +560,7 @@ impl ChatRoom {
 
     /// Answers a refused frame in the sender's dialect, closing the socket
     /// when the error calls for it (an over-long name).
-    fn refuse(
+    pub(super) fn refuse(
         &mut self,
         ctx: &mut Context,
         ws: WebSocket,
@@ -400,7 +569,7 @@ impl ChatRoom {
     ) -> Result<()> {
         tracing::debug!(socket = ws.sid(), %error, "frame refused");
         let text = error.client_text();
-        ctx.send(ws, encode_error(session.dialect, text));
+        ctx.send(ws, encode_error(ctx, session.dialect, text));
         if let Some(code) = error.closes_socket() {
             self.close_later(ctx, ws, session, code, text)?;
         }
@@ -410,7 +579,7 @@ impl ChatRoom {
     /// Closes a socket after the frames sent to it in this event (the
     /// runtime queues the close behind them). The session is marked, so
     /// frames that arrive before the close completes are ignored.
-    fn close_later(
+    pub(super) fn close_later(
         &mut self,
         ctx: &mut Context,
         ws: WebSocket,
@@ -436,6 +605,7 @@ impl ChatRoom {
         // The front door took a slot for this socket before handing it
         // over; this handler runs once per accepted socket.
         self.env.connections.release(&session.ip);
+        self.typing_at.remove(&ws);
         tracing::debug!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
         // The closed socket is no longer listed among the members.
         let members = self.sessions.members(ctx);
@@ -443,55 +613,53 @@ impl ChatRoom {
             announce(ctx, &members, ws, name, Presence::Left);
         }
         send_presence(ctx, &members);
+        // Queued in this handler, so before anyone can act on the frames
+        // above (they leave once the event is done). A socket closed by the
+        // room's deletion does not put the room back in the directory.
+        let deleted = session
+            .closing
+            .as_ref()
+            .is_some_and(|c| c.code == crate::protocol::manage::DELETED_CLOSE_CODE);
+        if !deleted {
+            self.report(ctx);
+        }
     }
-}
 
-/// Whether a user arrived or went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Presence {
-    Joined,
-    Left,
-}
-
-/// Tells the named A sessions (`joined`/`quit`) and the C sessions
-/// (`joined the chat`/`left the chat`), except `who` itself, that `name`
-/// arrived or left. B clients get no notices.
-fn announce(ctx: &mut Context, members: &Members<'_>, who: WebSocket, name: &str, what: Presence) {
-    let to_a = members.select(|w, s| w != who && s.is_named_a());
-    let to_c = members.select(|w, s| w != who && s.dialect == Dialect::C);
-    if !to_a.is_empty() {
-        let frame = match what {
-            Presence::Joined => a::encode_joined(name),
-            Presence::Left => a::encode_quit(name),
+    /// Tells the directory this public room's status, coalesced: only when
+    /// the number of connections changed, the room got its first message,
+    /// or the last activity changed and the last report is
+    /// [`ACTIVITY_REPORT_MS`] old. The room does not wait for the answer.
+    fn report(&mut self, ctx: &Context) {
+        let Some(name) = self.public_name.clone() else {
+            return;
         };
-        ctx.broadcast(to_a, frame);
-    }
-    if !to_c.is_empty() {
-        let frame = match what {
-            Presence::Joined => c::encode_joined(name),
-            Presence::Left => c::encode_left(name),
+        let online = u32::try_from(ctx.websockets(None).len()).unwrap_or(u32::MAX);
+        let status = RoomStatus {
+            name,
+            online,
+            last_activity: self.last_timestamp,
         };
-        ctx.broadcast(to_c, frame);
-    }
-}
-
-/// Extension `presence`: the room's count and names, to every named A
-/// session that opted in.
-fn send_presence(ctx: &mut Context, members: &Members<'_>) {
-    let to = members.select(|_, s| s.is_named_a() && s.ext.presence);
-    if to.is_empty() {
-        return;
-    }
-    let frame = a::encode_presence(members.count(), &members.names_except(None));
-    ctx.broadcast(to, frame);
-}
-
-/// An error frame in a dialect.
-fn encode_error(dialect: Dialect, text: &str) -> String {
-    match dialect {
-        Dialect::A => a::encode_error(text),
-        Dialect::B => b::encode_error(text),
-        Dialect::C => c::encode_error(text),
+        let now = ctx.now_ms();
+        if let Some((last, at)) = &self.reported
+            && last.online == status.online
+            && (last.last_activity == status.last_activity
+                || (last.last_activity != 0 && now < at.saturating_add(ACTIVITY_REPORT_MS)))
+        {
+            return;
+        }
+        let stub = self.env.directory.get_by_name(DIRECTORY_NAME);
+        // Queued before `call` returns (so ahead of anything a client can
+        // do after this event); the answer is not needed, but the future
+        // must live until then or the runtime skips the call as abandoned.
+        // The task ends with the answer, the refusal of a full mailbox or
+        // the runtime's call timeout.
+        let update = stub.call(DirectoryCall::Update(status.clone()));
+        tokio::spawn(async move {
+            if let Err(error) = update.await {
+                tracing::debug!(%error, "directory report dropped");
+            }
+        });
+        self.reported = Some((status, now));
     }
 }
 

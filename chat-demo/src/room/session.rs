@@ -19,9 +19,13 @@ pub(crate) struct Session {
     /// name was refused and the socket is closing), never for B.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) name: Option<String>,
-    /// Dialect A: the extensions the hello opted in to.
+    /// Dialect A: the extensions the hello opted in to (C: from its query).
     #[serde(default)]
     pub(crate) ext: Extensions,
+    /// Extension `dm`: the id (hash) of the user key the hello presented;
+    /// the key itself is not kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) user: Option<String>,
     /// The client's IP, the rate limit key.
     pub(crate) ip: String,
     /// The socket was refused and is being closed (see

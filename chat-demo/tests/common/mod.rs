@@ -166,7 +166,9 @@ impl Server {
     }
 
     /// A dialect-A socket that has said hello and read up to `ready`;
-    /// returns the client and the frames before `ready`.
+    /// returns the client and the frames before its own `joined` (the
+    /// roster and the backlog), after checking that its own `joined` came
+    /// last, right before `ready`.
     pub(crate) async fn a_named(&self, room: &str, name: &str) -> (Client, Vec<Value>) {
         self.a_named_ext(room, name, &[]).await
     }
@@ -181,7 +183,12 @@ impl Server {
         client
             .send_json(serde_json::json!({ "name": name, "ext": ext }))
             .await;
-        let before_ready = client.json_until_ready().await;
+        let mut before_ready = client.json_until_ready().await;
+        assert_eq!(
+            before_ready.pop(),
+            Some(serde_json::json!({ "joined": name })),
+            "own join right before ready"
+        );
         (client, before_ready)
     }
 

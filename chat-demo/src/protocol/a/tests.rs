@@ -22,6 +22,7 @@ fn chat(name: &str, message: &str, timestamp: u64) -> ChatMessage {
         message: message.to_owned(),
         timestamp,
         plain: false,
+        ..ChatMessage::default()
     }
 }
 
@@ -31,7 +32,9 @@ fn hello_with_a_name() {
         hello(r#"{"name":"alice"}"#),
         Ok(ClientFrame::Hello {
             name: "alice".into(),
-            ext: Extensions::default()
+            ext: Extensions::default(),
+            key: None,
+            password: None,
         })
     );
 }
@@ -121,8 +124,11 @@ fn hello_extensions() {
             name: "x".into(),
             ext: Extensions {
                 presence: true,
-                history: true
-            }
+                history: true,
+                ..Extensions::default()
+            },
+            key: None,
+            password: None,
         })
     );
     let frame = hello(r#"{"name":"x","ext":["presence","telepathy",7,null]}"#);
@@ -132,8 +138,11 @@ fn hello_extensions() {
             name: "x".into(),
             ext: Extensions {
                 presence: true,
-                history: false
-            }
+                history: false,
+                ..Extensions::default()
+            },
+            key: None,
+            password: None,
         })
     );
     let frame = hello(r#"{"name":"x","ext":null}"#);
@@ -382,7 +391,7 @@ fn chat_frames_never_carry_plain() {
         r#"{"name":"anonymous","message":"from b","timestamp":7}"#
     );
     assert_eq!(
-        encode_history_page(&[message], false),
+        encode_history_page(&[message], false, Extensions::default()),
         r#"{"history":{"messages":[{"name":"anonymous","message":"from b","timestamp":7}],"more":false}}"#
     );
 }
@@ -398,11 +407,15 @@ fn extension_frames() {
         r#"{"presence":{"count":0,"users":[]}}"#
     );
     assert_eq!(
-        encode_history_page(&[chat("a", "1", 1), chat("b", "2", 2)], true),
+        encode_history_page(
+            &[chat("a", "1", 1), chat("b", "2", 2)],
+            true,
+            Extensions::default()
+        ),
         r#"{"history":{"messages":[{"name":"a","message":"1","timestamp":1},{"name":"b","message":"2","timestamp":2}],"more":true}}"#
     );
     assert_eq!(
-        encode_history_page(&[], false),
+        encode_history_page(&[], false, Extensions::default()),
         r#"{"history":{"messages":[],"more":false}}"#
     );
 }
@@ -411,7 +424,7 @@ fn extension_frames() {
 fn extension_frames_are_invisible_to_compat_clients() {
     let frames = [
         encode_presence(2, &["timestamp", "error"]),
-        encode_history_page(&[chat("joined", "ready", 9)], true),
+        encode_history_page(&[chat("joined", "ready", 9)], true, Extensions::default()),
     ];
     for frame in frames {
         let value: Value = serde_json::from_str(&frame).expect("valid JSON");
@@ -450,7 +463,8 @@ fn hostile_text_round_trips() {
     let value: Value = serde_json::from_str(&encode_presence(1, &[name])).expect("valid JSON");
     assert_eq!(value["presence"]["users"][0], name);
     let value: Value =
-        serde_json::from_str(&encode_history_page(&[sent], false)).expect("valid JSON");
+        serde_json::from_str(&encode_history_page(&[sent], false, Extensions::default()))
+            .expect("valid JSON");
     assert_eq!(value["history"]["messages"][0]["name"], name);
     assert_eq!(value["history"]["messages"][0]["message"], message);
 }

@@ -1,0 +1,132 @@
+//! The `Directory` object: the list of public rooms with their online
+//! counts and last activity, kept up to date by the rooms themselves
+//! (calls between objects) and read by `GET /api/rooms`.
+//!
+//! One instance, `id_from_name("public")` in the `directory` namespace.
+//! Storage: `room/<name>` holds a [`RoomStatus`] as JSON; listing walks
+//! that prefix in name order. Private rooms (reached by id) never report,
+//! so they are never listed.
+//!
+//! Rooms report coalesced, not per message: when their number of open
+//! connections changes, and otherwise at most once per
+//! [`ACTIVITY_REPORT_MS`] while messages flow (see `ChatRoom::report`).
+//! A report is queued without the room waiting for the answer; a
+//! directory too busy to take it drops it, and the room's next report puts
+//! things right.
+
+use std::sync::Arc;
+
+use objects::{Context, ListOptions, Object, Result};
+use serde::{Deserialize, Serialize};
+
+/// The name of the one directory object.
+pub const DIRECTORY_NAME: &str = "public";
+
+/// Rooms report their activity at most this often while messages flow.
+pub const ACTIVITY_REPORT_MS: u64 = 60_000;
+
+/// Rooms per page when the request gives no `limit`.
+pub const PAGE_DEFAULT: u32 = 50;
+
+/// Most rooms per page; larger limits are clamped.
+pub const PAGE_MAX: u32 = 100;
+
+const PREFIX: &str = "room/";
+
+/// One public room as listed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomStatus {
+    /// The room's name.
+    pub name: String,
+    /// Open connections (every dialect, named or not) when last reported.
+    pub online: u32,
+    /// The newest message's timestamp (ms since the epoch), 0 if none.
+    #[serde(rename = "lastActivity")]
+    pub last_activity: u64,
+}
+
+/// A request to the directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectoryCall {
+    /// A room's new status (from the room).
+    Update(RoomStatus),
+    /// A room was deleted: forget it.
+    Remove(String),
+    /// A page of rooms in name order, after `after`.
+    List {
+        /// Only rooms whose name sorts after this one.
+        after: Option<String>,
+        /// At most this many (clamped to [`PAGE_MAX`]).
+        limit: u32,
+    },
+}
+
+/// The directory's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DirectoryReply {
+    /// An update or removal was stored.
+    Done,
+    /// A page of rooms; `next` is the `after` of the next page, if any.
+    Page {
+        /// The rooms, in name order.
+        rooms: Vec<RoomStatus>,
+        /// Where to go on, when more rooms exist.
+        next: Option<String>,
+    },
+}
+
+/// The directory of public rooms (see the module docs). Keeps nothing in
+/// memory: every answer comes from storage.
+#[derive(Debug)]
+pub struct Directory;
+
+impl Object for Directory {
+    type Env = ();
+    type Call = DirectoryCall;
+    type Reply = DirectoryReply;
+
+    async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
+        Ok(Directory)
+    }
+
+    async fn call(&mut self, ctx: &mut Context, call: DirectoryCall) -> Result<DirectoryReply> {
+        match call {
+            DirectoryCall::Update(status) => {
+                let key = format!("{PREFIX}{}", status.name);
+                // Unchanged: no write (rooms may repeat themselves after
+                // waking from hibernation).
+                if ctx.storage().get::<RoomStatus>(&key)?.as_ref() != Some(&status) {
+                    ctx.storage().put(&key, &status)?;
+                }
+                Ok(DirectoryReply::Done)
+            }
+            DirectoryCall::Remove(name) => {
+                ctx.storage().delete(&format!("{PREFIX}{name}"))?;
+                Ok(DirectoryReply::Done)
+            }
+            DirectoryCall::List { after, limit } => {
+                let limit = usize::try_from(limit.min(PAGE_MAX)).unwrap_or(0);
+                let mut opts = ListOptions::new()
+                    .prefix(PREFIX)
+                    .limit(limit.saturating_add(1));
+                if let Some(after) = after {
+                    opts = opts.start_after(format!("{PREFIX}{after}"));
+                }
+                let mut rooms: Vec<RoomStatus> = ctx
+                    .storage()
+                    .list::<RoomStatus>(&opts)?
+                    .into_iter()
+                    .map(|(_, s)| s)
+                    .collect();
+                let more = rooms.len() > limit;
+                rooms.truncate(limit);
+                let next = if more {
+                    rooms.last().map(|r| r.name.clone())
+                } else {
+                    None
+                };
+                Ok(DirectoryReply::Page { rooms, next })
+            }
+        }
+    }
+}
