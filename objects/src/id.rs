@@ -109,8 +109,6 @@ impl fmt::Debug for ObjectId {
     }
 }
 
-/// Parses 64 hex digits (either case) into 32 bytes, without any namespace
-/// check.
 /// How logs name an object: the first 12 hex digits of its id. Enough to
 /// tell objects apart and to find one in the inspector, without writing a
 /// private object's whole id (a capability, for chat rooms) into the logs.
@@ -118,6 +116,8 @@ pub(crate) fn log_label(id: &[u8; 32]) -> String {
     id[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Parses 64 hex digits (either case) into 32 bytes, without any namespace
+/// check.
 pub(crate) fn parse_hex(s: &str) -> Result<[u8; 32], IdError> {
     let raw = s.as_bytes();
     if raw.len() != 64 {
