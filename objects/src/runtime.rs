@@ -57,7 +57,9 @@ impl Default for RuntimeOptions {
     }
 }
 
-/// Builds a [`Runtime`].
+/// Builds a [`Runtime`]: a data dir (required), then any options.
+///
+#[doc = include_str!("docs/runtime_builder.md")]
 #[derive(Default)]
 pub struct RuntimeBuilder {
     data_dir: Option<PathBuf>,

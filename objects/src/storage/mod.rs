@@ -227,6 +227,8 @@ pub(crate) fn list_committed(
 
 /// One object's storage, handed to its handlers through the
 /// [`Context`](crate::Context).
+///
+#[doc = include_str!("../docs/storage.md")]
 pub struct Storage {
     store: Arc<Store>,
     id: [u8; 32],
@@ -542,6 +544,8 @@ impl Storage {
 
     /// Sets the alarm (replacing any other). A time in the past fires at once.
     ///
+    #[doc = include_str!("../docs/set_alarm.md")]
+    ///
     /// # Errors
     ///
     /// [`StorageError::InvalidAlarm`] for time 0.
@@ -562,6 +566,8 @@ impl Storage {
     /// are applied (and the object is not reset); if it succeeds, its writes
     /// (and all earlier writes of this event) are committed before this
     /// returns.
+    ///
+    #[doc = include_str!("../docs/transaction.md")]
     ///
     /// # Errors
     ///
