@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_ip;
+mod layers;
 mod origin;
 
 use std::future::Future;
@@ -189,14 +190,15 @@ impl IntoResponse for NoSuchRoom {
 /// # Ok(()) }
 /// ```
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(page))
+    let router = Router::new()
+        .route("/", layers::page_route(get(page)))
         .route("/api/room", post(create_room).fallback(method_not_allowed))
         .route("/api/room/{name}/websocket", get(dialect_a))
         .route("/room/{name}/websocket", get(dialect_b))
         .route("/ws", get(dialect_c))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state);
+    layers::around(router)
 }
 
 /// Serves [`app`] on `listener`, with the peer address of each connection,
