@@ -20,6 +20,9 @@ use tracing::{Level, Span};
 
 use super::{INDEX_HTML, MAX_BODY_BYTES};
 
+/// The access log's target, for `RUST_LOG` (`chat_demo::access=debug`).
+const ACCESS_LOG: &str = "chat_demo::access";
+
 /// The chat page's policy: nothing loads from elsewhere; the page's own
 /// inline script and style run by their SHA-256 (so a script that got into
 /// the page some other way would not), the favicon is a `data:` URL,
@@ -141,6 +144,7 @@ pub(super) fn around(router: Router) -> Router {
                 .make_span_with(request_span)
                 .on_request(())
                 .on_response(log_response)
+                .on_eos(())
                 // 5xx answers are logged by the handlers that give them, at
                 // the level they deserve; the access log stays at debug.
                 .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
@@ -154,11 +158,12 @@ fn request_span(req: &Request<Body>) -> Span {
         .extensions()
         .get::<MatchedPath>()
         .map_or("(no route)", MatchedPath::as_str);
-    tracing::debug_span!("http", method = %req.method(), route)
+    tracing::debug_span!(target: ACCESS_LOG, "http", method = %req.method(), route)
 }
 
 fn log_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
     tracing::debug!(
+        target: ACCESS_LOG,
         status = response.status().as_u16(),
         latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         "request"

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_ip;
+mod health;
 mod layers;
 mod origin;
 
@@ -93,10 +94,11 @@ pub struct AppState {
     client_ip_header: ClientIpHeader,
     origins: Arc<OriginPolicy>,
     connections: Arc<Connections>,
+    readiness: Arc<health::Readiness>,
 }
 
 impl AppState {
-    /// Registers the room and rate limiter namespaces on `rt`.
+    /// Registers the room, rate limiter and health probe namespaces on `rt`.
     ///
     /// # Errors
     ///
@@ -113,7 +115,14 @@ impl AppState {
             client_ip_header: options.client_ip_header,
             origins: Arc::new(OriginPolicy::new(&options.allowed_origins)),
             connections,
+            readiness: Arc::new(health::Readiness::new(rt)?),
         })
+    }
+
+    /// From now on `/readyz` answers 503 `not ready: shutting down`. Call it
+    /// first thing at shutdown, so load balancers stop sending traffic.
+    pub fn begin_shutdown(&self) {
+        self.readiness.begin_shutdown();
     }
 
     /// Open WebSocket connections of a client IP (as the per-IP limit
@@ -172,6 +181,8 @@ impl IntoResponse for NoSuchRoom {
 /// | `GET /api/room/{name}/websocket` | dialect A socket |
 /// | `GET /room/{name}/websocket` | dialect B socket |
 /// | `GET /ws?room=&name=` | dialect C socket |
+/// | `GET /healthz` | 200 while the process serves |
+/// | `GET /readyz` | 200 when storage commits a write and shutdown has not begun; else 503 |
 ///
 /// Serve it with connect info so the peer address is known
 /// ([`serve`] does); without it the client IP is `unknown`.
@@ -196,6 +207,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/room/{name}/websocket", get(dialect_a))
         .route("/room/{name}/websocket", get(dialect_b))
         .route("/ws", get(dialect_c))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .fallback(not_found)
         .with_state(state);
     layers::around(router)
