@@ -13,9 +13,18 @@
 //! - [`Scenario::Idle`]: clients join and hold their connections for
 //!   `duration`; how many are still open at the end.
 //!
-//! Every message text is `cl <run> <client> <seq> <µs since run start>`, so
-//! each receiver can measure latency and check, per sender, that every
-//! sequence number arrives once and in order. Each client sends a distinct
+//! Every message text is `cl <run> <client> <seq> <scheduled µs> <sent µs>`
+//! (µs since the run started), so each receiver can measure latency and
+//! check, per sender, that every sequence number arrives once and in order.
+//! Each client sends on a fixed schedule (`rate`, from a random phase);
+//! when it falls behind, the late messages go out at once, and latency is
+//! measured from the *scheduled* time: a server that makes senders wait
+//! shows that wait in the tail instead of hiding it (coordinated omission).
+//! The latency from the actual send is reported beside it.
+//!
+//! With [`Config::progress`], a line on stderr every few seconds says how
+//! far the run is: clients ready, messages sent and delivered, the
+//! delivery rate, the latency so far. Each client sends a distinct
 //! fake client IP (`10.x.y.z`) in a header (`--ip-header`) so that a server
 //! that trusts it gives each client its own rate budget; that IP is header
 //! text only: every connection goes to the loopback address of `url`.
@@ -103,6 +112,8 @@ pub struct Config {
     /// Process id of the server (same machine): its CPU time over the
     /// measured window goes into the report.
     pub server_pid: Option<u32>,
+    /// Print a progress line on stderr this often (`None`: never).
+    pub progress: Option<Duration>,
 }
 
 impl Config {
@@ -122,15 +133,18 @@ impl Config {
             connect_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
             server_pid: None,
+            progress: None,
         }
     }
 }
 
 mod client;
 mod cpu;
+mod progress;
 mod report;
 use client::*;
 use cpu::{CpuTimes, ServerCpu};
+use progress::{Progress, merged};
 pub use report::{Percentiles, Report};
 
 /// Runs one load test and reports on it. Errors only for a bad
@@ -187,10 +201,11 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 .collect()
         })
         .collect();
-    let mut histogram_shards = Vec::with_capacity(SHARDS);
-    for _ in 0..SHARDS {
-        histogram_shards.push(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?));
-    }
+    let shards = || -> anyhow::Result<Vec<Mutex<Histogram<u64>>>> {
+        (0..SHARDS)
+            .map(|_| Ok(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)))
+            .collect()
+    };
     let shared = Arc::new(Shared {
         target,
         ip_header,
@@ -203,7 +218,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         delivered: AtomicU64::new(0),
         settled: AtomicUsize::new(0),
         settled_notify: tokio::sync::Notify::new(),
-        latency: histogram_shards,
+        latency: shards()?,
+        latency_from_send: shards()?,
         first_error: Mutex::new(None),
         connect: Semaphore::new(config.connect_concurrency.max(1)),
         connect_timeout: config.connect_timeout,
@@ -233,6 +249,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         server_cpu.start();
     }
     let ramp_start = Instant::now();
+    let mut progress = Progress::new(config.progress, config.clients);
     let mut tasks = Vec::with_capacity(config.clients);
     for i in 0..config.clients {
         let r = i % rooms;
@@ -255,6 +272,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             break;
         }
         let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        progress.tick(&shared, "joining");
     }
     let ramp = ramp_start.elapsed();
     if config.scenario == Scenario::Join {
@@ -276,14 +294,16 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         Scenario::Join => {}
         Scenario::Idle => {
             server_cpu.start();
-            tokio::time::sleep(config.duration).await;
+            let until = Instant::now() + config.duration;
+            progress.sleep_until(&shared, "holding", until).await;
             server_cpu.stop();
         }
         Scenario::Fanout | Scenario::Rooms => {
             server_cpu.start();
             let send_start = Instant::now();
             phase_tx.send_replace(SENDING);
-            tokio::time::sleep(config.duration).await;
+            let until = send_start + config.duration;
+            progress.sleep_until(&shared, "sending", until).await;
             phase_tx.send_replace(STOP_SENDING);
             let drain_start = Instant::now();
             drained = false;
@@ -297,6 +317,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                progress.tick(&shared, "draining");
             }
             server_cpu.stop();
             drain = drain_start.elapsed();
@@ -363,11 +384,11 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     report.accepted = accepted;
     report.expected_deliveries = expected;
     report.lost = lost;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    for shard in &shared.latency {
-        latency.add(&*shard.lock().unwrap_or_else(PoisonError::into_inner))?;
-    }
+    let latency = merged(&shared.latency).context("adding up the latency histograms")?;
     report.latency_ms = Percentiles::of_micros(&latency);
+    let from_send =
+        merged(&shared.latency_from_send).context("adding up the latency histograms")?;
+    report.latency_from_send_ms = Percentiles::of_micros(&from_send);
     if send_window > Duration::ZERO {
         report.deliveries_per_s = report.deliveries as f64 / send_window.as_secs_f64();
     }
@@ -432,9 +453,39 @@ mod tests {
 
     #[test]
     fn parses_its_own_texts() {
-        assert_eq!(parse_text("cl ab12 7 3 99", "ab12"), Some((7, 3, 99)));
-        assert_eq!(parse_text("cl other 7 3 99", "ab12"), None);
+        assert_eq!(
+            parse_text("cl ab12 7 3 99 120", "ab12"),
+            Some(Stamp {
+                client: 7,
+                seq: 3,
+                scheduled_us: 99,
+                sent_us: 120
+            })
+        );
+        assert_eq!(parse_text("cl other 7 3 99 120", "ab12"), None);
+        assert_eq!(parse_text("cl ab12 7 3 99", "ab12"), None);
+        assert_eq!(parse_text("cl ab12 7 3 99 120 5", "ab12"), None);
         assert_eq!(parse_text("hello", "ab12"), None);
+    }
+
+    /// A client held up for three periods sends the three late messages at
+    /// once, each stamped with the time it should have gone: their latency
+    /// includes the hold-up (no coordinated omission).
+    #[tokio::test(start_paused = true)]
+    async fn a_late_sender_keeps_its_schedule() {
+        let period = Duration::from_millis(100);
+        let start = tokio::time::Instant::now();
+        let mut ticker = Some(schedule(start, period));
+        assert_eq!(next_tick(&mut ticker).await, start);
+        // Held up (say the client's CPU was busy) for 3.5 periods.
+        tokio::time::advance(period * 7 / 2).await;
+        let held_until = tokio::time::Instant::now();
+        for k in 1..=3 {
+            assert_eq!(next_tick(&mut ticker).await, start + period * k);
+            assert_eq!(tokio::time::Instant::now(), held_until, "tick {k} waited");
+        }
+        // Then the schedule goes on as planned.
+        assert_eq!(next_tick(&mut ticker).await, start + period * 4);
     }
 
     #[test]
