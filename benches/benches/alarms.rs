@@ -1,5 +1,8 @@
 //! Alarms fired per second with 100,000 due at once, and memory per pending
-//! alarm.
+//! alarm. A plain program, not criterion: the figures are one burst of
+//! 100,000 alarms loaded from disk and the process's memory, neither of
+//! which criterion's repeated small iterations can measure; run it a few
+//! times for the spread.
 //!
 //! `cargo bench -p benches --bench alarms`
 

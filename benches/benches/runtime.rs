@@ -1,13 +1,15 @@
 //! Stub round trip to a live object beside a bare tokio mpsc + oneshot round
-//! trip (the floor), and activation of cold objects.
+//! trip (the floor), and activation of cold objects; on criterion, so each
+//! figure comes with its spread and a comparison with the last run.
 //!
 //! `cargo bench -p benches --bench runtime`
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use benches::{header, report};
-use objects::{Context, Object, Result, Runtime};
+use criterion::{Criterion, criterion_group, criterion_main};
+use objects::{Context, Namespace, Object, Result, Runtime};
 use tokio::sync::{mpsc, oneshot};
 
 struct Echo;
@@ -24,63 +26,117 @@ impl Object for Echo {
     }
 }
 
-fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    header("runtime");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let dir = tempfile::tempdir()?;
-        let runtime = Runtime::builder().data_dir(dir.path()).open()?;
-        let ns = runtime.namespace::<Echo>("echo", ())?;
-        let n: u32 = 200_000;
-
-        // Bare floor: a task answering on mpsc + oneshot.
-        let (tx, mut rx) = mpsc::channel::<(u64, oneshot::Sender<u64>)>(1024);
-        tokio::spawn(async move {
-            while let Some((x, r)) = rx.recv().await {
-                let _ = r.send(x + 1);
-            }
-        });
-        let start = Instant::now();
-        for i in 0..u64::from(n) {
-            let (r, w) = oneshot::channel();
-            tx.send((i, r)).await?;
-            w.await?;
-        }
-        let bare = start.elapsed() / n;
-
-        let stub = ns.get_by_name("hot");
-        stub.call(0).await?;
-        let start = Instant::now();
-        for i in 0..u64::from(n) {
-            stub.call(i).await?;
-        }
-        let ours = start.elapsed() / n;
-        report("bare mpsc+oneshot round trip", bare.as_nanos() as f64, "ns");
-        report(
-            "stub round trip to a live object",
-            ours.as_nanos() as f64,
-            "ns",
-        );
-        report(
-            "ratio (goal <= 2)",
-            ours.as_secs_f64() / bare.as_secs_f64(),
-            "x",
-        );
-
-        let cold: u32 = 20_000;
-        let start = Instant::now();
-        for i in 0..cold {
-            ns.get_by_name(&format!("cold-{i}")).call(0).await?;
-        }
-        report(
-            "activation of a cold object + first call",
-            (start.elapsed() / cold).as_nanos() as f64,
-            "ns",
-        );
-        runtime.shutdown().await;
-        Ok(())
-    })
+/// A two-worker tokio runtime (the machine has two cores) with an objects
+/// runtime on a fresh data dir.
+struct Setup {
+    tokio: tokio::runtime::Runtime,
+    runtime: Runtime,
+    ns: Namespace<Echo>,
+    _dir: tempfile::TempDir,
 }
+
+impl Setup {
+    fn new() -> Setup {
+        let tokio = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (runtime, ns) = tokio.block_on(async {
+            let runtime = Runtime::builder()
+                .data_dir(dir.path())
+                .open()
+                .expect("open runtime");
+            let ns = runtime.namespace::<Echo>("echo", ()).expect("namespace");
+            (runtime, ns)
+        });
+        Setup {
+            tokio,
+            runtime,
+            ns,
+            _dir: dir,
+        }
+    }
+}
+
+fn round_trips(c: &mut Criterion) {
+    let setup = Setup::new();
+    let mut g = c.benchmark_group("round_trip");
+
+    // The floor: a task answering on mpsc + oneshot, as a stub's call does
+    // at least.
+    let (tx, mut rx) = mpsc::channel::<(u64, oneshot::Sender<u64>)>(1024);
+    setup.tokio.spawn(async move {
+        while let Some((x, r)) = rx.recv().await {
+            let _ = r.send(x + 1);
+        }
+    });
+    g.bench_function("bare_mpsc_oneshot", |b| {
+        b.iter_custom(|iters| {
+            setup.tokio.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    let (r, w) = oneshot::channel();
+                    tx.send((i, r)).await.expect("floor task");
+                    w.await.expect("floor reply");
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    let stub = setup.ns.get_by_name("hot");
+    setup
+        .tokio
+        .block_on(async { stub.call(0).await })
+        .expect("activate");
+    g.bench_function("stub_call_live_object", |b| {
+        b.iter_custom(|iters| {
+            setup.tokio.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters {
+                    stub.call(i).await.expect("call");
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    // Each iteration wakes an object never seen before: activation (an
+    // LMDB read of its catalog entry, the task, the instance) plus the call.
+    let next = AtomicU64::new(0);
+    g.bench_function("activate_cold_object_and_call", |b| {
+        b.iter_custom(|iters| {
+            setup.tokio.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    setup
+                        .ns
+                        .get_by_name(&format!("cold-{n}"))
+                        .call(0)
+                        .await
+                        .expect("call");
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    setup.tokio.block_on(setup.runtime.shutdown());
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = round_trips
+}
+criterion_main!(benches);

@@ -1,20 +1,11 @@
-//! Helpers shared by the benchmarks: timing loops and reporting.
+//! Helpers shared by the benchmarks: reporting and memory readings.
 //!
-//! Benchmarks are plain programs (`harness = false`) so they can measure
-//! things criterion does not (concurrency, memory); each prints one line per
-//! figure with the machine's core count, so `docs/performance.md` can quote
-//! them with the command that produced them.
-
-use std::time::{Duration, Instant};
-
-/// Runs `f` `n` times and returns the mean time per run.
-pub fn per_op(n: u32, mut f: impl FnMut()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed() / n.max(1)
-}
+//! Timings of repeatable operations run on criterion (`runtime`, `storage`,
+//! `micro`), which gives their spread and compares with the last run. What
+//! criterion cannot measure (memory, one large burst, sockets in a child
+//! process) stays in plain programs (`alarms`, `sockets`); each prints one
+//! line per figure with the machine's core count, so `docs/performance.md`
+//! can quote them with the command that produced them.
 
 /// Prints a figure as `name: value unit`.
 pub fn report(name: &str, value: f64, unit: &str) {

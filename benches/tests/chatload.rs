@@ -1,6 +1,8 @@
 //! `chatload`'s fanout scenario, briefly, against the floor relay and the
 //! chat demo, both in process on 127.0.0.1:0. No timing assertions: only
-//! that messages were delivered, none lost, duplicated or reordered.
+//! that messages were delivered, none lost, duplicated or reordered, that
+//! the latency figures are consistent, and that the binary reports its
+//! progress while it runs.
 
 use std::time::Duration;
 
@@ -32,6 +34,28 @@ fn check(report: &Report) {
     assert_eq!(report.other_errors, 0, "{report:?}");
     assert!(report.drained, "{report:?}");
     assert_eq!(report.disconnected, 0, "{report:?}");
+    // One latency sample per first delivery, in both measures; the
+    // percentiles in order; and the wait from the scheduled send at least
+    // the wait from the actual send, quantile by quantile (a message is
+    // never sent before its time).
+    let first_deliveries = report.deliveries - report.duplicated;
+    for p in [report.latency_ms, report.latency_from_send_ms] {
+        assert_eq!(p.count, first_deliveries, "{report:?}");
+        assert!(
+            0.0 < p.p50 && p.p50 <= p.p90 && p.p90 <= p.p99 && p.p99 <= p.p999 && p.p999 <= p.max,
+            "{p:?}"
+        );
+    }
+    let (s, a) = (report.latency_ms, report.latency_from_send_ms);
+    for (scheduled, actual) in [
+        (s.p50, a.p50),
+        (s.p90, a.p90),
+        (s.p99, a.p99),
+        (s.p999, a.p999),
+        (s.max, a.max),
+    ] {
+        assert!(scheduled >= actual, "{report:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,4 +131,45 @@ async fn join_sees_the_backlog_of_the_chat_demo() {
     eprintln!("{}", report.summary());
     assert_eq!(report.connected, 10, "{report:?}");
     assert_eq!(report.backlog_ok, 10, "{report:?}");
+}
+
+/// The `chatload` binary prints a progress line every `--progress-secs`
+/// while it sends, then the JSON report with every percentile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reports_progress_while_it_runs() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(benches::relay::serve(listener));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chatload"))
+        .args(["--url", &format!("ws://{addr}")])
+        .args(["--clients", "5", "--rate", "2", "--duration", "3"])
+        .args(["--progress-secs", "1", "--ip-header", "none"])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run chatload");
+    server.abort();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // 3 s of sending at one line a second: lines at about 1 s and 2 s (and
+    // maybe 3 s) into it.
+    let sending: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains(" sending: "))
+        .collect();
+    assert!(sending.len() >= 2, "{stderr}");
+    assert!(sending.iter().all(|l| l.contains("ready 5/5")), "{stderr}");
+    assert!(
+        stderr.contains("latency from the scheduled send: p50 "),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: Report = serde_json::from_str(stdout.trim()).expect("one JSON report");
+    assert!(report.latency_ms.count > 0, "{report:?}");
+    assert!(
+        report.latency_ms.p999 >= report.latency_ms.p99,
+        "{report:?}"
+    );
 }

@@ -14,7 +14,6 @@
 //! stderr, filtered by `RUST_LOG` (default `info`). SIGINT or SIGTERM stops
 //! accepting, closes every socket with 1001 and flushes storage.
 
-use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,8 +21,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use chat_demo::{AppState, ChatOptions, ClientIpHeader, serve};
 use clap::{Parser, ValueEnum};
-use tracing_subscriber::EnvFilter;
 
+mod logging;
+mod token_file;
 mod tools;
 
 /// How long in-flight HTTP requests get to finish at shutdown.
@@ -41,6 +41,11 @@ struct Cli {
     /// The flags of `serve`, for when no subcommand is given.
     #[command(flatten)]
     serve: Args,
+
+    /// Log format on stderr: `text`, or `json` (one object per line, with
+    /// level, target, message, fields and spans).
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, global = true, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
 }
 
 /// The flags of `serve`.
@@ -97,6 +102,12 @@ struct Args {
     #[arg(long, env = "CHAT_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
 
+    /// Read the admin token from this file instead (its whole content,
+    /// without surrounding whitespace), so it shows neither in `ps` nor in
+    /// the environment.
+    #[arg(long, env = "CHAT_ADMIN_TOKEN_FILE", value_name = "PATH", value_parser = token_file::read, conflicts_with = "admin_token")]
+    admin_token_file: Option<token_file::TokenFromFile>,
+
     /// Serve the inspector page on the admin address: namespaces, objects,
     /// their storage, alarms and sockets, and live metrics (read-only).
     #[arg(long, env = "CHAT_INSPECTOR", requires = "admin_listen")]
@@ -131,15 +142,9 @@ impl From<TrustHeader> for ClientIpHeader {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    logging::init(cli.log_format);
 
-    let args = match cli.command {
+    let mut args = match cli.command {
         None => cli.serve,
         Some(tools::Command::Serve(args)) => args,
         Some(tool) => {
@@ -147,6 +152,10 @@ async fn main() -> anyhow::Result<()> {
             return tokio::task::spawn_blocking(move || tools::run(tool, default_dir)).await?;
         }
     };
+
+    if let Some(token) = args.admin_token_file.take() {
+        args.admin_token = Some(token.0);
+    }
 
     // The recorder goes in before the runtime opens, so the runtime's
     // metric handles reach it; without an admin address nothing records.
@@ -181,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
         ..ChatOptions::default()
     };
     let state = AppState::new(&rt, options.clone())?;
+    let readiness = state.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -238,6 +248,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     tracing::info!("shutting down: no new connections; closing sockets");
+    readiness.begin_shutdown();
     stop.send_replace(true);
     rt.shutdown().await;
     if tokio::time::timeout(DRAIN_TIMEOUT, &mut server)

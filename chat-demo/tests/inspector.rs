@@ -173,7 +173,7 @@ async fn the_api_shows_a_room_without_waking_it() {
         .iter()
         .filter_map(|n| n["name"].as_str())
         .collect();
-    assert_eq!(names, ["directory", "rate-limiters", "rooms"]);
+    assert_eq!(names, ["directory", "health", "rate-limiters", "rooms"]);
 
     let (status, _, body) = send(&admin, authed("/inspector/api/objects?ns=rooms")).await;
     assert_eq!(status, StatusCode::OK);

@@ -95,6 +95,8 @@ impl Context {
     /// event's writes are durable and the 101 has gone out. The socket then
     /// outlives this instance: the object may hibernate while it is open.
     ///
+    #[doc = include_str!("docs/accept_websocket.md")]
+    ///
     /// # Errors
     ///
     /// Not an upgrade request, tags over the limits, or the object already
@@ -199,6 +201,8 @@ impl Context {
     }
 
     /// Sends one message to many sockets: encoded once, the bytes shared.
+    ///
+    #[doc = include_str!("docs/broadcast.md")]
     pub fn broadcast(
         &mut self,
         sockets: impl IntoIterator<Item = WebSocket>,

@@ -110,3 +110,9 @@ pub use websocket::{
     CloseEvent, MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, MAX_TAG_CHARS,
     MAX_TAGS, Message, WebSocket, WebSocketError,
 };
+
+/// The crate's README (its crates.io page), compiled as a doctest so its
+/// example keeps up with the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -12,6 +12,8 @@ use crate::id::ObjectId;
 use crate::object::Object;
 
 /// All objects of one type. Cheap to clone.
+///
+#[doc = include_str!("docs/namespace.md")]
 pub struct Namespace<O: Object> {
     inner: Arc<NsInner<O>>,
 }
@@ -176,6 +178,8 @@ impl<O: Object> Stub<O> {
     /// The request is queued before this returns; the future waits for the
     /// response (which leaves the object only once the event's writes are
     /// durable).
+    ///
+    #[doc = include_str!("docs/stub_fetch.md")]
     pub fn fetch(&self, req: Request) -> impl Future<Output = Result<Response>> + Send + use<O> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(|_| Event::Fetch(Box::new(req), tx));

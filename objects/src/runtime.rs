@@ -24,7 +24,9 @@ use crate::shared::Shared;
 use crate::storage::Store;
 use crate::websocket::socket::WebSocketOptions;
 
-/// Builds a [`Runtime`].
+/// Builds a [`Runtime`]: a data dir (required), then any options.
+///
+#[doc = include_str!("docs/runtime_builder.md")]
 #[derive(Default)]
 pub struct RuntimeBuilder {
     data_dir: Option<PathBuf>,

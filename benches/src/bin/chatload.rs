@@ -6,8 +6,10 @@
 //! chatload --url ws://127.0.0.1:8787 --scenario fanout --clients 1000 --server-pid "$(pgrep -x chat-demo)"
 //! ```
 //!
-//! Prints one JSON line of results on stdout, then a short summary on
-//! stderr. Against `chat-demo`, start it with
+//! Prints a progress line on stderr every 5 s (`--progress-secs`), then one
+//! JSON line of results on stdout and a short summary on stderr. Latency
+//! is measured from each message's scheduled send time (see
+//! `benches::chatload`), with p50, p90, p99, p99.9 and max. Against `chat-demo`, start it with
 //! `--trust-client-ip-header x-forwarded-for` so each client gets its own
 //! rate budget.
 
@@ -64,6 +66,9 @@ struct Args {
     /// /proc/<pid>/stat) over the measured window and CPU per delivery.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Seconds between progress lines on stderr; 0 for none.
+    #[arg(long, default_value_t = 5.0)]
+    progress_secs: f64,
 }
 
 fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
@@ -90,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
     config.connect_timeout = seconds(a.connect_timeout, "connect-timeout")?;
     config.drain = seconds(a.drain, "drain")?;
     config.server_pid = a.server_pid;
+    config.progress = (a.progress_secs > 0.0)
+        .then(|| seconds(a.progress_secs, "progress-secs"))
+        .transpose()?;
     let report = chatload::run(config).await?;
     println!("{}", serde_json::to_string(&report)?);
     eprintln!("{}", report.summary());

@@ -107,7 +107,10 @@ pub(super) struct Shared {
     pub(super) delivered: AtomicU64,
     pub(super) settled: AtomicUsize,
     pub(super) settled_notify: tokio::sync::Notify,
+    /// Latency from the scheduled send, sharded by client.
     pub(super) latency: Vec<Mutex<Histogram<u64>>>,
+    /// Latency from the actual send, sharded the same way.
+    pub(super) latency_from_send: Vec<Mutex<Histogram<u64>>>,
     pub(super) first_error: Mutex<Option<String>>,
     pub(super) connect: Semaphore,
     pub(super) connect_timeout: Duration,
@@ -120,6 +123,12 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn micros(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// `at` in µs since the run started.
+    pub(super) fn micros_at(&self, at: tokio::time::Instant) -> u64 {
+        let since = at.into_std().saturating_duration_since(self.epoch);
+        u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
     }
 
     pub(super) fn error(&self, e: String) {
@@ -218,16 +227,30 @@ pub(super) struct ClientStats {
     pub(super) seen: HashMap<u32, Seen>,
 }
 
-/// Parses `cl <tag> <client> <seq> <µs>`.
-pub(super) fn parse_text(text: &str, tag: &str) -> Option<(u32, u32, u64)> {
+/// One chatload message, as its text carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Stamp {
+    pub(super) client: u32,
+    pub(super) seq: u32,
+    /// When the sender's schedule said to send it, µs since the run began.
+    pub(super) scheduled_us: u64,
+    /// When it was actually sent.
+    pub(super) sent_us: u64,
+}
+
+/// Parses `cl <tag> <client> <seq> <scheduled µs> <sent µs>`.
+pub(super) fn parse_text(text: &str, tag: &str) -> Option<Stamp> {
     let mut parts = text.split(' ');
     if parts.next()? != "cl" || parts.next()? != tag {
         return None;
     }
-    let client = parts.next()?.parse().ok()?;
-    let seq = parts.next()?.parse().ok()?;
-    let us = parts.next()?.parse().ok()?;
-    Some((client, seq, us))
+    let stamp = Stamp {
+        client: parts.next()?.parse().ok()?,
+        seq: parts.next()?.parse().ok()?,
+        scheduled_us: parts.next()?.parse().ok()?,
+        sent_us: parts.next()?.parse().ok()?,
+    };
+    parts.next().is_none().then_some(stamp)
 }
 
 /// Who one client is and how it sends.
@@ -317,19 +340,23 @@ pub(super) async fn client(
     let mut seq = 0u32;
     let mut ticker: Option<tokio::time::Interval> = None;
     let shard = &shared.latency[id as usize % SHARDS];
+    let shard_from_send = &shared.latency_from_send[id as usize % SHARDS];
     loop {
         let sending = *phase.borrow() == SENDING;
         if let (true, None, Some(p)) = (sending, &ticker, period) {
-            let mut t = tokio::time::interval_at(tokio::time::Instant::now() + first_send, p);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker = Some(t);
+            ticker = Some(schedule(tokio::time::Instant::now() + first_send, p));
         }
         tokio::select! {
             changed = phase.changed() => {
                 if changed.is_err() || *phase.borrow() == CLOSE { break; }
             }
-            () = next_tick(&mut ticker), if sending => {
-                let text = format!(r#"{{"message":"cl {} {id} {seq} {}"}}"#, shared.tag, shared.micros());
+            scheduled = next_tick(&mut ticker), if sending => {
+                let text = format!(
+                    r#"{{"message":"cl {} {id} {seq} {} {}"}}"#,
+                    shared.tag,
+                    shared.micros_at(scheduled),
+                    shared.micros()
+                );
                 seq += 1;
                 stats.sent += 1;
                 shared.sent.fetch_add(1, Ordering::SeqCst);
@@ -360,7 +387,8 @@ pub(super) async fn client(
                 let (Some(message), Some(ts)) = (frame.message, frame.timestamp) else { continue };
                 if ts <= last_timestamp { stats.timestamp_regressions += 1; }
                 last_timestamp = ts;
-                let Some((from, from_seq, sent_us)) = parse_text(&message, &shared.tag) else { continue };
+                let Some(Stamp { client: from, seq: from_seq, scheduled_us, sent_us }) =
+                    parse_text(&message, &shared.tag) else { continue };
                 let now = shared.micros();
                 stats.deliveries += 1;
                 shared.delivered.fetch_add(1, Ordering::SeqCst);
@@ -374,6 +402,10 @@ pub(super) async fn client(
                 }
                 seen.max = Some(seen.max.map_or(from_seq, |m| m.max(from_seq)));
                 shard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .saturating_record(now.saturating_sub(scheduled_us).max(1));
+                shard_from_send
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .saturating_record(now.saturating_sub(sent_us).max(1));
@@ -396,12 +428,19 @@ pub(super) async fn client(
     stats
 }
 
-/// The next tick of `ticker`, or never.
-pub(super) async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
+/// A sender's schedule: a tick every `period` from `start`. Ticks missed
+/// while the client was held up fire at once, each returning its own
+/// scheduled time, which the message carries: latency is measured from it.
+pub(super) fn schedule(start: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval_at(start, period);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    t
+}
+
+/// The scheduled time of the next tick of `ticker`, or never.
+pub(super) async fn next_tick(ticker: &mut Option<tokio::time::Interval>) -> tokio::time::Instant {
     match ticker {
-        Some(t) => {
-            t.tick().await;
-        }
+        Some(t) => t.tick().await,
         None => std::future::pending().await,
     }
 }

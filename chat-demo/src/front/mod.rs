@@ -3,6 +3,8 @@
 
 mod admin;
 mod client_ip;
+mod health;
+mod layers;
 mod origin;
 mod rooms;
 
@@ -97,10 +99,11 @@ pub struct AppState {
     client_ip_header: ClientIpHeader,
     origins: Arc<OriginPolicy>,
     connections: Arc<Connections>,
+    readiness: Arc<health::Readiness>,
 }
 
 impl AppState {
-    /// Registers the room and rate limiter namespaces on `rt`.
+    /// Registers the room, rate limiter and health probe namespaces on `rt`.
     ///
     /// # Errors
     ///
@@ -124,7 +127,14 @@ impl AppState {
             client_ip_header: options.client_ip_header,
             origins: Arc::new(OriginPolicy::new(&options.allowed_origins)),
             connections,
+            readiness: Arc::new(health::Readiness::new(rt)?),
         })
+    }
+
+    /// From now on `/readyz` answers 503 `not ready: shutting down`. Call it
+    /// first thing at shutdown, so load balancers stop sending traffic.
+    pub fn begin_shutdown(&self) {
+        self.readiness.begin_shutdown();
     }
 
     /// Open WebSocket connections of a client IP (as the per-IP limit
@@ -183,6 +193,8 @@ impl IntoResponse for NoSuchRoom {
 /// | `GET /api/room/{name}/websocket` | dialect A socket |
 /// | `GET /room/{name}/websocket` | dialect B socket |
 /// | `GET /ws?room=&name=` | dialect C socket |
+/// | `GET /healthz` | 200 while the process serves |
+/// | `GET /readyz` | 200 when storage commits a write and shutdown has not begun; else 503 |
 ///
 /// Serve it with connect info so the peer address is known
 /// ([`serve`] does); without it the client IP is `unknown`.
@@ -201,15 +213,18 @@ impl IntoResponse for NoSuchRoom {
 /// # Ok(()) }
 /// ```
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(page))
+    let router = Router::new()
+        .route("/", layers::page_route(get(page)))
         .route("/api/room", post(create_room).fallback(method_not_allowed))
         .route("/api/room/{name}/websocket", get(dialect_a))
         .route("/room/{name}/websocket", get(dialect_b))
         .route("/ws", get(dialect_c))
         .route("/api/rooms", get(rooms::list_rooms))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state);
+    layers::around(router)
 }
 
 /// Serves [`app`] on `listener`, with the peer address of each connection,

@@ -209,7 +209,8 @@ impl Object for ChatRoom {
 
 impl ChatRoom {
     fn span(&self) -> tracing::Span {
-        tracing::info_span!("room", name = %self.label)
+        // `room`, not `name`: JSON logs put a span's fields beside its name.
+        tracing::info_span!("room", room = %self.label)
     }
 
     /// Accepts a socket handed over by the front door.

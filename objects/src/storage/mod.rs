@@ -93,6 +93,8 @@ pub(crate) fn list_committed(
 
 /// One object's storage, handed to its handlers through the
 /// [`Context`](crate::Context).
+///
+#[doc = include_str!("../docs/storage.md")]
 pub struct Storage {
     store: Arc<Store>,
     id: [u8; 32],
@@ -413,6 +415,8 @@ impl Storage {
     /// Sets the alarm (replacing any other), to the millisecond (finer
     /// parts are dropped). A time in the past fires at once.
     ///
+    #[doc = include_str!("../docs/set_alarm.md")]
+    ///
     /// # Errors
     ///
     /// [`StorageError::InvalidAlarm`] for the epoch itself or a time
@@ -435,6 +439,8 @@ impl Storage {
     /// are applied (and the object is not reset); if it succeeds, its writes
     /// (and all earlier writes of this event) are committed before this
     /// returns.
+    ///
+    #[doc = include_str!("../docs/transaction.md")]
     ///
     /// # Errors
     ///

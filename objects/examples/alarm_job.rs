@@ -3,7 +3,7 @@
 //! clears its storage (and the alarm with it).
 //!
 //! ```text
-//! cargo run -p objects-examples --example alarm_job
+//! cargo run -p objects --example alarm_job
 //! ```
 //!
 //! The silence period is 2 seconds here so the demo finishes quickly.

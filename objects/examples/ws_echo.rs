@@ -1,7 +1,7 @@
 //! A hibernating WebSocket echo and presence server.
 //!
 //! ```text
-//! cargo run -p objects-examples --example ws_echo
+//! cargo run -p objects --example ws_echo
 //! # then connect to ws://127.0.0.1:8788/echo/<room> with any WebSocket client
 //! ```
 //!

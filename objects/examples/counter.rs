@@ -2,8 +2,8 @@
 //! restarts.
 //!
 //! ```text
-//! cargo run -p objects-examples --example counter -- visits
-//! cargo run -p objects-examples --example counter -- visits   # one more
+//! cargo run -p objects --example counter -- visits
+//! cargo run -p objects --example counter -- visits   # one more
 //! ```
 
 use std::sync::Arc;

@@ -1,0 +1,126 @@
+//! `/healthz` and `/readyz`, for process supervisors and load balancers.
+//!
+//! `/healthz` answers 200 while the process serves HTTP at all. `/readyz`
+//! answers 200 only when a write to the data dir commits (so a full disk, a
+//! full LMDB map or a read-only file system shows) and the server is not
+//! shutting down; otherwise 503 with the reason. The write goes through an
+//! object like any chat write, so it tests the same path: the runtime's
+//! mailbox, the writer thread, the fsync.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::Response;
+use http::StatusCode;
+use objects::{Context, Namespace, Object, Runtime};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::{AppState, text};
+
+/// Name of the probe's namespace in the data dir.
+const HEALTH: &str = "health";
+/// How long one verdict is reused: probes from several balancers, or a
+/// flood of requests, cost at most one commit per second.
+const VERDICT_TTL: Duration = Duration::from_secs(1);
+/// How long a probe may take before the server counts as not ready.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The object `/readyz` writes to: one key, rewritten on each probe.
+#[derive(Debug)]
+pub(crate) struct HealthProbe;
+
+impl Object for HealthProbe {
+    type Env = ();
+    /// The time of the probe, in ms since the epoch (what gets written).
+    type Call = u64;
+    type Reply = ();
+
+    async fn new(_: &mut Context, _: Arc<()>) -> objects::Result<Self> {
+        Ok(HealthProbe)
+    }
+
+    /// Writes the probe time; the reply leaves only once it is durable.
+    async fn call(&mut self, ctx: &mut Context, now_ms: u64) -> objects::Result<()> {
+        ctx.storage().put("last-probe-ms", &now_ms)?;
+        Ok(())
+    }
+}
+
+/// What `/readyz` knows: the probe object, whether shutdown began, and the
+/// last verdict.
+#[derive(Debug)]
+pub(super) struct Readiness {
+    probe: Namespace<HealthProbe>,
+    shutting_down: AtomicBool,
+    /// The last verdict and when it was reached. A tokio mutex, held across
+    /// the probe on purpose: concurrent `/readyz` requests wait for the one
+    /// probe in flight and share its verdict instead of each writing.
+    last: Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl Readiness {
+    pub(super) fn new(rt: &Runtime) -> objects::Result<Readiness> {
+        Ok(Readiness {
+            probe: rt.namespace::<HealthProbe>(HEALTH, ())?,
+            shutting_down: AtomicBool::new(false),
+            last: Mutex::new(None),
+        })
+    }
+
+    pub(super) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    async fn check(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err("shutting down".into());
+        }
+        let mut last = self.last.lock().await;
+        if let Some((at, verdict)) = last.as_ref()
+            && at.elapsed() < VERDICT_TTL
+        {
+            return verdict.clone();
+        }
+        let verdict = self.probe_storage().await;
+        *last = Some((Instant::now(), verdict.clone()));
+        verdict
+    }
+
+    async fn probe_storage(&self) -> Result<(), String> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let call = self.probe.get_by_name("readyz").call(now_ms);
+        match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(objects::Error::ShuttingDown)) => Err("shutting down".into()),
+            Ok(Err(error)) => Err(format!("storage is not writable: {error}")),
+            Err(_) => Err(format!(
+                "storage did not commit a write within {PROBE_TIMEOUT:?}"
+            )),
+        }
+    }
+}
+
+/// `GET /healthz`: the process is up and serving HTTP.
+pub(super) async fn healthz() -> Response {
+    text(StatusCode::OK, "ok")
+}
+
+/// `GET /readyz`: 200 `ready`, or 503 with the reason.
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    match state.readiness.check().await {
+        Ok(()) => text(StatusCode::OK, "ready"),
+        Err(reason) => {
+            tracing::debug!(%reason, "not ready");
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: {reason}"),
+            )
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Examples live in this package's `[[example]]` targets; see README.md.
