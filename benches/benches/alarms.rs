@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use benches::{header, report, rss_bytes};
+use objects::BoxError;
 use objects::{AlarmInfo, Context, Object, Result, Runtime};
 use tokio::sync::Notify;
 
@@ -29,14 +30,14 @@ impl Object for Job {
     type Env = Env;
     type Call = u64;
     type Reply = ();
-    async fn new(_: &mut Context, env: Arc<Env>) -> Result<Self> {
+    async fn new(_: &mut Context, env: Arc<Env>) -> Result<Self, BoxError> {
         Ok(Job { env })
     }
-    async fn call(&mut self, ctx: &mut Context, at: u64) -> Result<()> {
+    async fn call(&mut self, ctx: &mut Context, at: u64) -> Result<(), BoxError> {
         ctx.storage().set_alarm(at)?;
         Ok(())
     }
-    async fn alarm(&mut self, _: &mut Context, _: AlarmInfo) -> Result<()> {
+    async fn alarm(&mut self, _: &mut Context, _: AlarmInfo) -> Result<(), BoxError> {
         let n = self.env.fired.fetch_add(1, Ordering::SeqCst) + 1;
         if n == self.env.target.load(Ordering::SeqCst) {
             self.env.done.notify_one();

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use chat_demo::protocol::limit::{RateLimit, RateLimitOptions};
 use chat_demo::protocol::{ChatMessage, a, b, c, parse_room};
 use criterion::{Criterion, criterion_group, criterion_main};
+use objects::BoxError;
 use objects::{Context, ListOptions, Namespace, Object, Result, Runtime};
 use serde::{Deserialize, Serialize};
 
@@ -51,11 +52,11 @@ impl Object for Kv {
     type Call = Call;
     type Reply = u64;
 
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(Kv)
     }
 
-    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<u64> {
+    async fn call(&mut self, ctx: &mut Context, call: Call) -> Result<u64, BoxError> {
         let storage = ctx.storage();
         let mut spent = Duration::ZERO;
         match call {

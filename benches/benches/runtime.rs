@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use objects::BoxError;
 use objects::{Context, Namespace, Object, Result, Runtime};
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,10 +19,10 @@ impl Object for Echo {
     type Env = ();
     type Call = u64;
     type Reply = u64;
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(Echo)
     }
-    async fn call(&mut self, _: &mut Context, x: u64) -> Result<u64> {
+    async fn call(&mut self, _: &mut Context, x: u64) -> Result<u64, BoxError> {
         Ok(x + 1)
     }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use benches::{header, report, rss_bytes};
+use objects::BoxError;
 use objects::{Context, Error, Message, Object, Request, Response, Result, Runtime, WebSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -47,14 +48,14 @@ impl Object for Hub {
     type Env = ();
     type Call = String;
     type Reply = usize;
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(Hub)
     }
-    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response> {
+    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response, BoxError> {
         let (_ws, resp) = ctx.accept_websocket(&mut req, &[]).map_err(Error::from)?;
         Ok(resp)
     }
-    async fn call(&mut self, ctx: &mut Context, msg: String) -> Result<usize> {
+    async fn call(&mut self, ctx: &mut Context, msg: String) -> Result<usize, BoxError> {
         let all = ctx.websockets(None);
         let n = all.len();
         if !msg.is_empty() {
@@ -62,7 +63,7 @@ impl Object for Hub {
         }
         Ok(n)
     }
-    async fn websocket_message(&mut self, _: &mut Context, _: WebSocket, _: Message) -> Result<()> {
+    async fn websocket_message(&mut self, _: &mut Context, _: WebSocket, _: Message) -> Result<(), BoxError> {
         Ok(())
     }
 }

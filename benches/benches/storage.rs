@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use objects::BoxError;
 use objects::{Context, Namespace, Object, Result, Runtime};
 
 /// Puts one 100-byte value per call (one of 64 keys, so the store does not
@@ -23,10 +24,10 @@ impl Object for Writer {
     type Env = ();
     type Call = ();
     type Reply = ();
-    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
         Ok(Writer { n: 0 })
     }
-    async fn call(&mut self, ctx: &mut Context, (): ()) -> Result<()> {
+    async fn call(&mut self, ctx: &mut Context, (): ()) -> Result<(), BoxError> {
         self.n += 1;
         ctx.storage()
             .put_bytes(&format!("k{}", self.n % 64), &[7u8; 100])?;

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use objects::BoxError;
 use objects::testing::storage_model::{Interpreter, ListSpec, Model, Obs, Op};
 use objects::{Context, Error, Namespace, Object, Result, Runtime};
 
@@ -94,13 +95,13 @@ impl Object for Subject {
     type Call = Vec<Op>;
     type Reply = Vec<Obs>;
 
-    async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
         Ok(Subject {
             interpreter: Interpreter::default(),
         })
     }
 
-    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<Vec<Obs>> {
+    async fn call(&mut self, ctx: &mut Context, ops: Vec<Op>) -> Result<Vec<Obs>, BoxError> {
         let mut out = Vec::with_capacity(ops.len());
         for op in &ops {
             out.push(self.interpreter.run(ctx.storage(), op).await?);

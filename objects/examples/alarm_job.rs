@@ -11,10 +11,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use objects::BoxError;
 use objects::{AlarmInfo, Context, ListOptions, Object, Result, Runtime};
 use tokio::sync::Notify;
 
-const SILENCE_MS: u64 = 2_000;
+const SILENCE: Duration = Duration::from_secs(2);
 
 struct Room {
     env: Arc<Notify>,
@@ -27,26 +28,27 @@ impl Object for Room {
     /// How many messages the room holds.
     type Reply = usize;
 
-    async fn new(_ctx: &mut Context, env: Arc<Notify>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, env: Arc<Notify>) -> Result<Self, BoxError> {
         Ok(Room { env })
     }
 
-    async fn call(&mut self, ctx: &mut Context, msg: String) -> Result<usize> {
-        let now = ctx.now_ms();
+    async fn call(&mut self, ctx: &mut Context, msg: String) -> Result<usize, BoxError> {
+        let now = ctx.now();
+        let key = now.duration_since(std::time::UNIX_EPOCH)?.as_millis();
         let storage = ctx.storage();
-        storage.put(&format!("msg/{now:016}"), &msg)?;
-        storage.set_alarm(now + SILENCE_MS)?;
+        storage.put(&format!("msg/{key:016}"), &msg)?;
+        storage.set_alarm(now + SILENCE)?;
         Ok(storage
             .list_bytes(&ListOptions::new().prefix("msg/"))?
             .len())
     }
 
-    async fn alarm(&mut self, ctx: &mut Context, info: AlarmInfo) -> Result<()> {
+    async fn alarm(&mut self, ctx: &mut Context, info: AlarmInfo) -> Result<(), BoxError> {
         let n = ctx.storage().list_bytes(&ListOptions::new())?.len();
         println!(
-            "{} was silent since {} ms; deleting its {n} messages",
+            "{} was silent for {:?}; deleting its {n} messages",
             ctx.name().unwrap_or("room"),
-            info.scheduled_ms - SILENCE_MS
+            ctx.now().duration_since(info.scheduled - SILENCE)?
         );
         ctx.storage().delete_all()?;
         self.env.notify_one();
@@ -64,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         println!("posted {text:?}; the room holds {n} messages");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("waiting for {SILENCE_MS} ms of silence...");
+    println!("waiting for {SILENCE:?} of silence...");
     rooms.env().notified().await;
     // The handler's deletes commit as its event ends; shutdown waits for it.
     rt.shutdown().await;

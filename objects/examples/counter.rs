@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use objects::BoxError;
 use objects::{Context, Object, Result, Runtime};
 
 struct Counter {
@@ -21,12 +22,12 @@ impl Object for Counter {
     /// The new value.
     type Reply = u64;
 
-    async fn new(ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
+    async fn new(ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
         let value = ctx.storage().get("value")?.unwrap_or(0);
         Ok(Counter { value })
     }
 
-    async fn call(&mut self, ctx: &mut Context, add: u64) -> Result<u64> {
+    async fn call(&mut self, ctx: &mut Context, add: u64) -> Result<u64, BoxError> {
         self.value += add;
         ctx.storage().put("value", &self.value)?;
         // The reply leaves only after "value" is on disk (the output gate).

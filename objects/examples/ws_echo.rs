@@ -13,6 +13,8 @@
 use std::sync::Arc;
 
 use axum::extract::Request as AxumRequest;
+use objects::CloseEvent;
+use objects::BoxError;
 use objects::{Context, Message, Namespace, Object, Request, Response, Result, Runtime, WebSocket};
 
 struct EchoRoom;
@@ -22,19 +24,19 @@ impl Object for EchoRoom {
     type Call = ();
     type Reply = ();
 
-    async fn new(ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
+    async fn new(ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
         println!("room {} constructed", ctx.name().unwrap_or("?"));
         ctx.set_auto_response(Some(("ping", "pong")))?;
         Ok(EchoRoom)
     }
 
-    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response> {
+    async fn fetch(&mut self, ctx: &mut Context, mut req: Request) -> Result<Response, BoxError> {
         match ctx.accept_websocket(&mut req, &[]) {
             Ok((_ws, resp)) => Ok(resp),
             Err(e) => Ok(http::Response::builder()
                 .status(400)
                 .body(e.to_string().into())
-                .map_err(objects::Error::app)?),
+                .map_err(objects::BoxError::from)?),
         }
     }
 
@@ -43,7 +45,7 @@ impl Object for EchoRoom {
         ctx: &mut Context,
         ws: WebSocket,
         msg: Message,
-    ) -> Result<()> {
+    ) -> Result<(), BoxError> {
         let present = ctx.websockets(None).len();
         match msg {
             Message::Text(t) => ctx.send(ws, format!("[{present} here] {t}")),
@@ -55,11 +57,8 @@ impl Object for EchoRoom {
     async fn websocket_close(
         &mut self,
         _ctx: &mut Context,
-        _ws: WebSocket,
-        _code: u16,
-        _reason: String,
-        _clean: bool,
-    ) -> Result<()> {
+        _ws: WebSocket, _close: CloseEvent,
+    ) -> Result<(), BoxError> {
         Ok(())
     }
 }
