@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::alarm::{AlarmKey, AlarmOutcome};
-use crate::context::Context;
+use crate::context::{Context, Continuation};
 use crate::dispatch::{NsDeliver, NsInner, enqueue};
-use crate::error::{BoxError, Error};
-use crate::event::{CallChain, Envelope, Event, Reply, guarded};
+use crate::error::{Aborted, BoxError, Error, EventTimeout};
+use crate::event::{CallChain, Envelope, Event, HeldReply, Reply, alarm_failure, limited};
 use crate::gate::{Action, Gate, Mark, Undo};
 use crate::http::Response;
 use crate::id::ObjectId;
@@ -23,6 +23,7 @@ use crate::websocket::socket::SocketEvent;
 enum Held<O: Object> {
     Fetch(Response, Reply<Response>),
     Call(O::Reply, Reply<O::Reply>),
+    Method(Box<dyn HeldReply>),
     Alarm(oneshot::Sender<AlarmOutcome>),
     None,
 }
@@ -49,10 +50,21 @@ impl<O: Object> Held<O> {
             Held::Call(v, r) => {
                 let _ = r.send(Ok(v));
             }
+            Held::Method(m) => m.release(),
             Held::Alarm(r) => {
                 let _ = r.send(AlarmOutcome::Done);
             }
             Held::None => {}
+        }
+    }
+
+    /// The handler failed after all (it called `Context::abort`).
+    fn refuse(self, e: Error) {
+        match self {
+            Held::Alarm(r) => {
+                let _ = r.send(alarm_failure(&e));
+            }
+            other => other.fail(e),
         }
     }
 
@@ -65,6 +77,7 @@ impl<O: Object> Held<O> {
             Held::Call(_, r) => {
                 let _ = r.send(Err(e));
             }
+            Held::Method(m) => m.fail(e),
             Held::Alarm(r) => {
                 let _ = r.send(AlarmOutcome::Infra(e.to_string()));
             }
@@ -72,6 +85,10 @@ impl<O: Object> Held<O> {
         }
     }
 }
+
+/// How an event ended: its held output, or how to answer its caller and
+/// why it failed.
+type EventResult<O> = Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, BoxError)>;
 
 pub(crate) fn spawn<O: Object>(
     ns: Arc<NsInner<O>>,
@@ -152,7 +169,19 @@ impl<O: Object> Activation<O> {
         );
         let table = ns.sockets.entry(*id.as_bytes()).or_default().clone();
         let deliver = Arc::new(NsDeliver(ns.clone()));
-        let ctx = Context::new(id.clone(), storage, ns.shared.clone(), table, deliver);
+        let spawn = (
+            deliver.clone() as Arc<dyn crate::background::Sink>,
+            std::any::TypeId::of::<O>(),
+            ns.limits,
+        );
+        let ctx = Context::new(
+            id.clone(),
+            storage,
+            ns.shared.clone(),
+            table,
+            deliver,
+            spawn,
+        );
         ns.shared.metrics.activations.increment(1);
         tracing::debug!(namespace = %ns.name, "object activated");
         Ok(Activation {
@@ -174,9 +203,9 @@ impl<O: Object> Activation<O> {
             // An object whose only work is accepted sockets hibernates
             // sooner than an idle one is evicted.
             let idle = if self.ctx.holds_sockets() {
-                self.ns.shared.options.hibernation_timeout
+                self.ns.limits.hibernation_timeout
             } else {
-                self.ns.shared.options.idle_timeout
+                self.ns.limits.idle_timeout
             };
             let envelope = tokio::select! {
                 biased;
@@ -208,6 +237,11 @@ impl<O: Object> Activation<O> {
     /// Leaves the live map if nothing is queued. The check runs under the
     /// map's write lock, which senders hold (shared) while they enqueue.
     fn try_evict(&mut self) -> bool {
+        if self.ctx.background_running() > 0 {
+            // Its background work is still running: the results come back
+            // as events, so the object stays.
+            return false;
+        }
         let generation = self.generation;
         let rx = &self.rx;
         let ns = &self.ns;
@@ -258,13 +292,15 @@ impl<O: Object> Activation<O> {
                     savepoint,
                     outbox: self.ctx.outbox_len(),
                 });
-                match self.run_event(envelope).await {
+                let ran = self.run_event(envelope).await;
+                match self.aborted(ran) {
                     Ok(h) => {
                         self.ctx.storage().overlay_mut().release(savepoint);
                         let sync_failed = self.ctx.storage().broken.is_some();
                         gate.succeeded(h, sync_failed)
                     }
                     Err((event_reply, e)) => {
+                        self.count_reset_cause(&*e);
                         let sync_failed = self.ctx.storage().broken.is_some();
                         let resets =
                             !matches!(e.downcast_ref::<Error>(), Some(Error::NotImplemented(_)));
@@ -310,6 +346,31 @@ impl<O: Object> Activation<O> {
         }
     }
 
+    /// An event whose handler called `Context::abort` fails with
+    /// [`Aborted`], whatever the handler returned.
+    fn aborted(&mut self, ran: EventResult<O>) -> EventResult<O> {
+        let Some(reason) = self.ctx.take_abort() else {
+            return ran;
+        };
+        let cause: BoxError = Box::new(Aborted { reason });
+        match ran {
+            Ok(held) => Err((Box::new(move |e| held.refuse(e)), cause)),
+            Err((reply, _)) => Err((reply, cause)),
+        }
+    }
+
+    /// Counts (and logs) the resets that are not plain handler errors.
+    fn count_reset_cause(&self, e: &(dyn std::error::Error + 'static)) {
+        let label = crate::id::log_label(self.id.as_bytes());
+        if let Some(t) = e.downcast_ref::<EventTimeout>() {
+            self.ns.shared.metrics.event_timeouts.increment(1);
+            tracing::warn!(object = %label, namespace = %self.ns.name, limit = ?t.limit, "event ran past its time limit");
+        } else if let Some(a) = e.downcast_ref::<Aborted>() {
+            self.ns.shared.metrics.aborts.increment(1);
+            tracing::warn!(object = %label, namespace = %self.ns.name, reason = %a.reason, "object aborted");
+        }
+    }
+
     /// Undoes a failed event: its writes and frames go; the instance too
     /// if the gate says so.
     fn undo(&mut self, undo: Undo<Savepoint>) {
@@ -351,6 +412,7 @@ impl<O: Object> Activation<O> {
 
     /// Drops the instance only; the next event constructs a fresh one.
     fn drop_instance(&mut self) {
+        self.ctx.reset_background();
         if self.instance.take().is_some() {
             self.ns.shared.metrics.resets.increment(1);
             tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, "object reset");
@@ -375,11 +437,7 @@ impl<O: Object> Activation<O> {
     }
 
     /// Runs one event. On failure returns how to answer its caller.
-    #[allow(clippy::type_complexity)]
-    async fn run_event(
-        &mut self,
-        envelope: Envelope<O>,
-    ) -> Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, BoxError)> {
+    async fn run_event(&mut self, envelope: Envelope<O>) -> EventResult<O> {
         let Envelope { event, chain } = envelope;
         self.ns.shared.metrics.events.increment(1);
         if let Event::Alarm { info, abandon, .. } = &event {
@@ -400,6 +458,12 @@ impl<O: Object> Activation<O> {
                 return Ok(Held::alarm(event));
             }
         }
+        if let Event::Background { epoch, .. } = &event
+            && !self.ctx.background_is_current(*epoch)
+        {
+            // Spawned by an instance that has since been reset.
+            return Ok(Held::None);
+        }
         if let Err(e) = self.ensure_instance(&chain).await {
             if let Event::Socket {
                 sid,
@@ -417,17 +481,22 @@ impl<O: Object> Activation<O> {
             ));
         };
         let ctx = &mut self.ctx;
+        let limit = self.ns.limits.event_time_limit;
         match event {
-            Event::Fetch(req, reply) => match guarded(&chain, instance.fetch(ctx, *req)).await {
-                Ok(resp) => Ok(Held::Fetch(resp, reply)),
-                Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
-            },
-            Event::Call(call, reply) => match guarded(&chain, instance.call(ctx, call)).await {
-                Ok(v) => Ok(Held::Call(v, reply)),
-                Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
-            },
+            Event::Fetch(req, reply) => {
+                match limited(&chain, limit, instance.fetch(ctx, *req)).await {
+                    Ok(resp) => Ok(Held::Fetch(resp, reply)),
+                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+                }
+            }
+            Event::Call(call, reply) => {
+                match limited(&chain, limit, instance.call(ctx, call)).await {
+                    Ok(v) => Ok(Held::Call(v, reply)),
+                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+                }
+            }
             Event::Alarm { info, reply, .. } => {
-                match guarded(&chain, instance.alarm(ctx, info)).await {
+                match limited(&chain, limit, instance.alarm(ctx, info)).await {
                     Ok(()) => {
                         self.ns.shared.metrics.alarms_fired.increment(1);
                         Ok(Held::Alarm(reply))
@@ -440,19 +509,35 @@ impl<O: Object> Activation<O> {
                     )),
                 }
             }
+            Event::Method(m) => {
+                let (refuse, fut) = m.start(instance, ctx);
+                match limited(&chain, limit, fut).await {
+                    Ok(held) => Ok(Held::Method(held)),
+                    Err(e) => Err((refuse, e)),
+                }
+            }
+            Event::Background { done, .. } => {
+                let Ok(cont) = done.downcast::<Continuation<O>>() else {
+                    return Err((Box::new(|_| {}), "background result of another type".into()));
+                };
+                match limited(&chain, limit, async { cont(instance, ctx) }).await {
+                    Ok(()) => Ok(Held::None),
+                    Err(e) => Err((Box::new(|_| {}), e)),
+                }
+            }
             Event::Socket { sid, event } => {
                 let ws = WebSocket { sid };
                 let (result, closed) = match event {
                     SocketEvent::Message(m) => (
-                        guarded(&chain, instance.websocket_message(ctx, ws, m)).await,
+                        limited(&chain, limit, instance.websocket_message(ctx, ws, m)).await,
                         false,
                     ),
                     SocketEvent::Close(close) => (
-                        guarded(&chain, instance.websocket_close(ctx, ws, close)).await,
+                        limited(&chain, limit, instance.websocket_close(ctx, ws, close)).await,
                         true,
                     ),
                     SocketEvent::Error(e) => (
-                        guarded(&chain, instance.websocket_error(ctx, ws, e)).await,
+                        limited(&chain, limit, instance.websocket_error(ctx, ws, e)).await,
                         false,
                     ),
                 };
@@ -471,7 +556,12 @@ impl<O: Object> Activation<O> {
     async fn ensure_instance(&mut self, chain: &CallChain) -> Result<(), BoxError> {
         if self.instance.is_none() {
             let env = self.ns.env.clone();
-            let instance = guarded(chain, O::new(&mut self.ctx, env)).await?;
+            let instance = limited(
+                chain,
+                self.ns.limits.event_time_limit,
+                O::new(&mut self.ctx, env),
+            )
+            .await?;
             self.instance = Some(instance);
         }
         Ok(())

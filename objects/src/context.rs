@@ -1,5 +1,6 @@
 //! What a handler sees of its object: id, storage, clock, sockets.
 
+use std::any::TypeId;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
@@ -8,8 +9,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::background::{Background, Sink, SpawnError};
+use crate::error::BoxError;
 use crate::http::{Request, Response};
 use crate::id::ObjectId;
+use crate::options::NsLimits;
 use crate::shared::Shared;
 use crate::storage::Storage;
 use crate::websocket::registry::{self, MAX_SOCKETS};
@@ -31,7 +35,20 @@ pub struct Context {
     deliver: Arc<dyn Deliver>,
     /// Frames held by the output gate, in send order.
     outbox: Vec<(u64, Outgoing)>,
+    /// Set by [`abort`](Context::abort) during the running event.
+    aborted: Option<String>,
+    /// Futures started by [`spawn`](Context::spawn).
+    background: Background,
+    /// Where their results go (this object's mailbox).
+    sink: Arc<dyn Sink>,
+    /// The object type handlers run on, checked by `spawn`.
+    object_type: TypeId,
+    limits: NsLimits,
 }
+
+/// A finished background future's continuation, as the activation runs it.
+pub(crate) type Continuation<O> =
+    Box<dyn FnOnce(&mut O, &mut Context) -> Result<(), BoxError> + Send>;
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,7 +72,9 @@ impl Context {
         shared: Arc<Shared>,
         sockets: Arc<Table>,
         deliver: Arc<dyn Deliver>,
+        spawn: (Arc<dyn Sink>, TypeId, NsLimits),
     ) -> Self {
+        let (sink, object_type, limits) = spawn;
         Context {
             id,
             storage,
@@ -63,6 +82,11 @@ impl Context {
             sockets,
             deliver,
             outbox: Vec::new(),
+            aborted: None,
+            background: Background::new(limits.max_background),
+            sink,
+            object_type,
+            limits,
         }
     }
 
@@ -239,6 +263,106 @@ impl Context {
         self.table()
             .auto_response_ms(ws.sid)
             .map(crate::clock::from_ms)
+    }
+
+    /// Starts `work` outside this object's input gate: events keep
+    /// running while it is pending. When it finishes, `then` runs on the
+    /// object as an ordinary event, through the mailbox (so it never
+    /// overlaps a handler), in the order the futures finish; its writes
+    /// commit and its frames leave as any event's do. `then` names the
+    /// object type: `|room: &mut Room, ctx, out| …`.
+    ///
+    /// Bounds: at most [`max_background`](crate::RuntimeOptions::max_background)
+    /// futures per object at once; each may run for the namespace's event
+    /// time limit, past which it is dropped (and `then` never runs).
+    /// Cancelled, with their results dropped, when the instance is reset
+    /// (handler error, panic, time limit, abort, failed commit) and at
+    /// shutdown. An object is not evicted while it has futures running.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Full`] past the bound, [`SpawnError::WrongObject`]
+    /// if `then` takes another type than this object's,
+    /// [`SpawnError::ShuttingDown`].
+    pub fn spawn<O, T, F, C>(&mut self, work: F, then: C) -> Result<(), SpawnError>
+    where
+        O: Send + 'static,
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+        C: FnOnce(&mut O, &mut Context, T) -> Result<(), BoxError> + Send + 'static,
+    {
+        if TypeId::of::<O>() != self.object_type {
+            return Err(SpawnError::WrongObject);
+        }
+        if self.shared.is_shutting_down() {
+            return Err(SpawnError::ShuttingDown);
+        }
+        let (epoch, cancel, running) = self.background.claim()?;
+        self.shared.metrics.background_spawned.increment(1);
+        let sink = self.sink.clone();
+        let id = *self.id.as_bytes();
+        let shutdown = self.shared.shutdown.clone();
+        let limit = self.limits.event_time_limit;
+        let task = async move {
+            let out = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                () = shutdown.cancelled() => return,
+                r = tokio::time::timeout(limit, work) => match r {
+                    Ok(out) => out,
+                    Err(_) => {
+                        tracing::warn!(limit = ?limit, "background work ran past the event time limit; dropped");
+                        return;
+                    }
+                },
+            };
+            let cont: Continuation<O> = Box::new(move |o, ctx| then(o, ctx, out));
+            // Still counted while it waits for mailbox room, so the object
+            // is not evicted under it.
+            sink.deliver(id, epoch, Box::new(cont)).await;
+            drop(running);
+        };
+        let span = tracing::Span::current();
+        self.shared
+            .tasks
+            .spawn(tracing::Instrument::instrument(task, span));
+        Ok(())
+    }
+
+    /// Background futures of this object still running.
+    pub(crate) fn background_running(&self) -> usize {
+        self.background.running()
+    }
+
+    /// True if a background result of `epoch` belongs to this instance.
+    pub(crate) fn background_is_current(&self, epoch: u64) -> bool {
+        self.background.is_current(epoch)
+    }
+
+    /// The instance is dropped: cancel its background work.
+    pub(crate) fn reset_background(&mut self) {
+        self.background.reset();
+    }
+
+    /// Resets this object on purpose, as an event past its time limit
+    /// would: when the running handler returns (whatever it returns), the
+    /// instance is dropped, this event's writes and frames are discarded
+    /// and its caller gets [`Error::Reset`](crate::Error::Reset) whose
+    /// source is [`Aborted`](crate::Aborted) with `reason`. Sockets stay
+    /// open; the next event constructs a fresh instance.
+    ///
+    /// Returns the error to return from the handler:
+    /// `return Err(ctx.abort("state is inconsistent"));`
+    pub fn abort(&mut self, reason: impl Into<String>) -> BoxError {
+        let reason = reason.into();
+        self.aborted = Some(reason.clone());
+        Box::new(crate::error::Aborted { reason })
+    }
+
+    /// The reason given to [`abort`](Context::abort) during the event that
+    /// just ran, if any (cleared).
+    pub(crate) fn take_abort(&mut self) -> Option<String> {
+        self.aborted.take()
     }
 
     pub(crate) fn holds_sockets(&self) -> bool {

@@ -6,10 +6,10 @@ use tokio::sync::oneshot;
 
 use crate::dispatch::{NsInner, enqueue};
 use crate::error::{Error, Result};
-use crate::event::{self, Envelope, Event};
+use crate::event::{self, Envelope, Event, Pending};
 use crate::http::{Request, Response};
 use crate::id::ObjectId;
-use crate::object::Object;
+use crate::object::{Handler, Method, Object};
 
 /// All objects of one type. Cheap to clone.
 pub struct Namespace<O: Object> {
@@ -189,6 +189,24 @@ impl<O: Object> Stub<O> {
     pub fn call(&self, call: O::Call) -> impl Future<Output = Result<O::Reply>> + Send + use<O> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(|_| Event::Call(call, tx));
+        self.wait(sent, rx)
+    }
+
+    /// Asks the object a typed method ([`Method`], answered by its
+    /// [`Handler`]): the future resolves to that method's own reply type.
+    ///
+    /// Queued before this returns, like [`call`](Self::call), so the
+    /// methods asked through one stub run in the order they were asked,
+    /// whatever their types.
+    pub fn ask<M: Method>(
+        &self,
+        msg: M,
+    ) -> impl Future<Output = Result<M::Reply>> + Send + use<O, M>
+    where
+        O: Handler<M>,
+    {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(|_| Event::Method(Box::new(Pending::new(msg, tx))));
         self.wait(sent, rx)
     }
 

@@ -129,3 +129,139 @@ pub trait Object: Sized + Send + 'static {
         async { Err(Error::NotImplemented("websocket_error").into()) }
     }
 }
+
+/// One request type of an object's typed methods, with its own reply type.
+/// Requests and replies are serde types so a transport can carry them.
+///
+/// Implement it for each request, and [`Handler`] for each object that
+/// answers it; callers use [`Stub::ask`](crate::Stub::ask), whose future
+/// resolves to exactly `Self::Reply`.
+pub trait Method: Serialize + DeserializeOwned + Send + 'static {
+    /// What the object answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// An object answers the typed method `M`: one `impl Handler<M>` per
+/// request type, as actix does, instead of one enum of requests and one of
+/// replies. Runs as any event does (one at a time, the reply held until
+/// the event's writes are durable, an error resetting the object).
+///
+/// ```
+/// use objects::{BoxError, Context, Handler, Method, Object};
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::Arc;
+///
+/// struct Room { members: Vec<String> }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Join(String);
+/// impl Method for Join { type Reply = usize; }       // members now
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Members;
+/// impl Method for Members { type Reply = Vec<String>; }
+///
+/// impl Object for Room {
+///     type Env = ();
+///     type Call = ();
+///     type Reply = ();
+///     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
+///         Ok(Room { members: Vec::new() })
+///     }
+/// }
+///
+/// impl Handler<Join> for Room {
+///     async fn handle(&mut self, _: &mut Context, Join(who): Join) -> Result<usize, BoxError> {
+///         self.members.push(who);
+///         Ok(self.members.len())
+///     }
+/// }
+///
+/// impl Handler<Members> for Room {
+///     async fn handle(&mut self, _: &mut Context, _: Members) -> Result<Vec<String>, BoxError> {
+///         Ok(self.members.clone())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> objects::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let rt = objects::Runtime::builder().data_dir(dir.path()).open()?;
+/// let rooms = rt.namespace::<Room>("rooms", ())?;
+/// let room = rooms.get_by_name("lobby");
+/// let n: usize = room.ask(Join("ada".into())).await?;
+/// let who: Vec<String> = room.ask(Members).await?;
+/// assert_eq!((n, who), (1, vec!["ada".to_string()]));
+/// # rt.shutdown().await;
+/// # Ok(()) }
+/// ```
+///
+/// A reply is tied to its request: asking `Join` for a `String` does not
+/// compile.
+///
+/// ```compile_fail
+/// # use objects::{BoxError, Context, Handler, Method, Object};
+/// # use serde::{Deserialize, Serialize};
+/// # use std::sync::Arc;
+/// # struct Room;
+/// # #[derive(Serialize, Deserialize)]
+/// # struct Join(String);
+/// # impl Method for Join { type Reply = usize; }
+/// # impl Object for Room {
+/// #     type Env = (); type Call = (); type Reply = ();
+/// #     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> { Ok(Room) }
+/// # }
+/// # impl Handler<Join> for Room {
+/// #     async fn handle(&mut self, _: &mut Context, _: Join) -> Result<usize, BoxError> { Ok(1) }
+/// # }
+/// # async fn f(room: objects::Stub<Room>) -> objects::Result<()> {
+/// let name: String = room.ask(Join("ada".into())).await?;
+/// # Ok(()) }
+/// ```
+///
+/// Nor does a handler that answers the wrong type:
+///
+/// ```compile_fail
+/// # use objects::{BoxError, Context, Handler, Method, Object};
+/// # use serde::{Deserialize, Serialize};
+/// # use std::sync::Arc;
+/// # struct Room;
+/// # #[derive(Serialize, Deserialize)]
+/// # struct Join(String);
+/// # impl Method for Join { type Reply = usize; }
+/// # impl Object for Room {
+/// #     type Env = (); type Call = (); type Reply = ();
+/// #     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> { Ok(Room) }
+/// # }
+/// impl Handler<Join> for Room {
+///     async fn handle(&mut self, _: &mut Context, _: Join) -> Result<String, BoxError> {
+///         Ok("one".into())
+///     }
+/// }
+/// ```
+///
+/// Nor asking an object a method it does not handle:
+///
+/// ```compile_fail
+/// # use objects::{BoxError, Context, Handler, Method, Object};
+/// # use serde::{Deserialize, Serialize};
+/// # use std::sync::Arc;
+/// # struct Room;
+/// # #[derive(Serialize, Deserialize)]
+/// # struct Leave;
+/// # impl Method for Leave { type Reply = (); }
+/// # impl Object for Room {
+/// #     type Env = (); type Call = (); type Reply = ();
+/// #     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> { Ok(Room) }
+/// # }
+/// # async fn f(room: objects::Stub<Room>) -> objects::Result<()> {
+/// room.ask(Leave).await?;
+/// # Ok(()) }
+/// ```
+pub trait Handler<M: Method>: Object {
+    /// Answers one request.
+    fn handle(
+        &mut self,
+        ctx: &mut Context,
+        msg: M,
+    ) -> impl Future<Output = Result<M::Reply, BoxError>> + Send;
+}

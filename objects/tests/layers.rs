@@ -20,6 +20,7 @@ const LAYERS: &[&str] = &[
     "websocket",
     "options",
     "shared",
+    "background",
     "context",
     "object",
     "event",
