@@ -16,12 +16,14 @@ use crate::http::Response;
 use crate::id::ObjectId;
 use crate::object::Object;
 use crate::storage::{Savepoint, Storage};
+use crate::stream::StreamResponse;
 use crate::websocket::WebSocket;
 use crate::websocket::socket::SocketEvent;
 
 /// A finished event's output, held until its writes are durable.
 enum Held<O: Object> {
     Fetch(Response, Reply<Response>),
+    FetchStream(StreamResponse, Reply<StreamResponse>),
     Call(O::Reply, Reply<O::Reply>),
     Method(Box<dyn HeldReply>),
     Alarm(oneshot::Sender<AlarmOutcome>),
@@ -45,6 +47,9 @@ impl<O: Object> Held<O> {
     fn release(self) {
         match self {
             Held::Fetch(v, r) => {
+                let _ = r.send(Ok(v));
+            }
+            Held::FetchStream(v, r) => {
                 let _ = r.send(Ok(v));
             }
             Held::Call(v, r) => {
@@ -72,6 +77,9 @@ impl<O: Object> Held<O> {
     fn fail(self, e: Error) {
         match self {
             Held::Fetch(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            Held::FetchStream(_, r) => {
                 let _ = r.send(Err(e));
             }
             Held::Call(_, r) => {
@@ -237,9 +245,10 @@ impl<O: Object> Activation<O> {
     /// Leaves the live map if nothing is queued. The check runs under the
     /// map's write lock, which senders hold (shared) while they enqueue.
     fn try_evict(&mut self) -> bool {
-        if self.ctx.background_running() > 0 {
-            // Its background work is still running: the results come back
-            // as events, so the object stays.
+        if self.ctx.background_running() > 0 || self.ctx.open_streams() > 0 {
+            // Its background work is still running (the results come back
+            // as events) or a streamed body is still being read (its
+            // sender lives in the instance): the object stays.
             return false;
         }
         let generation = self.generation;
@@ -486,6 +495,12 @@ impl<O: Object> Activation<O> {
             Event::Fetch(req, reply) => {
                 match limited(&chain, limit, instance.fetch(ctx, *req)).await {
                     Ok(resp) => Ok(Held::Fetch(resp, reply)),
+                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+                }
+            }
+            Event::FetchStream(req, reply) => {
+                match limited(&chain, limit, instance.fetch_stream(ctx, *req)).await {
+                    Ok(resp) => Ok(Held::FetchStream(resp, reply)),
                     Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
                 }
             }

@@ -2,9 +2,10 @@
 
 use std::any::TypeId;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -16,6 +17,7 @@ use crate::id::ObjectId;
 use crate::options::NsLimits;
 use crate::shared::Shared;
 use crate::storage::Storage;
+use crate::stream::{self, BodySender, BodyStream, OpenGuard, Unsent};
 use crate::websocket::registry::{self, MAX_SOCKETS};
 use crate::websocket::socket::{self, Deliver, Outgoing, Table};
 use crate::websocket::{Message, WebSocket, WebSocketError};
@@ -33,8 +35,10 @@ pub struct Context {
     shared: Arc<Shared>,
     sockets: Arc<Table>,
     deliver: Arc<dyn Deliver>,
-    /// Frames held by the output gate, in send order.
-    outbox: Vec<(u64, Outgoing)>,
+    /// Frames and stream chunks held by the output gate, in send order.
+    outbox: Vec<Out>,
+    /// Streamed bodies of this object still open (their readers alive).
+    open_streams: Arc<AtomicUsize>,
     /// Set by [`abort`](Context::abort) during the running event.
     aborted: Option<String>,
     /// Futures started by [`spawn`](Context::spawn).
@@ -44,6 +48,12 @@ pub struct Context {
     /// The object type handlers run on, checked by `spawn`.
     object_type: TypeId,
     limits: NsLimits,
+}
+
+/// One output held by the gate.
+enum Out {
+    Socket(u64, Outgoing),
+    Stream(BodySender, Bytes),
 }
 
 /// A finished background future's continuation, as the activation runs it.
@@ -82,6 +92,7 @@ impl Context {
             sockets,
             deliver,
             outbox: Vec::new(),
+            open_streams: Arc::new(AtomicUsize::new(0)),
             aborted: None,
             background: Background::new(limits.max_background),
             sink,
@@ -155,7 +166,7 @@ impl Context {
             &self.shared.options.websocket,
         );
         self.table().accept(sid, handle.clone(), tags)?;
-        self.outbox.push((sid, Outgoing::Live));
+        self.outbox.push(Out::Socket(sid, Outgoing::Live));
         if self.shared.is_shutting_down() {
             // Shutdown began while we accepted: its sweep may have missed us.
             handle.close(1001, "server shutting down".into());
@@ -219,7 +230,7 @@ impl Context {
     /// durable; dropped if the socket has closed by then.
     pub fn send(&mut self, ws: WebSocket, msg: impl Into<Message>) {
         self.outbox
-            .push((ws.sid, Outgoing::Frame(to_ws(msg.into()))));
+            .push(Out::Socket(ws.sid, Outgoing::Frame(to_ws(msg.into()))));
     }
 
     /// Sends one message to many sockets: encoded once, the bytes shared.
@@ -230,7 +241,8 @@ impl Context {
     ) {
         let frame = to_ws(msg.into());
         for ws in sockets {
-            self.outbox.push((ws.sid, Outgoing::Frame(frame.clone())));
+            self.outbox
+                .push(Out::Socket(ws.sid, Outgoing::Frame(frame.clone())));
         }
     }
 
@@ -238,7 +250,7 @@ impl Context {
     /// durable). The close handler runs when the socket task finishes.
     pub fn close(&mut self, ws: WebSocket, code: u16, reason: impl Into<String>) {
         self.outbox
-            .push((ws.sid, Outgoing::Close(code, reason.into())));
+            .push(Out::Socket(ws.sid, Outgoing::Close(code, reason.into())));
     }
 
     /// Sets (or with `None` clears) the auto-response: a text message equal
@@ -365,6 +377,30 @@ impl Context {
         self.aborted.take()
     }
 
+    /// A new streamed body: keep the sender (in the instance) and return
+    /// the body in a [`StreamResponse`](crate::StreamResponse) from
+    /// [`Object::fetch_stream`](crate::Object::fetch_stream). While a
+    /// body's reader is connected the object is not evicted; the body ends
+    /// when every clone of the sender is dropped (a reset drops the
+    /// instance, and so ends its streams).
+    pub fn body_channel(&mut self) -> (BodySender, BodyStream) {
+        stream::channel(OpenGuard::new(&self.open_streams))
+    }
+
+    /// Sends a chunk on a streamed body. Held until this event's writes
+    /// are durable, like socket frames; dropped if the reader has gone. A
+    /// reader that falls behind (more than [`MAX_STREAM_CHUNKS`](crate::MAX_STREAM_CHUNKS)
+    /// chunks or [`MAX_STREAM_BYTES`](crate::MAX_STREAM_BYTES) queued, or
+    /// one chunk larger than that) is cut.
+    pub fn stream_send(&mut self, body: &BodySender, chunk: impl Into<Bytes>) {
+        self.outbox.push(Out::Stream(body.clone(), chunk.into()));
+    }
+
+    /// Streamed bodies whose readers are still connected.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::Acquire)
+    }
+
     pub(crate) fn holds_sockets(&self) -> bool {
         !self.table().is_empty()
     }
@@ -389,7 +425,16 @@ impl Context {
         let mut t = crate::sync::lock(&self.sockets);
         let (mut accepted, mut frames) = (0, 0);
         // Drained, not replaced: the next event reuses the capacity.
-        for (sid, out) in self.outbox.drain(..) {
+        for out in self.outbox.drain(..) {
+            let (sid, out) = match out {
+                Out::Socket(sid, out) => (sid, out),
+                Out::Stream(tx, chunk) => {
+                    if tx.send(chunk) == Err(Unsent::Cut) {
+                        tracing::debug!("streamed body cut: its reader fell behind");
+                    }
+                    continue;
+                }
+            };
             match out {
                 Outgoing::Live => {
                     t.mark_live(sid);

@@ -15,6 +15,7 @@ use crate::context::Context;
 use crate::error::{BoxError, Error, EventTimeout, Result};
 use crate::http::{Request, Response};
 use crate::object::{Handler, Method, Object};
+use crate::stream::StreamResponse;
 use crate::websocket::socket::SocketEvent;
 
 /// The objects an event is (transitively) waiting in, outermost first. A
@@ -49,6 +50,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 /// What can happen to an object.
 pub(crate) enum Event<O: Object> {
     Fetch(Box<Request>, Reply<Response>),
+    FetchStream(Box<Request>, Reply<StreamResponse>),
     Call(O::Call, Reply<O::Reply>),
     /// The alarm set for `info.scheduled` is due. With `abandon`, its
     /// retries are used up: clear it without running the handler.
@@ -77,6 +79,7 @@ impl<O: Object> Event<O> {
     pub(crate) fn abandoned(&self) -> bool {
         match self {
             Event::Fetch(_, r) => r.is_closed(),
+            Event::FetchStream(_, r) => r.is_closed(),
             Event::Call(_, r) => r.is_closed(),
             Event::Method(m) => m.abandoned(),
             Event::Alarm { reply, .. } => reply.is_closed(),
@@ -87,6 +90,9 @@ impl<O: Object> Event<O> {
     pub(crate) fn refuse(self, e: Error) {
         match self {
             Event::Fetch(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            Event::FetchStream(_, r) => {
                 let _ = r.send(Err(e));
             }
             Event::Call(_, r) => {

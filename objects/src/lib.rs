@@ -81,6 +81,7 @@ mod registry;
 mod runtime;
 mod shared;
 mod storage;
+mod stream;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -106,6 +107,9 @@ pub use runtime::{Runtime, RuntimeBuilder};
 pub use storage::{
     ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Storage, StorageError,
     StoreOptions, StoredValue,
+};
+pub use stream::{
+    BodySender, BodyStream, MAX_STREAM_BYTES, MAX_STREAM_CHUNKS, StreamCut, StreamResponse,
 };
 pub use websocket::socket::WebSocketOptions;
 pub use websocket::{

@@ -10,6 +10,7 @@ use crate::event::{self, Envelope, Event, Pending};
 use crate::http::{Request, Response};
 use crate::id::ObjectId;
 use crate::object::{Handler, Method, Object};
+use crate::stream::StreamResponse;
 
 /// All objects of one type. Cheap to clone.
 pub struct Namespace<O: Object> {
@@ -179,6 +180,19 @@ impl<O: Object> Stub<O> {
     pub fn fetch(&self, req: Request) -> impl Future<Output = Result<Response>> + Send + use<O> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(|_| Event::Fetch(Box::new(req), tx));
+        self.wait(sent, rx)
+    }
+
+    /// Sends an HTTP request to the object's `fetch_stream` handler, whose
+    /// response body the object keeps feeding after the event ends
+    /// (server-sent events, large downloads). Queued before this returns,
+    /// like [`fetch`](Self::fetch).
+    pub fn fetch_stream(
+        &self,
+        req: Request,
+    ) -> impl Future<Output = Result<StreamResponse>> + Send + use<O> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(|_| Event::FetchStream(Box::new(req), tx));
         self.wait(sent, rx)
     }
 

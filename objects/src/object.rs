@@ -10,6 +10,7 @@ use crate::alarm::AlarmInfo;
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::http::{Request, Response};
+use crate::stream::StreamResponse;
 use crate::websocket::{CloseEvent, Message, WebSocket};
 
 /// A durable object type: one instance per id, one event at a time.
@@ -71,6 +72,20 @@ pub trait Object: Sized + Send + 'static {
     ) -> impl Future<Output = Result<Response, BoxError>> + Send {
         let _ = (ctx, req);
         async { Err(Error::NotImplemented("fetch").into()) }
+    }
+
+    /// Handles an HTTP request whose response body is streamed: make the
+    /// body with [`Context::body_channel`], keep its sender, return the
+    /// response; later events send chunks with [`Context::stream_send`].
+    /// The object is free for other events as soon as this returns; the
+    /// response leaves once this event's writes are durable.
+    fn fetch_stream(
+        &mut self,
+        ctx: &mut Context,
+        req: Request,
+    ) -> impl Future<Output = Result<StreamResponse, BoxError>> + Send {
+        let _ = (ctx, req);
+        async { Err(Error::NotImplemented("fetch_stream").into()) }
     }
 
     /// Handles a typed RPC call.

@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "metrics",
     "storage",
     "http",
+    "stream",
     "alarm",
     "websocket",
     "options",
