@@ -16,7 +16,7 @@ use crate::http::{Request, Response};
 use crate::id::ObjectId;
 use crate::options::NsLimits;
 use crate::shared::Shared;
-use crate::storage::Storage;
+use crate::storage::{Storage, Timers};
 use crate::stream::{self, BodySender, BodyStream, OpenGuard, Unsent};
 use crate::websocket::registry::{self, MAX_SOCKETS};
 use crate::websocket::socket::{self, Deliver, Outgoing, Table};
@@ -114,6 +114,17 @@ impl Context {
     /// This object's storage.
     pub fn storage(&mut self) -> &mut Storage {
         &mut self.storage
+    }
+
+    /// This object's named durable timers, multiplexed over its one
+    /// alarm: due timers run the [`Object::timer`](crate::Object::timer)
+    /// handler. Changes commit with this event's writes.
+    pub fn timers(&mut self) -> Timers<'_> {
+        let now = self.now();
+        Timers {
+            storage: &mut self.storage,
+            now,
+        }
     }
 
     /// Wall-clock time, from the runtime's clock.

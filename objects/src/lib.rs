@@ -105,8 +105,8 @@ pub use object::{Handler, Method, Object};
 pub use options::{NamespaceOptions, RuntimeOptions};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use storage::{
-    ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Storage, StorageError,
-    StoreOptions, StoredValue,
+    ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_TIMER_NAME, MAX_TIMERS, MAX_VALUE_BYTES,
+    Storage, StorageError, StoreOptions, StoredValue, Timer, TimerInfo, Timers,
 };
 pub use stream::{
     BodySender, BodyStream, MAX_STREAM_BYTES, MAX_STREAM_CHUNKS, StreamCut, StreamResponse,

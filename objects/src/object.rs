@@ -10,6 +10,7 @@ use crate::alarm::AlarmInfo;
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::http::{Request, Response};
+use crate::storage::Timer;
 use crate::stream::StreamResponse;
 use crate::websocket::{CloseEvent, Message, WebSocket};
 
@@ -108,6 +109,20 @@ pub trait Object: Sized + Send + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = (ctx, info);
         async { Err(Error::NotImplemented("alarm").into()) }
+    }
+
+    /// Runs when one of the object's timers is due (see
+    /// [`Context::timers`]). An error undoes the handler's writes, resets
+    /// the object and delivers the timer again with backoff (its retry
+    /// count is stored with it); success removes a one-shot timer or sets
+    /// a repeating one a period on.
+    fn timer(
+        &mut self,
+        ctx: &mut Context,
+        timer: Timer,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (ctx, timer);
+        async { Err(Error::NotImplemented("timer").into()) }
     }
 
     /// A message arrived on an accepted WebSocket.

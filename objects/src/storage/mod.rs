@@ -11,6 +11,7 @@ pub(crate) mod layout;
 mod list;
 mod overlay;
 mod store;
+pub(crate) mod timers;
 mod value;
 mod writer;
 
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 pub use error::StorageError;
 pub use list::ListOptions;
 pub use store::StoreOptions;
+pub use timers::{MAX_TIMER_NAME, MAX_TIMERS, Timer, TimerInfo, Timers};
 pub use value::StoredValue;
 
 pub(crate) use overlay::{Overlay, Savepoint};
@@ -397,7 +399,9 @@ impl Storage {
     ///
     /// An LMDB read error.
     pub fn alarm(&self) -> Result<Option<SystemTime>, StorageError> {
-        Ok(self.alarm_ms()?.map(crate::clock::from_ms))
+        // With timers in use, the stored alarm is the earliest of them and
+        // the plain alarm lives in a record (`timers.rs`).
+        Ok(self.user_alarm_ms()?.map(crate::clock::from_ms))
     }
 
     pub(crate) fn alarm_ms(&self) -> Result<Option<u64>, StorageError> {
@@ -419,12 +423,28 @@ impl Storage {
         if at_ms == 0 {
             return Err(StorageError::InvalidAlarm);
         }
-        self.overlay.set_alarm(Some(at_ms));
+        if !self.set_user_alarm(Some(at_ms))? {
+            self.overlay.set_alarm(Some(at_ms));
+        }
         Ok(())
     }
 
     /// Deletes the alarm, if any.
     pub fn delete_alarm(&mut self) {
+        match self.set_user_alarm(None) {
+            Ok(true) => {}
+            Ok(false) => self.overlay.set_alarm(None),
+            Err(e) => {
+                // Only with timers in use (their record unreadable); the
+                // stored alarm is cleared, the timers keep theirs.
+                tracing::warn!(error = %e, "delete_alarm: timer records unreadable");
+                self.overlay.set_alarm(None);
+            }
+        }
+    }
+
+    /// Clears the stored alarm itself (a due alarm is being run).
+    pub(crate) fn clear_stored_alarm(&mut self) {
         self.overlay.set_alarm(None);
     }
 
