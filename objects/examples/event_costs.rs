@@ -1,6 +1,7 @@
 //! What one event costs, by kind: a plain `call`, a typed method (`ask`),
-//! a background result (`Context::spawn` until its continuation ran) and
-//! an alarm delivery (`set_alarm(now)` until the handler ran). Prints the
+//! a background result (`Context::spawn` until its continuation ran), an
+//! alarm delivery (`set_alarm(now)` until the handler ran) and a timer
+//! delivery (`timers().schedule_at(now)` until the handler ran). Prints the
 //! mean over many runs, one after another on one object.
 //!
 //! ```text
@@ -9,13 +10,14 @@
 //!
 //! The call, method and background events write nothing, so no commit
 //! (and no fsync) is in their figure: they measure the runtime's own path.
-//! An alarm needs two commits (setting it, and clearing it with the
-//! handler's run), each synced to disk, so its figure is mostly fsync.
+//! An alarm or a timer needs two commits (setting it, and clearing it with
+//! the handler's run), each synced to disk, so their figures are mostly
+//! fsync; a timer also reads and writes its records.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use objects::{AlarmInfo, BoxError, Context, Handler, Method, Object, Runtime};
+use objects::{AlarmInfo, BoxError, Context, Handler, Method, Object, Runtime, Timer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -34,6 +36,7 @@ enum Call {
     Ping,
     Spawn,
     AlarmNow,
+    TimerNow,
 }
 
 impl Object for Probe {
@@ -56,11 +59,25 @@ impl Object for Probe {
                 let now = ctx.now();
                 ctx.storage().set_alarm(now)?;
             }
+            Call::TimerNow => {
+                let now = ctx.now();
+                ctx.timers().schedule_at("t", now, &())?;
+            }
         }
         Ok(())
     }
 
     async fn alarm(&mut self, _ctx: &mut Context, _info: AlarmInfo) -> Result<(), BoxError> {
+        self.fired().await
+    }
+
+    async fn timer(&mut self, _ctx: &mut Context, _timer: Timer) -> Result<(), BoxError> {
+        self.fired().await
+    }
+}
+
+impl Probe {
+    async fn fired(&mut self) -> Result<(), BoxError> {
         self.env.notify_one();
         Ok(())
     }
@@ -114,6 +131,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ns.env().notified().await;
     }
     report("call + alarm", A, t.elapsed());
+
+    let t = Instant::now();
+    for _ in 0..A {
+        stub.call(Call::TimerNow).await?;
+        ns.env().notified().await;
+    }
+    report("call + timer", A, t.elapsed());
     rt.shutdown().await;
     Ok(())
 }
