@@ -352,6 +352,10 @@ impl Storage {
         let Some(range) = opts.compile()? else {
             return Ok(Vec::new());
         };
+        // Keys beginning with NUL are the runtime's (timer records,
+        // `timers.rs`): hidden unless the listing asks for them by prefix.
+        let internal = opts.prefix.as_deref().is_some_and(|p| p.starts_with('\0'));
+        let shown = |k: &[u8]| internal || k.first() != Some(&0);
         // Committed entries, read eagerly but bounded: the overlay can hide
         // at most as many entries as it holds, so limit + that suffices.
         let mut base = Vec::new();
@@ -360,13 +364,15 @@ impl Storage {
                 .limit
                 .map(|l| l.saturating_add(self.overlay.range(&range).count()));
             self.store.scan(&self.id, &range, &mut |k, v| {
-                base.push(Ok((k, v)));
+                if shown(&k) {
+                    base.push(Ok((k, v)));
+                }
                 want.is_none_or(|w| base.len() < w)
             })?;
         }
         let merged = list::merge(
             base.into_iter(),
-            self.overlay.range(&range),
+            self.overlay.range(&range).filter(|(k, _)| shown(k)),
             range.reverse,
             range.limit,
         )?;
