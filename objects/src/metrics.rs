@@ -88,17 +88,17 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "objects_alarms_fired_total",
         "counter",
-        "alarm handler runs that succeeded",
+        "alarm and timer handler runs that succeeded",
     ),
     (
         "objects_alarms_retried_total",
         "counter",
-        "alarm runs that failed and were scheduled again",
+        "alarm and timer runs that failed and were scheduled again",
     ),
     (
         "objects_alarms_dropped_total",
         "counter",
-        "alarms dropped after their last retry",
+        "alarms and timers dropped after their last retry",
     ),
     (
         "objects_sockets_accepted_total",
