@@ -317,3 +317,60 @@ async fn the_limit_is_per_namespace() {
     assert!(err.to_string().contains("30s"), "{err}");
     rt.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn mailbox_and_idle_settings_are_per_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::builder()
+        .data_dir(dir.path())
+        .open()
+        .expect("open");
+    let small = rt
+        .namespace_with::<Room>(
+            "small",
+            Env::default(),
+            &NamespaceOptions::default()
+                .with_mailbox_capacity(2)
+                .with_idle_timeout(Duration::from_secs(5)),
+        )
+        .expect("ns");
+    let default = rt.namespace::<Room>("default", Env::default()).expect("ns");
+    // Hold each object in a hanging event, then queue behind it.
+    let small_room = small.get_by_name("x");
+    let hang = tokio::spawn(small_room.call(Call::PutThenHang("k".into())));
+    small.env().hanging.notified().await;
+    let queued: Vec<_> = (0..2).map(|_| small_room.call(Call::Sockets)).collect();
+    let err = small_room
+        .call(Call::Sockets)
+        .await
+        .expect_err("the third queued event is refused");
+    assert!(err.is_overloaded(), "{err:?}");
+    assert!(err.to_string().contains("2 events"), "{err}");
+    // The default namespace keeps the runtime's bound (1024).
+    let default_room = default.get_by_name("x");
+    let hang_default = tokio::spawn(default_room.call(Call::PutThenHang("k".into())));
+    default.env().hanging.notified().await;
+    let many: Vec<_> = (0..100).map(|_| default_room.call(Call::Sockets)).collect();
+    // Both stuck events end at the (default) time limit; what was queued
+    // then runs.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert!(hang.await.expect("join").is_err());
+    assert!(hang_default.await.expect("join").is_err());
+    for q in queued {
+        assert_eq!(q.await.expect("queued"), Reply::Count(0));
+    }
+    for q in many {
+        assert_eq!(q.await.expect("queued"), Reply::Count(0));
+    }
+    // Idle eviction: 5 s for the small namespace, 70 s for the other.
+    tokio::time::advance(Duration::from_secs(6)).await;
+    for _ in 0..1000 {
+        if small.live_count() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(small.live_count(), 0, "evicted after its own 5 s");
+    assert_eq!(default.live_count(), 1, "still within the runtime's 70 s");
+    rt.shutdown().await;
+}
