@@ -44,6 +44,8 @@ enum Call {
     Get(String),
     /// The keys a plain listing shows.
     Keys,
+    /// Makes the plain alarm's handler fail (or not).
+    FailAlarm(bool),
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
@@ -93,6 +95,10 @@ impl Object for Jobs {
                     .collect(),
             ),
             Call::Get(k) => Reply::Value(ctx.storage().get(&k)?),
+            Call::FailAlarm(on) => {
+                ctx.storage().put("fail-alarm", &on)?;
+                Reply::Unit
+            }
             Call::Keys => Reply::Keys(
                 ctx.storage()
                     .list::<String>(&objects::ListOptions::new())?
@@ -129,6 +135,9 @@ impl Object for Jobs {
             info.retry_count,
             String::new(),
         ));
+        if ctx.storage().get::<bool>("fail-alarm")? == Some(true) {
+            return Err("the alarm fails".into());
+        }
         Ok(())
     }
 }
@@ -330,5 +339,45 @@ async fn a_repeating_timer_repeats_until_cancelled() {
     advance(&rt, Duration::from_secs(5)).await;
     assert_eq!(runs(ns.env()).len(), 3);
     assert_eq!(rt.pending_alarms(), 0);
+    rt.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn beside_timers_a_failing_plain_alarm_keeps_its_retry_count_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let rt = open(dir.path(), T0);
+        let ns = rt.namespace::<Jobs>("jobs", Env::default()).expect("ns");
+        let job = ns.get_by_name("j");
+        job.call(Call::At(vec![("far".into(), T0 + 86_400_000, "x".into())]))
+            .await
+            .expect("timer");
+        job.call(Call::FailAlarm(true)).await.expect("flag");
+        job.call(Call::SetAlarm(T0 + 1_000)).await.expect("alarm");
+        advance(&rt, Duration::from_secs(1)).await;
+        assert_eq!(
+            runs(ns.env()),
+            vec![("alarm".into(), T0 + 1_000, 0, String::new())]
+        );
+        // Still set (for a retry), as a plain alarm would be.
+        assert_eq!(
+            job.call(Call::Alarm).await.expect("get"),
+            Reply::Alarm(Some(T0 + 1_000))
+        );
+        job.call(Call::FailAlarm(false)).await.expect("flag");
+        rt.shutdown().await;
+    }
+    let rt = open(dir.path(), T0 + 60_000);
+    let ns = rt.namespace::<Jobs>("jobs", Env::default()).expect("ns");
+    advance(&rt, Duration::from_millis(1)).await;
+    assert_eq!(
+        runs(ns.env()),
+        vec![("alarm".into(), T0 + 1_000, 1, String::new())],
+        "the retry count came back from storage"
+    );
+    assert_eq!(
+        ns.get_by_name("j").call(Call::Alarm).await.expect("get"),
+        Reply::Alarm(None)
+    );
     rt.shutdown().await;
 }
