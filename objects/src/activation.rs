@@ -6,23 +6,29 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alarm::schedule::{Jitter, RetryPolicy};
 use crate::alarm::{AlarmKey, AlarmOutcome};
-use crate::context::Context;
+use crate::clock::ClockMs;
+use crate::context::{Context, Continuation};
 use crate::dispatch::{NsDeliver, NsInner, enqueue};
-use crate::error::{BoxError, Error};
-use crate::event::{CallChain, Envelope, Event, Reply, guarded};
+use crate::error::{Aborted, BoxError, Error, EventTimeout};
+use crate::event::{CallChain, Envelope, Event, HeldReply, Reply, alarm_failure, limited};
 use crate::gate::{Action, Gate, Mark, Undo};
 use crate::http::Response;
 use crate::id::ObjectId;
 use crate::object::Object;
+use crate::storage::timers::Due;
 use crate::storage::{Savepoint, Storage};
+use crate::stream::StreamResponse;
 use crate::websocket::WebSocket;
 use crate::websocket::socket::SocketEvent;
 
 /// A finished event's output, held until its writes are durable.
 enum Held<O: Object> {
     Fetch(Response, Reply<Response>),
+    FetchStream(StreamResponse, Reply<StreamResponse>),
     Call(O::Reply, Reply<O::Reply>),
+    Method(Box<dyn HeldReply>),
     Alarm(oneshot::Sender<AlarmOutcome>),
     None,
 }
@@ -46,13 +52,27 @@ impl<O: Object> Held<O> {
             Held::Fetch(v, r) => {
                 let _ = r.send(Ok(v));
             }
+            Held::FetchStream(v, r) => {
+                let _ = r.send(Ok(v));
+            }
             Held::Call(v, r) => {
                 let _ = r.send(Ok(v));
             }
+            Held::Method(m) => m.release(),
             Held::Alarm(r) => {
                 let _ = r.send(AlarmOutcome::Done);
             }
             Held::None => {}
+        }
+    }
+
+    /// The handler failed after all (it called `Context::abort`).
+    fn refuse(self, e: Error) {
+        match self {
+            Held::Alarm(r) => {
+                let _ = r.send(alarm_failure(&e));
+            }
+            other => other.fail(e),
         }
     }
 
@@ -62,9 +82,13 @@ impl<O: Object> Held<O> {
             Held::Fetch(_, r) => {
                 let _ = r.send(Err(e));
             }
+            Held::FetchStream(_, r) => {
+                let _ = r.send(Err(e));
+            }
             Held::Call(_, r) => {
                 let _ = r.send(Err(e));
             }
+            Held::Method(m) => m.fail(e),
             Held::Alarm(r) => {
                 let _ = r.send(AlarmOutcome::Infra(e.to_string()));
             }
@@ -72,6 +96,10 @@ impl<O: Object> Held<O> {
         }
     }
 }
+
+/// How an event ended: its held output, or how to answer its caller and
+/// why it failed.
+type EventResult<O> = Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, BoxError)>;
 
 pub(crate) fn spawn<O: Object>(
     ns: Arc<NsInner<O>>,
@@ -121,6 +149,9 @@ struct Activation<O: Object> {
     rx: mpsc::Receiver<Envelope<O>>,
     instance: Option<O>,
     ctx: Context,
+    /// Retries of failed timers (the alarm driver's policy).
+    retry: RetryPolicy,
+    jitter: Jitter,
 }
 
 type NewError<O> = (mpsc::Receiver<Envelope<O>>, Error);
@@ -152,7 +183,21 @@ impl<O: Object> Activation<O> {
         );
         let table = ns.sockets.entry(*id.as_bytes()).or_default().clone();
         let deliver = Arc::new(NsDeliver(ns.clone()));
-        let ctx = Context::new(id.clone(), storage, ns.shared.clone(), table, deliver);
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&id.as_bytes()[..8]);
+        let spawn = (
+            deliver.clone() as Arc<dyn crate::background::Sink>,
+            std::any::TypeId::of::<O>(),
+            ns.limits,
+        );
+        let ctx = Context::new(
+            id.clone(),
+            storage,
+            ns.shared.clone(),
+            table,
+            deliver,
+            spawn,
+        );
         ns.shared.metrics.activations.increment(1);
         tracing::debug!(namespace = %ns.name, "object activated");
         Ok(Activation {
@@ -162,6 +207,8 @@ impl<O: Object> Activation<O> {
             rx,
             instance: None,
             ctx,
+            retry: RetryPolicy::default(),
+            jitter: Jitter::new(generation ^ u64::from_le_bytes(seed)),
         })
     }
 
@@ -174,9 +221,9 @@ impl<O: Object> Activation<O> {
             // An object whose only work is accepted sockets hibernates
             // sooner than an idle one is evicted.
             let idle = if self.ctx.holds_sockets() {
-                self.ns.shared.options.hibernation_timeout
+                self.ns.limits.hibernation_timeout
             } else {
-                self.ns.shared.options.idle_timeout
+                self.ns.limits.idle_timeout
             };
             let envelope = tokio::select! {
                 biased;
@@ -208,6 +255,12 @@ impl<O: Object> Activation<O> {
     /// Leaves the live map if nothing is queued. The check runs under the
     /// map's write lock, which senders hold (shared) while they enqueue.
     fn try_evict(&mut self) -> bool {
+        if self.ctx.background_running() > 0 || self.ctx.open_streams() > 0 {
+            // Its background work is still running (the results come back
+            // as events) or a streamed body is still being read (its
+            // sender lives in the instance): the object stays.
+            return false;
+        }
         let generation = self.generation;
         let rx = &self.rx;
         let ns = &self.ns;
@@ -258,13 +311,15 @@ impl<O: Object> Activation<O> {
                     savepoint,
                     outbox: self.ctx.outbox_len(),
                 });
-                match self.run_event(envelope).await {
+                let ran = self.run_event(envelope).await;
+                match self.aborted(ran) {
                     Ok(h) => {
                         self.ctx.storage().overlay_mut().release(savepoint);
                         let sync_failed = self.ctx.storage().broken.is_some();
                         gate.succeeded(h, sync_failed)
                     }
                     Err((event_reply, e)) => {
+                        self.count_reset_cause(&*e);
                         let sync_failed = self.ctx.storage().broken.is_some();
                         let resets =
                             !matches!(e.downcast_ref::<Error>(), Some(Error::NotImplemented(_)));
@@ -310,6 +365,31 @@ impl<O: Object> Activation<O> {
         }
     }
 
+    /// An event whose handler called `Context::abort` fails with
+    /// [`Aborted`], whatever the handler returned.
+    fn aborted(&mut self, ran: EventResult<O>) -> EventResult<O> {
+        let Some(reason) = self.ctx.take_abort() else {
+            return ran;
+        };
+        let cause: BoxError = Box::new(Aborted { reason });
+        match ran {
+            Ok(held) => Err((Box::new(move |e| held.refuse(e)), cause)),
+            Err((reply, _)) => Err((reply, cause)),
+        }
+    }
+
+    /// Counts (and logs) the resets that are not plain handler errors.
+    fn count_reset_cause(&self, e: &(dyn std::error::Error + 'static)) {
+        let label = crate::id::log_label(self.id.as_bytes());
+        if let Some(t) = e.downcast_ref::<EventTimeout>() {
+            self.ns.shared.metrics.event_timeouts.increment(1);
+            tracing::warn!(object = %label, namespace = %self.ns.name, limit = ?t.limit, "event ran past its time limit");
+        } else if let Some(a) = e.downcast_ref::<Aborted>() {
+            self.ns.shared.metrics.aborts.increment(1);
+            tracing::warn!(object = %label, namespace = %self.ns.name, reason = %a.reason, "object aborted");
+        }
+    }
+
     /// Undoes a failed event: its writes and frames go; the instance too
     /// if the gate says so.
     fn undo(&mut self, undo: Undo<Savepoint>) {
@@ -351,6 +431,7 @@ impl<O: Object> Activation<O> {
 
     /// Drops the instance only; the next event constructs a fresh one.
     fn drop_instance(&mut self) {
+        self.ctx.reset_background();
         if self.instance.take().is_some() {
             self.ns.shared.metrics.resets.increment(1);
             tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, "object reset");
@@ -375,30 +456,38 @@ impl<O: Object> Activation<O> {
     }
 
     /// Runs one event. On failure returns how to answer its caller.
-    #[allow(clippy::type_complexity)]
-    async fn run_event(
-        &mut self,
-        envelope: Envelope<O>,
-    ) -> Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, BoxError)> {
+    async fn run_event(&mut self, envelope: Envelope<O>) -> EventResult<O> {
         let Envelope { event, chain } = envelope;
         self.ns.shared.metrics.events.increment(1);
         if let Event::Alarm { info, abandon, .. } = &event {
             // The alarm may have been replaced or deleted since it was
             // scheduled; then there is nothing to run.
-            match self.ctx.storage().alarm() {
-                Ok(Some(t)) if t == info.scheduled => {}
+            match self.ctx.storage().alarm_ms() {
+                Ok(Some(t)) if t == crate::clock::to_ms(info.scheduled) => {}
                 Ok(_) => return Ok(Held::alarm(event)),
+                Err(e) => return Err((Box::new(move |err| event.refuse(err)), Box::new(e))),
+            }
+            match self.ctx.storage().mode() {
+                // Timers in use: the stored alarm is the earliest of them.
+                Ok(Some(_)) => return self.fire_timers(event, &chain).await,
+                Ok(None) => {}
                 Err(e) => return Err((Box::new(move |err| event.refuse(err)), Box::new(e))),
             }
             // Cleared in the same commit as the handler's writes; rolled
             // back with them if the handler fails. Inside the handler,
             // `alarm()` reads nothing unless the handler sets a new one.
-            self.ctx.storage().delete_alarm();
+            self.ctx.storage().clear_stored_alarm();
             if *abandon {
                 self.ns.shared.metrics.alarms_dropped.increment(1);
                 tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, retries = info.retry_count - 1, "alarm dropped: out of retries");
                 return Ok(Held::alarm(event));
             }
+        }
+        if let Event::Background { epoch, .. } = &event
+            && !self.ctx.background_is_current(*epoch)
+        {
+            // Spawned by an instance that has since been reset.
+            return Ok(Held::None);
         }
         if let Err(e) = self.ensure_instance(&chain).await {
             if let Event::Socket {
@@ -417,17 +506,28 @@ impl<O: Object> Activation<O> {
             ));
         };
         let ctx = &mut self.ctx;
+        let limit = self.ns.limits.event_time_limit;
         match event {
-            Event::Fetch(req, reply) => match guarded(&chain, instance.fetch(ctx, *req)).await {
-                Ok(resp) => Ok(Held::Fetch(resp, reply)),
-                Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
-            },
-            Event::Call(call, reply) => match guarded(&chain, instance.call(ctx, call)).await {
-                Ok(v) => Ok(Held::Call(v, reply)),
-                Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
-            },
+            Event::Fetch(req, reply) => {
+                match limited(&chain, limit, instance.fetch(ctx, *req)).await {
+                    Ok(resp) => Ok(Held::Fetch(resp, reply)),
+                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+                }
+            }
+            Event::FetchStream(req, reply) => {
+                match limited(&chain, limit, instance.fetch_stream(ctx, *req)).await {
+                    Ok(resp) => Ok(Held::FetchStream(resp, reply)),
+                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+                }
+            }
+            Event::Call(call, reply) => {
+                match limited(&chain, limit, instance.call(ctx, call)).await {
+                    Ok(v) => Ok(Held::Call(v, reply)),
+                    Err(e) => Err((Box::new(move |err| drop(reply.send(Err(err)))), e)),
+                }
+            }
             Event::Alarm { info, reply, .. } => {
-                match guarded(&chain, instance.alarm(ctx, info)).await {
+                match limited(&chain, limit, instance.alarm(ctx, info)).await {
                     Ok(()) => {
                         self.ns.shared.metrics.alarms_fired.increment(1);
                         Ok(Held::Alarm(reply))
@@ -440,19 +540,35 @@ impl<O: Object> Activation<O> {
                     )),
                 }
             }
+            Event::Method(m) => {
+                let (refuse, fut) = m.start(instance, ctx);
+                match limited(&chain, limit, fut).await {
+                    Ok(held) => Ok(Held::Method(held)),
+                    Err(e) => Err((refuse, e)),
+                }
+            }
+            Event::Background { done, .. } => {
+                let Ok(cont) = done.downcast::<Continuation<O>>() else {
+                    return Err((Box::new(|_| {}), "background result of another type".into()));
+                };
+                match limited(&chain, limit, async { cont(instance, ctx) }).await {
+                    Ok(()) => Ok(Held::None),
+                    Err(e) => Err((Box::new(|_| {}), e)),
+                }
+            }
             Event::Socket { sid, event } => {
                 let ws = WebSocket { sid };
                 let (result, closed) = match event {
                     SocketEvent::Message(m) => (
-                        guarded(&chain, instance.websocket_message(ctx, ws, m)).await,
+                        limited(&chain, limit, instance.websocket_message(ctx, ws, m)).await,
                         false,
                     ),
                     SocketEvent::Close(close) => (
-                        guarded(&chain, instance.websocket_close(ctx, ws, close)).await,
+                        limited(&chain, limit, instance.websocket_close(ctx, ws, close)).await,
                         true,
                     ),
                     SocketEvent::Error(e) => (
-                        guarded(&chain, instance.websocket_error(ctx, ws, e)).await,
+                        limited(&chain, limit, instance.websocket_error(ctx, ws, e)).await,
                         false,
                     ),
                 };
@@ -468,10 +584,102 @@ impl<O: Object> Activation<O> {
         }
     }
 
+    /// An alarm delivery while timers are in use: runs every due timer
+    /// (and the plain alarm, if due) in time order, each undone alone if
+    /// it fails, with its retry count kept in its record; then sets the
+    /// stored alarm to the earliest of what is left. The delivery itself
+    /// always succeeds (retries are the records' business).
+    async fn fire_timers(&mut self, event: Event<O>, chain: &CallChain) -> EventResult<O> {
+        let Event::Alarm { reply, .. } = event else {
+            return Ok(Held::alarm(event));
+        };
+        let refuse = |reply: oneshot::Sender<AlarmOutcome>| -> Box<dyn FnOnce(Error) + Send> {
+            Box::new(move |err: Error| drop(reply.send(alarm_failure(&err))))
+        };
+        let now = self.ns.shared.clock.now_ms();
+        let due = match self.ctx.storage().due(now) {
+            Ok(d) => d,
+            Err(e) => return Err((refuse(reply), Box::new(e))),
+        };
+        for d in due {
+            match self.ctx.storage().still_due(&d) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => return Err((refuse(reply), Box::new(e))),
+            }
+            let savepoint = self.ctx.storage().overlay_mut().savepoint();
+            let outbox = self.ctx.outbox_len();
+            let ran = self.run_due(&d, chain).await;
+            let ran = match self.ctx.take_abort() {
+                Some(reason) => Err(Box::new(Aborted { reason }) as BoxError),
+                None => ran,
+            };
+            let settled = match ran {
+                Ok(()) => {
+                    self.ctx.storage().overlay_mut().release(savepoint);
+                    self.ns.shared.metrics.alarms_fired.increment(1);
+                    self.ctx.storage().timer_succeeded(&d, now)
+                }
+                Err(e) => {
+                    self.ctx.storage().overlay_mut().rollback(savepoint);
+                    self.ctx.storage().end_event();
+                    self.ctx.truncate_outbox(outbox);
+                    self.count_reset_cause(&*e);
+                    if !matches!(e.downcast_ref::<Error>(), Some(Error::NotImplemented(_))) {
+                        self.drop_instance();
+                    }
+                    let retries = d.record().retries;
+                    let retry_at = if self.retry.should_retry(retries) {
+                        self.ns.shared.metrics.alarms_retried.increment(1);
+                        Some(now + self.retry.delay_ms(retries + 1, self.jitter.next_unit()))
+                    } else {
+                        self.ns.shared.metrics.alarms_dropped.increment(1);
+                        None
+                    };
+                    tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, error = %e, retries = retries + 1, dropped = retry_at.is_none(), "timer failed");
+                    self.ctx.storage().timer_failed(&d, retry_at, now)
+                }
+            };
+            if let Err(e) = settled {
+                return Err((refuse(reply), Box::new(e)));
+            }
+        }
+        match self.ctx.storage().sync_alarm() {
+            Ok(()) => Ok(Held::Alarm(reply)),
+            Err(e) => Err((refuse(reply), Box::new(e))),
+        }
+    }
+
+    /// Runs one due timer's (or the plain alarm's) handler.
+    async fn run_due(&mut self, due: &Due, chain: &CallChain) -> Result<(), BoxError> {
+        if matches!(due, Due::Alarm(_)) {
+            self.ctx.storage().take_user_alarm()?;
+        }
+        self.ensure_instance(chain).await?;
+        let limit = self.ns.limits.event_time_limit;
+        let instance = self.instance.as_mut().ok_or("instance missing")?;
+        let ctx = &mut self.ctx;
+        match due.timer() {
+            Some(t) => limited(chain, limit, instance.timer(ctx, t)).await,
+            None => {
+                let info = crate::alarm::AlarmInfo {
+                    retry_count: due.record().retries,
+                    scheduled: crate::clock::from_ms(due.record().scheduled),
+                };
+                limited(chain, limit, instance.alarm(ctx, info)).await
+            }
+        }
+    }
+
     async fn ensure_instance(&mut self, chain: &CallChain) -> Result<(), BoxError> {
         if self.instance.is_none() {
             let env = self.ns.env.clone();
-            let instance = guarded(chain, O::new(&mut self.ctx, env)).await?;
+            let instance = limited(
+                chain,
+                self.ns.limits.event_time_limit,
+                O::new(&mut self.ctx, env),
+            )
+            .await?;
             self.instance = Some(instance);
         }
         Ok(())

@@ -1,17 +1,23 @@
 //! What a handler sees of its object: id, storage, clock, sockets.
 
+use std::any::TypeId;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
+use crate::background::{Background, Sink, SpawnError};
+use crate::error::BoxError;
 use crate::http::{Request, Response};
 use crate::id::ObjectId;
+use crate::options::NsLimits;
 use crate::shared::Shared;
-use crate::storage::Storage;
+use crate::storage::{Storage, Timers};
+use crate::stream::{self, BodySender, BodyStream, OpenGuard, Unsent};
 use crate::websocket::registry::{self, MAX_SOCKETS};
 use crate::websocket::socket::{self, Deliver, Outgoing, Table};
 use crate::websocket::{Message, WebSocket, WebSocketError};
@@ -29,9 +35,30 @@ pub struct Context {
     shared: Arc<Shared>,
     sockets: Arc<Table>,
     deliver: Arc<dyn Deliver>,
-    /// Frames held by the output gate, in send order.
-    outbox: Vec<(u64, Outgoing)>,
+    /// Frames and stream chunks held by the output gate, in send order.
+    outbox: Vec<Out>,
+    /// Streamed bodies of this object still open (their readers alive).
+    open_streams: Arc<AtomicUsize>,
+    /// Set by [`abort`](Context::abort) during the running event.
+    aborted: Option<String>,
+    /// Futures started by [`spawn`](Context::spawn).
+    background: Background,
+    /// Where their results go (this object's mailbox).
+    sink: Arc<dyn Sink>,
+    /// The object type handlers run on, checked by `spawn`.
+    object_type: TypeId,
+    limits: NsLimits,
 }
+
+/// One output held by the gate.
+enum Out {
+    Socket(u64, Outgoing),
+    Stream(BodySender, Bytes),
+}
+
+/// A finished background future's continuation, as the activation runs it.
+pub(crate) type Continuation<O> =
+    Box<dyn FnOnce(&mut O, &mut Context) -> Result<(), BoxError> + Send>;
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,7 +82,9 @@ impl Context {
         shared: Arc<Shared>,
         sockets: Arc<Table>,
         deliver: Arc<dyn Deliver>,
+        spawn: (Arc<dyn Sink>, TypeId, NsLimits),
     ) -> Self {
+        let (sink, object_type, limits) = spawn;
         Context {
             id,
             storage,
@@ -63,6 +92,12 @@ impl Context {
             sockets,
             deliver,
             outbox: Vec::new(),
+            open_streams: Arc::new(AtomicUsize::new(0)),
+            aborted: None,
+            background: Background::new(limits.max_background),
+            sink,
+            object_type,
+            limits,
         }
     }
 
@@ -79,6 +114,17 @@ impl Context {
     /// This object's storage.
     pub fn storage(&mut self) -> &mut Storage {
         &mut self.storage
+    }
+
+    /// This object's named durable timers, multiplexed over its one
+    /// alarm: due timers run the [`Object::timer`](crate::Object::timer)
+    /// handler. Changes commit with this event's writes.
+    pub fn timers(&mut self) -> Timers<'_> {
+        let now = self.now();
+        Timers {
+            storage: &mut self.storage,
+            now,
+        }
     }
 
     /// Wall-clock time, from the runtime's clock.
@@ -133,7 +179,7 @@ impl Context {
             &self.shared.options.websocket,
         );
         self.table().accept(sid, handle.clone(), tags)?;
-        self.outbox.push((sid, Outgoing::Live));
+        self.outbox.push(Out::Socket(sid, Outgoing::Live));
         if self.shared.is_shutting_down() {
             // Shutdown began while we accepted: its sweep may have missed us.
             handle.close(1001, "server shutting down".into());
@@ -197,7 +243,7 @@ impl Context {
     /// durable; dropped if the socket has closed by then.
     pub fn send(&mut self, ws: WebSocket, msg: impl Into<Message>) {
         self.outbox
-            .push((ws.sid, Outgoing::Frame(to_ws(msg.into()))));
+            .push(Out::Socket(ws.sid, Outgoing::Frame(to_ws(msg.into()))));
     }
 
     /// Sends one message to many sockets: encoded once, the bytes shared.
@@ -210,7 +256,8 @@ impl Context {
     ) {
         let frame = to_ws(msg.into());
         for ws in sockets {
-            self.outbox.push((ws.sid, Outgoing::Frame(frame.clone())));
+            self.outbox
+                .push(Out::Socket(ws.sid, Outgoing::Frame(frame.clone())));
         }
     }
 
@@ -218,7 +265,7 @@ impl Context {
     /// durable). The close handler runs when the socket task finishes.
     pub fn close(&mut self, ws: WebSocket, code: u16, reason: impl Into<String>) {
         self.outbox
-            .push((ws.sid, Outgoing::Close(code, reason.into())));
+            .push(Out::Socket(ws.sid, Outgoing::Close(code, reason.into())));
     }
 
     /// Sets (or with `None` clears) the auto-response: a text message equal
@@ -245,6 +292,130 @@ impl Context {
             .map(crate::clock::from_ms)
     }
 
+    /// Starts `work` outside this object's input gate: events keep
+    /// running while it is pending. When it finishes, `then` runs on the
+    /// object as an ordinary event, through the mailbox (so it never
+    /// overlaps a handler), in the order the futures finish; its writes
+    /// commit and its frames leave as any event's do. `then` names the
+    /// object type: `|room: &mut Room, ctx, out| …`.
+    ///
+    /// Bounds: at most [`max_background`](crate::RuntimeOptions::max_background)
+    /// futures per object at once; each may run for the namespace's event
+    /// time limit, past which it is dropped (and `then` never runs).
+    /// Cancelled, with their results dropped, when the instance is reset
+    /// (handler error, panic, time limit, abort, failed commit) and at
+    /// shutdown. An object is not evicted while it has futures running.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Full`] past the bound, [`SpawnError::WrongObject`]
+    /// if `then` takes another type than this object's,
+    /// [`SpawnError::ShuttingDown`].
+    pub fn spawn<O, T, F, C>(&mut self, work: F, then: C) -> Result<(), SpawnError>
+    where
+        O: Send + 'static,
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+        C: FnOnce(&mut O, &mut Context, T) -> Result<(), BoxError> + Send + 'static,
+    {
+        if TypeId::of::<O>() != self.object_type {
+            return Err(SpawnError::WrongObject);
+        }
+        if self.shared.is_shutting_down() {
+            return Err(SpawnError::ShuttingDown);
+        }
+        let (epoch, cancel, running) = self.background.claim()?;
+        self.shared.metrics.background_spawned.increment(1);
+        let sink = self.sink.clone();
+        let id = *self.id.as_bytes();
+        let shutdown = self.shared.shutdown.clone();
+        let limit = self.limits.event_time_limit;
+        let task = async move {
+            let out = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                () = shutdown.cancelled() => return,
+                r = tokio::time::timeout(limit, work) => match r {
+                    Ok(out) => out,
+                    Err(_) => {
+                        tracing::warn!(limit = ?limit, "background work ran past the event time limit; dropped");
+                        return;
+                    }
+                },
+            };
+            let cont: Continuation<O> = Box::new(move |o, ctx| then(o, ctx, out));
+            // Still counted while it waits for mailbox room, so the object
+            // is not evicted under it.
+            sink.deliver(id, epoch, Box::new(cont)).await;
+            drop(running);
+        };
+        let span = tracing::Span::current();
+        self.shared
+            .tasks
+            .spawn(tracing::Instrument::instrument(task, span));
+        Ok(())
+    }
+
+    /// Background futures of this object still running.
+    pub(crate) fn background_running(&self) -> usize {
+        self.background.running()
+    }
+
+    /// True if a background result of `epoch` belongs to this instance.
+    pub(crate) fn background_is_current(&self, epoch: u64) -> bool {
+        self.background.is_current(epoch)
+    }
+
+    /// The instance is dropped: cancel its background work.
+    pub(crate) fn reset_background(&mut self) {
+        self.background.reset();
+    }
+
+    /// Resets this object on purpose, as an event past its time limit
+    /// would: when the running handler returns (whatever it returns), the
+    /// instance is dropped, this event's writes and frames are discarded
+    /// and its caller gets [`Error::Reset`](crate::Error::Reset) whose
+    /// source is [`Aborted`](crate::Aborted) with `reason`. Sockets stay
+    /// open; the next event constructs a fresh instance.
+    ///
+    /// Returns the error to return from the handler:
+    /// `return Err(ctx.abort("state is inconsistent"));`
+    pub fn abort(&mut self, reason: impl Into<String>) -> BoxError {
+        let reason = reason.into();
+        self.aborted = Some(reason.clone());
+        Box::new(crate::error::Aborted { reason })
+    }
+
+    /// The reason given to [`abort`](Context::abort) during the event that
+    /// just ran, if any (cleared).
+    pub(crate) fn take_abort(&mut self) -> Option<String> {
+        self.aborted.take()
+    }
+
+    /// A new streamed body: keep the sender (in the instance) and return
+    /// the body in a [`StreamResponse`](crate::StreamResponse) from
+    /// [`Object::fetch_stream`](crate::Object::fetch_stream). While a
+    /// body's reader is connected the object is not evicted; the body ends
+    /// when every clone of the sender is dropped (a reset drops the
+    /// instance, and so ends its streams).
+    pub fn body_channel(&mut self) -> (BodySender, BodyStream) {
+        stream::channel(OpenGuard::new(&self.open_streams))
+    }
+
+    /// Sends a chunk on a streamed body. Held until this event's writes
+    /// are durable, like socket frames; dropped if the reader has gone. A
+    /// reader that falls behind (more than [`MAX_STREAM_CHUNKS`](crate::MAX_STREAM_CHUNKS)
+    /// chunks or [`MAX_STREAM_BYTES`](crate::MAX_STREAM_BYTES) queued, or
+    /// one chunk larger than that) is cut.
+    pub fn stream_send(&mut self, body: &BodySender, chunk: impl Into<Bytes>) {
+        self.outbox.push(Out::Stream(body.clone(), chunk.into()));
+    }
+
+    /// Streamed bodies whose readers are still connected.
+    pub(crate) fn open_streams(&self) -> usize {
+        self.open_streams.load(Ordering::Acquire)
+    }
+
     pub(crate) fn holds_sockets(&self) -> bool {
         !self.table().is_empty()
     }
@@ -269,7 +440,16 @@ impl Context {
         let mut t = crate::sync::lock(&self.sockets);
         let (mut accepted, mut frames) = (0, 0);
         // Drained, not replaced: the next event reuses the capacity.
-        for (sid, out) in self.outbox.drain(..) {
+        for out in self.outbox.drain(..) {
+            let (sid, out) = match out {
+                Out::Socket(sid, out) => (sid, out),
+                Out::Stream(tx, chunk) => {
+                    if tx.send(chunk) == Err(Unsent::Cut) {
+                        tracing::debug!("streamed body cut: its reader fell behind");
+                    }
+                    continue;
+                }
+            };
             match out {
                 Outgoing::Live => {
                     t.mark_live(sid);

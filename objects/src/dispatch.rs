@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::event::{CallChain, Envelope, Event};
 use crate::id::{IdMinter, ObjectId};
 use crate::object::Object;
+use crate::options::NsLimits;
 use crate::shared::Shared;
 use crate::websocket::socket::{Deliver, SocketEvent, Table};
 
@@ -61,11 +62,13 @@ pub(crate) struct NsInner<O: Object> {
     pub(crate) live: IdMap<Slot<O>>,
     /// Accepted WebSockets per object; outlives activations (hibernation).
     pub(crate) sockets: IdMap<Arc<Table>>,
+    /// This namespace's settings (its own over the runtime's).
+    pub(crate) limits: NsLimits,
     generations: AtomicU64,
 }
 
 impl<O: Object> NsInner<O> {
-    pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>, limits: NsLimits) -> Self {
         NsInner {
             name: Arc::from(name),
             minter: IdMinter::new(&shared.store.secret, name),
@@ -73,6 +76,7 @@ impl<O: Object> NsInner<O> {
             shared,
             live: IdMap::default(),
             sockets: IdMap::default(),
+            limits,
             generations: AtomicU64::new(0),
         }
     }
@@ -107,6 +111,24 @@ impl<O: Object> Deliver for NsDeliver<O> {
     }
 }
 
+impl<O: Object> crate::background::Sink for NsDeliver<O> {
+    fn deliver(
+        &self,
+        id: [u8; 32],
+        epoch: u64,
+        done: crate::background::Done,
+    ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(async move {
+            let oid = ObjectId::from_parts(id, None);
+            let envelope = Envelope {
+                event: Event::Background { epoch, done },
+                chain: CallChain::default().push(id),
+            };
+            enqueue_wait(&self.0, &oid, envelope).await.is_ok()
+        })
+    }
+}
+
 /// Puts an envelope in the object's mailbox, starting its task if needed.
 pub(crate) fn enqueue<O: Object>(
     ns: &Arc<NsInner<O>>,
@@ -129,7 +151,7 @@ pub(crate) fn enqueue<O: Object>(
                     shared.metrics.overloads.increment(1);
                     return Err(Error::Overloaded {
                         id: id.clone(),
-                        capacity: shared.options.mailbox_capacity,
+                        capacity: ns.limits.mailbox_capacity,
                     });
                 }
                 Err(mpsc::error::TrySendError::Closed(e)) => {
@@ -159,7 +181,7 @@ fn activate<O: Object>(
     slot: dashmap::VacantEntry<'_, [u8; 32], Slot<O>>,
     envelope: Envelope<O>,
 ) -> Result<()> {
-    let (tx, rx) = mpsc::channel(ns.shared.options.mailbox_capacity.max(1));
+    let (tx, rx) = mpsc::channel(ns.limits.mailbox_capacity.max(1));
     // A fresh channel with capacity >= 1 always has room.
     if tx.try_send(envelope).is_err() {
         return Err(Error::ShuttingDown);

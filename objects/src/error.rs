@@ -78,6 +78,28 @@ pub enum Error {
     Namespace(String, &'static str),
 }
 
+/// Why an object was reset when an event ran past its time limit: the
+/// [`source`](std::error::Error::source) of the [`Error::Reset`] its caller
+/// gets (downcast to tell it apart).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the event ran past its time limit of {limit:?}")]
+#[non_exhaustive]
+pub struct EventTimeout {
+    /// The namespace's event time limit.
+    pub limit: Duration,
+}
+
+/// Why an object was reset when a handler called
+/// [`Context::abort`](crate::Context::abort): the source of the
+/// [`Error::Reset`] its caller gets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("aborted by the object: {reason}")]
+#[non_exhaustive]
+pub struct Aborted {
+    /// The reason the handler gave.
+    pub reason: String,
+}
+
 impl Error {
     /// True when the error means the object was reset.
     pub fn is_reset(&self) -> bool {

@@ -2,16 +2,20 @@
 //! arrived on, and how an event that cannot run is answered.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use futures_util::FutureExt;
 
 use tokio::sync::oneshot;
 
 use crate::alarm::{AlarmInfo, AlarmOutcome};
-use crate::error::{BoxError, Error, Result};
+use crate::background::Done;
+use crate::context::Context;
+use crate::error::{BoxError, Error, EventTimeout, Result};
 use crate::http::{Request, Response};
-use crate::object::Object;
+use crate::object::{Handler, Method, Object};
+use crate::stream::StreamResponse;
 use crate::websocket::socket::SocketEvent;
 
 /// The objects an event is (transitively) waiting in, outermost first. A
@@ -46,6 +50,7 @@ pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 /// What can happen to an object.
 pub(crate) enum Event<O: Object> {
     Fetch(Box<Request>, Reply<Response>),
+    FetchStream(Box<Request>, Reply<StreamResponse>),
     Call(O::Call, Reply<O::Reply>),
     /// The alarm set for `info.scheduled` is due. With `abandon`, its
     /// retries are used up: clear it without running the handler.
@@ -59,6 +64,14 @@ pub(crate) enum Event<O: Object> {
         sid: u64,
         event: SocketEvent,
     },
+    /// A typed method (`Stub::ask`), its reply type erased.
+    Method(Box<dyn Invoke<O>>),
+    /// A background future of instance `epoch` finished; `done` is its
+    /// continuation (`context::Continuation<O>`, type-erased).
+    Background {
+        epoch: u64,
+        done: Done,
+    },
 }
 
 impl<O: Object> Event<O> {
@@ -66,9 +79,11 @@ impl<O: Object> Event<O> {
     pub(crate) fn abandoned(&self) -> bool {
         match self {
             Event::Fetch(_, r) => r.is_closed(),
+            Event::FetchStream(_, r) => r.is_closed(),
             Event::Call(_, r) => r.is_closed(),
+            Event::Method(m) => m.abandoned(),
             Event::Alarm { reply, .. } => reply.is_closed(),
-            Event::Socket { .. } => false,
+            Event::Socket { .. } | Event::Background { .. } => false,
         }
     }
 
@@ -77,14 +92,107 @@ impl<O: Object> Event<O> {
             Event::Fetch(_, r) => {
                 let _ = r.send(Err(e));
             }
+            Event::FetchStream(_, r) => {
+                let _ = r.send(Err(e));
+            }
             Event::Call(_, r) => {
                 let _ = r.send(Err(e));
             }
             Event::Alarm { reply, .. } => {
                 let _ = reply.send(alarm_failure(&e));
             }
-            Event::Socket { .. } => {}
+            Event::Method(m) => m.refuse(e),
+            Event::Socket { .. } | Event::Background { .. } => {}
         }
+    }
+}
+
+/// A typed method on its way to object type `O`, its types erased so one
+/// mailbox carries every method of `O`.
+pub(crate) trait Invoke<O>: Send {
+    /// The caller gave up.
+    fn abandoned(&self) -> bool;
+    /// Answers the caller without running the handler.
+    fn refuse(self: Box<Self>, e: Error);
+    /// Starts the handler. Returns how to answer the caller if the event
+    /// fails (usable even after the future is dropped at the time limit)
+    /// and the handler's future, whose success is the held reply.
+    fn start<'a>(self: Box<Self>, object: &'a mut O, ctx: &'a mut Context) -> Started<'a>;
+}
+
+/// A started method: its refusal and its future.
+pub(crate) type Started<'a> = (
+    Box<dyn FnOnce(Error) + Send>,
+    Pin<Box<dyn Future<Output = Result<Box<dyn HeldReply>, BoxError>> + Send + 'a>>,
+);
+
+/// A method's reply, held until its event's writes are durable.
+pub(crate) trait HeldReply: Send {
+    /// The writes are durable: send the reply.
+    fn release(self: Box<Self>);
+    /// They are not: send the error instead.
+    fn fail(self: Box<Self>, e: Error);
+}
+
+/// The reply channel of one method call, shared by the handler's future
+/// (which may be dropped) and its refusal.
+type Slot<R> = Arc<Mutex<Option<Reply<R>>>>;
+
+fn answer<R>(slot: &Slot<R>, r: Result<R>) {
+    if let Some(tx) = crate::sync::lock(slot).take() {
+        let _ = tx.send(r);
+    }
+}
+
+/// A typed method call: the request and where its reply goes.
+pub(crate) struct Pending<M: Method> {
+    msg: M,
+    slot: Slot<M::Reply>,
+}
+
+impl<M: Method> Pending<M> {
+    pub(crate) fn new(msg: M, reply: Reply<M::Reply>) -> Self {
+        Pending {
+            msg,
+            slot: Arc::new(Mutex::new(Some(reply))),
+        }
+    }
+}
+
+struct Ready<R> {
+    value: R,
+    slot: Slot<R>,
+}
+
+impl<R: Send> HeldReply for Ready<R> {
+    fn release(self: Box<Self>) {
+        answer(&self.slot, Ok(self.value));
+    }
+    fn fail(self: Box<Self>, e: Error) {
+        answer(&self.slot, Err(e));
+    }
+}
+
+impl<M: Method, O: Handler<M>> Invoke<O> for Pending<M> {
+    fn abandoned(&self) -> bool {
+        crate::sync::lock(&self.slot)
+            .as_ref()
+            .is_none_or(oneshot::Sender::is_closed)
+    }
+
+    fn refuse(self: Box<Self>, e: Error) {
+        answer(&self.slot, Err(e));
+    }
+
+    fn start<'a>(self: Box<Self>, object: &'a mut O, ctx: &'a mut Context) -> Started<'a> {
+        let Pending { msg, slot } = *self;
+        let refuse_slot = slot.clone();
+        let refuse: Box<dyn FnOnce(Error) + Send> = Box::new(move |e| answer(&refuse_slot, Err(e)));
+        let fut = async move {
+            let value = object.handle(ctx, msg).await?;
+            Ok(Box::new(Ready { value, slot }) as Box<dyn HeldReply>)
+        };
+        (refuse, Box::pin(fut))
     }
 }
 
@@ -109,6 +217,20 @@ pub(crate) struct Envelope<O: Object> {
 #[derive(Debug, thiserror::Error)]
 #[error("handler panicked: {0}")]
 pub(crate) struct Panicked(String);
+
+/// Runs a handler future as [`guarded`] does, within the namespace's
+/// event time limit: past it the future is dropped and the event fails
+/// with [`EventTimeout`].
+pub(crate) async fn limited<T>(
+    chain: &CallChain,
+    limit: std::time::Duration,
+    fut: impl Future<Output = Result<T, BoxError>>,
+) -> Result<T, BoxError> {
+    match tokio::time::timeout(limit, guarded(chain, fut)).await {
+        Ok(r) => r,
+        Err(_) => Err(Box::new(EventTimeout { limit })),
+    }
+}
 
 /// Runs a handler future with the call chain set, turning a panic into an
 /// error.

@@ -64,6 +64,7 @@ macro_rules! with_setters {
 mod activation;
 mod admin;
 mod alarm;
+mod background;
 mod clock;
 mod context;
 mod dispatch;
@@ -80,6 +81,7 @@ mod registry;
 mod runtime;
 mod shared;
 mod storage;
+mod stream;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -91,19 +93,23 @@ pub use admin::inspect::{
 };
 pub use admin::{Admin, AdminError, Entry, Export, ExportFilter, ImportStats, ObjectInfo};
 pub use alarm::AlarmInfo;
+pub use background::SpawnError;
 pub use clock::{Clock, TokioClock};
 pub use context::Context;
-pub use error::{BoxError, Error, Result};
+pub use error::{Aborted, BoxError, Error, EventTimeout, Result};
 pub use http::{BodyError, Request, Response, buffer_request};
 pub use id::{IdError, ObjectId};
 pub use metrics::{METRICS, NamespaceStats, RuntimeStats};
 pub use namespace::{Namespace, Stub};
-pub use object::Object;
-pub use options::RuntimeOptions;
+pub use object::{Handler, Method, Object};
+pub use options::{NamespaceOptions, RuntimeOptions};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use storage::{
-    ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Storage, StorageError,
-    StoreOptions, StoredValue,
+    ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_TIMER_NAME, MAX_TIMERS, MAX_VALUE_BYTES,
+    Storage, StorageError, StoreOptions, StoredValue, Timer, TimerInfo, Timers,
+};
+pub use stream::{
+    BodySender, BodyStream, MAX_STREAM_BYTES, MAX_STREAM_CHUNKS, StreamCut, StreamResponse,
 };
 pub use websocket::socket::WebSocketOptions;
 pub use websocket::{

@@ -31,6 +31,21 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "instances dropped after a handler error, panic or failed commit",
     ),
     (
+        "objects_event_timeouts_total",
+        "counter",
+        "objects reset because an event ran past its time limit",
+    ),
+    (
+        "objects_aborts_total",
+        "counter",
+        "objects reset on purpose by a handler (Context::abort)",
+    ),
+    (
+        "objects_background_spawned_total",
+        "counter",
+        "background futures started (Context::spawn)",
+    ),
+    (
         "objects_overloads_total",
         "counter",
         "events refused because a mailbox was full",
@@ -78,17 +93,17 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "objects_alarms_fired_total",
         "counter",
-        "alarm handler runs that succeeded",
+        "alarm and timer handler runs that succeeded",
     ),
     (
         "objects_alarms_retried_total",
         "counter",
-        "alarm runs that failed and were scheduled again",
+        "alarm and timer runs that failed and were scheduled again",
     ),
     (
         "objects_alarms_dropped_total",
         "counter",
-        "alarms dropped after their last retry",
+        "alarms and timers dropped after their last retry",
     ),
     (
         "objects_sockets_accepted_total",
@@ -155,6 +170,9 @@ pub(crate) struct Metrics {
     pub(crate) activations: Counter,
     pub(crate) evictions: Counter,
     pub(crate) resets: Counter,
+    pub(crate) event_timeouts: Counter,
+    pub(crate) aborts: Counter,
+    pub(crate) background_spawned: Counter,
     pub(crate) overloads: Counter,
     pub(crate) calls: Counter,
     pub(crate) call_seconds: Histogram,
@@ -178,6 +196,9 @@ impl Metrics {
             activations: metrics::counter!("objects_activations_total"),
             evictions: metrics::counter!("objects_evictions_total"),
             resets: metrics::counter!("objects_resets_total"),
+            event_timeouts: metrics::counter!("objects_event_timeouts_total"),
+            aborts: metrics::counter!("objects_aborts_total"),
+            background_spawned: metrics::counter!("objects_background_spawned_total"),
             overloads: metrics::counter!("objects_overloads_total"),
             calls: metrics::counter!("objects_calls_total"),
             call_seconds: metrics::histogram!("objects_call_seconds"),

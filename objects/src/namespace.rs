@@ -6,10 +6,11 @@ use tokio::sync::oneshot;
 
 use crate::dispatch::{NsInner, enqueue};
 use crate::error::{Error, Result};
-use crate::event::{self, Envelope, Event};
+use crate::event::{self, Envelope, Event, Pending};
 use crate::http::{Request, Response};
 use crate::id::ObjectId;
-use crate::object::Object;
+use crate::object::{Handler, Method, Object};
+use crate::stream::StreamResponse;
 
 /// All objects of one type. Cheap to clone.
 ///
@@ -186,6 +187,19 @@ impl<O: Object> Stub<O> {
         self.wait(sent, rx)
     }
 
+    /// Sends an HTTP request to the object's `fetch_stream` handler, whose
+    /// response body the object keeps feeding after the event ends
+    /// (server-sent events, large downloads). Queued before this returns,
+    /// like [`fetch`](Self::fetch).
+    pub fn fetch_stream(
+        &self,
+        req: Request,
+    ) -> impl Future<Output = Result<StreamResponse>> + Send + use<O> {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(|_| Event::FetchStream(Box::new(req), tx));
+        self.wait(sent, rx)
+    }
+
     /// Makes a typed RPC call to the object's `call` handler.
     ///
     /// Queued before this returns, so calls through one stub keep their
@@ -193,6 +207,24 @@ impl<O: Object> Stub<O> {
     pub fn call(&self, call: O::Call) -> impl Future<Output = Result<O::Reply>> + Send + use<O> {
         let (tx, rx) = oneshot::channel();
         let sent = self.send(|_| Event::Call(call, tx));
+        self.wait(sent, rx)
+    }
+
+    /// Asks the object a typed method ([`Method`], answered by its
+    /// [`Handler`]): the future resolves to that method's own reply type.
+    ///
+    /// Queued before this returns, like [`call`](Self::call), so the
+    /// methods asked through one stub run in the order they were asked,
+    /// whatever their types.
+    pub fn ask<M: Method>(
+        &self,
+        msg: M,
+    ) -> impl Future<Output = Result<M::Reply>> + Send + use<O, M>
+    where
+        O: Handler<M>,
+    {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(|_| Event::Method(Box::new(Pending::new(msg, tx))));
         self.wait(sent, rx)
     }
 

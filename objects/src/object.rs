@@ -10,6 +10,8 @@ use crate::alarm::AlarmInfo;
 use crate::context::Context;
 use crate::error::{BoxError, Error};
 use crate::http::{Request, Response};
+use crate::storage::Timer;
+use crate::stream::StreamResponse;
 use crate::websocket::{CloseEvent, Message, WebSocket};
 
 /// A durable object type: one instance per id, one event at a time.
@@ -73,6 +75,20 @@ pub trait Object: Sized + Send + 'static {
         async { Err(Error::NotImplemented("fetch").into()) }
     }
 
+    /// Handles an HTTP request whose response body is streamed: make the
+    /// body with [`Context::body_channel`], keep its sender, return the
+    /// response; later events send chunks with [`Context::stream_send`].
+    /// The object is free for other events as soon as this returns; the
+    /// response leaves once this event's writes are durable.
+    fn fetch_stream(
+        &mut self,
+        ctx: &mut Context,
+        req: Request,
+    ) -> impl Future<Output = Result<StreamResponse, BoxError>> + Send {
+        let _ = (ctx, req);
+        async { Err(Error::NotImplemented("fetch_stream").into()) }
+    }
+
     /// Handles a typed RPC call.
     fn call(
         &mut self,
@@ -93,6 +109,20 @@ pub trait Object: Sized + Send + 'static {
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
         let _ = (ctx, info);
         async { Err(Error::NotImplemented("alarm").into()) }
+    }
+
+    /// Runs when one of the object's timers is due (see
+    /// [`Context::timers`]). An error undoes the handler's writes, resets
+    /// the object and delivers the timer again with backoff (its retry
+    /// count is stored with it); success removes a one-shot timer or sets
+    /// a repeating one a period on.
+    fn timer(
+        &mut self,
+        ctx: &mut Context,
+        timer: Timer,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        let _ = (ctx, timer);
+        async { Err(Error::NotImplemented("timer").into()) }
     }
 
     /// A message arrived on an accepted WebSocket.
@@ -128,4 +158,140 @@ pub trait Object: Sized + Send + 'static {
         let _ = (ctx, ws, error);
         async { Err(Error::NotImplemented("websocket_error").into()) }
     }
+}
+
+/// One request type of an object's typed methods, with its own reply type.
+/// Requests and replies are serde types so a transport can carry them.
+///
+/// Implement it for each request, and [`Handler`] for each object that
+/// answers it; callers use [`Stub::ask`](crate::Stub::ask), whose future
+/// resolves to exactly `Self::Reply`.
+pub trait Method: Serialize + DeserializeOwned + Send + 'static {
+    /// What the object answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// An object answers the typed method `M`: one `impl Handler<M>` per
+/// request type, as actix does, instead of one enum of requests and one of
+/// replies. Runs as any event does (one at a time, the reply held until
+/// the event's writes are durable, an error resetting the object).
+///
+/// ```
+/// use objects::{BoxError, Context, Handler, Method, Object};
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::Arc;
+///
+/// struct Room { members: Vec<String> }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Join(String);
+/// impl Method for Join { type Reply = usize; }       // members now
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Members;
+/// impl Method for Members { type Reply = Vec<String>; }
+///
+/// impl Object for Room {
+///     type Env = ();
+///     type Call = ();
+///     type Reply = ();
+///     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
+///         Ok(Room { members: Vec::new() })
+///     }
+/// }
+///
+/// impl Handler<Join> for Room {
+///     async fn handle(&mut self, _: &mut Context, Join(who): Join) -> Result<usize, BoxError> {
+///         self.members.push(who);
+///         Ok(self.members.len())
+///     }
+/// }
+///
+/// impl Handler<Members> for Room {
+///     async fn handle(&mut self, _: &mut Context, _: Members) -> Result<Vec<String>, BoxError> {
+///         Ok(self.members.clone())
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> objects::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let rt = objects::Runtime::builder().data_dir(dir.path()).open()?;
+/// let rooms = rt.namespace::<Room>("rooms", ())?;
+/// let room = rooms.get_by_name("lobby");
+/// let n: usize = room.ask(Join("ada".into())).await?;
+/// let who: Vec<String> = room.ask(Members).await?;
+/// assert_eq!((n, who), (1, vec!["ada".to_string()]));
+/// # rt.shutdown().await;
+/// # Ok(()) }
+/// ```
+///
+/// A reply is tied to its request: asking `Join` for a `String` does not
+/// compile.
+///
+/// ```compile_fail
+/// # use objects::{BoxError, Context, Handler, Method, Object};
+/// # use serde::{Deserialize, Serialize};
+/// # use std::sync::Arc;
+/// # struct Room;
+/// # #[derive(Serialize, Deserialize)]
+/// # struct Join(String);
+/// # impl Method for Join { type Reply = usize; }
+/// # impl Object for Room {
+/// #     type Env = (); type Call = (); type Reply = ();
+/// #     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> { Ok(Room) }
+/// # }
+/// # impl Handler<Join> for Room {
+/// #     async fn handle(&mut self, _: &mut Context, _: Join) -> Result<usize, BoxError> { Ok(1) }
+/// # }
+/// # async fn f(room: objects::Stub<Room>) -> objects::Result<()> {
+/// let name: String = room.ask(Join("ada".into())).await?;
+/// # Ok(()) }
+/// ```
+///
+/// Nor does a handler that answers the wrong type:
+///
+/// ```compile_fail
+/// # use objects::{BoxError, Context, Handler, Method, Object};
+/// # use serde::{Deserialize, Serialize};
+/// # use std::sync::Arc;
+/// # struct Room;
+/// # #[derive(Serialize, Deserialize)]
+/// # struct Join(String);
+/// # impl Method for Join { type Reply = usize; }
+/// # impl Object for Room {
+/// #     type Env = (); type Call = (); type Reply = ();
+/// #     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> { Ok(Room) }
+/// # }
+/// impl Handler<Join> for Room {
+///     async fn handle(&mut self, _: &mut Context, _: Join) -> Result<String, BoxError> {
+///         Ok("one".into())
+///     }
+/// }
+/// ```
+///
+/// Nor asking an object a method it does not handle:
+///
+/// ```compile_fail
+/// # use objects::{BoxError, Context, Handler, Method, Object};
+/// # use serde::{Deserialize, Serialize};
+/// # use std::sync::Arc;
+/// # struct Room;
+/// # #[derive(Serialize, Deserialize)]
+/// # struct Leave;
+/// # impl Method for Leave { type Reply = (); }
+/// # impl Object for Room {
+/// #     type Env = (); type Call = (); type Reply = ();
+/// #     async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> { Ok(Room) }
+/// # }
+/// # async fn f(room: objects::Stub<Room>) -> objects::Result<()> {
+/// room.ask(Leave).await?;
+/// # Ok(()) }
+/// ```
+pub trait Handler<M: Method>: Object {
+    /// Answers one request.
+    fn handle(
+        &mut self,
+        ctx: &mut Context,
+        msg: M,
+    ) -> impl Future<Output = Result<M::Reply, BoxError>> + Send;
 }

@@ -32,6 +32,16 @@ pub struct RuntimeOptions {
     /// Time after which an object whose only work is accepted WebSockets
     /// is evicted (hibernated); its sockets stay open. Default 10 s.
     pub hibernation_timeout: Duration,
+    /// How long one event (a handler, or the constructor before it) may
+    /// run. An event past it resets the object: the instance is dropped,
+    /// the event's writes and frames are discarded, its caller gets
+    /// [`Error::Reset`](crate::Error::Reset) whose cause is
+    /// [`EventTimeout`](crate::EventTimeout); sockets stay open. Default
+    /// 30 s (Cloudflare's limit on `blockConcurrencyWhile`).
+    pub event_time_limit: Duration,
+    /// Background tasks ([`Context::spawn`](crate::Context::spawn)) one
+    /// object may have running at once; one more is refused. Default 64.
+    pub max_background: usize,
     /// Storage options.
     pub store: StoreOptions,
     /// WebSocket options.
@@ -46,6 +56,8 @@ impl Default for RuntimeOptions {
             call_timeout: Duration::from_secs(30),
             max_events_per_commit: 64,
             hibernation_timeout: Duration::from_secs(10),
+            event_time_limit: Duration::from_secs(30),
+            max_background: 64,
             store: StoreOptions::default(),
             websocket: WebSocketOptions::default(),
         }
@@ -58,6 +70,111 @@ with_setters!(RuntimeOptions {
     with_call_timeout => call_timeout: Duration,
     with_max_events_per_commit => max_events_per_commit: usize,
     with_hibernation_timeout => hibernation_timeout: Duration,
+    with_event_time_limit => event_time_limit: Duration,
+    with_max_background => max_background: usize,
     with_store => store: StoreOptions,
     with_websocket => websocket: WebSocketOptions,
 });
+
+/// Settings of one namespace that override the runtime's
+/// ([`RuntimeOptions`]); a field left `None` takes the runtime's value.
+/// Give them to [`Runtime::namespace_with`](crate::Runtime::namespace_with).
+///
+/// ```
+/// use std::time::Duration;
+/// let opts = objects::NamespaceOptions::default()
+///     .with_event_time_limit(Duration::from_secs(5))
+///     .with_mailbox_capacity(16);
+/// assert_eq!(opts.idle_timeout, None);
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct NamespaceOptions {
+    /// See [`RuntimeOptions::idle_timeout`].
+    pub idle_timeout: Option<Duration>,
+    /// See [`RuntimeOptions::hibernation_timeout`].
+    pub hibernation_timeout: Option<Duration>,
+    /// See [`RuntimeOptions::mailbox_capacity`].
+    pub mailbox_capacity: Option<usize>,
+    /// See [`RuntimeOptions::event_time_limit`].
+    pub event_time_limit: Option<Duration>,
+    /// See [`RuntimeOptions::max_background`].
+    pub max_background: Option<usize>,
+}
+
+impl NamespaceOptions {
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, d: Duration) -> Self {
+        self.idle_timeout = Some(d);
+        self
+    }
+
+    /// Sets [`hibernation_timeout`](Self::hibernation_timeout).
+    #[must_use]
+    pub fn with_hibernation_timeout(mut self, d: Duration) -> Self {
+        self.hibernation_timeout = Some(d);
+        self
+    }
+
+    /// Sets [`mailbox_capacity`](Self::mailbox_capacity) (at least 1).
+    #[must_use]
+    pub fn with_mailbox_capacity(mut self, n: usize) -> Self {
+        self.mailbox_capacity = Some(n.max(1));
+        self
+    }
+
+    /// Sets [`event_time_limit`](Self::event_time_limit).
+    #[must_use]
+    pub fn with_event_time_limit(mut self, d: Duration) -> Self {
+        self.event_time_limit = Some(d);
+        self
+    }
+
+    /// Sets [`max_background`](Self::max_background).
+    #[must_use]
+    pub fn with_max_background(mut self, n: usize) -> Self {
+        self.max_background = Some(n);
+        self
+    }
+
+    /// These settings over the runtime's defaults.
+    pub(crate) fn resolve(&self, rt: &RuntimeOptions) -> NsLimits {
+        NsLimits {
+            idle_timeout: self.idle_timeout.unwrap_or(rt.idle_timeout),
+            hibernation_timeout: self.hibernation_timeout.unwrap_or(rt.hibernation_timeout),
+            mailbox_capacity: self.mailbox_capacity.unwrap_or(rt.mailbox_capacity).max(1),
+            event_time_limit: self.event_time_limit.unwrap_or(rt.event_time_limit),
+            max_background: self.max_background.unwrap_or(rt.max_background),
+        }
+    }
+}
+
+/// One namespace's settings, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NsLimits {
+    pub(crate) idle_timeout: Duration,
+    pub(crate) hibernation_timeout: Duration,
+    pub(crate) mailbox_capacity: usize,
+    pub(crate) event_time_limit: Duration,
+    pub(crate) max_background: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_settings_override_only_what_they_set() {
+        let rt = RuntimeOptions::default().with_idle_timeout(Duration::from_secs(5));
+        let ns = NamespaceOptions::default()
+            .with_event_time_limit(Duration::from_secs(2))
+            .with_mailbox_capacity(0);
+        let l = ns.resolve(&rt);
+        assert_eq!(l.idle_timeout, Duration::from_secs(5));
+        assert_eq!(l.event_time_limit, Duration::from_secs(2));
+        assert_eq!(l.mailbox_capacity, 1);
+        assert_eq!(l.hibernation_timeout, rt.hibernation_timeout);
+        assert_eq!(l.max_background, rt.max_background);
+    }
+}

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{Metrics, RuntimeStats};
 use crate::namespace::Namespace;
 use crate::object::Object;
-use crate::options::RuntimeOptions;
+use crate::options::{NamespaceOptions, RuntimeOptions};
 use crate::registry::{NamespaceDyn, Registry};
 use crate::shared::Shared;
 use crate::storage::Store;
@@ -204,7 +204,30 @@ impl Runtime {
     ///
     /// The name is already registered.
     pub fn namespace<O: Object>(&self, name: &str, env: O::Env) -> Result<Namespace<O>> {
-        let inner = Arc::new(NsInner::<O>::new(self.shared.clone(), name, Arc::new(env)));
+        self.namespace_with(name, env, &NamespaceOptions::default())
+    }
+
+    /// Registers a namespace with its own settings (idle eviction,
+    /// hibernation delay, mailbox bound, event time limit, background
+    /// tasks); what `options` leaves unset comes from the runtime's
+    /// [`RuntimeOptions`].
+    ///
+    /// # Errors
+    ///
+    /// The name is already registered.
+    pub fn namespace_with<O: Object>(
+        &self,
+        name: &str,
+        env: O::Env,
+        options: &NamespaceOptions,
+    ) -> Result<Namespace<O>> {
+        let limits = options.resolve(&self.shared.options);
+        let inner = Arc::new(NsInner::<O>::new(
+            self.shared.clone(),
+            name,
+            Arc::new(env),
+            limits,
+        ));
         self.registry.insert(name, inner.clone())?;
         let ns = Namespace::new(inner);
         // Alarms stored for this namespace start firing now.

@@ -48,6 +48,15 @@ pub enum StorageError {
     /// An alarm time of 0 (Cloudflare refuses it too).
     #[error("alarm time must be after the Unix epoch")]
     InvalidAlarm,
+    /// Invalid timer settings (see [`Timers`](crate::Timers)).
+    #[error("invalid timer: {0}")]
+    InvalidTimer(&'static str),
+    /// The object already has the most timers it may have.
+    #[error("too many timers: an object may have at most {max}")]
+    TooManyTimers {
+        /// The limit.
+        max: usize,
+    },
     /// Encoding or decoding a typed value failed.
     #[error("value codec: {0}")]
     Codec(#[source] BoxError),
@@ -118,6 +127,8 @@ impl StorageError {
             InvalidList(m) => InvalidList(m),
             InTransaction(m) => InTransaction(m),
             InvalidAlarm => InvalidAlarm,
+            InvalidTimer(m) => InvalidTimer(m),
+            TooManyTimers { max } => TooManyTimers { max: *max },
             Codec(e) => Codec(text(e.as_ref())),
             Full => Full,
             CommitFailed(e) => CommitFailed(e.clone()),
@@ -135,6 +146,10 @@ impl StorageError {
                 source: text(source.as_ref()),
             },
         }
+    }
+
+    pub(crate) fn codec(e: &serde_json::Error) -> Self {
+        StorageError::Codec(e.to_string().into())
     }
 
     pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {

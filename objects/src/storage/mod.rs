@@ -14,6 +14,7 @@ pub(crate) mod layout;
 mod list;
 mod overlay;
 mod store;
+pub(crate) mod timers;
 mod value;
 mod writer;
 
@@ -28,6 +29,7 @@ use serde::de::DeserializeOwned;
 pub use error::StorageError;
 pub use list::ListOptions;
 pub use store::StoreOptions;
+pub use timers::{MAX_TIMER_NAME, MAX_TIMERS, Timer, TimerInfo, Timers};
 pub use value::StoredValue;
 
 pub(crate) use overlay::{Overlay, Savepoint};
@@ -355,6 +357,10 @@ impl Storage {
         let Some(range) = opts.compile()? else {
             return Ok(Vec::new());
         };
+        // Keys beginning with NUL are the runtime's (timer records,
+        // `timers.rs`): hidden unless the listing asks for them by prefix.
+        let internal = opts.prefix.as_deref().is_some_and(|p| p.starts_with('\0'));
+        let shown = |k: &[u8]| internal || k.first() != Some(&0);
         // Committed entries, read eagerly but bounded: the overlay can hide
         // at most as many entries as it holds, so limit + that suffices.
         let mut base = Vec::new();
@@ -363,13 +369,15 @@ impl Storage {
                 .limit
                 .map(|l| l.saturating_add(self.overlay.range(&range).count()));
             self.store.scan(&self.id, &range, &mut |k, v| {
-                base.push(Ok((k, v)));
+                if shown(&k) {
+                    base.push(Ok((k, v)));
+                }
                 want.is_none_or(|w| base.len() < w)
             })?;
         }
         let merged = list::merge(
             base.into_iter(),
-            self.overlay.range(&range),
+            self.overlay.range(&range).filter(|(k, _)| shown(k)),
             range.reverse,
             range.limit,
         )?;
@@ -402,7 +410,9 @@ impl Storage {
     ///
     /// An LMDB read error.
     pub fn alarm(&self) -> Result<Option<SystemTime>, StorageError> {
-        Ok(self.alarm_ms()?.map(crate::clock::from_ms))
+        // With timers in use, the stored alarm is the earliest of them and
+        // the plain alarm lives in a record (`timers.rs`).
+        Ok(self.user_alarm_ms()?.map(crate::clock::from_ms))
     }
 
     pub(crate) fn alarm_ms(&self) -> Result<Option<u64>, StorageError> {
@@ -426,12 +436,28 @@ impl Storage {
         if at_ms == 0 {
             return Err(StorageError::InvalidAlarm);
         }
-        self.overlay.set_alarm(Some(at_ms));
+        if !self.set_user_alarm(Some(at_ms))? {
+            self.overlay.set_alarm(Some(at_ms));
+        }
         Ok(())
     }
 
     /// Deletes the alarm, if any.
     pub fn delete_alarm(&mut self) {
+        match self.set_user_alarm(None) {
+            Ok(true) => {}
+            Ok(false) => self.overlay.set_alarm(None),
+            Err(e) => {
+                // Only with timers in use (their record unreadable); the
+                // stored alarm is cleared, the timers keep theirs.
+                tracing::warn!(error = %e, "delete_alarm: timer records unreadable");
+                self.overlay.set_alarm(None);
+            }
+        }
+    }
+
+    /// Clears the stored alarm itself (a due alarm is being run).
+    pub(crate) fn clear_stored_alarm(&mut self) {
         self.overlay.set_alarm(None);
     }
 

@@ -294,6 +294,7 @@ fn storage_op(g: &mut Group, op: &Op, in_txn: bool) -> Obs {
         Op::Export => g
             .view
             .iter()
+            .filter(|(k, _)| !k.starts_with('\0'))
             .map(|(k, v)| {
                 let v = match v {
                     Stored::Json(text) => {
@@ -413,13 +414,16 @@ fn get_many(g: &Group, keys: &[String]) -> Obs {
 /// `list` by its documented rules: keys in UTF-8 byte order (which is
 /// `String` order), `start` inclusive, `start_after` exclusive (not both),
 /// `end` exclusive, `prefix` narrowing, `reverse` the same range
-/// descending, `limit` positive.
+/// descending, `limit` positive. Keys beginning with NUL are the
+/// runtime's (timer records): hidden unless the prefix begins with NUL.
 fn listed<'a>(view: &'a Map, spec: &ListSpec) -> Result<Vec<(&'a String, &'a Stored)>, Obs> {
     if spec.limit == Some(0) || (spec.start.is_some() && spec.start_after.is_some()) {
         return Err(failed("InvalidList"));
     }
+    let internal = spec.prefix.as_deref().is_some_and(|p| p.starts_with('\0'));
     let keep = |k: &String| {
-        spec.start.as_ref().is_none_or(|s| k >= s)
+        (internal || !k.starts_with('\0'))
+            && spec.start.as_ref().is_none_or(|s| k >= s)
             && spec.start_after.as_ref().is_none_or(|s| k > s)
             && spec.end.as_ref().is_none_or(|e| k < e)
             && spec
