@@ -63,7 +63,12 @@ impl Object for Hub {
         }
         Ok(n)
     }
-    async fn websocket_message(&mut self, _: &mut Context, _: WebSocket, _: Message) -> Result<(), BoxError> {
+    async fn websocket_message(
+        &mut self,
+        _: &mut Context,
+        _: WebSocket,
+        _: Message,
+    ) -> Result<(), BoxError> {
         Ok(())
     }
 }

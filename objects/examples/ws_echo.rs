@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use axum::extract::Request as AxumRequest;
-use objects::CloseEvent;
 use objects::BoxError;
+use objects::CloseEvent;
 use objects::{Context, Message, Namespace, Object, Request, Response, Result, Runtime, WebSocket};
 
 struct EchoRoom;
@@ -57,7 +57,8 @@ impl Object for EchoRoom {
     async fn websocket_close(
         &mut self,
         _ctx: &mut Context,
-        _ws: WebSocket, _close: CloseEvent,
+        _ws: WebSocket,
+        _close: CloseEvent,
     ) -> Result<(), BoxError> {
         Ok(())
     }

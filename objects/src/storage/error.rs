@@ -20,7 +20,7 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
-    /// The value is longer than [`MAX_VALUE_BYTES`].
+    /// The value is longer than [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES).
     #[error("value of {len} bytes is over the limit of {max} bytes")]
     ValueTooLarge {
         /// The encoded value's length.
@@ -28,7 +28,7 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
-    /// More than [`MAX_KEYS_PER_CALL`] keys in one call.
+    /// More than [`MAX_KEYS_PER_CALL`](crate::MAX_KEYS_PER_CALL) keys in one call.
     #[error("{len} keys in one call, over the limit of {max}")]
     TooManyKeys {
         /// Keys given.
@@ -36,7 +36,7 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
-    /// The event buffered more than [`MAX_EVENT_BYTES`] of writes.
+    /// The event buffered more than [`MAX_EVENT_BYTES`](crate::MAX_EVENT_BYTES) of writes.
     #[error("this event buffered over {0} bytes of writes; call sync() to commit part of them")]
     EventTooLarge(usize),
     /// Invalid list options.
