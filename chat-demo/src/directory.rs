@@ -16,7 +16,10 @@
 
 use std::sync::Arc;
 
-use objects::{Context, ListOptions, Object, Result};
+use objects::BoxError;
+use objects::{Context, ListOptions, Object};
+/// Results inside handlers: any error, boxed.
+type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 use serde::{Deserialize, Serialize};
 
 /// The name of the one directory object.
@@ -85,11 +88,15 @@ impl Object for Directory {
     type Call = DirectoryCall;
     type Reply = DirectoryReply;
 
-    async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
         Ok(Directory)
     }
 
-    async fn call(&mut self, ctx: &mut Context, call: DirectoryCall) -> Result<DirectoryReply> {
+    async fn call(
+        &mut self,
+        ctx: &mut Context,
+        call: DirectoryCall,
+    ) -> Result<DirectoryReply, BoxError> {
         match call {
             DirectoryCall::Update(status) => {
                 let key = format!("{PREFIX}{}", status.name);

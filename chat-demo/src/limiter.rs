@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use objects::{Context, Object, Result};
+use objects::BoxError;
+use objects::{Context, Object};
+/// Results inside handlers: any error, boxed.
+type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
 use crate::protocol::limit::{RateLimit, RateLimitOptions};
 
@@ -30,7 +33,7 @@ impl Object for RateLimiter {
     type Call = u64;
     type Reply = std::result::Result<(), u64>;
 
-    async fn new(_ctx: &mut Context, env: Arc<RateLimitOptions>) -> Result<Self> {
+    async fn new(_ctx: &mut Context, env: Arc<RateLimitOptions>) -> Result<Self, BoxError> {
         Ok(RateLimiter {
             state: RateLimit::new(),
             options: *env,
@@ -41,7 +44,7 @@ impl Object for RateLimiter {
         &mut self,
         _ctx: &mut Context,
         now_ms: u64,
-    ) -> Result<std::result::Result<(), u64>> {
+    ) -> Result<std::result::Result<(), u64>, BoxError> {
         Ok(self
             .state
             .check(now_ms, &self.options)

@@ -90,10 +90,14 @@ impl Object for Filler {
     type Env = ();
     type Call = (u32, usize);
     type Reply = ();
-    async fn new(_: &mut Context, _: Arc<()>) -> objects::Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, objects::BoxError> {
         Ok(Filler)
     }
-    async fn call(&mut self, ctx: &mut Context, (n, size): (u32, usize)) -> objects::Result<()> {
+    async fn call(
+        &mut self,
+        ctx: &mut Context,
+        (n, size): (u32, usize),
+    ) -> Result<(), objects::BoxError> {
         ctx.storage()
             .put_bytes(&format!("k{n:06}"), &vec![0x5a; size])?;
         ctx.storage().sync().await?;
@@ -104,13 +108,8 @@ impl Object for Filler {
 #[tokio::test]
 async fn readyz_is_503_when_the_store_cannot_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let options = RuntimeOptions {
-        store: StoreOptions {
-            max_size: 1 << 20,
-            ..StoreOptions::default()
-        },
-        ..RuntimeOptions::default()
-    };
+    let options =
+        RuntimeOptions::default().with_store(StoreOptions::default().with_max_size(1 << 20));
     let (rt, state) = open(dir.path(), options);
     let filler = rt
         .namespace::<Filler>("filler", ())

@@ -354,11 +354,10 @@ struct ObjectQuery {
 }
 
 async fn object(State(admin): State<Admin>, Query(q): Query<ObjectQuery>) -> Response {
-    let opts = ViewOptions {
-        prefix: q.prefix.filter(|p| !p.is_empty()),
-        after: q.after.filter(|a| !a.is_empty()),
-        limit: q.limit,
-    };
+    let opts = ViewOptions::default()
+        .with_prefix(q.prefix.filter(|p| !p.is_empty()))
+        .with_after(q.after.filter(|a| !a.is_empty()))
+        .with_limit(q.limit);
     let rt = admin.rt.clone();
     read(move || rt.view_object(&q.ns, &q.id, &opts)).await
 }

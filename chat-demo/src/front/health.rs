@@ -38,12 +38,12 @@ impl Object for HealthProbe {
     type Call = u64;
     type Reply = ();
 
-    async fn new(_: &mut Context, _: Arc<()>) -> objects::Result<Self> {
+    async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, objects::BoxError> {
         Ok(HealthProbe)
     }
 
     /// Writes the probe time; the reply leaves only once it is durable.
-    async fn call(&mut self, ctx: &mut Context, now_ms: u64) -> objects::Result<()> {
+    async fn call(&mut self, ctx: &mut Context, now_ms: u64) -> Result<(), objects::BoxError> {
         ctx.storage().put("last-probe-ms", &now_ms)?;
         Ok(())
     }

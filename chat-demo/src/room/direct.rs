@@ -9,7 +9,10 @@
 //! holds the newest direct message's timestamp, so the room's timestamps
 //! keep increasing across restarts whatever kind of message came last.
 
-use objects::{Context, ListOptions, Result, Storage, StorageError, WebSocket};
+use crate::protocol::time::NowMs;
+use objects::{Context, ListOptions, Storage, StorageError, WebSocket};
+/// Results inside handlers: any error, boxed.
+type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
 use super::session::Session;
 use super::{ChatRoom, history};
@@ -174,8 +177,9 @@ impl ChatRoom {
         if let Some(retention) = self.env.retention_ms
             && !self.expiry_set
         {
-            ctx.storage()
-                .set_alarm(timestamp.saturating_add(retention))?;
+            ctx.storage().set_alarm(crate::protocol::time::from_millis(
+                timestamp.saturating_add(retention),
+            ))?;
             self.expiry_set = true;
         }
         tracing::debug!(socket = ws.sid(), timestamp, "direct message");

@@ -2,6 +2,7 @@
 //! presence and errors over the room's sessions, per dialect and per the
 //! extensions each session opted in to.
 
+use crate::protocol::time::NowMs;
 use objects::{Context, WebSocket};
 
 use super::session::Members;

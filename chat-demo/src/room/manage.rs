@@ -6,7 +6,10 @@
 //! closes every socket with [`DELETED_CLOSE_CODE`] and takes the room out
 //! of the directory: its name starts empty, and anyone may claim it again.
 
-use objects::{Context, Result, WebSocket};
+use crate::protocol::time::NowMs;
+use objects::{Context, WebSocket};
+/// Results inside handlers: any error, boxed.
+type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
 use super::session::Session;
 use super::{ChatRoom, ProtocolError};
@@ -60,7 +63,7 @@ impl ChatRoom {
         }
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)
-            .map_err(|e| objects::Error::App(format!("no randomness for a token: {e}")))?;
+            .map_err(|e| objects::BoxError::from(format!("no randomness for a token: {e}")))?;
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         ctx.storage().put(OWNER, &token_id(&token))?;
         tracing::info!(socket = ws.sid(), "room claimed");
@@ -107,12 +110,12 @@ impl ChatRoom {
         } else {
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt)
-                .map_err(|e| objects::Error::App(format!("no randomness for a salt: {e}")))?;
+                .map_err(|e| objects::BoxError::from(format!("no randomness for a salt: {e}")))?;
             let password = password.to_owned();
             let hashed = tokio::task::spawn_blocking(move || password::hash(&password, salt))
                 .await
-                .map_err(|e| objects::Error::App(format!("hashing task failed: {e}")))?
-                .map_err(objects::Error::App)?;
+                .map_err(|e| objects::BoxError::from(format!("hashing task failed: {e}")))?
+                .map_err(objects::BoxError::from)?;
             ctx.storage().put(PASSWORD, &hashed)?;
         }
         tracing::info!(

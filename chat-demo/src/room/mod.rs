@@ -10,12 +10,17 @@ mod search;
 mod session;
 mod typing;
 
+use crate::protocol::time::{NowMs, from_millis};
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use objects::{Context, Message, Namespace, Object, Request, Response, Result, WebSocket};
+use objects::BoxError;
+use objects::CloseEvent;
+use objects::{Context, Message, Namespace, Object, Request, Response, WebSocket};
+/// Results inside handlers: any error, boxed.
+type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 use tracing::Instrument;
 
 use crate::admission::Admission;
@@ -107,7 +112,7 @@ impl Object for ChatRoom {
     /// The room takes no RPC calls.
     type Reply = ();
 
-    async fn new(ctx: &mut Context, env: Arc<RoomEnv>) -> Result<Self> {
+    async fn new(ctx: &mut Context, env: Arc<RoomEnv>) -> Result<Self, BoxError> {
         let label = match ctx.name() {
             Some(name) => name.to_owned(),
             // Private rooms: a prefix identifies the room in logs without
@@ -129,7 +134,11 @@ impl Object for ChatRoom {
 
     /// History retention: deletes the messages older than the retention
     /// and comes back when the next one is due to go.
-    async fn alarm(&mut self, ctx: &mut Context, _info: objects::AlarmInfo) -> Result<()> {
+    async fn alarm(
+        &mut self,
+        ctx: &mut Context,
+        _info: objects::AlarmInfo,
+    ) -> Result<(), BoxError> {
         let _span = self.span().entered();
         self.expiry_set = false;
         let Some(retention) = self.env.retention_ms else {
@@ -160,13 +169,13 @@ impl Object for ChatRoom {
             oldest.map(|t| t.saturating_add(retention))
         };
         if let Some(at) = next {
-            ctx.storage().set_alarm(at)?;
+            ctx.storage().set_alarm(from_millis(at))?;
             self.expiry_set = true;
         }
         Ok(())
     }
 
-    async fn fetch(&mut self, ctx: &mut Context, req: Request) -> Result<Response> {
+    async fn fetch(&mut self, ctx: &mut Context, req: Request) -> Result<Response, BoxError> {
         let span = self.span();
         self.admit(ctx, req).instrument(span).await
     }
@@ -176,7 +185,7 @@ impl Object for ChatRoom {
         ctx: &mut Context,
         ws: WebSocket,
         msg: Message,
-    ) -> Result<()> {
+    ) -> Result<(), BoxError> {
         let span = self.span();
         self.on_message(ctx, ws, msg).instrument(span).await
     }
@@ -185,12 +194,10 @@ impl Object for ChatRoom {
         &mut self,
         ctx: &mut Context,
         ws: WebSocket,
-        code: u16,
-        _reason: String,
-        clean: bool,
-    ) -> Result<()> {
+        close: CloseEvent,
+    ) -> Result<(), BoxError> {
         let _span = self.span().entered();
-        self.on_close(ctx, ws, code, clean);
+        self.on_close(ctx, ws, close.code, close.clean);
         Ok(())
     }
 
@@ -199,7 +206,7 @@ impl Object for ChatRoom {
         _ctx: &mut Context,
         ws: WebSocket,
         error: String,
-    ) -> Result<()> {
+    ) -> Result<(), BoxError> {
         // The close event follows; the quit notice goes out there.
         let _span = self.span().entered();
         tracing::debug!(socket = ws.sid(), %error, "socket error");
@@ -541,7 +548,7 @@ impl ChatRoom {
             && !self.expiry_set
         {
             ctx.storage()
-                .set_alarm(timestamp.saturating_add(retention))?;
+                .set_alarm(from_millis(timestamp.saturating_add(retention)))?;
             self.expiry_set = true;
         }
         tracing::debug!(socket = ws.sid(), timestamp, "message");

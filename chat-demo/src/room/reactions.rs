@@ -2,7 +2,9 @@
 //! message (its reactions live in its record) and tells every session that
 //! opted in.
 
-use objects::{Context, Result, WebSocket};
+use objects::{Context, WebSocket};
+/// Results inside handlers: any error, boxed.
+type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
 use super::history;
 use super::session::Session;

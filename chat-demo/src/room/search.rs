@@ -100,7 +100,7 @@ impl ChatRoom {
         terms: &[String],
         before: u64,
         limit: u32,
-    ) -> objects::Result<()> {
+    ) -> Result<(), objects::BoxError> {
         if !self.charge(ctx, ws, sender).await {
             return Ok(());
         }
@@ -445,11 +445,15 @@ mod on_storage {
         type Call = Op;
         type Reply = (Vec<u64>, Vec<u64>);
 
-        async fn new(_ctx: &mut Context, _env: Arc<()>) -> objects::Result<Self> {
+        async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self, objects::BoxError> {
             Ok(Indexed)
         }
 
-        async fn call(&mut self, ctx: &mut Context, op: Op) -> objects::Result<Self::Reply> {
+        async fn call(
+            &mut self,
+            ctx: &mut Context,
+            op: Op,
+        ) -> Result<Self::Reply, objects::BoxError> {
             let storage = ctx.storage();
             match op {
                 Op::Say(id, text) => {

@@ -2,6 +2,7 @@
 //! opted in, throttled per socket, never stored; clients let an indicator
 //! expire on their own after [`a::TYPING_SHOWN_MS`] unless it is renewed.
 
+use crate::protocol::time::NowMs;
 use objects::{Context, WebSocket};
 
 use super::ChatRoom;

@@ -42,8 +42,8 @@ impl ManualClock {
 }
 
 impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+    fn now(&self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0.load(Ordering::SeqCst))
     }
 }
 
@@ -205,10 +205,7 @@ impl Server {
 
 /// Opens a runtime on `dir` with the test's clock and socket options.
 pub(crate) fn open_runtime(dir: &Path, setup: &Setup, clock: Arc<ManualClock>) -> Runtime {
-    let opts = objects::WebSocketOptions {
-        max_message_bytes: setup.max_message_bytes,
-        ..Default::default()
-    };
+    let opts = objects::WebSocketOptions::default().with_max_message_bytes(setup.max_message_bytes);
     Runtime::builder()
         .data_dir(dir)
         .clock(clock)
