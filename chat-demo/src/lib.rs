@@ -29,9 +29,11 @@ pub mod protocol;
 mod room;
 
 pub use front::{
-    AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    InspectorNeedsToken, MAX_BODY_BYTES, UnknownClientIpHeader, admin_app, app, install_prometheus,
-    serve,
+    AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, DEFAULT_TRUSTED_PROXY_HOPS,
+    HttpLimits, InspectorNeedsToken, MAX_BODY_BYTES, UnknownClientIpHeader, admin_app, app,
+    install_prometheus, serve,
 };
 pub use limiter::RateLimiter;
 pub use room::{ChatRoom, RoomEnv};

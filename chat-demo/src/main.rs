@@ -60,6 +60,36 @@ struct Args {
     #[arg(long, env = "CHAT_TRUST_CLIENT_IP_HEADER", value_enum, default_value_t = TrustHeader::None)]
     trust_client_ip_header: TrustHeader,
 
+    /// Trusted proxies in front that append to `X-Forwarded-For`; the
+    /// client is the entry this many places from the right.
+    #[arg(long, env = "CHAT_TRUSTED_PROXY_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    trusted_proxy_hops: u16,
+
+    /// IPv6 clients are counted (rate limit, connection caps) per prefix
+    /// of this many bits.
+    #[arg(long, env = "CHAT_IPV6_PREFIX", default_value_t = chat_demo::DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(1..=128))]
+    ipv6_prefix: u8,
+
+    /// Seconds a connection may take to send a request's headers, from
+    /// its start or its previous response (the idle keep-alive timeout).
+    #[arg(long, env = "CHAT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_timeout_secs: u64,
+
+    /// Seconds an upgrade request's body may take.
+    #[arg(long, env = "CHAT_HTTP_BODY_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_body_timeout_secs: u64,
+
+    /// Most TCP connections open at once (WebSockets included); more are
+    /// closed at once. Default: the process's file limit (`ulimit -n`)
+    /// minus 64 for the store, the listeners and the logs.
+    #[arg(long, env = "CHAT_MAX_TCP_CONNECTIONS")]
+    max_tcp_connections: Option<usize>,
+
+    /// Most TCP connections open at once from one peer IP (IPv6: one
+    /// prefix); 0 for no limit. Not applied behind a trusted proxy.
+    #[arg(long, env = "CHAT_MAX_TCP_CONNECTIONS_PER_IP", default_value_t = chat_demo::DEFAULT_MAX_TCP_CONNECTIONS_PER_IP)]
+    max_tcp_connections_per_ip: usize,
+
     /// Seconds after which a room whose only work is open sockets is
     /// evicted from memory (its sockets stay open).
     #[arg(long, env = "CHAT_HIBERNATION_SECS", default_value_t = 10)]
@@ -114,7 +144,7 @@ enum TrustHeader {
     None,
     /// `CF-Connecting-IP` (behind Cloudflare).
     CfConnectingIp,
-    /// The first entry of `X-Forwarded-For`.
+    /// `X-Forwarded-For`, read from the right (see --trusted-proxy-hops).
     XForwardedFor,
 }
 
@@ -173,6 +203,16 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening the data dir {}", args.data_dir.display()))?;
     let options = ChatOptions {
         client_ip_header: args.trust_client_ip_header.into(),
+        trusted_proxy_hops: usize::from(args.trusted_proxy_hops),
+        ipv6_prefix: args.ipv6_prefix,
+        http: chat_demo::HttpLimits {
+            header_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            body_timeout: Duration::from_secs(args.http_body_timeout_secs),
+            max_connections: args
+                .max_tcp_connections
+                .unwrap_or_else(default_max_tcp_connections),
+            max_connections_per_ip: args.max_tcp_connections_per_ip,
+        },
         allowed_origins: args.allowed_origin.clone(),
         max_connections_per_ip: (args.max_connections_per_ip > 0)
             .then_some(args.max_connections_per_ip),
@@ -186,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("chat-demo listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, "listening");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, max_tcp_connections = options.http.max_connections, "listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some((admin_addr, prometheus)) = admin {
@@ -249,6 +289,34 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Descriptors kept free of TCP connections: LMDB, the listeners, logs.
+const RESERVED_FILES: usize = 64;
+
+/// The default TCP connection cap: the soft file limit (read from
+/// `/proc/self/limits`, so no libc call) minus [`RESERVED_FILES`]; the
+/// library's default where that file does not exist.
+fn default_max_tcp_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))?;
+            let soft = line
+                .trim_start_matches("Max open files")
+                .split_whitespace()
+                .next()?;
+            match soft {
+                "unlimited" => Some(usize::MAX),
+                n => n.parse::<usize>().ok(),
+            }
+        });
+    match soft {
+        Some(soft) => soft.saturating_sub(RESERVED_FILES).max(1),
+        None => chat_demo::DEFAULT_MAX_TCP_CONNECTIONS,
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

@@ -5,10 +5,17 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use chat_demo::protocol::limit::RateLimitOptions;
-use common::{PATIENCE, Server, Setup, chat_of};
+use chat_demo::{ClientIpHeader, HttpLimits};
+use common::{Client, PATIENCE, Server, Setup, chat_of};
 use futures_util::SinkExt;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A rate limit that never bites, for tests that must store many messages.
@@ -95,5 +102,180 @@ async fn history_pages_to_a_reader_that_never_reads_are_bounded_in_bytes() {
         "the socket was cut before all {PAGES} pages went out (got {pages})"
     );
     calm_user_chats(&server, "calm2").await;
+    server.stop().await;
+}
+
+/// A TCP connection from `source` (any 127.x.y.z works on Linux), so tests
+/// can stand for several client IPs without a trusted header.
+async fn tcp_from(source: [u8; 4], server: &Server) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(SocketAddr::from((source, 0)))
+        .expect("bind the source address");
+    tokio::time::timeout(PATIENCE, socket.connect(server.addr))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// A dialect-A user from `source` (no trusted header: the peer address is
+/// the client IP) joins `room`, says something and gets its echo.
+async fn calm_user_from(source: [u8; 4], server: &Server, room: &str) {
+    let stream = tcp_from(source, server).await;
+    let url = server.url(&format!("/api/room/{room}/websocket"));
+    let (ws, resp) = tokio::time::timeout(
+        PATIENCE,
+        tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    let mut calm = Client { ws };
+    calm.send_json(json!({ "name": "calm" })).await;
+    calm.json_until_ready().await;
+    calm.say("still here").await;
+    assert_eq!(chat_of(&calm.json().await).1, "still here");
+    calm.close().await;
+}
+
+/// Reads until the server closes the connection; true if it did (EOF or
+/// reset) rather than sending bytes.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+        .await
+        .expect("the server closes the connection in time")
+    {
+        Ok(0) | Err(_) => true,
+        Ok(_) => false,
+    }
+}
+
+/// Waits (on yields) until the server counts `n` TCP connections.
+async fn tcp_count_is(server: &Server, n: usize) {
+    let wait = async {
+        while server.state.tcp_connections() != n {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("never {n} TCP connections"));
+}
+
+/// Connections that never send a byte: one IP gets at most its cap and
+/// the next is closed at once (never queued, long before any timeout);
+/// other IPs chat meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_capped_per_ip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const CAP: usize = 8;
+    let setup = Setup {
+        client_ip_header: ClientIpHeader::None,
+        http: HttpLimits {
+            // Far beyond PATIENCE: only the cap can close them here.
+            header_timeout: Duration::from_secs(3600),
+            max_connections_per_ip: CAP,
+            ..HttpLimits::default()
+        },
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let mut idle = Vec::new();
+    for _ in 0..CAP {
+        idle.push(tcp_from([127, 0, 0, 1], &server).await);
+    }
+    tcp_count_is(&server, CAP).await;
+    let mut over = tcp_from([127, 0, 0, 1], &server).await;
+    assert!(
+        closed_by_server(&mut over).await,
+        "one over the cap is closed"
+    );
+    assert_eq!(server.state.tcp_connections(), CAP, "and never counted");
+
+    // Another IP is not affected by the first one's cap.
+    calm_user_from([127, 0, 0, 2], &server, "calm").await;
+    tcp_count_is(&server, CAP).await;
+
+    // Closing one gives its place back.
+    drop(idle.pop());
+    tcp_count_is(&server, CAP - 1).await;
+    calm_user_from([127, 0, 0, 1], &server, "calm").await;
+    drop(idle);
+    server.stop().await;
+}
+
+/// A connection that never sends a byte, and one that idles after a
+/// request, are both closed when the header deadline passes, and their
+/// slots come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_by_the_header_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup {
+        client_ip_header: ClientIpHeader::None,
+        http: HttpLimits {
+            header_timeout: Duration::from_secs(1),
+            ..HttpLimits::default()
+        },
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let mut silent = tcp_from([127, 0, 0, 1], &server).await;
+    let mut kept_alive = tcp_from([127, 0, 0, 1], &server).await;
+    kept_alive
+        .write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = [0u8; 12];
+    kept_alive.read_exact(&mut head).await.expect("response");
+    assert_eq!(&head, b"HTTP/1.1 404");
+    tcp_count_is(&server, 2).await;
+
+    calm_user_from([127, 0, 0, 2], &server, "calm").await;
+
+    assert!(closed_by_server(&mut silent).await, "silent one closed");
+    // The rest of the 404, then the end.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, kept_alive.read_to_end(&mut rest))
+        .await
+        .expect("the idle keep-alive connection is closed in time");
+    assert!(read.is_ok() || rest.is_empty(), "closed: {read:?}");
+    tcp_count_is(&server, 0).await;
+    server.stop().await;
+}
+
+/// The total cap holds across IPs: past it every new connection is closed,
+/// whoever it comes from; one closing frees a place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_connections_are_capped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const CAP: usize = 6;
+    let setup = Setup {
+        client_ip_header: ClientIpHeader::None,
+        http: HttpLimits {
+            header_timeout: Duration::from_secs(3600),
+            max_connections: CAP,
+            max_connections_per_ip: 0,
+            ..HttpLimits::default()
+        },
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let mut held = Vec::new();
+    for i in 0..CAP - 1 {
+        held.push(tcp_from([127, 0, 1, u8::try_from(i).expect("small")], &server).await);
+    }
+    tcp_count_is(&server, CAP - 1).await;
+    // One place left: a well-behaved user takes it and chats.
+    calm_user_from([127, 0, 0, 9], &server, "calm").await;
+    tcp_count_is(&server, CAP - 1).await;
+    held.push(tcp_from([127, 0, 2, 1], &server).await);
+    tcp_count_is(&server, CAP).await;
+    let mut over = tcp_from([127, 0, 3, 1], &server).await;
+    assert!(closed_by_server(&mut over).await, "over the total cap");
+    drop(held.pop());
+    tcp_count_is(&server, CAP - 1).await;
+    calm_user_from([127, 0, 0, 9], &server, "calm").await;
     server.stop().await;
 }

@@ -3,10 +3,10 @@
 
 mod admin;
 mod client_ip;
+mod listener;
 mod origin;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -29,6 +29,11 @@ use crate::room::{ChatRoom, RoomEnv};
 pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader};
+pub use listener::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_TCP_CONNECTIONS,
+    DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
+};
+use listener::TcpSlots;
 use origin::OriginPolicy;
 
 /// The chat page (dialect A with our extensions).
@@ -46,12 +51,25 @@ const LIMITERS: &str = "rate-limiters";
 
 /// Default of [`ChatOptions::max_connections_per_ip`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Default of [`ChatOptions::trusted_proxy_hops`].
+pub const DEFAULT_TRUSTED_PROXY_HOPS: usize = 1;
+/// Default of [`ChatOptions::ipv6_prefix`].
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// Settings of the chat service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatOptions {
     /// Where the client IP comes from (default: the peer address).
     pub client_ip_header: ClientIpHeader,
+    /// Trusted proxies in front that append to `X-Forwarded-For`: the
+    /// client is the entry this many places from the right. Default
+    /// [`DEFAULT_TRUSTED_PROXY_HOPS`].
+    pub trusted_proxy_hops: usize,
+    /// IPv6 clients are counted (rate limit, connection caps) per prefix
+    /// of this many bits. Default [`DEFAULT_IPV6_PREFIX`] (a /64).
+    pub ipv6_prefix: u8,
+    /// HTTP timeouts and TCP connection caps.
+    pub http: HttpLimits,
     /// The per-IP rate limit (default: the original's, 5 s per message,
     /// 20 s of burst).
     pub rate_limit: RateLimitOptions,
@@ -76,6 +94,9 @@ impl Default for ChatOptions {
     fn default() -> Self {
         ChatOptions {
             client_ip_header: ClientIpHeader::default(),
+            trusted_proxy_hops: DEFAULT_TRUSTED_PROXY_HOPS,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            http: HttpLimits::default(),
             rate_limit: RateLimitOptions::default(),
             allowed_origins: Vec::new(),
             max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
@@ -90,8 +111,13 @@ impl Default for ChatOptions {
 pub struct AppState {
     rooms: Namespace<ChatRoom>,
     client_ip_header: ClientIpHeader,
+    trusted_proxy_hops: usize,
+    ipv6_prefix: u8,
+    http: HttpLimits,
     origins: Arc<OriginPolicy>,
     connections: Arc<Connections>,
+    /// Open TCP connections (HTTP and WebSocket), for the caps.
+    tcp: Arc<TcpSlots>,
 }
 
 impl AppState {
@@ -110,6 +136,13 @@ impl AppState {
         Ok(AppState {
             rooms,
             client_ip_header: options.client_ip_header,
+            trusted_proxy_hops: options.trusted_proxy_hops,
+            ipv6_prefix: options.ipv6_prefix,
+            tcp: Arc::new(TcpSlots::new(
+                options.http.max_connections,
+                options.http.max_connections_per_ip,
+            )),
+            http: options.http,
             origins: Arc::new(OriginPolicy::new(&options.allowed_origins)),
             connections,
         })
@@ -120,6 +153,12 @@ impl AppState {
     /// the socket close).
     pub fn connections_of(&self, ip: &str) -> usize {
         self.connections.count(ip)
+    }
+
+    /// TCP connections open now (HTTP and WebSocket), as the caps count
+    /// them.
+    pub fn tcp_connections(&self) -> usize {
+        self.tcp.total()
     }
 
     /// The room namespace.
@@ -212,21 +251,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Chat frames are small and go out in bursts (roster, backlog, ready):
-    // without TCP_NODELAY, Nagle's algorithm meets the client's delayed
-    // ACK and holds them for about 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    // Behind a trusted proxy every connection comes from the proxy: only
+    // the total cap applies.
+    let per_ip = (state.client_ip_header == ClientIpHeader::None).then_some(state.ipv6_prefix);
+    let serving = listener::Serving {
+        limits: state.http.clone(),
+        slots: state.tcp.clone(),
+        per_ip,
+        router: app(state),
+    };
+    listener::run(listener, serving, shutdown).await
 }
 
 async fn page() -> Response {
@@ -373,8 +407,15 @@ async fn hand_over(
         );
     }
     let (mut parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+    let body = match tokio::time::timeout(
+        state.http.body_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
     };
     // A slot for this connection, given back below unless the room accepts
     // the socket (then the room gives it back when the socket closes).

@@ -60,6 +60,7 @@ pub(crate) struct Setup {
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) history_retention: Option<Duration>,
+    pub(crate) http: chat_demo::HttpLimits,
 }
 
 impl Default for Setup {
@@ -74,6 +75,7 @@ impl Default for Setup {
             allowed_origins: Vec::new(),
             max_connections_per_ip: ChatOptions::default().max_connections_per_ip,
             history_retention: None,
+            http: chat_demo::HttpLimits::default(),
         }
     }
 }
@@ -105,6 +107,8 @@ impl Server {
             allowed_origins: setup.allowed_origins.clone(),
             max_connections_per_ip: setup.max_connections_per_ip,
             history_retention: setup.history_retention,
+            http: setup.http.clone(),
+            ..ChatOptions::default()
         };
         let state = AppState::new(&rt, options).expect("namespaces");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
