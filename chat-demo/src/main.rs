@@ -301,9 +301,7 @@ fn default_max_tcp_connections() -> usize {
     let soft = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|limits| {
-            let line = limits
-                .lines()
-                .find(|l| l.starts_with("Max open files"))?;
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
             let soft = line
                 .trim_start_matches("Max open files")
                 .split_whitespace()

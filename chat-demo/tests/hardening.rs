@@ -279,3 +279,54 @@ async fn total_connections_are_capped() {
     calm_user_from([127, 0, 0, 9], &server, "calm").await;
     server.stop().await;
 }
+
+/// Requests that say `Upgrade: websocket` but are no complete handshake
+/// (no key), many on one keep-alive connection: each gets 400 and no room
+/// is ever activated, so none of them costs a storage read or memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incomplete_upgrades_activate_no_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let mut stream = tcp_from([127, 0, 0, 1], &server).await;
+    const REQUESTS: usize = 500;
+    let mut responses = 0;
+    let mut pending = Vec::new();
+    for i in 0..REQUESTS {
+        let request = format!(
+            "GET /ws?room=flood{i}&name=x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nX-Forwarded-For: 10.200.0.1\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("request");
+        // Read what has come so far, without waiting.
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::ZERO, stream.read(&mut buf)).await {
+            assert!(n > 0, "the server closed the connection");
+            pending.extend_from_slice(&buf[..n]);
+        }
+        responses = count(&pending, b"HTTP/1.1 400");
+    }
+    while responses < REQUESTS {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("responses in time")
+            .expect("read");
+        assert!(n > 0, "closed after {responses} responses");
+        pending.extend_from_slice(&buf[..n]);
+        responses = count(&pending, b"HTTP/1.1 400");
+    }
+    assert_eq!(
+        server.state.rooms().live_count(),
+        0,
+        "no room activated by {REQUESTS} incomplete upgrades"
+    );
+    calm_user_chats(&server, "calm").await;
+    assert_eq!(server.state.rooms().live_count(), 1, "only the calm room");
+    server.stop().await;
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}

@@ -29,11 +29,11 @@ use crate::room::{ChatRoom, RoomEnv};
 pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader};
+use listener::TcpSlots;
 pub use listener::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_TCP_CONNECTIONS,
     DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
 };
-use listener::TcpSlots;
 use origin::OriginPolicy;
 
 /// The chat page (dialect A with our extensions).
@@ -388,14 +388,67 @@ fn is_websocket(headers: &HeaderMap) -> bool {
     })
 }
 
+/// What is wrong with a request that asks for a WebSocket upgrade, if
+/// anything: the room is only reached (activated, its storage read) by a
+/// complete, valid handshake on a connection that can be upgraded.
+fn handshake_problem(req: &Request) -> Option<&'static str> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, want: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
+        })
+    };
+    if req.method() != http::Method::GET {
+        return Some("the method must be GET");
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Some("Connection must include Upgrade");
+    }
+    if !has_token(header::SEC_WEBSOCKET_VERSION, "13") {
+        return Some("Sec-WebSocket-Version must be 13");
+    }
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key_ok = match (keys.next(), keys.next()) {
+        (Some(key), None) => is_websocket_key(key.as_bytes()),
+        _ => false,
+    };
+    if !key_ok {
+        return Some("Sec-WebSocket-Key must be one base64-encoded 16-byte value");
+    }
+    None
+}
+
+/// The refusal of a request whose connection cannot be upgraded (not
+/// HTTP/1.1 from our server: `oneshot` in tests, for one).
+const NOT_UPGRADABLE: &str = "Bad WebSocket handshake: this connection cannot be upgraded";
+
+/// Whether `key` is base64 of 16 bytes: 22 characters of the alphabet and
+/// `==` (RFC 6455, 4.2.1).
+fn is_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
 /// Hands a WebSocket upgrade to the room, with the admission header set
-/// by us, after the origin policy and the per-IP connection limit.
+/// by us, after the handshake check, the origin policy and the per-IP
+/// connection limit: nothing before this point activates a room.
 async fn hand_over(
     state: &AppState,
     id: &ObjectId,
     admission: Admission,
     req: Request,
 ) -> Response {
+    if let Some(problem) = handshake_problem(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("Bad WebSocket handshake: {problem}"),
+        );
+    }
     if let Err(origin) = state.origins.check(req.headers()) {
         tracing::debug!(%origin, "origin refused");
         return text(
@@ -417,6 +470,13 @@ async fn hand_over(
         Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
         Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
     };
+    if parts
+        .extensions
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_none()
+    {
+        return text(StatusCode::BAD_REQUEST, NOT_UPGRADABLE);
+    }
     // A slot for this connection, given back below unless the room accepts
     // the socket (then the room gives it back when the socket closes).
     let ip = admission.ip.clone();
@@ -460,4 +520,25 @@ fn text(status: StatusCode, body: &str) -> Response {
         body.to_owned(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key(b"AAAAAAAAAAAAAAAAAAAA+/==")); // 24 chars
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub25jZQ!=",
+            b"dGhlIHNhbXBsZSBub25jZ\xc3\xa9=",
+            b"dGhlIHNhbXBsZSBub25jZQAA",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+        }
+    }
 }
