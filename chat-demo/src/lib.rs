@@ -36,4 +36,15 @@ pub use front::{
     install_prometheus, serve,
 };
 pub use limiter::RateLimiter;
+
+/// The runtime's WebSocket settings for the chat: the read limit is the
+/// largest frame any dialect accepts ([`protocol::MAX_FRAME_BYTES`]), so
+/// a bigger one is refused (1009) before it is buffered whole; the rest
+/// are the runtime's defaults.
+pub fn websocket_options() -> objects::WebSocketOptions {
+    objects::WebSocketOptions {
+        max_message_bytes: protocol::MAX_FRAME_BYTES,
+        ..objects::WebSocketOptions::default()
+    }
+}
 pub use room::{ChatRoom, RoomEnv};

@@ -199,6 +199,7 @@ async fn main() -> anyhow::Result<()> {
         .data_dir(&args.data_dir)
         .hibernation_timeout(Duration::from_secs(args.hibernation_secs))
         .idle_timeout(Duration::from_secs(args.idle_secs))
+        .websocket(chat_demo::websocket_options())
         .open()
         .with_context(|| format!("opening the data dir {}", args.data_dir.display()))?;
     let options = ChatOptions {

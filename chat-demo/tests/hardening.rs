@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chat_demo::protocol::limit::RateLimitOptions;
 use chat_demo::{ClientIpHeader, HttpLimits};
-use common::{Client, PATIENCE, Server, Setup, chat_of};
+use common::{Client, Ending, PATIENCE, Server, Setup, chat_of};
 use futures_util::SinkExt;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -329,4 +329,37 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
         .windows(needle.len())
         .filter(|w| *w == needle)
         .count()
+}
+
+/// Frames are limited per dialect to what the protocol needs: a B or C
+/// frame over 2 KiB and an A frame over 4 KiB close the socket with 1009
+/// (the A one at the runtime's read limit, before it is buffered whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_are_limited_per_dialect() {
+    use chat_demo::protocol::{MAX_FRAME_BYTES_A, MAX_FRAME_BYTES_TEXT};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let big = Ending::Close(1009, "message too big".into());
+
+    let mut b = server.b("frames").await;
+    b.send_text(&"b".repeat(MAX_FRAME_BYTES_TEXT)).await;
+    assert_eq!(
+        b.text().await,
+        "Message too long.",
+        "at the limit: the error"
+    );
+    b.send_text(&"b".repeat(MAX_FRAME_BYTES_TEXT + 1)).await;
+    assert_eq!(b.ending().await, big, "B over its limit");
+
+    let mut c = server.c("room=frames&name=cee").await;
+    c.send_text(&" ".repeat(MAX_FRAME_BYTES_TEXT + 1)).await;
+    assert_eq!(c.ending().await, big, "C over its limit");
+
+    let (mut a, _) = server.a_named("frames", "ann").await;
+    let message = json!({ "message": "a".repeat(MAX_FRAME_BYTES_A) }).to_string();
+    a.send_text(&message).await;
+    assert_eq!(a.ending().await, big, "A over its limit");
+
+    calm_user_chats(&server, "calm").await;
+    server.stop().await;
 }

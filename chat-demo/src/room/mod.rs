@@ -16,7 +16,7 @@ use crate::connections::Connections;
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
 use crate::protocol::limit::RATE_LIMITED;
-use crate::protocol::{ChatMessage, Dialect, HISTORY_ON_JOIN, ProtocolError, b, c};
+use crate::protocol::{ChatMessage, Dialect, FRAME_TOO_BIG, HISTORY_ON_JOIN, ProtocolError, b, c};
 use session::{Closing, Members, Session, Sessions};
 
 /// The error text for a binary frame, in every dialect.
@@ -248,6 +248,14 @@ impl ChatRoom {
         if session.closing.is_some() {
             // Refused and about to be closed: nothing more to say.
             return Ok(());
+        }
+        let size = match &msg {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) => bytes.len(),
+        };
+        if size > session.dialect.max_frame_bytes() {
+            tracing::debug!(socket = ws.sid(), size, "frame over the dialect's limit");
+            return self.close_later(ctx, ws, &session, 1009, FRAME_TOO_BIG);
         }
         let text = match msg {
             Message::Text(text) => text,

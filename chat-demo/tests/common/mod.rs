@@ -71,7 +71,7 @@ impl Default for Setup {
             // rate limit tests ever hit the limit.
             client_ip_header: ClientIpHeader::XForwardedFor,
             rate_limit: RateLimitOptions::default(),
-            max_message_bytes: objects::WebSocketOptions::default().max_message_bytes,
+            max_message_bytes: chat_demo::websocket_options().max_message_bytes,
             allowed_origins: Vec::new(),
             max_connections_per_ip: ChatOptions::default().max_connections_per_ip,
             history_retention: None,
