@@ -30,10 +30,11 @@ mod room;
 
 pub use front::{
     AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_BODY_TIMEOUT,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_IPV6_PREFIX, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, DEFAULT_TRUSTED_PROXY_HOPS,
-    HttpLimits, InspectorNeedsToken, MAX_BODY_BYTES, UnknownClientIpHeader, admin_app, app,
-    install_prometheus, serve,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_HISTORY_PAGES_PER_MINUTE, DEFAULT_IPV6_PREFIX,
+    DEFAULT_JOINS_PER_MINUTE, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_TCP_CONNECTIONS,
+    DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, DEFAULT_TRUSTED_PROXY_HOPS, HttpLimits,
+    InspectorNeedsToken, MAX_BODY_BYTES, UnknownClientIpHeader, admin_app, app, install_prometheus,
+    serve,
 };
 pub use limiter::RateLimiter;
 

@@ -60,6 +60,16 @@ struct Args {
     #[arg(long, env = "CHAT_TRUST_CLIENT_IP_HEADER", value_enum, default_value_t = TrustHeader::None)]
     trust_client_ip_header: TrustHeader,
 
+    /// WebSockets one client IP may open per minute (all at once, then
+    /// evenly spread); one more gets 429. 0 for no limit.
+    #[arg(long, env = "CHAT_JOINS_PER_MINUTE", default_value_t = chat_demo::DEFAULT_JOINS_PER_MINUTE)]
+    joins_per_minute: u32,
+
+    /// History pages one client IP may ask for per minute, across rooms;
+    /// past it the rate limit error. 0 for no limit.
+    #[arg(long, env = "CHAT_HISTORY_PAGES_PER_MINUTE", default_value_t = chat_demo::DEFAULT_HISTORY_PAGES_PER_MINUTE)]
+    history_pages_per_minute: u32,
+
     /// Trusted proxies in front that append to `X-Forwarded-For`; the
     /// client is the entry this many places from the right.
     #[arg(long, env = "CHAT_TRUSTED_PROXY_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
@@ -205,6 +215,8 @@ async fn main() -> anyhow::Result<()> {
     let options = ChatOptions {
         client_ip_header: args.trust_client_ip_header.into(),
         trusted_proxy_hops: usize::from(args.trusted_proxy_hops),
+        joins_per_minute: args.joins_per_minute,
+        history_pages_per_minute: args.history_pages_per_minute,
         ipv6_prefix: args.ipv6_prefix,
         http: chat_demo::HttpLimits {
             header_timeout: Duration::from_secs(args.http_header_timeout_secs),

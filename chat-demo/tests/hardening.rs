@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// A rate limit that never bites, for tests that must store many messages.
 fn no_rate_limit() -> RateLimitOptions {
@@ -355,11 +356,108 @@ async fn frames_are_limited_per_dialect() {
     c.send_text(&" ".repeat(MAX_FRAME_BYTES_TEXT + 1)).await;
     assert_eq!(c.ending().await, big, "C over its limit");
 
-    let (mut a, _) = server.a_named("frames", "ann").await;
+    let (mut a, _) = server.a_named("frames-a", "ann").await;
     let message = json!({ "message": "a".repeat(MAX_FRAME_BYTES_A) }).to_string();
     a.send_text(&message).await;
     assert_eq!(a.ending().await, big, "A over its limit");
 
     calm_user_chats(&server, "calm").await;
+    server.stop().await;
+}
+
+/// Connect/close churn in a room: the members hear a burst of join/leave
+/// notices, then nothing more until the room's notice budget refills,
+/// however many sockets come and go; the presence roster catches up then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_leave_churn_is_throttled_per_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let (mut watcher, _) = server.a_named_ext("churn", "watcher", &["presence"]).await;
+    // Its own arrival.
+    assert!(watcher.json().await.get("presence").is_some());
+    const CYCLES: usize = 100;
+    for i in 0..CYCLES {
+        // Each from its own IP, so the per-IP join budget is not what
+        // stops them.
+        let churner = server.c(&format!("room=churn&name=churner{i}")).await;
+        churner.close().await;
+    }
+    calm_user_chats(&server, "calm").await;
+    // A message marks the end: count what the watcher got before it.
+    let mut sayer = server.c("room=churn&name=sayer").await;
+    sayer.say("the end").await;
+    let mut notices = 0;
+    loop {
+        let frame = watcher.json().await;
+        if frame.get("message").and_then(|m| m.as_str()) == Some("the end") {
+            break;
+        }
+        notices += 1;
+    }
+    // 200 joins and leaves, each a notice and a roster: without the
+    // budget 400 frames.
+    assert!(
+        notices <= 2 * 22,
+        "at most a burst of notices (with their rosters): {notices}"
+    );
+    assert!(notices >= 10, "the burst itself goes out: {notices}");
+
+    // A minute on, the budget has refilled: the next change is announced,
+    // and the roster is current.
+    server.clock.advance(60_000);
+    let late = server.c("room=churn&name=late").await;
+    let mut frames = vec![watcher.json().await, watcher.json().await];
+    frames.sort_by_key(|f| f.get("presence").is_some());
+    assert_eq!(frames[0], json!({ "joined": "late" }));
+    assert_eq!(frames[1]["presence"]["count"], 3, "{}", frames[1]);
+    drop(late);
+    server.stop().await;
+}
+
+/// Joins are charged to the client IP before any room is reached: past
+/// the per-minute budget the next upgrade gets 429; other IPs join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_per_ip_are_budgeted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let ip = "10.201.0.1";
+    let url = server.url("/room/joins/websocket");
+    for _ in 0..chat_demo::DEFAULT_JOINS_PER_MINUTE {
+        Client::connect(&url, ip).await.close().await;
+    }
+    let mut req = url.clone().into_client_request().expect("request");
+    req.headers_mut()
+        .insert("x-forwarded-for", ip.parse().expect("header"));
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 429);
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    calm_user_chats(&server, "calm").await;
+    server.stop().await;
+}
+
+/// History pages are charged to the client IP's history budget: past it
+/// the rate limit error, and the socket stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_pages_are_budgeted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let (mut reader, _) = server.a_named_ext("pages", "reader", &["history"]).await;
+    let request = json!({ "history": { "before": u64::MAX } });
+    for _ in 0..chat_demo::DEFAULT_HISTORY_PAGES_PER_MINUTE {
+        reader.send_json(request.clone()).await;
+        assert!(reader.json().await.get("history").is_some());
+    }
+    reader.send_json(request.clone()).await;
+    assert_eq!(
+        reader.json().await,
+        json!({ "error": chat_demo::protocol::limit::RATE_LIMITED })
+    );
+    calm_user_chats(&server, "calm").await;
+    server.clock.advance(1_000);
+    reader.send_json(request).await;
+    assert!(reader.json().await.get("history").is_some(), "refilled");
     server.stop().await;
 }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admission::Admission;
-use crate::connections::Connections;
+use crate::connections::{Connections, IpBudget};
 use crate::limiter::RateLimiter;
 use crate::protocol::limit::RateLimitOptions;
 use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
@@ -51,6 +51,10 @@ const LIMITERS: &str = "rate-limiters";
 
 /// Default of [`ChatOptions::max_connections_per_ip`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Default of [`ChatOptions::joins_per_minute`].
+pub const DEFAULT_JOINS_PER_MINUTE: u32 = 30;
+/// Default of [`ChatOptions::history_pages_per_minute`].
+pub const DEFAULT_HISTORY_PAGES_PER_MINUTE: u32 = 60;
 /// Default of [`ChatOptions::trusted_proxy_hops`].
 pub const DEFAULT_TRUSTED_PROXY_HOPS: usize = 1;
 /// Default of [`ChatOptions::ipv6_prefix`].
@@ -70,6 +74,15 @@ pub struct ChatOptions {
     pub ipv6_prefix: u8,
     /// HTTP timeouts and TCP connection caps.
     pub http: HttpLimits,
+    /// WebSockets one client IP may open per minute (all at once, then
+    /// one every `60 / n` seconds); one more gets 429. 0: no limit.
+    /// Default [`DEFAULT_JOINS_PER_MINUTE`].
+    pub joins_per_minute: u32,
+    /// History pages (extension `history`) one client IP may ask for per
+    /// minute, across rooms (all at once, then one every `60 / n`
+    /// seconds); past it the rate limit error. 0: no limit. Default
+    /// [`DEFAULT_HISTORY_PAGES_PER_MINUTE`].
+    pub history_pages_per_minute: u32,
     /// The per-IP rate limit (default: the original's, 5 s per message,
     /// 20 s of burst).
     pub rate_limit: RateLimitOptions,
@@ -97,6 +110,8 @@ impl Default for ChatOptions {
             trusted_proxy_hops: DEFAULT_TRUSTED_PROXY_HOPS,
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
             http: HttpLimits::default(),
+            joins_per_minute: DEFAULT_JOINS_PER_MINUTE,
+            history_pages_per_minute: DEFAULT_HISTORY_PAGES_PER_MINUTE,
             rate_limit: RateLimitOptions::default(),
             allowed_origins: Vec::new(),
             max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
@@ -118,6 +133,11 @@ pub struct AppState {
     connections: Arc<Connections>,
     /// Open TCP connections (HTTP and WebSocket), for the caps.
     tcp: Arc<TcpSlots>,
+    /// Joins per client IP per minute.
+    joins: Arc<IpBudget>,
+    /// The origin of the join budget's clock (tokio's, so tests can pause
+    /// it).
+    started: tokio::time::Instant,
 }
 
 impl AppState {
@@ -131,7 +151,12 @@ impl AppState {
         let connections = Arc::new(Connections::new(options.max_connections_per_ip));
         let rooms = rt.namespace::<ChatRoom>(
             ROOMS,
-            RoomEnv::new(limiters, connections.clone(), options.history_retention),
+            RoomEnv::new(
+                limiters,
+                connections.clone(),
+                options.history_retention,
+                IpBudget::new(options.history_pages_per_minute),
+            ),
         )?;
         Ok(AppState {
             rooms,
@@ -143,6 +168,8 @@ impl AppState {
                 options.http.max_connections_per_ip,
             )),
             http: options.http,
+            joins: Arc::new(IpBudget::new(options.joins_per_minute)),
+            started: tokio::time::Instant::now(),
             origins: Arc::new(OriginPolicy::new(&options.allowed_origins)),
             connections,
         })
@@ -485,6 +512,15 @@ async fn hand_over(
         return text(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many open connections from your IP; close some and try again.",
+        );
+    }
+    let now_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if !state.joins.charge(&ip, now_ms) {
+        state.connections.release(&ip);
+        tracing::debug!(%ip, "too many joins");
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many new connections from your IP; wait a minute and try again.",
         );
     }
     admission.set_on(&mut parts.headers);

@@ -12,10 +12,10 @@ use objects::{Context, Message, Namespace, Object, Request, Response, Result, We
 use tracing::Instrument;
 
 use crate::admission::Admission;
-use crate::connections::Connections;
+use crate::connections::{Budget, Connections, IpBudget};
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
-use crate::protocol::limit::RATE_LIMITED;
+use crate::protocol::limit::{RATE_LIMITED, RateLimitOptions};
 use crate::protocol::{ChatMessage, Dialect, FRAME_TOO_BIG, HISTORY_ON_JOIN, ProtocolError, b, c};
 use session::{Closing, Members, Session, Sessions};
 
@@ -49,7 +49,23 @@ pub struct ChatRoom {
     /// Whether an expiry alarm is set (with a retention): a cache of
     /// storage, rebuilt by `new`.
     expiry_set: bool,
+    /// The room's budget of join/leave notices (with the presence roster
+    /// each sends): churn past it is not announced one by one. In memory
+    /// only: a fresh instance starts with a full burst.
+    notices: Budget,
+    /// Notices were held back: the presence roster is sent at the next
+    /// notice or message the budget allows.
+    presence_stale: bool,
 }
+
+/// The notice budget of a room: a burst of about 20 joins and leaves,
+/// then one a second. Each notice goes to every member, so without it
+/// connect/close churn would reach every member at any rate, around the
+/// message rate limit.
+const NOTICE_LIMIT: RateLimitOptions = RateLimitOptions {
+    per_message_ms: 1_000,
+    grace_ms: 20_000,
+};
 
 /// What every room of a process shares: the rate limiter namespace and
 /// the per-IP connection counts (built by [`AppState::new`](crate::AppState::new)).
@@ -62,6 +78,8 @@ pub struct RoomEnv {
     connections: Arc<Connections>,
     /// How long messages are kept, in ms; `None` keeps them for ever.
     retention_ms: Option<u64>,
+    /// History pages per client IP per minute, across rooms.
+    history_pages: IpBudget,
 }
 
 impl RoomEnv {
@@ -69,10 +87,12 @@ impl RoomEnv {
         limiters: Namespace<RateLimiter>,
         connections: Arc<Connections>,
         retention: Option<std::time::Duration>,
+        history_pages: IpBudget,
     ) -> RoomEnv {
         RoomEnv {
             limiters,
             connections,
+            history_pages,
             retention_ms: retention.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
@@ -99,6 +119,8 @@ impl Object for ChatRoom {
             last_timestamp: history::latest(ctx.storage())?,
             sessions: Sessions::default(),
             expiry_set,
+            notices: Budget::default(),
+            presence_stale: false,
         })
     }
 
@@ -229,13 +251,10 @@ impl ChatRoom {
             for message in &backlog {
                 ctx.send(ws, c::encode_chat(message));
             }
-            let members = self.sessions.members(ctx);
-            announce(ctx, &members, ws, &name, Presence::Joined);
-            send_presence(ctx, &members);
+            self.notify(ctx, ws, Some(&name), Presence::Joined);
         } else {
             // A (unnamed until its hello) and B change only the count.
-            let members = self.sessions.members(ctx);
-            send_presence(ctx, &members);
+            self.notify(ctx, ws, None, Presence::Joined);
         }
         Ok(response)
     }
@@ -274,6 +293,13 @@ impl ChatRoom {
             Dialect::A => match a::decode(&text, true) {
                 Ok(ClientFrame::Message(message)) => self.chat(ctx, ws, &session, message).await,
                 Ok(ClientFrame::HistoryRequest { before, limit }) if session.ext.history => {
+                    // A page is read from storage and can be 150 KB: it
+                    // is charged to the IP's history budget.
+                    if !self.env.history_pages.charge(&session.ip, ctx.now_ms()) {
+                        tracing::debug!(socket = ws.sid(), "history pages rate limited");
+                        ctx.send(ws, a::encode_error(RATE_LIMITED));
+                        return Ok(());
+                    }
                     let (messages, more) = history::page(ctx.storage(), before, limit)?;
                     ctx.send(ws, a::encode_history_page(&messages, more));
                     Ok(())
@@ -323,8 +349,7 @@ impl ChatRoom {
             ctx.send(ws, a::encode_chat(message));
         }
         ctx.send(ws, a::encode_ready());
-        announce(ctx, &members, ws, &name, Presence::Joined);
-        send_presence(ctx, &members);
+        self.notify(ctx, ws, Some(&name), Presence::Joined);
         Ok(())
     }
 
@@ -336,21 +361,8 @@ impl ChatRoom {
         sender: &Session,
         text: String,
     ) -> Result<()> {
-        let limiter = self.env.limiters.get_by_name(&sender.ip);
-        match limiter.call(ctx.now_ms()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(cooldown_ms)) => {
-                tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
-                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
-                return Ok(());
-            }
-            Err(error) => {
-                // Fail closed: a limiter that cannot answer (overloaded,
-                // shutting down) must not turn into no limit at all.
-                tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
-                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
-                return Ok(());
-            }
+        if !self.charge(ctx, ws, sender).await {
+            return Ok(());
         }
         let timestamp = history::next_timestamp(ctx.now_ms(), self.last_timestamp);
         let message = ChatMessage {
@@ -394,7 +406,33 @@ impl ChatRoom {
         if !to_c.is_empty() {
             ctx.broadcast(to_c, c::encode_chat(&message));
         }
+        if self.presence_stale && self.notices.spend(ctx.now_ms(), &NOTICE_LIMIT) {
+            self.presence_stale = false;
+            send_presence(ctx, &members);
+        }
         Ok(())
+    }
+
+    /// Charges one unit of the sender's IP budget (the rate limiter shared
+    /// by every room); on refusal the sender gets the rate limit error and
+    /// false comes back.
+    async fn charge(&self, ctx: &mut Context, ws: WebSocket, sender: &Session) -> bool {
+        let limiter = self.env.limiters.get_by_name(&sender.ip);
+        match limiter.call(ctx.now_ms()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(cooldown_ms)) => {
+                tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
+                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
+                false
+            }
+            Err(error) => {
+                // Fail closed: a limiter that cannot answer (overloaded,
+                // shutting down) must not turn into no limit at all.
+                tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
+                ctx.send(ws, encode_error(sender.dialect, RATE_LIMITED));
+                false
+            }
+        }
     }
 
     /// Answers a refused frame in the sender's dialect, closing the socket
@@ -446,9 +484,22 @@ impl ChatRoom {
         self.env.connections.release(&session.ip);
         tracing::debug!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
         // The closed socket is no longer listed among the members.
+        self.notify(ctx, ws, session.name.as_deref(), Presence::Left);
+    }
+
+    /// Tells the members that `who` (named `name`, if it has a name)
+    /// arrived or left, with the presence roster, if the room's notice
+    /// budget allows; otherwise the roster is marked stale and goes out
+    /// with the next notice or message the budget allows.
+    fn notify(&mut self, ctx: &mut Context, who: WebSocket, name: Option<&str>, what: Presence) {
+        if !self.notices.spend(ctx.now_ms(), &NOTICE_LIMIT) {
+            self.presence_stale = true;
+            return;
+        }
+        self.presence_stale = false;
         let members = self.sessions.members(ctx);
-        if let Some(name) = session.name.as_deref() {
-            announce(ctx, &members, ws, name, Presence::Left);
+        if let Some(name) = name {
+            announce(ctx, &members, who, name, what);
         }
         send_presence(ctx, &members);
     }
