@@ -461,3 +461,41 @@ async fn history_pages_are_budgeted() {
     assert!(reader.json().await.get("history").is_some(), "refilled");
     server.stop().await;
 }
+
+/// The server's own origin is its scheme, host and port: a page on
+/// another port of the same host (Host without a port) or on HTTPS when
+/// the server was reached by plain HTTP is refused; a trusted proxy's
+/// `X-Forwarded-Proto: https` makes HTTPS the server's scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origins_compare_scheme_host_and_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let status = |origin: &'static str, proto: Option<&'static str>| {
+        let mut req = server
+            .url("/room/origins/websocket")
+            .into_client_request()
+            .expect("request");
+        let h = req.headers_mut();
+        h.insert("host", "chat.example".parse().expect("host"));
+        h.insert("origin", origin.parse().expect("origin"));
+        h.insert("x-forwarded-for", common::next_ip().parse().expect("ip"));
+        if let Some(proto) = proto {
+            h.insert("x-forwarded-proto", proto.parse().expect("proto"));
+        }
+        async move {
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((_, resp)) => resp.status().as_u16(),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    };
+    assert_eq!(status("http://chat.example", None).await, 101);
+    assert_eq!(status("http://chat.example:80", None).await, 101);
+    assert_eq!(status("http://chat.example:8081", None).await, 403, "port");
+    assert_eq!(status("https://chat.example", None).await, 403, "scheme");
+    assert_eq!(status("https://chat.example", Some("https")).await, 101);
+    assert_eq!(status("http://chat.example", Some("https")).await, 403);
+    calm_user_chats(&server, "calm").await;
+    server.stop().await;
+}

@@ -476,7 +476,11 @@ async fn hand_over(
             &format!("Bad WebSocket handshake: {problem}"),
         );
     }
-    if let Err(origin) = state.origins.check(req.headers()) {
+    let scheme = origin::request_scheme(
+        req.headers(),
+        state.client_ip_header != ClientIpHeader::None,
+    );
+    if let Err(origin) = state.origins.check(req.headers(), scheme) {
         tracing::debug!(%origin, "origin refused");
         return text(
             StatusCode::FORBIDDEN,
