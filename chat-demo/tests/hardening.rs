@@ -499,3 +499,110 @@ async fn origins_compare_scheme_host_and_port() {
     calm_user_chats(&server, "calm").await;
     server.stop().await;
 }
+
+/// Backups (live and stopped) and exports hold the id secret and every
+/// private room id: they are created readable by the owner only. An import
+/// line longer than any key and value can take is refused with its line
+/// number, before more than the limit of it is held.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_and_exports_are_private_and_import_lines_are_bounded() {
+    use std::os::unix::fs::PermissionsExt;
+    const BIN: &str = env!("CARGO_BIN_EXE_chat-demo");
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let tool = |args: &[&str], stdin: Option<Vec<u8>>| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(BIN)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(bytes) = stdin {
+            // The tool may stop reading early (a refused line): ignore
+            // a broken pipe.
+            let _ = input.write_all(&bytes);
+        }
+        drop(input);
+        child.wait_with_output().expect("tool ran")
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let data = root.path().join("data");
+    let data_s = data.to_str().expect("utf-8").to_owned();
+
+    // A live backup while the server runs and a user chats.
+    let (child, addr) = common::start_binary(&data).await;
+    let url = format!("ws://{addr}/api/room/secret/websocket");
+    let mut calm = Client::connect(&url, &common::next_ip()).await;
+    calm.send_json(json!({ "name": "calm" })).await;
+    calm.json_until_ready().await;
+    calm.say("before the backup").await;
+    assert_eq!(chat_of(&calm.json().await).1, "before the backup");
+    let live = root.path().join("live");
+    let live_s = live.to_str().expect("utf-8").to_owned();
+    let out = tool(&["backup", "--data-dir", &data_s, "--to", &live_s], None);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&live.join("data.mdb")), 0o600, "live backup file");
+    assert_eq!(mode(&live), 0o700, "live backup dir");
+    calm.say("after the backup").await;
+    assert_eq!(chat_of(&calm.json().await).1, "after the backup");
+    calm.close().await;
+    let mut child = child;
+    child.kill().await.expect("kill and reap the server");
+
+    // A stopped backup, and an export to a file.
+    let stopped = root.path().join("stopped");
+    let stopped_s = stopped.to_str().expect("utf-8").to_owned();
+    let out = tool(&["backup", "--data-dir", &data_s, "--to", &stopped_s], None);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("copied the stopped data dir"),
+        "{out:?}"
+    );
+    assert_eq!(
+        mode(&stopped.join("data.mdb")),
+        0o600,
+        "stopped backup file"
+    );
+    let export = root.path().join("export.jsonl");
+    let export_s = export.to_str().expect("utf-8").to_owned();
+    let out = tool(
+        &["export", "--data-dir", &data_s, "--output", &export_s],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(mode(&export), 0o600, "export file");
+    let out = tool(
+        &["export", "--data-dir", &data_s, "--output", &export_s],
+        None,
+    );
+    assert!(!out.status.success(), "an existing file is not overwritten");
+
+    // Import: the export's first line, then one over the line limit.
+    let first = std::fs::read_to_string(&export)
+        .expect("export")
+        .lines()
+        .next()
+        .expect("a line")
+        .to_owned();
+    let mut input = format!("{first}\n").into_bytes();
+    input.extend(std::iter::repeat_n(b'x', objects::MAX_LINE_BYTES + 10));
+    input.push(b'\n');
+    let target = root.path().join("imported");
+    let target_s = target.to_str().expect("utf-8").to_owned();
+    let out = tool(&["import", "--data-dir", &target_s], Some(input));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("longer than"),
+        "{stderr}"
+    );
+}

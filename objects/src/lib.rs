@@ -56,7 +56,8 @@ mod storage;
 mod websocket;
 
 pub use admin::{
-    Admin, AdminError, Entry, EntryValue, Export, ExportFilter, ImportStats, ObjectInfo,
+    Admin, AdminError, Entry, EntryValue, Export, ExportFilter, ImportStats, MAX_LINE_BYTES,
+    ObjectInfo,
 };
 pub use clock::{Clock, TokioClock};
 pub use context::Context;

@@ -24,7 +24,7 @@ pub use list::ListOptions;
 pub use store::StoreOptions;
 
 pub(crate) use overlay::Overlay;
-pub(crate) use store::Store;
+pub(crate) use store::{Store, copy_env_to};
 pub(crate) use writer::Batch;
 
 use overlay::Lookup;

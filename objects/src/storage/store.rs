@@ -313,16 +313,36 @@ impl Store {
     /// Writes a consistent copy of the whole store to `dest` (a directory
     /// that must not hold a store), while the store stays in use.
     pub(crate) fn backup(&self, dest: &Path) -> Result<(), StorageError> {
-        std::fs::create_dir_all(dest).map_err(|e| StorageError::io(dest, e))?;
-        let file = dest.join("data.mdb");
-        if file.exists() {
-            return Err(StorageError::BackupTargetExists(file));
-        }
-        self.env
-            .copy_to_path(&file, heed::CompactionOption::Enabled)
-            .map_err(|e| StorageError::lmdb("backup", e))?;
-        Ok(())
+        copy_env_to(&self.env, dest)
     }
+}
+
+/// Copies `env`, compacted, to a new `dest/data.mdb` that only the owner
+/// may read (0600; `dest` is created 0700 if missing): a copy holds the
+/// id secret and every private room id, like the live store.
+pub(crate) fn copy_env_to(env: &Env<WithoutTls>, dest: &Path) -> Result<(), StorageError> {
+    let mut dirs = std::fs::DirBuilder::new();
+    dirs.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o700);
+    dirs.create(dest).map_err(|e| StorageError::io(dest, e))?;
+    let path = dest.join("data.mdb");
+    let mut options = OpenOptions::new();
+    // create_new: never overwrite a store, and no window between a check
+    // and the create.
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => StorageError::BackupTargetExists(path.clone()),
+        _ => StorageError::io(&path, e),
+    })?;
+    if let Err(e) = env.copy_to_file(&mut file, heed::CompactionOption::Enabled) {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(StorageError::lmdb("backup", e));
+    }
+    Ok(())
 }
 
 fn as_slice(b: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {
