@@ -142,7 +142,8 @@ struct Args {
     #[arg(long, env = "CHAT_INSPECTOR", requires = "admin_listen")]
     inspector: bool,
 
-    /// Allow --admin-listen on a non-loopback address.
+    /// Allow --admin-listen on a non-loopback address (needs
+    /// --admin-token).
     #[arg(long, env = "CHAT_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: bool,
 }
@@ -197,6 +198,11 @@ async fn main() -> anyhow::Result<()> {
                     "--admin-listen {addr} is not a loopback address; add --admin-allow-remote to serve the admin routes there"
                 );
             }
+            if args.admin_allow_remote && args.admin_token.as_deref().is_none_or(str::is_empty) {
+                anyhow::bail!(
+                    "--admin-allow-remote needs --admin-token (or CHAT_ADMIN_TOKEN): the admin routes would be open to the network"
+                );
+            }
             if args.inspector && args.admin_token.as_deref().is_none_or(str::is_empty) {
                 anyhow::bail!("{}", chat_demo::InspectorNeedsToken);
             }
@@ -243,18 +249,19 @@ async fn main() -> anyhow::Result<()> {
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some((admin_addr, prometheus)) = admin {
+        let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("binding the admin address {admin_addr}"))?;
+        let admin_addr = admin_listener.local_addr()?;
         let router = chat_demo::admin_app(
             &rt,
             chat_demo::AdminOptions {
                 token: args.admin_token.clone(),
                 inspector: args.inspector,
                 prometheus: Some(prometheus),
+                listen: Some(admin_addr),
             },
         )?;
-        let admin_listener = tokio::net::TcpListener::bind(admin_addr)
-            .await
-            .with_context(|| format!("binding the admin address {admin_addr}"))?;
-        let admin_addr = admin_listener.local_addr()?;
         println!("chat-demo admin on http://{admin_addr} (metrics at /metrics)");
         if args.inspector {
             println!("chat-demo inspector on http://{admin_addr}/inspector");

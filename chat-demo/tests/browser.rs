@@ -488,6 +488,7 @@ async fn inspector_shows_rooms_as_text() {
             token: Some(TOKEN.into()),
             inspector: true,
             prometheus: Some(prometheus),
+            listen: None,
         },
     )
     .expect("admin routes");

@@ -406,7 +406,7 @@ async fn join_leave_churn_is_throttled_per_room() {
     // and the roster is current.
     server.clock.advance(60_000);
     let late = server.c("room=churn&name=late").await;
-    let mut frames = vec![watcher.json().await, watcher.json().await];
+    let mut frames = [watcher.json().await, watcher.json().await];
     frames.sort_by_key(|f| f.get("presence").is_some());
     assert_eq!(frames[0], json!({ "joined": "late" }));
     assert_eq!(frames[1]["presence"]["count"], 3, "{}", frames[1]);
@@ -603,6 +603,136 @@ async fn backups_and_exports_are_private_and_import_lines_are_bounded() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("line 2") && stderr.contains("longer than"),
+        "{stderr}"
+    );
+}
+
+/// The admin routes: the cookie holds a session id, not the token, and
+/// signing out revokes it on the server; sign-in attempts are budgeted; a
+/// `Host` that does not name the admin address (DNS rebinding) is refused
+/// even with the token. Chat goes on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sessions_sign_in_budget_and_host_check() {
+    use axum::body::Body;
+    use http::{Request, StatusCode, header};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    const TOKEN: &str = "correct-horse-battery";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let listen: SocketAddr = "127.0.0.1:8788".parse().expect("addr");
+    let admin = chat_demo::admin_app(
+        &server.rt,
+        chat_demo::AdminOptions {
+            token: Some(TOKEN.into()),
+            inspector: true,
+            prometheus: None,
+            listen: Some(listen),
+        },
+    )
+    .expect("admin");
+    let send = |req: Request<Body>| {
+        let admin = admin.clone();
+        async move {
+            let resp = admin.oneshot(req).await.expect("response");
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            (status, headers, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let get = |path: &str, host: &str| Request::get(path).header(header::HOST, host);
+    let login = |token: &str| {
+        Request::post("/inspector/login")
+            .header(header::HOST, "localhost:8788")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}")))
+            .expect("request")
+    };
+    let summary = "/inspector/api/summary";
+
+    // Host: the token does not help a request for another host.
+    for host in ["evil.example:8788", "127.0.0.1:9999", "rebind.example"] {
+        let req = get(summary, host)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::empty())
+            .expect("request");
+        assert_eq!(send(req).await.0, StatusCode::MISDIRECTED_REQUEST, "{host}");
+    }
+    let req = get(summary, "127.0.0.1:8788")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send(req).await.0, StatusCode::OK);
+
+    // Sign in: a random session id, with an expiry, in the cookie.
+    let (status, headers, _) = send(login(TOKEN)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(
+        !cookie.contains(TOKEN),
+        "the token is not in the cookie: {cookie}"
+    );
+    assert!(cookie.contains("Max-Age="), "{cookie}");
+    let pair = cookie.split(';').next().expect("pair").to_owned();
+    let with_cookie = |path: &str| {
+        get(path, "localhost:8788")
+            .header(header::COOKIE, &pair)
+            .body(Body::empty())
+            .expect("request")
+    };
+    assert_eq!(send(with_cookie(summary)).await.0, StatusCode::OK);
+
+    calm_user_chats(&server, "calm").await;
+
+    // Sign out revokes the session: the same cookie no longer opens it.
+    let logout = Request::post("/inspector/logout")
+        .header(header::HOST, "localhost:8788")
+        .header(header::COOKIE, &pair)
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(send(logout).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(send(with_cookie(summary)).await.0, StatusCode::UNAUTHORIZED);
+
+    // Sign-in attempts: a burst (one spent above), then 429 even for the
+    // right token, so guessing is slow.
+    let mut refused = 0;
+    for _ in 0..20 {
+        let (status, _, _) = send(login("guess")).await;
+        match status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused >= 10, "attempts past the burst refused: {refused}");
+    assert_eq!(send(login(TOKEN)).await.0, StatusCode::TOO_MANY_REQUESTS);
+    server.stop().await;
+}
+
+/// `--admin-allow-remote` without a token is refused at start: the admin
+/// routes would be open to the network.
+#[tokio::test]
+async fn remote_admin_needs_a_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-demo"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "0.0.0.0:0"])
+        .arg("--admin-allow-remote")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("CHAT_ADMIN_TOKEN")
+        .output();
+    let out = tokio::time::timeout(PATIENCE, out)
+        .await
+        .expect("exits in time")
+        .expect("ran");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--admin-allow-remote needs --admin-token"),
         "{stderr}"
     );
 }
