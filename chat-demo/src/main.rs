@@ -100,6 +100,11 @@ struct Args {
     #[arg(long, env = "CHAT_MAX_TCP_CONNECTIONS_PER_IP", default_value_t = chat_demo::DEFAULT_MAX_TCP_CONNECTIONS_PER_IP)]
     max_tcp_connections_per_ip: usize,
 
+    /// Most bytes the store may hold (the LMDB map size). Messages are
+    /// refused with an error frame once less than 1/32 of it is left.
+    #[arg(long, env = "CHAT_STORE_MAX_BYTES", default_value_t = objects::StoreOptions::default().max_size)]
+    store_max_bytes: usize,
+
     /// Seconds after which a room whose only work is open sockets is
     /// evicted from memory (its sockets stay open).
     #[arg(long, env = "CHAT_HIBERNATION_SECS", default_value_t = 10)]
@@ -212,6 +217,13 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let rt = objects::Runtime::builder()
+        .options(objects::RuntimeOptions {
+            store: objects::StoreOptions {
+                max_size: args.store_max_bytes,
+                ..objects::StoreOptions::default()
+            },
+            ..objects::RuntimeOptions::default()
+        })
         .data_dir(&args.data_dir)
         .hibernation_timeout(Duration::from_secs(args.hibernation_secs))
         .idle_timeout(Duration::from_secs(args.idle_secs))

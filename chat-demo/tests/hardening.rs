@@ -736,3 +736,73 @@ async fn remote_admin_needs_a_token() {
         "{stderr}"
     );
 }
+
+/// A room that fills the store: once less than the reserve is left, each
+/// message gets the storage-full error frame (no silent reset), the room
+/// keeps serving joins and its history, nothing echoed is lost, and
+/// retention's deletes still run and make room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_refuses_messages_with_an_error_and_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hour = 3_600_000;
+    let setup = Setup {
+        rate_limit: no_rate_limit(),
+        store_max_bytes: Some(1 << 20),
+        history_retention: Some(Duration::from_millis(hour)),
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let full = json!({ "error": "Storage full, message not sent." });
+    let (mut writer, _) = server.a_named("filling", "writer").await;
+    let heavy = "\u{1}".repeat(256);
+    let mut echoed = Vec::new();
+    loop {
+        assert!(echoed.len() < 5_000, "the store never filled");
+        let text = format!("{}{heavy}", echoed.len());
+        let text: String = text.chars().take(256).collect();
+        writer.say(&text).await;
+        let frame = writer.json().await;
+        if frame == full {
+            break;
+        }
+        assert_eq!(chat_of(&frame).1, text);
+        echoed.push(text);
+    }
+    assert!(echoed.len() > 50, "some fit first: {}", echoed.len());
+    // Still refused, still with the error, and the socket stays open.
+    writer.say("one more").await;
+    assert_eq!(writer.json().await, full);
+
+    // Reads keep working: a newcomer joins and gets the newest 100, all
+    // of them echoed before.
+    let (_reader, before) = server.a_named("filling", "reader").await;
+    let backlog: Vec<String> = before
+        .iter()
+        .filter(|f| f.get("timestamp").is_some())
+        .map(|f| chat_of(f).1)
+        .collect();
+    assert_eq!(backlog, echoed[echoed.len() - 100..].to_vec());
+    // Another room: the user joins and hears why its message is refused.
+    let (mut calm, _) = server.a_named("calm", "calm").await;
+    calm.say("hello").await;
+    assert_eq!(calm.json().await, full);
+
+    // Retention deletes run (they need no new space) and make room.
+    server.clock.advance(2 * hour);
+    server.rt.wake_alarms();
+    let wait = async {
+        loop {
+            calm.say("room again").await;
+            let frame = calm.json().await;
+            if frame != full {
+                return frame;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let frame = tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("retention freed space");
+    assert_eq!(chat_of(&frame).1, "room again");
+    server.stop().await;
+}

@@ -73,7 +73,7 @@ pub use object::{AlarmInfo, Object, Request, Response};
 pub use runtime::{Runtime, RuntimeBuilder, RuntimeOptions};
 pub use storage::{
     ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_VALUE_BYTES, Storage, StorageError,
-    StoreOptions, StoredValue,
+    StoreOptions, StoreUsage, StoredValue,
 };
 pub use websocket::socket::WebSocketOptions;
 pub use websocket::{

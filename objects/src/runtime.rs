@@ -386,6 +386,13 @@ impl Runtime {
         }
     }
 
+    /// A handle that tells how full the store is, for applications that
+    /// refuse writes before the store is full (a failed commit resets the
+    /// object and says nothing to a socket's peer).
+    pub fn store_usage(&self) -> crate::StoreUsage {
+        crate::StoreUsage::new(self.shared.store.clone())
+    }
+
     /// Sets the runtime's gauges (see [`crate::METRICS`]) from
     /// [`stats`](Self::stats); call it before rendering the metrics.
     pub fn publish_metrics(&self) {

@@ -24,7 +24,7 @@ use crate::connections::{Connections, IpBudget};
 use crate::limiter::RateLimiter;
 use crate::protocol::limit::RateLimitOptions;
 use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
-use crate::room::{ChatRoom, RoomEnv};
+use crate::room::{ChatRoom, RoomEnv, StoreGuard};
 
 pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
@@ -156,6 +156,7 @@ impl AppState {
                 connections.clone(),
                 options.history_retention,
                 IpBudget::new(options.history_pages_per_minute),
+                Some(StoreGuard::new(rt.store_usage())),
             ),
         )?;
         Ok(AppState {

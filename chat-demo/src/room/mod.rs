@@ -22,6 +22,10 @@ use session::{Closing, Members, Session, Sessions};
 /// The error text for a binary frame, in every dialect.
 const BINARY_NOT_SUPPORTED: &str = "Binary frames are not supported.";
 
+/// The error text for a message refused because the store is (nearly)
+/// full, in every dialect.
+pub(crate) const STORAGE_FULL: &str = "Storage full, message not sent.";
+
 /// One chat room: its sockets (accepted into the runtime, so the room can
 /// hibernate while they stay open) and its stored history.
 ///
@@ -80,6 +84,32 @@ pub struct RoomEnv {
     retention_ms: Option<u64>,
     /// History pages per client IP per minute, across rooms.
     history_pages: IpBudget,
+    /// How full the store is, so messages are refused with an error
+    /// before a commit could fail (which would reset the room and tell
+    /// the sender nothing).
+    store: Option<StoreGuard>,
+}
+
+/// Refuses new messages once the store's free space falls under a
+/// reserve, kept so deletes (retention, which needs pages to write its
+/// deletes) still commit.
+#[derive(Debug)]
+pub(crate) struct StoreGuard {
+    usage: objects::StoreUsage,
+}
+
+impl StoreGuard {
+    pub(crate) fn new(usage: objects::StoreUsage) -> StoreGuard {
+        StoreGuard { usage }
+    }
+
+    /// Whether less than the reserve (1/32 of the store, at least 256 KiB)
+    /// is left.
+    fn is_full(&self) -> bool {
+        let (used, max) = self.usage.bytes();
+        let reserve = (max / 32).max(256 * 1024);
+        used.saturating_add(reserve) > max
+    }
 }
 
 impl RoomEnv {
@@ -88,11 +118,13 @@ impl RoomEnv {
         connections: Arc<Connections>,
         retention: Option<std::time::Duration>,
         history_pages: IpBudget,
+        store: Option<StoreGuard>,
     ) -> RoomEnv {
         RoomEnv {
             limiters,
             connections,
             history_pages,
+            store,
             retention_ms: retention.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
@@ -361,6 +393,11 @@ impl ChatRoom {
         sender: &Session,
         text: String,
     ) -> Result<()> {
+        if self.env.store.as_ref().is_some_and(StoreGuard::is_full) {
+            tracing::warn!(socket = ws.sid(), "message refused: storage full");
+            ctx.send(ws, encode_error(sender.dialect, STORAGE_FULL));
+            return Ok(());
+        }
         if !self.charge(ctx, ws, sender).await {
             return Ok(());
         }

@@ -61,6 +61,8 @@ pub(crate) struct Setup {
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) history_retention: Option<Duration>,
     pub(crate) http: chat_demo::HttpLimits,
+    /// The store's size limit; `None`: the runtime's default.
+    pub(crate) store_max_bytes: Option<usize>,
 }
 
 impl Default for Setup {
@@ -76,6 +78,7 @@ impl Default for Setup {
             max_connections_per_ip: ChatOptions::default().max_connections_per_ip,
             history_retention: None,
             http: chat_demo::HttpLimits::default(),
+            store_max_bytes: None,
         }
     }
 }
@@ -206,7 +209,12 @@ pub(crate) fn open_runtime(dir: &Path, setup: &Setup, clock: Arc<ManualClock>) -
         max_message_bytes: setup.max_message_bytes,
         ..Default::default()
     };
+    let mut options = objects::RuntimeOptions::default();
+    if let Some(max_size) = setup.store_max_bytes {
+        options.store.max_size = max_size;
+    }
     Runtime::builder()
+        .options(options)
         .data_dir(dir)
         .clock(clock)
         .hibernation_timeout(setup.hibernation)

@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use list::ListOptions;
-pub use store::StoreOptions;
+pub use store::{StoreOptions, StoreUsage};
 
 pub(crate) use overlay::Overlay;
 pub(crate) use store::{Store, copy_env_to};

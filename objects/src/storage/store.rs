@@ -20,6 +20,31 @@ pub(crate) type Db = Database<RawBytes, RawBytes>;
 /// An object with stored data: its id and, when known, its name.
 pub(crate) type CatalogEntry = ([u8; 32], Option<String>);
 
+/// A cheap handle that tells how full a runtime's store is (from
+/// [`Runtime::store_usage`](crate::Runtime::store_usage)); it keeps the
+/// store, not the runtime, alive.
+#[derive(Clone)]
+pub struct StoreUsage(Arc<Store>);
+
+impl StoreUsage {
+    pub(crate) fn new(store: Arc<Store>) -> StoreUsage {
+        StoreUsage(store)
+    }
+
+    /// Bytes in use (pages holding data, not free ones) and the most the
+    /// store may hold ([`StoreOptions::max_size`]). A short read
+    /// transaction; cheap enough to ask before each write.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.0.usage()
+    }
+}
+
+impl std::fmt::Debug for StoreUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StoreUsage").finish_non_exhaustive()
+    }
+}
+
 /// Options for a data dir.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
