@@ -131,6 +131,11 @@ struct Args {
     #[arg(long, env = "CHAT_HISTORY_DAYS", default_value_t = 0)]
     history_days: u64,
 
+    /// The most messages a room keeps (its alarm deletes the oldest past
+    /// it); 0 for no cap.
+    #[arg(long, env = "CHAT_HISTORY_MAX_MESSAGES", default_value_t = chat_demo::DEFAULT_HISTORY_MAX_MESSAGES)]
+    history_max_messages: u64,
+
     /// Serve the operator's routes (`/metrics`, and the inspector when
     /// enabled) on this address. Off by default; a loopback address unless
     /// --admin-allow-remote is given.
@@ -247,6 +252,7 @@ async fn main() -> anyhow::Result<()> {
         allowed_origins: args.allowed_origin.clone(),
         max_connections_per_ip: (args.max_connections_per_ip > 0)
             .then_some(args.max_connections_per_ip),
+        history_max_messages: (args.history_max_messages > 0).then_some(args.history_max_messages),
         history_retention: (args.history_days > 0)
             .then(|| Duration::from_secs(args.history_days.saturating_mul(86_400))),
         ..ChatOptions::default()

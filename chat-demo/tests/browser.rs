@@ -558,17 +558,20 @@ async fn inspector_shows_rooms_as_text() {
             .await,
         json!(true)
     );
-    // One stored message, under `msg/` and its 20-digit timestamp, as JSON.
+    // One stored message, under `msg/` and its 20-digit timestamp, as JSON,
+    // and the room's message count.
     assert_eq!(
         page.eval(
             r"[...document.querySelectorAll('#entries tbody tr')]
                .map(r => [r.dataset.key.replace(/\d/g, '9'), r.dataset.kind])"
         )
         .await,
-        json!([["msg/99999999999999999999", "json"]])
+        json!([["count", "json"], ["msg/99999999999999999999", "json"]])
     );
     let stored = page
-        .eval("JSON.parse(document.querySelector('#entries tbody pre').textContent)")
+        .eval(
+            "JSON.parse(document.querySelector('#entries tbody tr[data-key^=\"msg/\"] pre').textContent)",
+        )
         .await;
     assert_eq!(stored["message"], json!(hostile));
     assert_eq!(stored["name"], json!("alice"));

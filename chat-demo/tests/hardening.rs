@@ -806,3 +806,47 @@ async fn a_full_store_refuses_messages_with_an_error_and_keeps_serving() {
     assert_eq!(chat_of(&frame).1, "room again");
     server.stop().await;
 }
+
+/// A room keeps at most its cap of messages: past it, its alarm deletes
+/// the oldest, so one room cannot grow without end; the newest stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_keeps_at_most_its_cap_of_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    const CAP: u64 = 10;
+    let setup = Setup {
+        rate_limit: no_rate_limit(),
+        history_max_messages: Some(CAP),
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let (mut writer, _) = server.a_named("capped", "writer").await;
+    for n in 0..25 {
+        writer.say(&format!("m{n}")).await;
+        assert_eq!(chat_of(&writer.json().await).1, format!("m{n}"));
+    }
+    calm_user_chats(&server, "calm").await;
+    // The trim runs on the room's alarm; a newcomer's backlog shows what
+    // is stored once it has.
+    let wait = async {
+        loop {
+            server.rt.wake_alarms();
+            let (reader, before) = server.a_named("capped", "reader").await;
+            let stored: Vec<String> = before
+                .iter()
+                .filter(|f| f.get("timestamp").is_some())
+                .map(|f| chat_of(f).1)
+                .collect();
+            reader.close().await;
+            if stored.len() as u64 <= CAP {
+                return stored;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let stored = tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("trimmed to the cap");
+    let newest: Vec<String> = (15..25).map(|n| format!("m{n}")).collect();
+    assert_eq!(stored, newest, "the newest {CAP} stay");
+    server.stop().await;
+}

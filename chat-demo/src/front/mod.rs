@@ -51,6 +51,8 @@ const LIMITERS: &str = "rate-limiters";
 
 /// Default of [`ChatOptions::max_connections_per_ip`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Default of [`ChatOptions::history_max_messages`].
+pub const DEFAULT_HISTORY_MAX_MESSAGES: u64 = 100_000;
 /// Default of [`ChatOptions::joins_per_minute`].
 pub const DEFAULT_JOINS_PER_MINUTE: u32 = 30;
 /// Default of [`ChatOptions::history_pages_per_minute`].
@@ -101,6 +103,10 @@ pub struct ChatOptions {
     /// room's alarm. `None` (the default, as in the original) keeps them
     /// for ever.
     pub history_retention: Option<std::time::Duration>,
+    /// The most messages a room keeps; past it the room's alarm deletes
+    /// the oldest. `None`: no cap. Default
+    /// [`DEFAULT_HISTORY_MAX_MESSAGES`].
+    pub history_max_messages: Option<u64>,
 }
 
 impl Default for ChatOptions {
@@ -116,6 +122,7 @@ impl Default for ChatOptions {
             allowed_origins: Vec::new(),
             max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
             history_retention: None,
+            history_max_messages: Some(DEFAULT_HISTORY_MAX_MESSAGES),
         }
     }
 }
@@ -155,6 +162,7 @@ impl AppState {
                 limiters,
                 connections.clone(),
                 options.history_retention,
+                options.history_max_messages,
                 IpBudget::new(options.history_pages_per_minute),
                 Some(StoreGuard::new(rt.store_usage())),
             ),

@@ -53,6 +53,8 @@ pub struct ChatRoom {
     /// Whether an expiry alarm is set (with a retention): a cache of
     /// storage, rebuilt by `new`.
     expiry_set: bool,
+    /// Messages stored: a cache of the stored count, rebuilt by `new`.
+    count: u64,
     /// The room's budget of join/leave notices (with the presence roster
     /// each sends): churn past it is not announced one by one. In memory
     /// only: a fresh instance starts with a full burst.
@@ -82,6 +84,9 @@ pub struct RoomEnv {
     connections: Arc<Connections>,
     /// How long messages are kept, in ms; `None` keeps them for ever.
     retention_ms: Option<u64>,
+    /// The most messages a room keeps; the oldest go first. `None`: no
+    /// cap.
+    max_messages: Option<u64>,
     /// History pages per client IP per minute, across rooms.
     history_pages: IpBudget,
     /// How full the store is, so messages are refused with an error
@@ -117,10 +122,12 @@ impl RoomEnv {
         limiters: Namespace<RateLimiter>,
         connections: Arc<Connections>,
         retention: Option<std::time::Duration>,
+        max_messages: Option<u64>,
         history_pages: IpBudget,
         store: Option<StoreGuard>,
     ) -> RoomEnv {
         RoomEnv {
+            max_messages,
             limiters,
             connections,
             history_pages,
@@ -144,8 +151,10 @@ impl Object for ChatRoom {
             // handing readers of the logs the whole (secret) id.
             None => format!("id:{}", &ctx.id().to_hex()[..12]),
         };
-        let expiry_set = env.retention_ms.is_some() && ctx.storage().alarm()?.is_some();
+        let expiry_set = ctx.storage().alarm()?.is_some();
+        let count = history::count(ctx.storage())?;
         Ok(ChatRoom {
+            count,
             env,
             label,
             last_timestamp: history::latest(ctx.storage())?,
@@ -156,21 +165,38 @@ impl Object for ChatRoom {
         })
     }
 
-    /// History retention: deletes the messages older than the retention
-    /// and comes back when the next one is due to go.
+    /// History bounds: deletes the oldest messages past the room's cap,
+    /// then those older than the retention, and comes back at once while
+    /// there is more to delete, else when the next one is due to go.
     async fn alarm(&mut self, ctx: &mut Context, _info: objects::AlarmInfo) -> Result<()> {
         let _span = self.span().entered();
         self.expiry_set = false;
-        let Some(retention) = self.env.retention_ms else {
-            return Ok(());
-        };
         let now = ctx.now_ms();
-        let (deleted, more) = history::expire(ctx.storage(), now.saturating_sub(retention))?;
-        tracing::debug!(deleted, more, "history expired");
+        let mut more = false;
+        let count_before = self.count;
+        if let Some(max) = self.env.max_messages
+            && self.count > max
+        {
+            let trimmed = history::trim(ctx.storage(), self.count - max)?;
+            self.count = self.count.saturating_sub(trimmed as u64);
+            more = self.count > max;
+            tracing::debug!(trimmed, more, "history over its cap trimmed");
+        }
+        if let Some(retention) = self.env.retention_ms {
+            let (deleted, left) = history::expire(ctx.storage(), now.saturating_sub(retention))?;
+            self.count = self.count.saturating_sub(deleted as u64);
+            more |= left;
+            tracing::debug!(deleted, left, "history expired");
+        }
+        if self.count != count_before {
+            history::set_count(ctx.storage(), self.count)?;
+        }
         let next = if more {
             Some(now)
-        } else {
+        } else if let Some(retention) = self.env.retention_ms {
             history::oldest(ctx.storage())?.map(|t| t.saturating_add(retention))
+        } else {
+            None
         };
         if let Some(at) = next {
             ctx.storage().set_alarm(at)?;
@@ -422,7 +448,15 @@ impl ChatRoom {
         // below until the message is durable.
         ctx.storage().put(&history::key(timestamp), &message)?;
         self.last_timestamp = timestamp;
-        if let Some(retention) = self.env.retention_ms
+        self.count += 1;
+        history::set_count(ctx.storage(), self.count)?;
+        if self.env.max_messages.is_some_and(|max| self.count > max) {
+            // Over the cap: the alarm trims the oldest right away (one
+            // alarm serves the cap and the retention).
+            let now = ctx.now_ms().max(1);
+            ctx.storage().set_alarm(now)?;
+            self.expiry_set = true;
+        } else if let Some(retention) = self.env.retention_ms
             && !self.expiry_set
         {
             ctx.storage()

@@ -63,6 +63,7 @@ pub(crate) struct Setup {
     pub(crate) http: chat_demo::HttpLimits,
     /// The store's size limit; `None`: the runtime's default.
     pub(crate) store_max_bytes: Option<usize>,
+    pub(crate) history_max_messages: Option<u64>,
 }
 
 impl Default for Setup {
@@ -79,6 +80,7 @@ impl Default for Setup {
             history_retention: None,
             http: chat_demo::HttpLimits::default(),
             store_max_bytes: None,
+            history_max_messages: ChatOptions::default().history_max_messages,
         }
     }
 }
@@ -111,6 +113,7 @@ impl Server {
             max_connections_per_ip: setup.max_connections_per_ip,
             history_retention: setup.history_retention,
             http: setup.http.clone(),
+            history_max_messages: setup.history_max_messages,
             ..ChatOptions::default()
         };
         let state = AppState::new(&rt, options).expect("namespaces");
