@@ -105,6 +105,11 @@ struct Args {
     #[arg(long, env = "CHAT_STORE_MAX_BYTES", default_value_t = objects::StoreOptions::default().max_size)]
     store_max_bytes: usize,
 
+    /// Most objects of one kind (rooms, rate limiters) in memory at once;
+    /// past it the idlest leave early (a room's sockets stay open).
+    #[arg(long, env = "CHAT_MAX_LIVE_OBJECTS", default_value_t = 10_000)]
+    max_live_objects: usize,
+
     /// Seconds after which a room whose only work is open sockets is
     /// evicted from memory (its sockets stay open).
     #[arg(long, env = "CHAT_HIBERNATION_SECS", default_value_t = 10)]
@@ -232,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
         .data_dir(&args.data_dir)
         .hibernation_timeout(Duration::from_secs(args.hibernation_secs))
         .idle_timeout(Duration::from_secs(args.idle_secs))
+        .max_live_objects(args.max_live_objects.max(1))
         .websocket(chat_demo::websocket_options())
         .open()
         .with_context(|| format!("opening the data dir {}", args.data_dir.display()))?;

@@ -4,9 +4,10 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::FutureExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::alarm::{AlarmKey, AlarmOutcome};
 use crate::context::Context;
@@ -163,11 +164,20 @@ impl<O: Object> Held<O> {
     }
 }
 
+/// How the namespace reaches a running activation besides its mailbox.
+pub(crate) struct Nudges {
+    /// Leave memory now if the mailbox is empty (the live cap).
+    pub(crate) evict: Arc<Notify>,
+    /// Where the activation records the namespace tick of its last event.
+    pub(crate) last_active: Arc<AtomicU64>,
+}
+
 pub(crate) fn spawn<O: Object>(
     ns: Arc<NsInner<O>>,
     id: ObjectId,
     generation: u64,
     rx: mpsc::Receiver<Envelope<O>>,
+    nudges: Nudges,
 ) {
     let shared = ns.shared.clone();
     let guard = shared.enter_task();
@@ -181,7 +191,7 @@ pub(crate) fn spawn<O: Object>(
         // Rebound after the guard so they drop before it: shutdown waits on
         // the guard, and these keep the store open.
         let (ns_for_error, id_for_error) = (ns_for_error, id_for_error);
-        let activation = match Activation::new(ns, id, generation, rx) {
+        let activation = match Activation::new(ns, id, generation, rx, nudges) {
             Ok(a) => a,
             Err((mut rx, e)) => {
                 // Leave the map before closing the mailbox, so senders
@@ -209,6 +219,7 @@ struct Activation<O: Object> {
     rx: mpsc::Receiver<Envelope<O>>,
     instance: Option<O>,
     ctx: Context,
+    nudges: Nudges,
 }
 
 type NewError<O> = (mpsc::Receiver<Envelope<O>>, Error);
@@ -219,6 +230,7 @@ impl<O: Object> Activation<O> {
         id: ObjectId,
         generation: u64,
         rx: mpsc::Receiver<Envelope<O>>,
+        nudges: Nudges,
     ) -> std::result::Result<Self, NewError<O>> {
         let store = ns.shared.store.clone();
         let catalog = match store.catalog_entry(id.as_bytes()) {
@@ -250,6 +262,7 @@ impl<O: Object> Activation<O> {
             rx,
             instance: None,
             ctx,
+            nudges,
         })
     }
 
@@ -279,7 +292,17 @@ impl<O: Object> Activation<O> {
                     }
                     continue;
                 }
+                // The namespace is over its live cap and this is the
+                // idlest object it saw.
+                () = self.nudges.evict.notified() => {
+                    if self.try_evict() {
+                        return;
+                    }
+                    continue;
+                }
             };
+            let tick = self.ns.ticks.fetch_add(1, Ordering::Relaxed);
+            self.nudges.last_active.store(tick, Ordering::Relaxed);
             self.run_group(envelope).await;
         }
         // Shutting down: in-flight work is done; refuse what is queued.

@@ -37,6 +37,11 @@ pub struct RuntimeOptions {
     /// Time after which an object whose only work is accepted WebSockets
     /// is evicted (hibernated); its sockets stay open. Default 10 s.
     pub hibernation_timeout: Duration,
+    /// Most objects of one namespace in memory at once. Past it, the
+    /// idlest of a sample of live objects is asked to leave (as on an
+    /// idle timeout: once its mailbox is empty; its sockets stay open and
+    /// its next event brings it back). Default: no cap.
+    pub max_live_objects: usize,
     /// Storage options.
     pub store: StoreOptions,
     /// WebSocket options.
@@ -51,6 +56,7 @@ impl Default for RuntimeOptions {
             call_timeout: Duration::from_secs(30),
             max_events_per_commit: 64,
             hibernation_timeout: Duration::from_secs(10),
+            max_live_objects: usize::MAX,
             store: StoreOptions::default(),
             websocket: WebSocketOptions::default(),
         }
@@ -75,6 +81,12 @@ impl RuntimeBuilder {
     /// Replaces all options.
     pub fn options(mut self, options: RuntimeOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// The live cap (see [`RuntimeOptions::max_live_objects`]).
+    pub fn max_live_objects(mut self, n: usize) -> Self {
+        self.options.max_live_objects = n;
         self
     }
 

@@ -340,6 +340,9 @@ async fn a_slow_reader_is_cut_off_while_others_keep_receiving() {
         .data_dir(dir.path())
         .websocket(objects::WebSocketOptions {
             send_queue: 256,
+            // The frame count is what this test is about: bytes enough
+            // for the 256 frames of 64 KiB.
+            send_queue_bytes: 256 * 64 * 1024,
             ..Default::default()
         })
         .open()
