@@ -26,6 +26,14 @@ use tracing_subscriber::EnvFilter;
 
 mod tools;
 
+/// Most connections to the admin address at once (an operator's browser
+/// and a scraper need a handful).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// How long the runtime gets to close sockets and end its tasks at
+/// shutdown (a Close frame waits at most 5 s, any other write 30 s).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(40);
+
 /// How long in-flight HTTP requests get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -296,9 +304,17 @@ async fn main() -> anyhow::Result<()> {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(error) = axum::serve(admin_listener, router)
-                .with_graceful_shutdown(stop)
-                .await
+            if let Err(error) = chat_demo::serve_router(
+                admin_listener,
+                router,
+                chat_demo::HttpLimits {
+                    max_connections: ADMIN_MAX_CONNECTIONS,
+                    max_connections_per_ip: 0,
+                    ..chat_demo::HttpLimits::default()
+                },
+                stop,
+            )
+            .await
             {
                 tracing::error!(%error, "admin listener failed");
             }
@@ -323,7 +339,14 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("shutting down: no new connections; closing sockets");
     stop.send_replace(true);
-    rt.shutdown().await;
+    // Every socket write has a deadline, so this ends; the bound is for
+    // what could still hang. What was acknowledged is on disk already.
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, rt.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the runtime still had work after {SHUTDOWN_TIMEOUT:?}; exiting anyway");
+    }
     if tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
         .await
         .is_err()

@@ -37,8 +37,9 @@ impl ClientIpHeader {
     /// address it got the request from, so with `hops` trusted proxies in
     /// front the client is the `hops`-th entry from the right; anything to
     /// its left was sent by the client and proves nothing. Fewer entries
-    /// than hops (a request that skipped a proxy) give `None`.
-    pub(crate) fn read(self, headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
+    /// than hops (a request that skipped a proxy) give `None`. `hops` 0
+    /// counts as 1.
+    pub fn read(self, headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
         let raw = match self {
             ClientIpHeader::None => return None,
             ClientIpHeader::CfConnectingIp => headers.get("cf-connecting-ip")?.to_str().ok()?,
@@ -64,7 +65,7 @@ impl ClientIpHeader {
 /// an IPv4 address as is, an IPv6 address cut to its first `v6_prefix`
 /// bits (`2001:db8:1:2::/64`), since one subscriber usually holds a whole
 /// /64 and could otherwise take a fresh key per request.
-pub(crate) fn ip_key(ip: IpAddr, v6_prefix: u8) -> String {
+pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> String {
     match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {

@@ -4,7 +4,7 @@
 mod admin;
 mod client_ip;
 mod listener;
-mod origin;
+pub mod origin;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,13 +28,13 @@ use crate::room::{ChatRoom, RoomEnv, StoreGuard};
 
 pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
-pub use client_ip::{ClientIpHeader, UnknownClientIpHeader};
+pub use client_ip::{ClientIpHeader, UnknownClientIpHeader, ip_key};
 use listener::TcpSlots;
 pub use listener::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_TCP_CONNECTIONS,
     DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
 };
-use origin::OriginPolicy;
+pub use origin::OriginPolicy;
 
 /// The chat page (dialect A with our extensions).
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -295,6 +295,32 @@ pub async fn serve(
         slots: state.tcp.clone(),
         per_ip,
         router: app(state),
+    };
+    listener::run(listener, serving, shutdown).await
+}
+
+/// Serves any `router` (the admin routes, say) with the same accept loop
+/// as [`serve`]: the header deadline and the TCP caps of `limits` (the
+/// per-IP one keyed per /64 for IPv6), connect info for each request,
+/// and a drain at `shutdown`.
+///
+/// # Errors
+///
+/// An I/O error from the listener.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let serving = listener::Serving {
+        slots: Arc::new(TcpSlots::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        )),
+        limits,
+        per_ip: Some(DEFAULT_IPV6_PREFIX),
+        router,
     };
     listener::run(listener, serving, shutdown).await
 }

@@ -19,7 +19,7 @@ use http::{HeaderMap, header};
 /// compared as `scheme://host[:port]` (case-insensitive, default ports
 /// implied), or any origin at all if `extra` holds `*`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct OriginPolicy {
+pub struct OriginPolicy {
     any: bool,
     extra: Vec<Origin>,
     /// Configured entries that are not origins: compared as text.
@@ -28,7 +28,7 @@ pub(crate) struct OriginPolicy {
 
 impl OriginPolicy {
     /// The policy with the configured extra origins.
-    pub(crate) fn new(extra: &[String]) -> OriginPolicy {
+    pub fn new(extra: &[String]) -> OriginPolicy {
         let mut policy = OriginPolicy::default();
         for entry in extra {
             let entry = entry.trim();
@@ -49,7 +49,7 @@ impl OriginPolicy {
     /// # Errors
     ///
     /// The refused `Origin` value, for the 403 text.
-    pub(crate) fn check(&self, headers: &HeaderMap, scheme: Scheme) -> Result<(), String> {
+    pub fn check(&self, headers: &HeaderMap, scheme: Scheme) -> Result<(), String> {
         let mut values = headers.get_all(header::ORIGIN).iter();
         let Some(value) = values.next() else {
             return Ok(());
@@ -81,8 +81,10 @@ impl OriginPolicy {
 
 /// The scheme a request came in by, as a browser names it in `Origin`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Scheme {
+pub enum Scheme {
+    /// `http` (and `ws`).
     Http,
+    /// `https` (and `wss`).
     Https,
 }
 
@@ -99,7 +101,7 @@ impl Scheme {
 /// unless a trusted proxy in front says with `X-Forwarded-Proto` (its last
 /// value: the one the nearest proxy set) that the client came in by HTTPS.
 /// Without a trusted proxy the header is ignored: a client could send it.
-pub(crate) fn request_scheme(headers: &HeaderMap, behind_trusted_proxy: bool) -> Scheme {
+pub fn request_scheme(headers: &HeaderMap, behind_trusted_proxy: bool) -> Scheme {
     if !behind_trusted_proxy {
         return Scheme::Http;
     }
