@@ -189,6 +189,40 @@ mod tests {
         assert!((0..1000).all(|_| unlimited.charge("a", t0)));
     }
 
+    proptest::proptest! {
+        /// Whatever the sequence of spends and clock moves (forward or a
+        /// step back), a budget never allows more than its burst plus one
+        /// per period of time passed since the last step back, and an
+        /// idle gap of the burst's length always allows a spend again.
+        #[test]
+        fn a_budget_never_allows_more_than_burst_plus_rate(
+            steps in proptest::collection::vec((0u64..3_000, proptest::bool::weighted(0.05)), 1..300)
+        ) {
+            let options = RateLimitOptions { per_message_ms: 1_000, grace_ms: 4_000 };
+            let burst = options.grace_ms / options.per_message_ms + 1;
+            let mut budget = Budget::default();
+            let mut now = 100_000_000u64;
+            // Since the last step back: when, and how many were allowed.
+            let (mut since, mut allowed) = (now, 0u64);
+            for (advance, back) in steps {
+                if back {
+                    now -= 60_000;
+                    since = now;
+                    allowed = 0;
+                } else {
+                    now += advance;
+                }
+                if budget.spend(now, &options) {
+                    allowed += 1;
+                }
+                let ceiling = burst + (now - since) / options.per_message_ms;
+                proptest::prop_assert!(allowed <= ceiling, "{allowed} > {ceiling}");
+            }
+            now += options.grace_ms + options.per_message_ms;
+            proptest::prop_assert!(budget.spend(now, &options), "refilled after a gap");
+        }
+    }
+
     #[test]
     fn a_clock_step_back_starts_a_fresh_burst() {
         let options = RateLimitOptions {

@@ -311,6 +311,38 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Random takes and gives back over a few keys, against a model of
+        /// counts: a slot is granted exactly when the total and the key's
+        /// count are under their caps, and the counts always match.
+        #[test]
+        fn slots_match_a_model(
+            ops in proptest::collection::vec((0u8..4, proptest::bool::ANY), 1..200),
+            max_total in 1usize..8,
+            max_per_key in 0usize..4,
+        ) {
+            let slots = Arc::new(TcpSlots::new(max_total, max_per_key));
+            let mut held: Vec<Vec<TcpSlot>> = (0..4).map(|_| Vec::new()).collect();
+            for (key, take) in ops {
+                let k = usize::from(key);
+                if take {
+                    let total: usize = held.iter().map(Vec::len).sum();
+                    let fits = total < max_total && (max_per_key == 0 || held[k].len() < max_per_key);
+                    let got = slots.try_acquire(Some(format!("k{key}")));
+                    proptest::prop_assert_eq!(got.is_some(), fits);
+                    held[k].extend(got);
+                } else {
+                    held[k].pop();
+                }
+                let total: usize = held.iter().map(Vec::len).sum();
+                proptest::prop_assert_eq!(slots.total(), total);
+            }
+            drop(held);
+            proptest::prop_assert_eq!(slots.total(), 0);
+            proptest::prop_assert!(slots.open.lock().expect("lock").1.is_empty());
+        }
+    }
+
     #[test]
     fn zero_per_key_means_no_per_key_limit() {
         let slots = Arc::new(TcpSlots::new(100, 0));
