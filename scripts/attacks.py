@@ -3,7 +3,7 @@
 binary and prints the server's RSS and open descriptors under each, and
 whether a well-behaved user in another room still gets its echo.
 
-    python3 scripts/attacks.py target/release/chat-demo [history|idle|upgrades]...
+    python3 scripts/attacks.py target/release/chat-demo [history|idle|upgrades|idle_sockets]...
 
 Standard library only; every attack runs against a fresh server on
 127.0.0.1 with a temporary data dir, started with a soft file limit of
@@ -256,9 +256,45 @@ def attack_upgrades(binary):
             proc.wait()
 
 
-ATTACKS = {"history": attack_history, "idle": attack_idle, "upgrades": attack_upgrades}
+def idle_sockets(binary):
+    """Not an attack: the cost of 900 idle named dialect-A sockets (each
+    from its own IP, 30 to a room), once their rooms have hibernated. 900
+    keeps under the default connection cap of a 1,024-file server."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    with tempfile.TemporaryDirectory() as d:
+        proc, addr = start(binary, d, trust_xff=True)
+        try:
+            base = rss_kb(proc.pid)
+            held = [join_a(addr, f"idle{i % 30}", f"u{i}", xff=f"10.5.{i // 256}.{i % 256}")
+                    for i in range(900)]
+            # Drain the join notices each got, then let the room hibernate.
+            time.sleep(12)
+            for s in held:
+                s.setblocking(False)
+                try:
+                    while s.recv(65536):
+                        pass
+                except BlockingIOError:
+                    pass
+            time.sleep(1)
+            under = rss_kb(proc.pid)
+            print(f"idle sockets: RSS {base} kB -> {under} kB with 900 sockets: "
+                  f"{(under - base) * 1024 // 900} bytes each")
+            for s in held:
+                s.close()
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
+ATTACKS = {
+    "history": attack_history,
+    "idle": attack_idle,
+    "upgrades": attack_upgrades,
+    "idle_sockets": idle_sockets,
+}
 
 if __name__ == "__main__":
     binary = sys.argv[1]
-    for name in sys.argv[2:] or list(ATTACKS):
+    for name in sys.argv[2:] or ["history", "idle", "upgrades"]:
         ATTACKS[name](binary)
