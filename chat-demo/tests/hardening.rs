@@ -850,3 +850,50 @@ async fn a_room_keeps_at_most_its_cap_of_messages() {
     assert_eq!(stored, newest, "the newest {CAP} stay");
     server.stop().await;
 }
+
+/// Keys per client: IPv6 addresses of one /64 are one client, and so are
+/// requests whose `X-Forwarded-For` differ only left of what the trusted
+/// proxy appended; so rotating addresses or forging entries buys no extra
+/// connection slots. Other /64s, and other real clients, are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_per_64_and_rightmost_forwarded_for_share_one_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let setup = Setup {
+        max_connections_per_ip: Some(2),
+        ..Setup::default()
+    };
+    let server = Server::start(dir.path(), setup).await;
+    let url = server.url("/room/keys/websocket");
+    let status = |xff: &'static str| {
+        let mut req = url.clone().into_client_request().expect("request");
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().expect("header"));
+        async move {
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((ws, resp)) => (resp.status().as_u16(), Some(ws)),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    (resp.status().as_u16(), None)
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+    };
+    // Two addresses of one /64 take its two slots; a third is refused.
+    let (a, _keep_a) = status("2001:db8:1:2::1").await;
+    let (b, _keep_b) = status("2001:db8:1:2:ffff::9").await;
+    assert_eq!((a, b), (101, 101));
+    assert_eq!(status("2001:db8:1:2:1234::1").await.0, 429, "same /64");
+    assert_eq!(status("2001:db8:1:3::1").await.0, 101, "the next /64");
+    // Forged entries left of the proxy's: still the same client.
+    let (c, _keep_c) = status("6.6.6.6, 10.20.0.1").await;
+    let (d, _keep_d) = status("7.7.7.7, 10.20.0.1").await;
+    assert_eq!((c, d), (101, 101));
+    assert_eq!(status("8.8.8.8, 10.20.0.1").await.0, 429, "rightmost");
+    assert_eq!(
+        status("10.20.0.1, 10.20.0.2").await.0,
+        101,
+        "another client"
+    );
+    calm_user_chats(&server, "calm").await;
+    server.stop().await;
+}

@@ -142,12 +142,17 @@ pub(crate) fn count(storage: &Storage) -> Result<u64, StorageError> {
     }
 }
 
-/// Stores the message count (in the event that changed it).
+/// Stores the message count (in the event that changed it); an empty
+/// room stores nothing at all.
 ///
 /// # Errors
 ///
 /// A storage error.
 pub(crate) fn set_count(storage: &mut Storage, n: u64) -> Result<(), StorageError> {
+    if n == 0 {
+        storage.delete(COUNT_KEY)?;
+        return Ok(());
+    }
     storage.put(COUNT_KEY, &n)
 }
 
