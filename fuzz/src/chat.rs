@@ -319,11 +319,17 @@ pub fn origin(data: &[u8]) {
         if verdict.is_ok() {
             let origin = origins[0].to_str().expect("an allowed origin is text");
             let origin = origin.trim().to_ascii_lowercase();
-            let loopback = ["localhost", "127.0.0.1", "[::1]"].iter().any(|h| {
-                origin.split_once("://").is_some_and(|(_, rest)| {
-                    rest == *h || rest.starts_with(&format!("{h}:")) || rest == format!("{h}/")
-                })
-            });
+            // The host part as the policy reads it: after the scheme, a
+            // trailing '/' and surrounding spaces dropped, before the port.
+            let bare = origin.strip_suffix('/').unwrap_or(&origin);
+            let rest = bare.split_once("://").map_or("", |(_, r)| r.trim());
+            let host_part = match rest.strip_prefix('[') {
+                Some(inside) => inside
+                    .split_once(']')
+                    .map_or(rest, |(h, _)| &rest[..h.len() + 2]),
+                None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
+            };
+            let loopback = ["localhost", "127.0.0.1", "[::1]"].contains(&host_part);
             if !loopback {
                 let want = match scheme {
                     Scheme::Http => ["http://", "ws://"],
