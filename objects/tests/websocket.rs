@@ -472,3 +472,61 @@ async fn invalid_utf8_is_closed_with_1007() {
     wait_closes(rooms.env(), |c| c.contains(&(1007, false))).await;
     rt.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_waits_past_its_deadline_cuts_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::builder()
+        .data_dir(dir.path())
+        .websocket(objects::WebSocketOptions {
+            // Neither queue bound bites: only the write deadline can.
+            send_queue: 4096,
+            send_queue_bytes: 64 << 20,
+            write_timeout: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .open()
+        .expect("open");
+    let rooms = rt.namespace::<Room>("rooms", Env::default()).expect("ns");
+    let addr = serve(rooms.clone()).await;
+    let silent = connect(addr, "").await; // never reads
+    let stub = rooms.get_by_name("r");
+    // 25 MB: far more than the kernel buffers of both ends hold, so the
+    // socket task's write blocks.
+    stub.call("flood".into()).await.expect("flood");
+    stub.call("flood".into()).await.expect("flood");
+    let cut = async {
+        loop {
+            for _ in 0..1000 {
+                tokio::task::yield_now().await;
+            }
+            if rooms
+                .env()
+                .closes
+                .lock()
+                .expect("lock")
+                .contains(&(1008, false))
+            {
+                return;
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+    };
+    // Virtual time: far past the 5 s deadline, and before the 30 s ping.
+    tokio::time::timeout(Duration::from_secs(20), cut)
+        .await
+        .expect("cut by the write deadline");
+    assert!(
+        rooms
+            .env()
+            .errors
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|e| e.contains("write deadline")),
+        "{:?}",
+        rooms.env().errors.lock().expect("lock")
+    );
+    drop(silent);
+    rt.shutdown().await;
+}
