@@ -897,3 +897,80 @@ async fn ipv6_per_64_and_rightmost_forwarded_for_share_one_key() {
     calm_user_chats(&server, "calm").await;
     server.stop().await;
 }
+
+/// A room stored before the message count existed (its messages, no
+/// `count` key) is counted once when it next needs the count, and then
+/// held to the cap like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_from_before_the_count_is_counted_and_capped() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let old = root.path().join("old");
+    let setup = Setup {
+        rate_limit: no_rate_limit(),
+        history_max_messages: None,
+        ..Setup::default()
+    };
+    let server = Server::start(&old, setup.clone()).await;
+    let (mut writer, _) = server.a_named("legacy", "writer").await;
+    for n in 0..15 {
+        writer.say(&format!("m{n}")).await;
+        assert_eq!(chat_of(&writer.json().await).1, format!("m{n}"));
+    }
+    writer.close().await;
+    server.stop().await;
+
+    // The same store without any `count` key: what an older server left.
+    let fresh = root.path().join("fresh");
+    {
+        let source = objects::Admin::open(&old).expect("open");
+        let entries: Vec<objects::Entry> = source
+            .export(&objects::ExportFilter::default())
+            .expect("export")
+            .map(|e| e.expect("entry"))
+            .filter(|e| !matches!(e, objects::Entry::Key { key, .. } if key == "count"))
+            .collect();
+        let mut target = objects::Admin::create(&fresh).expect("create");
+        target
+            .import(entries.into_iter().map(Ok::<_, objects::Error>), |_| {})
+            .expect("import");
+    }
+
+    const CAP: u64 = 10;
+    let server = Server::start(
+        &fresh,
+        Setup {
+            history_max_messages: Some(CAP),
+            ..setup
+        },
+    )
+    .await;
+    let (mut writer, _) = server.a_named("legacy", "writer").await;
+    writer.say("m15").await;
+    assert_eq!(chat_of(&writer.json().await).1, "m15");
+    calm_user_chats(&server, "calm").await;
+    let wait = async {
+        loop {
+            server.rt.wake_alarms();
+            let (reader, before) = server.a_named("legacy", "reader").await;
+            let stored: Vec<String> = before
+                .iter()
+                .filter(|f| f.get("timestamp").is_some())
+                .map(|f| chat_of(f).1)
+                .collect();
+            reader.close().await;
+            if stored.len() as u64 <= CAP {
+                return stored;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    let stored = tokio::time::timeout(PATIENCE, wait)
+        .await
+        .expect("trimmed to the cap");
+    let newest: Vec<String> = (6..16).map(|n| format!("m{n}")).collect();
+    assert_eq!(
+        stored, newest,
+        "counted 15 + 1, trimmed to the newest {CAP}"
+    );
+    server.stop().await;
+}

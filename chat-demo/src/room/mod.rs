@@ -53,8 +53,9 @@ pub struct ChatRoom {
     /// Whether an expiry alarm is set (with a retention): a cache of
     /// storage, rebuilt by `new`.
     expiry_set: bool,
-    /// Messages stored: a cache of the stored count, rebuilt by `new`.
-    count: u64,
+    /// Messages stored: a cache of the stored count, filled on first need
+    /// (a room from before the count was kept is counted then, once).
+    count: Option<u64>,
     /// The room's budget of join/leave notices (with the presence roster
     /// each sends): churn past it is not announced one by one. In memory
     /// only: a fresh instance starts with a full burst.
@@ -152,9 +153,8 @@ impl Object for ChatRoom {
             None => format!("id:{}", &ctx.id().to_hex()[..12]),
         };
         let expiry_set = ctx.storage().alarm()?.is_some();
-        let count = history::count(ctx.storage())?;
         Ok(ChatRoom {
-            count,
+            count: None,
             env,
             label,
             last_timestamp: history::latest(ctx.storage())?,
@@ -173,24 +173,26 @@ impl Object for ChatRoom {
         self.expiry_set = false;
         let now = ctx.now_ms();
         let mut more = false;
-        let count_before = self.count;
+        let count_before = self.message_count(ctx)?;
+        let mut count = count_before;
         if let Some(max) = self.env.max_messages
-            && self.count > max
+            && count > max
         {
-            let trimmed = history::trim(ctx.storage(), self.count - max)?;
-            self.count = self.count.saturating_sub(trimmed as u64);
-            more = self.count > max;
+            let trimmed = history::trim(ctx.storage(), count - max)?;
+            count = count.saturating_sub(trimmed as u64);
+            more = count > max;
             tracing::debug!(trimmed, more, "history over its cap trimmed");
         }
         if let Some(retention) = self.env.retention_ms {
             let (deleted, left) = history::expire(ctx.storage(), now.saturating_sub(retention))?;
-            self.count = self.count.saturating_sub(deleted as u64);
+            count = count.saturating_sub(deleted as u64);
             more |= left;
             tracing::debug!(deleted, left, "history expired");
         }
-        if self.count != count_before {
-            history::set_count(ctx.storage(), self.count)?;
+        if count != count_before {
+            history::set_count(ctx.storage(), count)?;
         }
+        self.count = Some(count);
         let next = if more {
             Some(now)
         } else if let Some(retention) = self.env.retention_ms {
@@ -444,13 +446,16 @@ impl ChatRoom {
             timestamp,
             plain: sender.dialect == Dialect::B,
         };
+        // Counted before the message is written (a room from before the
+        // count is counted by listing, which would see it).
+        let count = self.message_count(ctx)? + 1;
         // Stored in this event, so the output gate holds the broadcast
         // below until the message is durable.
         ctx.storage().put(&history::key(timestamp), &message)?;
         self.last_timestamp = timestamp;
-        self.count += 1;
-        history::set_count(ctx.storage(), self.count)?;
-        if self.env.max_messages.is_some_and(|max| self.count > max) {
+        history::set_count(ctx.storage(), count)?;
+        self.count = Some(count);
+        if self.env.max_messages.is_some_and(|max| count > max) {
             // Over the cap: the alarm trims the oldest right away (one
             // alarm serves the cap and the retention).
             let now = ctx.now_ms().max(1);
@@ -482,6 +487,16 @@ impl ChatRoom {
             send_presence(ctx, &members);
         }
         Ok(())
+    }
+
+    /// The number of stored messages, from the cache or storage.
+    fn message_count(&mut self, ctx: &mut Context) -> Result<u64> {
+        if let Some(count) = self.count {
+            return Ok(count);
+        }
+        let count = history::count(ctx.storage())?;
+        self.count = Some(count);
+        Ok(count)
     }
 
     /// Charges one unit of the sender's IP budget (the rate limiter shared
