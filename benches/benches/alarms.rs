@@ -34,7 +34,8 @@ impl Object for Job {
         Ok(Job { env })
     }
     async fn call(&mut self, ctx: &mut Context, at: u64) -> Result<(), BoxError> {
-        ctx.storage().set_alarm(at)?;
+        ctx.storage()
+            .set_alarm(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))?;
         Ok(())
     }
     async fn alarm(&mut self, _: &mut Context, _: AlarmInfo) -> Result<(), BoxError> {
@@ -86,7 +87,9 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         drop(runtime);
 
         // Reopen with a clock past every alarm: they load and all fire.
-        let clock = Arc::new(objects::TokioClock::starting_at(far + n + 1));
+        let clock = Arc::new(objects::TokioClock::starting_at(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(far + n + 1),
+        ));
         let runtime = Runtime::builder()
             .data_dir(dir.path())
             .clock(clock)

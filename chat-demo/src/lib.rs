@@ -32,9 +32,20 @@ mod room;
 
 pub use directory::Directory;
 pub use front::{
-    AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_MAX_CONNECTIONS_PER_IP,
-    InspectorNeedsToken, MAX_BODY_BYTES, UnknownClientIpHeader, admin_app, app, install_prometheus,
-    serve,
+    AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_HISTORY_MAX_MESSAGES, DEFAULT_HISTORY_PAGES_PER_MINUTE,
+    DEFAULT_IPV6_PREFIX, DEFAULT_JOINS_PER_MINUTE, DEFAULT_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, DEFAULT_TRUSTED_PROXY_HOPS,
+    HttpLimits, InspectorNeedsToken, MAX_BODY_BYTES, OriginPolicy, UnknownClientIpHeader,
+    admin_app, app, install_prometheus, ip_key, origin, serve, serve_router,
 };
 pub use limiter::RateLimiter;
+
+/// The runtime's WebSocket settings for the chat: the read limit is the
+/// largest frame any dialect accepts ([`protocol::MAX_FRAME_BYTES`]), so
+/// a bigger one is refused (1009) before it is buffered whole; the rest
+/// are the runtime's defaults.
+pub fn websocket_options() -> objects::WebSocketOptions {
+    objects::WebSocketOptions::default().with_max_message_bytes(protocol::MAX_FRAME_BYTES)
+}
 pub use room::{ChatRoom, RoomEnv};

@@ -26,6 +26,14 @@ mod logging;
 mod token_file;
 mod tools;
 
+/// Most connections to the admin address at once (an operator's browser
+/// and a scraper need a handful).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// How long the runtime gets to close sockets and end its tasks at
+/// shutdown (a Close frame waits at most 5 s, any other write 30 s).
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(40);
+
 /// How long in-flight HTTP requests get to finish at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,6 +73,56 @@ struct Args {
     #[arg(long, env = "CHAT_TRUST_CLIENT_IP_HEADER", value_enum, default_value_t = TrustHeader::None)]
     trust_client_ip_header: TrustHeader,
 
+    /// WebSockets one client IP may open per minute (all at once, then
+    /// evenly spread); one more gets 429. 0 for no limit.
+    #[arg(long, env = "CHAT_JOINS_PER_MINUTE", default_value_t = chat_demo::DEFAULT_JOINS_PER_MINUTE)]
+    joins_per_minute: u32,
+
+    /// History pages one client IP may ask for per minute, across rooms;
+    /// past it the rate limit error. 0 for no limit.
+    #[arg(long, env = "CHAT_HISTORY_PAGES_PER_MINUTE", default_value_t = chat_demo::DEFAULT_HISTORY_PAGES_PER_MINUTE)]
+    history_pages_per_minute: u32,
+
+    /// Trusted proxies in front that append to `X-Forwarded-For`; the
+    /// client is the entry this many places from the right.
+    #[arg(long, env = "CHAT_TRUSTED_PROXY_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    trusted_proxy_hops: u16,
+
+    /// IPv6 clients are counted (rate limit, connection caps) per prefix
+    /// of this many bits.
+    #[arg(long, env = "CHAT_IPV6_PREFIX", default_value_t = chat_demo::DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(1..=128))]
+    ipv6_prefix: u8,
+
+    /// Seconds a connection may take to send a request's headers, from
+    /// its start or its previous response (the idle keep-alive timeout).
+    #[arg(long, env = "CHAT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_header_timeout_secs: u64,
+
+    /// Seconds an upgrade request's body may take.
+    #[arg(long, env = "CHAT_HTTP_BODY_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_body_timeout_secs: u64,
+
+    /// Most TCP connections open at once (WebSockets included); more are
+    /// closed at once. Default: the process's file limit (`ulimit -n`)
+    /// minus 64 for the store, the listeners and the logs.
+    #[arg(long, env = "CHAT_MAX_TCP_CONNECTIONS")]
+    max_tcp_connections: Option<usize>,
+
+    /// Most TCP connections open at once from one peer IP (IPv6: one
+    /// prefix); 0 for no limit. Not applied behind a trusted proxy.
+    #[arg(long, env = "CHAT_MAX_TCP_CONNECTIONS_PER_IP", default_value_t = chat_demo::DEFAULT_MAX_TCP_CONNECTIONS_PER_IP)]
+    max_tcp_connections_per_ip: usize,
+
+    /// Most bytes the store may hold (the LMDB map size). Messages are
+    /// refused with an error frame once less than 1/32 of it is left.
+    #[arg(long, env = "CHAT_STORE_MAX_BYTES", default_value_t = objects::StoreOptions::default().max_size)]
+    store_max_bytes: usize,
+
+    /// Most objects of one kind (rooms, rate limiters) in memory at once;
+    /// past it the idlest leave early (a room's sockets stay open).
+    #[arg(long, env = "CHAT_MAX_LIVE_OBJECTS", default_value_t = 10_000)]
+    max_live_objects: usize,
+
     /// Seconds after which a room whose only work is open sockets is
     /// evicted from memory (its sockets stay open).
     #[arg(long, env = "CHAT_HIBERNATION_SECS", default_value_t = 10)]
@@ -91,6 +149,11 @@ struct Args {
     #[arg(long, env = "CHAT_HISTORY_DAYS", default_value_t = 0)]
     history_days: u64,
 
+    /// The most messages a room keeps (its alarm deletes the oldest past
+    /// it); 0 for no cap.
+    #[arg(long, env = "CHAT_HISTORY_MAX_MESSAGES", default_value_t = chat_demo::DEFAULT_HISTORY_MAX_MESSAGES)]
+    history_max_messages: u64,
+
     /// Serve the operator's routes (`/metrics`, and the inspector when
     /// enabled) on this address. Off by default; a loopback address unless
     /// --admin-allow-remote is given.
@@ -113,7 +176,8 @@ struct Args {
     #[arg(long, env = "CHAT_INSPECTOR", requires = "admin_listen")]
     inspector: bool,
 
-    /// Allow --admin-listen on a non-loopback address.
+    /// Allow --admin-listen on a non-loopback address (needs
+    /// --admin-token).
     #[arg(long, env = "CHAT_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: bool,
 }
@@ -125,7 +189,7 @@ enum TrustHeader {
     None,
     /// `CF-Connecting-IP` (behind Cloudflare).
     CfConnectingIp,
-    /// The first entry of `X-Forwarded-For`.
+    /// `X-Forwarded-For`, read from the right (see --trusted-proxy-hops).
     XForwardedFor,
 }
 
@@ -166,6 +230,11 @@ async fn main() -> anyhow::Result<()> {
                     "--admin-listen {addr} is not a loopback address; add --admin-allow-remote to serve the admin routes there"
                 );
             }
+            if args.admin_allow_remote && args.admin_token.as_deref().is_none_or(str::is_empty) {
+                anyhow::bail!(
+                    "--admin-allow-remote needs --admin-token (or CHAT_ADMIN_TOKEN): the admin routes would be open to the network"
+                );
+            }
             if args.inspector && args.admin_token.as_deref().is_none_or(str::is_empty) {
                 anyhow::bail!("{}", chat_demo::InspectorNeedsToken);
             }
@@ -175,16 +244,35 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let rt = objects::Runtime::builder()
+        .options(
+            objects::RuntimeOptions::default()
+                .with_store(objects::StoreOptions::default().with_max_size(args.store_max_bytes)),
+        )
         .data_dir(&args.data_dir)
         .hibernation_timeout(Duration::from_secs(args.hibernation_secs))
         .idle_timeout(Duration::from_secs(args.idle_secs))
+        .max_live_objects(args.max_live_objects.max(1))
+        .websocket(chat_demo::websocket_options())
         .open()
         .with_context(|| format!("opening the data dir {}", args.data_dir.display()))?;
     let options = ChatOptions {
         client_ip_header: args.trust_client_ip_header.into(),
+        trusted_proxy_hops: usize::from(args.trusted_proxy_hops),
+        joins_per_minute: args.joins_per_minute,
+        history_pages_per_minute: args.history_pages_per_minute,
+        ipv6_prefix: args.ipv6_prefix,
+        http: chat_demo::HttpLimits {
+            header_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            body_timeout: Duration::from_secs(args.http_body_timeout_secs),
+            max_connections: args
+                .max_tcp_connections
+                .unwrap_or_else(default_max_tcp_connections),
+            max_connections_per_ip: args.max_tcp_connections_per_ip,
+        },
         allowed_origins: args.allowed_origin.clone(),
         max_connections_per_ip: (args.max_connections_per_ip > 0)
             .then_some(args.max_connections_per_ip),
+        history_max_messages: (args.history_max_messages > 0).then_some(args.history_max_messages),
         history_retention: (args.history_days > 0)
             .then(|| Duration::from_secs(args.history_days.saturating_mul(86_400))),
         ..ChatOptions::default()
@@ -196,22 +284,23 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("chat-demo listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, "listening");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, max_tcp_connections = options.http.max_connections, "listening");
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some((admin_addr, prometheus)) = admin {
+        let admin_listener = tokio::net::TcpListener::bind(admin_addr)
+            .await
+            .with_context(|| format!("binding the admin address {admin_addr}"))?;
+        let admin_addr = admin_listener.local_addr()?;
         let router = chat_demo::admin_app(
             &rt,
             chat_demo::AdminOptions {
                 token: args.admin_token.clone(),
                 inspector: args.inspector,
                 prometheus: Some(prometheus),
+                listen: Some(admin_addr),
             },
         )?;
-        let admin_listener = tokio::net::TcpListener::bind(admin_addr)
-            .await
-            .with_context(|| format!("binding the admin address {admin_addr}"))?;
-        let admin_addr = admin_listener.local_addr()?;
         println!("chat-demo admin on http://{admin_addr} (metrics at /metrics)");
         if args.inspector {
             println!("chat-demo inspector on http://{admin_addr}/inspector");
@@ -222,9 +311,17 @@ async fn main() -> anyhow::Result<()> {
             let stop = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(error) = axum::serve(admin_listener, router)
-                .with_graceful_shutdown(stop)
-                .await
+            if let Err(error) = chat_demo::serve_router(
+                admin_listener,
+                router,
+                chat_demo::HttpLimits {
+                    max_connections: ADMIN_MAX_CONNECTIONS,
+                    max_connections_per_ip: 0,
+                    ..chat_demo::HttpLimits::default()
+                },
+                stop,
+            )
+            .await
             {
                 tracing::error!(%error, "admin listener failed");
             }
@@ -250,7 +347,14 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections; closing sockets");
     readiness.begin_shutdown();
     stop.send_replace(true);
-    rt.shutdown().await;
+    // Every socket write has a deadline, so this ends; the bound is for
+    // what could still hang. What was acknowledged is on disk already.
+    if tokio::time::timeout(SHUTDOWN_TIMEOUT, rt.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the runtime still had work after {SHUTDOWN_TIMEOUT:?}; exiting anyway");
+    }
     if tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
         .await
         .is_err()
@@ -260,6 +364,32 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Descriptors kept free of TCP connections: LMDB, the listeners, logs.
+const RESERVED_FILES: usize = 64;
+
+/// The default TCP connection cap: the soft file limit (read from
+/// `/proc/self/limits`, so no libc call) minus [`RESERVED_FILES`]; the
+/// library's default where that file does not exist.
+fn default_max_tcp_connections() -> usize {
+    let soft = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+            let soft = line
+                .trim_start_matches("Max open files")
+                .split_whitespace()
+                .next()?;
+            match soft {
+                "unlimited" => Some(usize::MAX),
+                n => n.parse::<usize>().ok(),
+            }
+        });
+    match soft {
+        Some(soft) => soft.saturating_sub(RESERVED_FILES).max(1),
+        None => chat_demo::DEFAULT_MAX_TCP_CONNECTIONS,
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
-use objects::{Admin, Entry, ExportFilter, StorageError};
+use objects::{Admin, Entry, ExportFilter, MAX_LINE_BYTES, StorageError};
 
 /// Progress goes to stderr every this many objects.
 const PROGRESS_EVERY: usize = 1000;
@@ -75,6 +75,10 @@ pub(crate) struct ExportArgs {
     /// Only objects with this name (a room name, for `rooms`).
     #[arg(long)]
     name: Option<String>,
+    /// Write to this file instead of stdout: created readable by the
+    /// owner only (0600), and never over an existing file.
+    #[arg(long)]
+    output: Option<PathBuf>,
 }
 
 /// `import` flags.
@@ -102,7 +106,7 @@ pub(crate) fn run(command: Command, default_dir: PathBuf) -> anyhow::Result<()> 
                     .with_id_hex(&id)
                     .with_context(|| format!("--id {id}"))?;
             }
-            export(&dir(a.dir), &filter)
+            export(&dir(a.dir), &filter, a.output.as_deref())
         }
         Command::Import(a) => import(&dir(a.dir)),
     }
@@ -179,9 +183,15 @@ fn list(dir: &Path, only: Option<&str>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn export(dir: &Path, filter: &ExportFilter) -> anyhow::Result<()> {
+fn export(dir: &Path, filter: &ExportFilter, output: Option<&Path>) -> anyhow::Result<()> {
     let admin = open(dir)?;
-    let mut out = BufWriter::new(std::io::stdout().lock());
+    let sink: Box<dyn Write> = match output {
+        Some(path) => {
+            Box::new(create_private(path).with_context(|| format!("creating {}", path.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::new(sink);
     let (mut objects, mut keys, mut alarms) = (0, 0, 0);
     for entry in admin.export(filter)? {
         let entry = entry.context("reading the store")?;
@@ -196,9 +206,9 @@ fn export(dir: &Path, filter: &ExportFilter) -> anyhow::Result<()> {
             Entry::Alarm { .. } => alarms += 1,
             _ => {}
         }
-        writeln!(out, "{}", entry.to_json_line()?).context("writing to stdout")?;
+        writeln!(out, "{}", entry.to_json_line()?).context("writing the export")?;
     }
-    out.flush().context("writing to stdout")?;
+    out.flush().context("writing the export")?;
     eprintln!("export: {objects} objects, {keys} keys, {alarms} alarms");
     Ok(())
 }
@@ -213,19 +223,28 @@ fn import(dir: &Path) -> anyhow::Result<()> {
     })?;
     let line_no = Cell::new(0usize);
     let bad_line = Cell::new(false);
-    let stdin = std::io::stdin().lock();
-    let entries = stdin
-        .lines()
-        .inspect(|_| line_no.set(line_no.get() + 1))
-        .filter(|l| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
-        .map(|l| {
-            let n = line_no.get();
-            let l = l.with_context(|| format!("reading stdin at line {n}"))?;
-            Entry::from_json_line(&l).map_err(|e| {
+    let mut stdin = std::io::stdin().lock();
+    let entries = std::iter::from_fn(|| {
+        loop {
+            let n = line_no.get() + 1;
+            let line = match read_line(&mut stdin, MAX_LINE_BYTES) {
+                Ok(None) => return None,
+                Ok(Some(line)) => line,
+                Err(e) => {
+                    bad_line.set(true);
+                    return Some(Err(e.context(format!("line {n}"))));
+                }
+            };
+            line_no.set(n);
+            if line.trim().is_empty() {
+                continue;
+            }
+            return Some(Entry::from_json_line(&line).map_err(|e| {
                 bad_line.set(true);
                 anyhow!("line {n}: {e}")
-            })
-        });
+            }));
+        }
+    });
     let mut next_report = PROGRESS_EVERY;
     let stats = admin
         .import(entries, |s| {
@@ -260,4 +279,77 @@ fn import(dir: &Path) -> anyhow::Result<()> {
         dir.display()
     );
     Ok(())
+}
+
+/// Creates a new file only its owner may read or write (0600): exports
+/// hold the id secret and every private room id.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
+}
+
+/// Reads one line (without its `\n` or `\r\n`) of at most `max` bytes;
+/// `None` at the end of the input. A longer line is an error before more
+/// than `max + 1` bytes of it are held.
+fn read_line(input: &mut impl BufRead, max: usize) -> anyhow::Result<Option<String>> {
+    let mut buf = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = std::io::Read::take(&mut *input, limit)
+        .read_until(b'\n', &mut buf)
+        .context("reading stdin")?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    } else if buf.len() > max {
+        return Err(anyhow!(
+            "longer than {max} bytes, more than any exported key and value can take: \
+             not a line of `export`"
+        ));
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| anyhow!("not UTF-8: not a line of `export`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_read_up_to_the_limit() {
+        let mut input = std::io::Cursor::new(b"abc\r\n\nfour\nfive5".to_vec());
+        assert_eq!(
+            read_line(&mut input, 5).expect("ok").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(read_line(&mut input, 5).expect("ok").as_deref(), Some(""));
+        assert_eq!(
+            read_line(&mut input, 5).expect("ok").as_deref(),
+            Some("four")
+        );
+        assert_eq!(
+            read_line(&mut input, 5).expect("ok").as_deref(),
+            Some("five5")
+        );
+        assert_eq!(read_line(&mut input, 5).expect("ok"), None);
+
+        let mut long = std::io::Cursor::new(b"123456\nok\n".to_vec());
+        let error = read_line(&mut long, 5).expect_err("too long");
+        assert!(error.to_string().contains("longer than 5 bytes"), "{error}");
+        let mut exact = std::io::Cursor::new(b"12345\n".to_vec());
+        assert_eq!(
+            read_line(&mut exact, 5).expect("ok").as_deref(),
+            Some("12345")
+        );
+        let mut bad = std::io::Cursor::new(b"\xff\n".to_vec());
+        assert!(read_line(&mut bad, 5).is_err());
+    }
 }

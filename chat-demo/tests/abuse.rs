@@ -147,8 +147,16 @@ async fn a_10000_character_name_is_refused_in_a_and_c() {
     let (mut alice, mut bob) = pair(&server, "huge").await;
     let huge = "x".repeat(10_000);
 
+    // Over dialect A's frame limit: closed 1009 before it is decoded.
     let mut a = server.a("huge").await;
     a.send_json(json!({ "name": huge })).await;
+    assert_eq!(
+        a.ending().await,
+        Ending::Close(1009, "message too big".into())
+    );
+    // Within the frame limit, over the name limit: the error, then 1009.
+    let mut a = server.a("huge").await;
+    a.send_json(json!({ "name": "x".repeat(4000) })).await;
     assert_eq!(a.json().await, error("Name too long."));
     assert_eq!(
         a.ending().await,
@@ -190,7 +198,8 @@ async fn malformed_json_is_answered_and_the_socket_stays_open() {
         alice.send_text(frame).await;
         assert_eq!(alice.json().await, error(answer), "{frame}");
     }
-    let deep = format!(r#"{{"message":{}"#, "[".repeat(100_000));
+    // As deep as dialect A's frame limit allows, far past serde's 128.
+    let deep = format!(r#"{{"message":{}"#, "[".repeat(4000));
     alice.send_text(&deep).await;
     assert_eq!(alice.json().await, error("Invalid JSON."));
     still_chatting(&mut alice, &mut bob, "unbothered").await;

@@ -771,6 +771,7 @@ async fn inspector_shows_rooms_as_text() {
             token: Some(TOKEN.into()),
             inspector: true,
             prometheus: Some(prometheus),
+            listen: None,
         },
     )
     .expect("admin routes");
@@ -841,7 +842,8 @@ async fn inspector_shows_rooms_as_text() {
         json!(true)
     );
     // One stored message, under `msg/` and its 20-digit timestamp, as
-    // JSON; every other entry is its search index (`idx/<prefix>/<id>`).
+    // JSON; the room's message count; every other entry is its search
+    // index (`idx/<prefix>/<id>`).
     assert_eq!(
         page.eval(
             r"[...document.querySelectorAll('#entries tbody tr')]
@@ -849,7 +851,7 @@ async fn inspector_shows_rooms_as_text() {
                .map(r => [r.dataset.key.replace(/\d/g, '9'), r.dataset.kind])"
         )
         .await,
-        json!([["msg/99999999999999999999", "json"]])
+        json!([["count", "json"], ["msg/99999999999999999999", "json"]])
     );
     assert_eq!(
         page.eval(
@@ -860,7 +862,9 @@ async fn inspector_shows_rooms_as_text() {
         json!(true)
     );
     let stored = page
-        .eval("JSON.parse(document.querySelector('#entries tbody tr[data-key^=\"msg/\"] pre').textContent)")
+        .eval(
+            "JSON.parse(document.querySelector('#entries tbody tr[data-key^=\"msg/\"] pre').textContent)",
+        )
         .await;
     assert_eq!(stored["message"], json!(hostile));
     assert_eq!(stored["name"], json!("alice"));

@@ -238,8 +238,9 @@ async fn backup_wipe_restore_and_export_import_round_trip() {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ok(out);
     // Two rooms and the public room directory; three messages, their
-    // search index keys and the directory's entry for `general`.
-    assert!(stderr.contains("3 objects, 26 keys"), "{stderr}");
+    // search index keys, each room's message count and the directory's
+    // entry for `general`.
+    assert!(stderr.contains("3 objects, 28 keys"), "{stderr}");
     assert_eq!(list(&imported).await, listing);
     assert_eq!(export(&imported).await, exported);
 
@@ -257,13 +258,14 @@ async fn backup_wipe_restore_and_export_import_round_trip() {
         b"",
     )
     .await);
-    // The store, the room, its two messages (and their search index).
+    // The store, the room, its count, its two messages (and their search
+    // index).
     assert_eq!(
         general
             .lines()
             .filter(|l| !l.contains(r#""key":"idx/"#))
             .count(),
-        1 + 1 + 2,
+        1 + 1 + 1 + 2,
         "{general}"
     );
     assert!(general.contains(r#""key":"idx/first/"#), "{general}");

@@ -72,6 +72,16 @@ fn attachment() {
 }
 
 #[test]
+fn client_ip() {
+    replay("client_ip", chat::client_ip);
+}
+
+#[test]
+fn origin() {
+    replay("origin", chat::origin);
+}
+
+#[test]
 fn object_id() {
     let h = storage::Harness::new();
     replay("object_id", |data| storage::object_id(&h, data));

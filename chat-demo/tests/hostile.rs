@@ -116,8 +116,10 @@ async fn run(case: Case, server: &Server, room: &str, alice: &mut Client, bob: &
         }
         Case::DeepJson => {
             let mut mallory = named(server, room, "mallory", alice, bob).await;
-            let arrays = format!(r#"{{"message":{}"#, "[".repeat(50_000));
-            let objects = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
+            // As deep as dialect A's frame limit (4 KiB) allows, far past
+            // serde's 128 levels.
+            let arrays = format!(r#"{{"message":{}"#, "[".repeat(4000));
+            let objects = format!("{}1{}", r#"{"a":"#.repeat(600), "}".repeat(600));
             for frame in [arrays, objects] {
                 mallory.send_text(&frame).await;
                 assert_eq!(mallory.json().await, error("Invalid JSON."));

@@ -18,6 +18,7 @@ fn options(inspector: bool, token: Option<&str>) -> AdminOptions {
         token: token.map(str::to_owned),
         inspector,
         prometheus: None,
+        listen: None,
     }
 }
 

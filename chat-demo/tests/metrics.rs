@@ -70,6 +70,7 @@ async fn metrics_follow_a_chat_session() {
             token: Some("t0ken".into()),
             inspector: false,
             prometheus: Some(prometheus),
+            listen: None,
         },
     )
     .expect("admin routes");

@@ -45,7 +45,8 @@ async fn get(state: &AppState, uri: &str) -> (StatusCode, String) {
 }
 
 /// A request that looks like a WebSocket upgrade (but `oneshot` cannot
-/// actually upgrade, so the room answers 400 for lack of the connection).
+/// actually upgrade, so the front door answers 400 for lack of the
+/// connection, before any room is reached).
 fn upgrade(uri: &str, body: Body) -> Request<Body> {
     Request::get(uri)
         .header("upgrade", "websocket")
@@ -251,7 +252,7 @@ async fn c_names_over_32_characters_are_refused_before_the_upgrade() {
     assert_eq!(
         status,
         StatusCode::BAD_REQUEST,
-        "reaches the room, which cannot upgrade under oneshot"
+        "passes the name check; refused as not upgradable under oneshot"
     );
     assert_ne!(body, "Name too long.");
     let (status, _, body) = send(
@@ -272,10 +273,50 @@ async fn request_bodies_are_bounded() {
     let big = Body::from(vec![b'x'; chat_demo::MAX_BODY_BYTES + 1]);
     let (status, _, _) = send(&f.state, upgrade("/api/room/general/websocket", big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    // Within the bound, the request reaches the room, which cannot upgrade
-    // a connection that `oneshot` does not have.
+    // Within the bound, the request passes, and is refused only because
+    // `oneshot` has no connection to upgrade.
     let small = Body::from(vec![b'x'; 16]);
     let (status, _, body) = send(&f.state, upgrade("/api/room/general/websocket", small)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_room_is_activated_before_a_complete_handshake() {
+    let f = fixture();
+    let partial = |headers: &[(&str, &str)]| {
+        let mut req = Request::get("/api/room/general/websocket");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(Body::empty()).expect("request")
+    };
+    let cases = [
+        partial(&[("upgrade", "websocket")]),
+        partial(&[("upgrade", "websocket"), ("connection", "upgrade")]),
+        partial(&[
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-version", "8"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ]),
+        partial(&[
+            ("upgrade", "websocket"),
+            ("connection", "upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "short"),
+        ]),
+        // Complete, but `oneshot` has no connection to upgrade.
+        upgrade("/api/room/general/websocket", Body::empty()),
+        upgrade("/room/general/websocket", Body::empty()),
+        upgrade("/ws?room=general&name=bob", Body::empty()),
+    ];
+    for req in cases {
+        let what = format!("{:?}", req.headers());
+        let (status, _, body) = send(&f.state, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+        assert!(body.starts_with("Bad WebSocket handshake: "), "{body}");
+    }
+    assert_eq!(f.state.rooms().live_count(), 0, "no room was activated");
     f.rt.shutdown().await;
 }

@@ -285,3 +285,153 @@ pub fn attachment(data: &[u8]) {
     round_trip::<ChatMessage>(data);
     round_trip::<(Dialect, Option<String>, Extensions, String)>(data);
 }
+
+/// Splits fuzz bytes into header lines `name: value` (invalid names and
+/// values are skipped, as an HTTP parser would refuse them).
+fn headers_from(text: &str) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for line in text.split('\n') {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            http::header::HeaderName::from_bytes(name.trim().as_bytes()),
+            http::HeaderValue::from_str(value.trim()),
+        ) else {
+            continue;
+        };
+        map.append(name, value);
+    }
+    map
+}
+
+/// The client IP from trusted headers and its key. The first byte picks
+/// the number of proxy hops and the IPv6 prefix length; the rest are
+/// header lines. Contract: an `X-Forwarded-For` answer is the entry that
+/// many places from the right (0 counts as 1), parsed as an address;
+/// `CF-Connecting-IP` is read only from that header; the key of an IPv6
+/// address is the same for every address of its prefix and ends in
+/// `/prefix` (below 128); an IPv4 key is the address.
+pub fn client_ip(data: &[u8]) {
+    use chat_demo::{ClientIpHeader, ip_key};
+    use std::net::IpAddr;
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let hops = usize::from(first & 0x07);
+    let prefix = first >> 1; // 0..=127
+    let headers = headers_from(&String::from_utf8_lossy(rest));
+    assert_eq!(ClientIpHeader::None.read(&headers, hops), None);
+    let entries: Vec<String> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::to_owned)
+        .collect();
+    let all_text = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .all(|v| v.to_str().is_ok());
+    let expected = if all_text {
+        entries
+            .len()
+            .checked_sub(hops.max(1))
+            .and_then(|at| entries[at].trim().parse::<IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
+    } else {
+        None
+    };
+    let got = ClientIpHeader::XForwardedFor.read(&headers, hops);
+    assert_eq!(got, expected, "{entries:?} with {hops} hops");
+    let cf = ClientIpHeader::CfConnectingIp.read(&headers, hops);
+    if let Some(ip) = cf {
+        let raw = headers
+            .get("cf-connecting-ip")
+            .expect("read from the header");
+        let parsed: IpAddr = raw.to_str().expect("text").trim().parse().expect("an IP");
+        assert_eq!(ip, parsed.to_canonical());
+    }
+    for ip in [got, cf].into_iter().flatten() {
+        let key = ip_key(ip, prefix);
+        match ip {
+            IpAddr::V4(v4) => assert_eq!(key, v4.to_string()),
+            IpAddr::V6(v6) => {
+                // Flip the last bit: inside the prefix unless it is /128.
+                let sibling = std::net::Ipv6Addr::from(u128::from(v6) ^ 1);
+                let sibling_key = ip_key(IpAddr::V6(sibling), prefix);
+                if sibling.to_canonical() == IpAddr::V6(sibling) {
+                    assert_eq!(key, sibling_key, "one key per /{prefix}");
+                }
+                assert!(key.ends_with(&format!("/{prefix}")), "{key}");
+            }
+        }
+    }
+}
+
+/// The origin policy over arbitrary `Origin` and `Host` headers. The first
+/// byte picks the request's scheme and whether `*` or an extra origin is
+/// configured; the rest are header lines. Contract: no panic; no `Origin`
+/// is allowed; two `Origin` headers are refused; `*` allows every single
+/// origin; with no extra origins, an allowed origin that is not loopback
+/// names the request's scheme and the `Host` header's host.
+pub fn origin(data: &[u8]) {
+    use chat_demo::OriginPolicy;
+    use chat_demo::origin::Scheme;
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let scheme = if first & 1 == 0 {
+        Scheme::Http
+    } else {
+        Scheme::Https
+    };
+    let headers = headers_from(&String::from_utf8_lossy(rest));
+    let plain = OriginPolicy::new(&[]);
+    let origins: Vec<&http::HeaderValue> = headers.get_all(http::header::ORIGIN).iter().collect();
+    let verdict = plain.check(&headers, scheme);
+    match origins.len() {
+        0 => assert_eq!(verdict, Ok(())),
+        1 => {}
+        _ => assert!(verdict.is_err(), "two Origin headers"),
+    }
+    if origins.len() == 1 {
+        let any = OriginPolicy::new(&["*".into()]);
+        assert_eq!(any.check(&headers, scheme), Ok(()));
+        if verdict.is_ok() {
+            let origin = origins[0].to_str().expect("an allowed origin is text");
+            let origin = origin.trim().to_ascii_lowercase();
+            // The host part as the policy reads it: after the scheme, a
+            // trailing '/' and surrounding spaces dropped, before the port.
+            let bare = origin.strip_suffix('/').unwrap_or(&origin);
+            let rest = bare.split_once("://").map_or("", |(_, r)| r.trim());
+            let host_part = match rest.strip_prefix('[') {
+                Some(inside) => inside
+                    .split_once(']')
+                    .map_or(rest, |(h, _)| &rest[..h.len() + 2]),
+                None => rest.rsplit_once(':').map_or(rest, |(h, _)| h),
+            };
+            let loopback = ["localhost", "127.0.0.1", "[::1]"].contains(&host_part);
+            if !loopback {
+                let want = match scheme {
+                    Scheme::Http => ["http://", "ws://"],
+                    Scheme::Https => ["https://", "wss://"],
+                };
+                assert!(
+                    want.iter().any(|w| origin.starts_with(w)),
+                    "{origin} allowed for {scheme:?}"
+                );
+                let host = headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .expect("a same-origin match needs a Host")
+                    .trim()
+                    .to_ascii_lowercase();
+                let host_name = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+                assert!(origin.contains(host_name), "{origin} vs {host}");
+            }
+        }
+    }
+    // Deterministic.
+    assert_eq!(plain.check(&headers, scheme), verdict);
+}

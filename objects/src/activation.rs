@@ -3,8 +3,9 @@
 //! output go (the output gate).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::alarm::schedule::{Jitter, RetryPolicy};
 use crate::alarm::{AlarmKey, AlarmOutcome};
@@ -100,12 +101,20 @@ impl<O: Object> Held<O> {
 /// How an event ended: its held output, or how to answer its caller and
 /// why it failed.
 type EventResult<O> = Result<Held<O>, (Box<dyn FnOnce(Error) + Send>, BoxError)>;
+/// How the namespace reaches a running activation besides its mailbox.
+pub(crate) struct Nudges {
+    /// Leave memory now if the mailbox is empty (the live cap).
+    pub(crate) evict: Arc<Notify>,
+    /// Where the activation records the namespace tick of its last event.
+    pub(crate) last_active: Arc<AtomicU64>,
+}
 
 pub(crate) fn spawn<O: Object>(
     ns: Arc<NsInner<O>>,
     id: ObjectId,
     generation: u64,
     rx: mpsc::Receiver<Envelope<O>>,
+    nudges: Nudges,
 ) {
     let guard = ns.shared.tasks.token();
     let ns_for_error = ns.clone();
@@ -118,7 +127,7 @@ pub(crate) fn spawn<O: Object>(
         // Rebound after the guard so they drop before it: shutdown waits on
         // the guard, and these keep the store open.
         let (ns_for_error, id_for_error) = (ns_for_error, id_for_error);
-        let activation = match Activation::new(ns, id, generation, rx) {
+        let activation = match Activation::new(ns, id, generation, rx, nudges) {
             Ok(a) => a,
             Err((mut rx, e)) => {
                 // Leave the map before closing the mailbox, so senders
@@ -152,6 +161,7 @@ struct Activation<O: Object> {
     /// Retries of failed timers (the alarm driver's policy).
     retry: RetryPolicy,
     jitter: Jitter,
+    nudges: Nudges,
 }
 
 type NewError<O> = (mpsc::Receiver<Envelope<O>>, Error);
@@ -162,6 +172,7 @@ impl<O: Object> Activation<O> {
         id: ObjectId,
         generation: u64,
         rx: mpsc::Receiver<Envelope<O>>,
+        nudges: Nudges,
     ) -> std::result::Result<Self, NewError<O>> {
         let store = ns.shared.store.clone();
         let catalog = match store.catalog_entry(id.as_bytes()) {
@@ -209,6 +220,7 @@ impl<O: Object> Activation<O> {
             ctx,
             retry: RetryPolicy::default(),
             jitter: Jitter::new(generation ^ u64::from_le_bytes(seed)),
+            nudges,
         })
     }
 
@@ -238,7 +250,17 @@ impl<O: Object> Activation<O> {
                     }
                     continue;
                 }
+                // The namespace is over its live cap and this is the
+                // idlest object it saw.
+                () = self.nudges.evict.notified() => {
+                    if self.try_evict() {
+                        return;
+                    }
+                    continue;
+                }
             };
+            let tick = self.ns.ticks.fetch_add(1, Ordering::Relaxed);
+            self.nudges.last_active.store(tick, Ordering::Relaxed);
             self.run_group(envelope).await;
         }
         // Shutting down: in-flight work is done; refuse what is queued.

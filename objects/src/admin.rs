@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use heed::{CompactionOption, EnvFlags, EnvOpenOptions};
+use heed::{EnvFlags, EnvOpenOptions};
 
 use crate::error::Result;
 use crate::id::{IdError, ObjectId, parse_hex};
@@ -26,6 +26,7 @@ pub(crate) mod inspect;
 mod line;
 use crate::storage::layout::{self, FORMAT_VERSION};
 use crate::storage::{ListOptions, StorageError, Store, StoreOptions, StoredValue};
+pub use line::MAX_LINE_BYTES;
 
 /// Keys read from the store at a time during an export.
 const EXPORT_PAGE: usize = 256;
@@ -408,7 +409,6 @@ impl Admin {
         if file.exists() {
             return Err(StorageError::BackupTargetExists(file).into());
         }
-        std::fs::create_dir_all(to).map_err(|e| StorageError::io(to, e))?;
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
         opts.map_size(StoreOptions::default().max_size)
             .max_dbs(8)
@@ -431,8 +431,7 @@ impl Admin {
         // Reader slots left by a killed earlier backup would pin old pages
         // in the server's file; free them.
         let _ = env.clear_stale_readers();
-        env.copy_to_path(&file, CompactionOption::Enabled)
-            .map_err(|e| StorageError::lmdb("backup", e))?;
+        crate::storage::copy_env_to(&env, to)?;
         drop(env);
         sync_file(&file)
     }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::activation;
 use crate::clock::ClockMs;
@@ -51,6 +51,12 @@ pub(crate) struct Slot<O: Object> {
     /// Which activation this is, so a task only ever removes its own slot.
     pub(crate) generation: u64,
     pub(crate) id: ObjectId,
+    /// How the namespace asks this activation to leave memory early, when
+    /// the namespace holds more live objects than its cap.
+    pub(crate) evict: Arc<Notify>,
+    /// The namespace's event tick when the activation last took an event:
+    /// the smallest is the idlest.
+    pub(crate) last_active: Arc<AtomicU64>,
 }
 
 /// One namespace's state: its objects' mailboxes and socket tables.
@@ -65,6 +71,9 @@ pub(crate) struct NsInner<O: Object> {
     /// This namespace's settings (its own over the runtime's).
     pub(crate) limits: NsLimits,
     generations: AtomicU64,
+    /// Counts events taken by this namespace's activations: their clock
+    /// for choosing the idlest.
+    pub(crate) ticks: AtomicU64,
 }
 
 impl<O: Object> NsInner<O> {
@@ -78,6 +87,7 @@ impl<O: Object> NsInner<O> {
             sockets: IdMap::default(),
             limits,
             generations: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
         }
     }
 }
@@ -167,10 +177,40 @@ pub(crate) fn enqueue<O: Object>(
                 }
             }
         }
-        match ns.live.entry(key) {
+        let activated = match ns.live.entry(key) {
             dashmap::Entry::Occupied(_) => continue,
-            dashmap::Entry::Vacant(v) => return activate(ns, id, v, envelope),
+            dashmap::Entry::Vacant(v) => activate(ns, id, v, envelope),
+        };
+        // After the entry's lock is let go: the check walks the map.
+        enforce_live_cap(ns, &key);
+        return activated;
+    }
+}
+
+/// How many live objects the cap check looks at to pick the idlest (an
+/// approximation of least recently used that costs the same at any size).
+const EVICTION_SAMPLE: usize = 64;
+
+/// Over [`RuntimeOptions::max_live_objects`](crate::RuntimeOptions::max_live_objects):
+/// asks the idlest of a sample of live objects (not `newcomer`) to leave
+/// memory. It goes once its mailbox is empty, as on an idle timeout; its
+/// sockets stay open (it hibernates) and its next event brings it back.
+fn enforce_live_cap<O: Object>(ns: &Arc<NsInner<O>>, newcomer: &[u8; 32]) {
+    if ns.live.len() <= ns.shared.options.max_live_objects {
+        return;
+    }
+    let mut idlest: Option<(u64, Arc<Notify>)> = None;
+    for slot in ns.live.iter().take(EVICTION_SAMPLE) {
+        if slot.key() == newcomer {
+            continue;
         }
+        let at = slot.last_active.load(Ordering::Relaxed);
+        if idlest.as_ref().is_none_or(|(t, _)| at < *t) {
+            idlest = Some((at, slot.evict.clone()));
+        }
+    }
+    if let Some((_, evict)) = idlest {
+        evict.notify_one();
     }
 }
 
@@ -187,12 +227,22 @@ fn activate<O: Object>(
         return Err(Error::ShuttingDown);
     }
     let generation = ns.generations.fetch_add(1, Ordering::Relaxed);
+    let evict = Arc::new(Notify::new());
+    let last_active = Arc::new(AtomicU64::new(ns.ticks.fetch_add(1, Ordering::Relaxed)));
     slot.insert(Slot {
         tx,
         generation,
         id: id.clone(),
+        evict: evict.clone(),
+        last_active: last_active.clone(),
     });
-    activation::spawn(ns.clone(), id.clone(), generation, rx);
+    activation::spawn(
+        ns.clone(),
+        id.clone(),
+        generation,
+        rx,
+        activation::Nudges { evict, last_active },
+    );
     Ok(())
 }
 
@@ -220,10 +270,14 @@ pub(crate) async fn enqueue_wait<O: Object>(
                     tokio::task::yield_now().await;
                 }
             },
-            None => match ns.live.entry(key) {
-                dashmap::Entry::Occupied(_) => {}
-                dashmap::Entry::Vacant(v) => return activate(ns, id, v, envelope),
-            },
+            None => {
+                let activated = match ns.live.entry(key) {
+                    dashmap::Entry::Occupied(_) => continue,
+                    dashmap::Entry::Vacant(v) => activate(ns, id, v, envelope),
+                };
+                enforce_live_cap(ns, &key);
+                return activated;
+            }
         }
     }
 }

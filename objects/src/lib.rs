@@ -91,7 +91,9 @@ pub use admin::inspect::{
     MAX_LISTED_OBJECTS, MAX_VIEWED_ENTRIES, ObjectPage, ObjectSummary, ObjectView, SocketView,
     ViewOptions,
 };
-pub use admin::{Admin, AdminError, Entry, Export, ExportFilter, ImportStats, ObjectInfo};
+pub use admin::{
+    Admin, AdminError, Entry, Export, ExportFilter, ImportStats, MAX_LINE_BYTES, ObjectInfo,
+};
 pub use alarm::AlarmInfo;
 pub use background::SpawnError;
 pub use clock::{Clock, TokioClock};
@@ -106,7 +108,7 @@ pub use options::{NamespaceOptions, RuntimeOptions};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use storage::{
     ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_TIMER_NAME, MAX_TIMERS, MAX_VALUE_BYTES,
-    Storage, StorageError, StoreOptions, StoredValue, Timer, TimerInfo, Timers,
+    Storage, StorageError, StoreOptions, StoreUsage, StoredValue, Timer, TimerInfo, Timers,
 };
 pub use stream::{
     BodySender, BodyStream, MAX_STREAM_BYTES, MAX_STREAM_CHUNKS, StreamCut, StreamResponse,

@@ -32,6 +32,11 @@ pub struct RuntimeOptions {
     /// Time after which an object whose only work is accepted WebSockets
     /// is evicted (hibernated); its sockets stay open. Default 10 s.
     pub hibernation_timeout: Duration,
+    /// Most objects of one namespace in memory at once. Past it, the
+    /// idlest of a sample of live objects is asked to leave (as on an idle
+    /// timeout: once its mailbox is empty; its sockets stay open and its
+    /// next event brings it back). Default: no cap.
+    pub max_live_objects: usize,
     /// How long one event (a handler, or the constructor before it) may
     /// run. An event past it resets the object: the instance is dropped,
     /// the event's writes and frames are discarded, its caller gets
@@ -56,6 +61,7 @@ impl Default for RuntimeOptions {
             call_timeout: Duration::from_secs(30),
             max_events_per_commit: 64,
             hibernation_timeout: Duration::from_secs(10),
+            max_live_objects: usize::MAX,
             event_time_limit: Duration::from_secs(30),
             max_background: 64,
             store: StoreOptions::default(),
@@ -70,6 +76,7 @@ with_setters!(RuntimeOptions {
     with_call_timeout => call_timeout: Duration,
     with_max_events_per_commit => max_events_per_commit: usize,
     with_hibernation_timeout => hibernation_timeout: Duration,
+    with_max_live_objects => max_live_objects: usize,
     with_event_time_limit => event_time_limit: Duration,
     with_max_background => max_background: usize,
     with_store => store: StoreOptions,

@@ -47,6 +47,12 @@ impl RuntimeBuilder {
         self
     }
 
+    /// The live cap (see [`RuntimeOptions::max_live_objects`]).
+    pub fn max_live_objects(mut self, n: usize) -> Self {
+        self.options.max_live_objects = n;
+        self
+    }
+
     /// Hibernation time (see [`RuntimeOptions::hibernation_timeout`]).
     pub fn hibernation_timeout(mut self, d: Duration) -> Self {
         self.options.hibernation_timeout = d;
@@ -327,6 +333,13 @@ impl Runtime {
     /// read error.
     pub fn view_object(&self, namespace: &str, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
         self.namespace_by_name(namespace)?.view(id, opts)
+    }
+
+    /// A handle that tells how full the store is, for applications that
+    /// refuse writes before the store is full (a failed commit resets the
+    /// object and says nothing to a socket's peer).
+    pub fn store_usage(&self) -> crate::StoreUsage {
+        crate::StoreUsage::new(self.shared.store.clone())
     }
 
     /// Makes the alarm driver read the clock again now. Only needed with a

@@ -340,7 +340,13 @@ async fn a_slow_reader_is_cut_off_while_others_keep_receiving() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::builder()
         .data_dir(dir.path())
-        .websocket(objects::WebSocketOptions::default().with_send_queue(256))
+        // The frame count is what this test is about: bytes enough for the
+        // 256 frames of 64 KiB.
+        .websocket(
+            objects::WebSocketOptions::default()
+                .with_send_queue(256)
+                .with_send_queue_bytes(256 * 64 * 1024),
+        )
         .open()
         .expect("open");
     let rooms = rt.namespace::<Room>("rooms", Env::default()).expect("ns");
@@ -466,5 +472,63 @@ async fn invalid_utf8_is_closed_with_1007() {
     s.read_exact(&mut payload).await.expect("payload");
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
     wait_closes(rooms.env(), |c| c.contains(&(1007, false))).await;
+    rt.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_waits_past_its_deadline_cuts_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = Runtime::builder()
+        .data_dir(dir.path())
+        // Neither queue bound bites: only the write deadline can.
+        .websocket(
+            objects::WebSocketOptions::default()
+                .with_send_queue(4096)
+                .with_send_queue_bytes(64 << 20)
+                .with_write_timeout(Duration::from_secs(5)),
+        )
+        .open()
+        .expect("open");
+    let rooms = rt.namespace::<Room>("rooms", Env::default()).expect("ns");
+    let addr = serve(rooms.clone()).await;
+    let silent = connect(addr, "").await; // never reads
+    let stub = rooms.get_by_name("r");
+    // 25 MB: far more than the kernel buffers of both ends hold, so the
+    // socket task's write blocks.
+    stub.call("flood".into()).await.expect("flood");
+    stub.call("flood".into()).await.expect("flood");
+    let cut = async {
+        loop {
+            for _ in 0..1000 {
+                tokio::task::yield_now().await;
+            }
+            if rooms
+                .env()
+                .closes
+                .lock()
+                .expect("lock")
+                .contains(&(1008, false))
+            {
+                return;
+            }
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+    };
+    // Virtual time: far past the 5 s deadline, and before the 30 s ping.
+    tokio::time::timeout(Duration::from_secs(20), cut)
+        .await
+        .expect("cut by the write deadline");
+    assert!(
+        rooms
+            .env()
+            .errors
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|e| e.contains("write deadline")),
+        "{:?}",
+        rooms.env().errors.lock().expect("lock")
+    );
+    drop(silent);
     rt.shutdown().await;
 }

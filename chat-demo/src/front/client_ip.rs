@@ -23,28 +23,60 @@ pub enum ClientIpHeader {
     None,
     /// `CF-Connecting-IP`, set by Cloudflare.
     CfConnectingIp,
-    /// The first entry of `X-Forwarded-For`, set by most reverse proxies.
+    /// `X-Forwarded-For`, set by most reverse proxies: the entry the
+    /// outermost trusted proxy appended: the N-th from the right for N
+    /// trusted proxy hops.
     XForwardedFor,
 }
 
 impl ClientIpHeader {
     /// The client IP the header gives, if trusted, present and an IP
     /// address. Otherwise the caller falls back to the peer address.
-    pub(crate) fn read(self, headers: &HeaderMap) -> Option<IpAddr> {
+    ///
+    /// `X-Forwarded-For` is read from the right: each proxy appends the
+    /// address it got the request from, so with `hops` trusted proxies in
+    /// front the client is the `hops`-th entry from the right; anything to
+    /// its left was sent by the client and proves nothing. Fewer entries
+    /// than hops (a request that skipped a proxy) give `None`. `hops` 0
+    /// counts as 1.
+    pub fn read(self, headers: &HeaderMap, hops: usize) -> Option<IpAddr> {
         let raw = match self {
             ClientIpHeader::None => return None,
             ClientIpHeader::CfConnectingIp => headers.get("cf-connecting-ip")?.to_str().ok()?,
-            ClientIpHeader::XForwardedFor => headers
-                .get("x-forwarded-for")?
-                .to_str()
-                .ok()?
-                .split(',')
-                .next()?,
+            ClientIpHeader::XForwardedFor => {
+                // Several header lines are one list, in order.
+                let mut entries = Vec::new();
+                for line in headers.get_all("x-forwarded-for") {
+                    entries.extend(line.to_str().ok()?.split(','));
+                }
+                let from_right = hops.max(1);
+                let at = entries.len().checked_sub(from_right)?;
+                entries[at]
+            }
         };
         raw.trim()
             .parse::<IpAddr>()
             .ok()
             .map(|ip| ip.to_canonical())
+    }
+}
+
+/// The key a client IP is counted under (rate limits, connection caps):
+/// an IPv4 address as is, an IPv6 address cut to its first `v6_prefix`
+/// bits (`2001:db8:1:2::/64`), since one subscriber usually holds a whole
+/// /64 and could otherwise take a fresh key per request.
+pub fn ip_key(ip: IpAddr, v6_prefix: u8) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = v6_prefix.min(128);
+            if prefix == 128 {
+                return v6.to_string();
+            }
+            let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
+            let net = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{net}/{prefix}")
+        }
     }
 }
 
@@ -89,15 +121,19 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = state.client_ip_header.read(&parts.headers).or_else(|| {
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_canonical())
-        });
-        Ok(ClientIp(
-            ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
-        ))
+        let ip = state
+            .client_ip_header
+            .read(&parts.headers, state.trusted_proxy_hops)
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|ConnectInfo(addr)| addr.ip())
+            });
+        Ok(ClientIp(ip.map_or_else(
+            || "unknown".to_owned(),
+            |ip| ip_key(ip, state.ipv6_prefix),
+        )))
     }
 }
 
@@ -119,13 +155,13 @@ mod tests {
             ("cf-connecting-ip", "203.0.113.7"),
             ("x-forwarded-for", "198.51.100.1, 10.0.0.1"),
         ]);
-        assert_eq!(ClientIpHeader::None.read(&h), None);
+        assert_eq!(ClientIpHeader::None.read(&h, 1), None);
         assert_eq!(
-            ClientIpHeader::CfConnectingIp.read(&h),
+            ClientIpHeader::CfConnectingIp.read(&h, 1),
             "203.0.113.7".parse().ok()
         );
         assert_eq!(
-            ClientIpHeader::XForwardedFor.read(&h),
+            ClientIpHeader::XForwardedFor.read(&h, 2),
             "198.51.100.1".parse().ok()
         );
     }
@@ -136,12 +172,55 @@ mod tests {
             ("x-forwarded-for", "not an ip"),
             ("cf-connecting-ip", "::ffff:192.0.2.1"),
         ]);
-        assert_eq!(ClientIpHeader::XForwardedFor.read(&h), None);
+        assert_eq!(ClientIpHeader::XForwardedFor.read(&h, 1), None);
         assert_eq!(
-            ClientIpHeader::CfConnectingIp.read(&h),
+            ClientIpHeader::CfConnectingIp.read(&h, 1),
             "192.0.2.1".parse().ok()
         );
-        assert_eq!(ClientIpHeader::XForwardedFor.read(&HeaderMap::new()), None);
+        assert_eq!(
+            ClientIpHeader::XForwardedFor.read(&HeaderMap::new(), 1),
+            None
+        );
+    }
+
+    #[test]
+    fn forwarded_for_is_read_from_the_right() {
+        // The client sent "6.6.6.6" itself; nginx appended the real peer.
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.1")]);
+        let xff = ClientIpHeader::XForwardedFor;
+        assert_eq!(xff.read(&h, 1), "198.51.100.1".parse().ok(), "one proxy");
+        assert_eq!(xff.read(&h, 2), "6.6.6.6".parse().ok(), "two proxies");
+        assert_eq!(xff.read(&h, 3), None, "fewer entries than hops");
+        assert_eq!(xff.read(&h, 0), xff.read(&h, 1), "0 hops means 1");
+        // Two header lines are one list: the last line's last entry wins.
+        let split = headers(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "10.0.0.1, 203.0.113.5"),
+        ]);
+        assert_eq!(xff.read(&split, 1), "203.0.113.5".parse().ok());
+        assert_eq!(xff.read(&split, 3), "6.6.6.6".parse().ok());
+        // A junk entry where the client should be is no IP at all, not the
+        // next one along.
+        let junk = headers(&[("x-forwarded-for", "1.2.3.4, junk")]);
+        assert_eq!(xff.read(&junk, 1), None);
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(ip_key(a, 64), "2001:db8:1:2::/64");
+        assert_eq!(ip_key(a, 64), ip_key(b, 64), "one /64, one key");
+        assert_ne!(ip_key(a, 64), ip_key(other, 64), "the next /64 differs");
+        assert_eq!(ip_key(a, 48), ip_key(other, 48), "a /48 holds both");
+        assert_eq!(ip_key(a, 128), "2001:db8:1:2:aaaa::1", "/128: the address");
+        assert_eq!(ip_key(a, 200), ip_key(a, 128), "clamped to 128");
+        assert_eq!(ip_key(a, 0), "::/0");
+        let v4: IpAddr = "192.0.2.1".parse().expect("ip");
+        assert_eq!(ip_key(v4, 64), "192.0.2.1", "IPv4 as is");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        assert_eq!(ip_key(mapped, 64), "192.0.2.1", "mapped IPv4 as IPv4");
     }
 
     #[test]

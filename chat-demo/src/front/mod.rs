@@ -5,11 +5,11 @@ mod admin;
 mod client_ip;
 mod health;
 mod layers;
-mod origin;
+mod listener;
+pub mod origin;
 mod rooms;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -23,17 +23,22 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::admission::Admission;
-use crate::connections::Connections;
+use crate::connections::{Connections, IpBudget};
 use crate::directory::Directory;
 use crate::limiter::RateLimiter;
 use crate::protocol::limit::RateLimitOptions;
 use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
-use crate::room::{ChatRoom, RoomEnv};
+use crate::room::{ChatRoom, RoomEnv, StoreGuard};
 
 pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
-pub use client_ip::{ClientIpHeader, UnknownClientIpHeader};
-use origin::OriginPolicy;
+pub use client_ip::{ClientIpHeader, UnknownClientIpHeader, ip_key};
+use listener::TcpSlots;
+pub use listener::{
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_TCP_CONNECTIONS,
+    DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
+};
+pub use origin::OriginPolicy;
 
 /// The chat page (dialect A with our extensions).
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -52,12 +57,40 @@ const DIRECTORY: &str = "directory";
 
 /// Default of [`ChatOptions::max_connections_per_ip`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// Default of [`ChatOptions::history_max_messages`].
+pub const DEFAULT_HISTORY_MAX_MESSAGES: u64 = 100_000;
+/// Default of [`ChatOptions::joins_per_minute`].
+pub const DEFAULT_JOINS_PER_MINUTE: u32 = 30;
+/// Default of [`ChatOptions::history_pages_per_minute`].
+pub const DEFAULT_HISTORY_PAGES_PER_MINUTE: u32 = 60;
+/// Default of [`ChatOptions::trusted_proxy_hops`].
+pub const DEFAULT_TRUSTED_PROXY_HOPS: usize = 1;
+/// Default of [`ChatOptions::ipv6_prefix`].
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// Settings of the chat service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatOptions {
     /// Where the client IP comes from (default: the peer address).
     pub client_ip_header: ClientIpHeader,
+    /// Trusted proxies in front that append to `X-Forwarded-For`: the
+    /// client is the entry this many places from the right. Default
+    /// [`DEFAULT_TRUSTED_PROXY_HOPS`].
+    pub trusted_proxy_hops: usize,
+    /// IPv6 clients are counted (rate limit, connection caps) per prefix
+    /// of this many bits. Default [`DEFAULT_IPV6_PREFIX`] (a /64).
+    pub ipv6_prefix: u8,
+    /// HTTP timeouts and TCP connection caps.
+    pub http: HttpLimits,
+    /// WebSockets one client IP may open per minute (all at once, then
+    /// one every `60 / n` seconds); one more gets 429. 0: no limit.
+    /// Default [`DEFAULT_JOINS_PER_MINUTE`].
+    pub joins_per_minute: u32,
+    /// History pages (extension `history`) one client IP may ask for per
+    /// minute, across rooms (all at once, then one every `60 / n`
+    /// seconds); past it the rate limit error. 0: no limit. Default
+    /// [`DEFAULT_HISTORY_PAGES_PER_MINUTE`].
+    pub history_pages_per_minute: u32,
     /// The per-IP rate limit (default: the original's, 5 s per message,
     /// 20 s of burst).
     pub rate_limit: RateLimitOptions,
@@ -76,16 +109,26 @@ pub struct ChatOptions {
     /// room's alarm. `None` (the default, as in the original) keeps them
     /// for ever.
     pub history_retention: Option<std::time::Duration>,
+    /// The most messages a room keeps; past it the room's alarm deletes
+    /// the oldest. `None`: no cap. Default
+    /// [`DEFAULT_HISTORY_MAX_MESSAGES`].
+    pub history_max_messages: Option<u64>,
 }
 
 impl Default for ChatOptions {
     fn default() -> Self {
         ChatOptions {
             client_ip_header: ClientIpHeader::default(),
+            trusted_proxy_hops: DEFAULT_TRUSTED_PROXY_HOPS,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            http: HttpLimits::default(),
+            joins_per_minute: DEFAULT_JOINS_PER_MINUTE,
+            history_pages_per_minute: DEFAULT_HISTORY_PAGES_PER_MINUTE,
             rate_limit: RateLimitOptions::default(),
             allowed_origins: Vec::new(),
             max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
             history_retention: None,
+            history_max_messages: Some(DEFAULT_HISTORY_MAX_MESSAGES),
         }
     }
 }
@@ -97,9 +140,19 @@ pub struct AppState {
     rooms: Namespace<ChatRoom>,
     directory: Namespace<Directory>,
     client_ip_header: ClientIpHeader,
+    trusted_proxy_hops: usize,
+    ipv6_prefix: u8,
+    http: HttpLimits,
     origins: Arc<OriginPolicy>,
     connections: Arc<Connections>,
     readiness: Arc<health::Readiness>,
+    /// Open TCP connections (HTTP and WebSocket), for the caps.
+    tcp: Arc<TcpSlots>,
+    /// Joins per client IP per minute.
+    joins: Arc<IpBudget>,
+    /// The origin of the join budget's clock (tokio's, so tests can pause
+    /// it).
+    started: tokio::time::Instant,
 }
 
 impl AppState {
@@ -119,12 +172,24 @@ impl AppState {
                 connections.clone(),
                 options.history_retention,
                 directory.clone(),
+                options.history_max_messages,
+                IpBudget::new(options.history_pages_per_minute),
+                Some(StoreGuard::new(rt.store_usage())),
             ),
         )?;
         Ok(AppState {
             rooms,
             directory,
             client_ip_header: options.client_ip_header,
+            trusted_proxy_hops: options.trusted_proxy_hops,
+            ipv6_prefix: options.ipv6_prefix,
+            tcp: Arc::new(TcpSlots::new(
+                options.http.max_connections,
+                options.http.max_connections_per_ip,
+            )),
+            http: options.http,
+            joins: Arc::new(IpBudget::new(options.joins_per_minute)),
+            started: tokio::time::Instant::now(),
             origins: Arc::new(OriginPolicy::new(&options.allowed_origins)),
             connections,
             readiness: Arc::new(health::Readiness::new(rt)?),
@@ -142,6 +207,12 @@ impl AppState {
     /// the socket close).
     pub fn connections_of(&self, ip: &str) -> usize {
         self.connections.count(ip)
+    }
+
+    /// TCP connections open now (HTTP and WebSocket), as the caps count
+    /// them.
+    pub fn tcp_connections(&self) -> usize {
+        self.tcp.total()
     }
 
     /// The room namespace.
@@ -240,21 +311,42 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Chat frames are small and go out in bursts (roster, backlog, ready):
-    // without TCP_NODELAY, Nagle's algorithm meets the client's delayed
-    // ACK and holds them for about 40 ms.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    // Behind a trusted proxy every connection comes from the proxy: only
+    // the total cap applies.
+    let per_ip = (state.client_ip_header == ClientIpHeader::None).then_some(state.ipv6_prefix);
+    let serving = listener::Serving {
+        limits: state.http.clone(),
+        slots: state.tcp.clone(),
+        per_ip,
+        router: app(state),
+    };
+    listener::run(listener, serving, shutdown).await
+}
+
+/// Serves any `router` (the admin routes, say) with the same accept loop
+/// as [`serve`]: the header deadline and the TCP caps of `limits` (the
+/// per-IP one keyed per /64 for IPv6), connect info for each request,
+/// and a drain at `shutdown`.
+///
+/// # Errors
+///
+/// An I/O error from the listener.
+pub async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let serving = listener::Serving {
+        slots: Arc::new(TcpSlots::new(
+            limits.max_connections,
+            limits.max_connections_per_ip,
+        )),
+        limits,
+        per_ip: Some(DEFAULT_IPV6_PREFIX),
+        router,
+    };
+    listener::run(listener, serving, shutdown).await
 }
 
 async fn page() -> Response {
@@ -390,15 +482,72 @@ fn is_websocket(headers: &HeaderMap) -> bool {
     })
 }
 
+/// What is wrong with a request that asks for a WebSocket upgrade, if
+/// anything: the room is only reached (activated, its storage read) by a
+/// complete, valid handshake on a connection that can be upgraded.
+fn handshake_problem(req: &Request) -> Option<&'static str> {
+    let headers = req.headers();
+    let has_token = |name: header::HeaderName, want: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(want)))
+        })
+    };
+    if req.method() != http::Method::GET {
+        return Some("the method must be GET");
+    }
+    if !has_token(header::CONNECTION, "upgrade") {
+        return Some("Connection must include Upgrade");
+    }
+    if !has_token(header::SEC_WEBSOCKET_VERSION, "13") {
+        return Some("Sec-WebSocket-Version must be 13");
+    }
+    let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY).iter();
+    let key_ok = match (keys.next(), keys.next()) {
+        (Some(key), None) => is_websocket_key(key.as_bytes()),
+        _ => false,
+    };
+    if !key_ok {
+        return Some("Sec-WebSocket-Key must be one base64-encoded 16-byte value");
+    }
+    None
+}
+
+/// The refusal of a request whose connection cannot be upgraded (not
+/// HTTP/1.1 from our server: `oneshot` in tests, for one).
+const NOT_UPGRADABLE: &str = "Bad WebSocket handshake: this connection cannot be upgraded";
+
+/// Whether `key` is base64 of 16 bytes: 22 characters of the alphabet and
+/// `==` (RFC 6455, 4.2.1).
+fn is_websocket_key(key: &[u8]) -> bool {
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+}
+
 /// Hands a WebSocket upgrade to the room, with the admission header set
-/// by us, after the origin policy and the per-IP connection limit.
+/// by us, after the handshake check, the origin policy and the per-IP
+/// connection limit: nothing before this point activates a room.
 async fn hand_over(
     state: &AppState,
     id: &ObjectId,
     admission: Admission,
     req: Request,
 ) -> Response {
-    if let Err(origin) = state.origins.check(req.headers()) {
+    if let Some(problem) = handshake_problem(&req) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            &format!("Bad WebSocket handshake: {problem}"),
+        );
+    }
+    let scheme = origin::request_scheme(
+        req.headers(),
+        state.client_ip_header != ClientIpHeader::None,
+    );
+    if let Err(origin) = state.origins.check(req.headers(), scheme) {
         tracing::debug!(%origin, "origin refused");
         return text(
             StatusCode::FORBIDDEN,
@@ -409,9 +558,23 @@ async fn hand_over(
         );
     }
     let (mut parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+    let body = match tokio::time::timeout(
+        state.http.body_timeout,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
     };
+    if parts
+        .extensions
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_none()
+    {
+        return text(StatusCode::BAD_REQUEST, NOT_UPGRADABLE);
+    }
     // A slot for this connection, given back below unless the room accepts
     // the socket (then the room gives it back when the socket closes).
     let ip = admission.ip.clone();
@@ -420,6 +583,15 @@ async fn hand_over(
         return text(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many open connections from your IP; close some and try again.",
+        );
+    }
+    let now_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    if !state.joins.charge(&ip, now_ms) {
+        state.connections.release(&ip);
+        tracing::debug!(%ip, "too many joins");
+        return text(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many new connections from your IP; wait a minute and try again.",
         );
     }
     admission.set_on(&mut parts.headers);
@@ -455,4 +627,25 @@ fn text(status: StatusCode, body: &str) -> Response {
         body.to_owned(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_keys() {
+        assert!(is_websocket_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(is_websocket_key(b"AAAAAAAAAAAAAAAAAAAA+/==")); // 24 chars
+        for bad in [
+            &b""[..],
+            b"dGhlIHNhbXBsZSBub25jZQ=",
+            b"dGhlIHNhbXBsZSBub25jZQ===",
+            b"dGhlIHNhbXBsZSBub25jZQ!=",
+            b"dGhlIHNhbXBsZSBub25jZ\xc3\xa9=",
+            b"dGhlIHNhbXBsZSBub25jZQAA",
+        ] {
+            assert!(!is_websocket_key(bad), "{bad:?}");
+        }
+    }
 }

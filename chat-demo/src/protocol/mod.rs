@@ -62,6 +62,28 @@ pub const MAX_NAME_CHARS: usize = 32;
 /// Longest chat message, in characters (see the module docs on lengths).
 pub const MAX_MESSAGE_CHARS: usize = 256;
 
+/// Largest frame a dialect-A client may send, in bytes. A legitimate one
+/// is at most about 3.1 KB: a message of 256 characters each escaped as a
+/// surrogate pair (`\ud83d\ude00`, 12 bytes) in its JSON. A larger frame
+/// closes the socket with 1009.
+pub const MAX_FRAME_BYTES_A: usize = 4096;
+
+/// Largest frame a dialect-B or C client may send, in bytes: the frame is
+/// the message, at most 256 characters of at most 4 bytes each (1 KiB),
+/// with room for whitespace C trims. Frames up to this size but over 256
+/// characters get the `Message too long.` error; larger ones close the
+/// socket with 1009.
+pub const MAX_FRAME_BYTES_TEXT: usize = 2048;
+
+/// The largest frame of any dialect: the WebSocket read limit of the
+/// runtime (the socket task refuses larger ones before they are buffered
+/// whole).
+pub const MAX_FRAME_BYTES: usize = MAX_FRAME_BYTES_A;
+
+/// The close reason of a frame over its dialect's limit (the same words
+/// the runtime uses past its read limit).
+pub const FRAME_TOO_BIG: &str = "message too big";
+
 /// Longest room name that maps to a named room, in characters.
 pub const MAX_ROOM_NAME_CHARS: usize = 32;
 
@@ -177,6 +199,16 @@ pub enum Dialect {
     B,
     /// Workshop chat: JSON, name and room from the query string ([`c`]).
     C,
+}
+
+impl Dialect {
+    /// The largest frame a client of this dialect may send, in bytes.
+    pub fn max_frame_bytes(self) -> usize {
+        match self {
+            Dialect::A => MAX_FRAME_BYTES_A,
+            Dialect::B | Dialect::C => MAX_FRAME_BYTES_TEXT,
+        }
+    }
 }
 
 /// A frame that a client sent and the server refuses.

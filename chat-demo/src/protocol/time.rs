@@ -54,6 +54,30 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (year, month, day)
 }
 
+/// Milliseconds since the Unix epoch, the unit every chat frame and stored
+/// message speaks (0 for a time before the epoch).
+pub fn millis(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The time `ms` milliseconds after the Unix epoch.
+pub fn from_millis(ms: u64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+}
+
+/// A handler's clock in milliseconds: `ctx.now_ms()`.
+pub trait NowMs {
+    /// Milliseconds since the Unix epoch, now, by the runtime's clock.
+    fn now_ms(&self) -> u64;
+}
+
+impl NowMs for objects::Context {
+    fn now_ms(&self) -> u64 {
+        millis(self.now())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,29 +134,5 @@ mod tests {
             assert_eq!((y, m, d), expected, "day {days}");
             previous = (y, m, d);
         }
-    }
-}
-
-/// Milliseconds since the Unix epoch, the unit every chat frame and stored
-/// message speaks (0 for a time before the epoch).
-pub fn millis(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// The time `ms` milliseconds after the Unix epoch.
-pub fn from_millis(ms: u64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
-}
-
-/// A handler's clock in milliseconds: `ctx.now_ms()`.
-pub trait NowMs {
-    /// Milliseconds since the Unix epoch, now, by the runtime's clock.
-    fn now_ms(&self) -> u64;
-}
-
-impl NowMs for objects::Context {
-    fn now_ms(&self) -> u64 {
-        millis(self.now())
     }
 }

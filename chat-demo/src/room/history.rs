@@ -14,6 +14,11 @@ use crate::protocol::ChatMessage;
 /// The prefix of every history key.
 const PREFIX: &str = "msg/";
 
+/// The key of the number of stored messages (outside [`PREFIX`]), kept in
+/// the same events that store and delete messages, so the room can bound
+/// its history without counting it.
+const COUNT_KEY: &str = "count";
+
 /// The storage key of the message sent at `timestamp`.
 pub(crate) fn key(timestamp: u64) -> String {
     format!("{PREFIX}{timestamp:020}")
@@ -128,6 +133,73 @@ pub(crate) fn expire(storage: &mut Storage, cutoff: u64) -> Result<(usize, bool)
         .list_bytes(&ListOptions::new().prefix(PREFIX).end(key(cutoff)).limit(1))?
         .is_empty();
     Ok((deleted, more))
+}
+
+/// How many messages the room holds: the stored count, or (a room from
+/// before the count was kept) counted once, a page at a time.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn count(storage: &Storage) -> Result<u64, StorageError> {
+    if let Some(n) = storage.get::<u64>(COUNT_KEY)? {
+        return Ok(n);
+    }
+    let mut n = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let mut opts = ListOptions::new().prefix(PREFIX).limit(EXPIRE_BATCH);
+        if let Some(after) = after.take() {
+            opts = opts.start_after(after);
+        }
+        let page = storage.list_bytes(&opts)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(n);
+        };
+        after = Some(last.clone());
+        n += u64::try_from(page.len()).unwrap_or(u64::MAX);
+    }
+}
+
+/// Stores the message count (in the event that changed it); an empty
+/// room stores nothing at all.
+///
+/// # Errors
+///
+/// A storage error.
+pub(crate) fn set_count(storage: &mut Storage, n: u64) -> Result<(), StorageError> {
+    if n == 0 {
+        storage.delete(COUNT_KEY)?;
+        return Ok(());
+    }
+    storage.put(COUNT_KEY, &n)
+}
+
+/// Deletes the oldest `excess` messages, at most [`EXPIRE_BATCH`] in one
+/// pass; answers how many went.
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn trim(storage: &mut Storage, excess: u64) -> Result<usize, StorageError> {
+    let excess = usize::try_from(excess)
+        .unwrap_or(usize::MAX)
+        .min(EXPIRE_BATCH);
+    let mut deleted = 0;
+    while deleted < excess {
+        let batch = (excess - deleted).min(objects::MAX_KEYS_PER_CALL);
+        let old = storage.list::<ChatMessage>(&ListOptions::new().prefix(PREFIX).limit(batch))?;
+        if old.is_empty() {
+            break;
+        }
+        // The search index goes with its messages, in the same event.
+        for (_, message) in &old {
+            search::unindex(storage, message)?;
+        }
+        let refs: Vec<&str> = old.iter().map(|(k, _)| k.as_str()).collect();
+        deleted += storage.delete_many(&refs)?;
+    }
+    Ok(deleted)
 }
 
 /// The oldest stored timestamp, if any.

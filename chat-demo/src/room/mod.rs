@@ -24,17 +24,23 @@ type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 use tracing::Instrument;
 
 use crate::admission::Admission;
-use crate::connections::Connections;
+use crate::connections::{Budget, Connections, IpBudget};
 use crate::directory::{ACTIVITY_REPORT_MS, DIRECTORY_NAME, Directory, DirectoryCall, RoomStatus};
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
-use crate::protocol::limit::RATE_LIMITED;
-use crate::protocol::{ChatMessage, Dialect, HISTORY_ON_JOIN, ProtocolError, b, c, dm};
+use crate::protocol::limit::{RATE_LIMITED, RateLimitOptions};
+use crate::protocol::{
+    ChatMessage, Dialect, FRAME_TOO_BIG, HISTORY_ON_JOIN, ProtocolError, b, c, dm,
+};
 use fanout::{Presence, announce, broadcast_to_a, encode_error, send_presence};
 use session::{Closing, Session, Sessions};
 
 /// The error text for a binary frame, in every dialect.
 const BINARY_NOT_SUPPORTED: &str = "Binary frames are not supported.";
+
+/// The error text for a message refused because the store is (nearly)
+/// full, in every dialect.
+pub(crate) const STORAGE_FULL: &str = "Storage full, message not sent.";
 
 /// One chat room: its sockets (accepted into the runtime, so the room can
 /// hibernate while they stay open) and its stored history.
@@ -72,7 +78,26 @@ pub struct ChatRoom {
     /// The last status sent to the directory and when: a cache (losing it
     /// costs one repeated report).
     reported: Option<(RoomStatus, u64)>,
+    /// Messages stored: a cache of the stored count, filled on first need
+    /// (a room from before the count was kept is counted then, once).
+    count: Option<u64>,
+    /// The room's budget of join/leave notices (with the presence roster
+    /// each sends): churn past it is not announced one by one. In memory
+    /// only: a fresh instance starts with a full burst.
+    notices: Budget,
+    /// Notices were held back: the presence roster is sent at the next
+    /// notice or message the budget allows.
+    presence_stale: bool,
 }
+
+/// The notice budget of a room: a burst of about 20 joins and leaves,
+/// then one a second. Each notice goes to every member, so without it
+/// connect/close churn would reach every member at any rate, around the
+/// message rate limit.
+const NOTICE_LIMIT: RateLimitOptions = RateLimitOptions {
+    per_message_ms: 1_000,
+    grace_ms: 20_000,
+};
 
 /// What every room of a process shares: the rate limiter namespace and
 /// the per-IP connection counts (built by [`AppState::new`](crate::AppState::new)).
@@ -87,6 +112,37 @@ pub struct RoomEnv {
     retention_ms: Option<u64>,
     /// The directory of public rooms, which named rooms report to.
     directory: Namespace<Directory>,
+    /// The most messages a room keeps; the oldest go first. `None`: no
+    /// cap.
+    max_messages: Option<u64>,
+    /// History pages per client IP per minute, across rooms.
+    history_pages: IpBudget,
+    /// How full the store is, so messages are refused with an error
+    /// before a commit could fail (which would reset the room and tell
+    /// the sender nothing).
+    store: Option<StoreGuard>,
+}
+
+/// Refuses new messages once the store's free space falls under a
+/// reserve, kept so deletes (retention, which needs pages to write its
+/// deletes) still commit.
+#[derive(Debug)]
+pub(crate) struct StoreGuard {
+    usage: objects::StoreUsage,
+}
+
+impl StoreGuard {
+    pub(crate) fn new(usage: objects::StoreUsage) -> StoreGuard {
+        StoreGuard { usage }
+    }
+
+    /// Whether less than the reserve (1/32 of the store, at least 256 KiB)
+    /// is left.
+    fn is_full(&self) -> bool {
+        let (used, max) = self.usage.bytes();
+        let reserve = (max / 32).max(256 * 1024);
+        used.saturating_add(reserve) > max
+    }
 }
 
 impl RoomEnv {
@@ -95,11 +151,17 @@ impl RoomEnv {
         connections: Arc<Connections>,
         retention: Option<std::time::Duration>,
         directory: Namespace<Directory>,
+        max_messages: Option<u64>,
+        history_pages: IpBudget,
+        store: Option<StoreGuard>,
     ) -> RoomEnv {
         RoomEnv {
+            max_messages,
             limiters,
             connections,
             directory,
+            history_pages,
+            store,
             retention_ms: retention.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         }
     }
@@ -119,8 +181,9 @@ impl Object for ChatRoom {
             // handing readers of the logs the whole (secret) id.
             None => format!("id:{}", &ctx.id().to_hex()[..12]),
         };
-        let expiry_set = env.retention_ms.is_some() && ctx.storage().alarm()?.is_some();
+        let expiry_set = ctx.storage().alarm()?.is_some();
         Ok(ChatRoom {
+            count: None,
             env,
             label,
             last_timestamp: history::latest(ctx.storage())?.max(direct::latest(ctx.storage())?),
@@ -129,11 +192,15 @@ impl Object for ChatRoom {
             typing_at: HashMap::new(),
             public_name: ctx.name().map(str::to_owned),
             reported: None,
+            notices: Budget::default(),
+            presence_stale: false,
         })
     }
 
-    /// History retention: deletes the messages older than the retention
-    /// and comes back when the next one is due to go.
+    /// History bounds: deletes the oldest messages past the room's cap,
+    /// then those older than the retention (direct messages too), and
+    /// comes back at once while there is more to delete, else when the
+    /// next one is due to go.
     async fn alarm(
         &mut self,
         ctx: &mut Context,
@@ -141,24 +208,40 @@ impl Object for ChatRoom {
     ) -> Result<(), BoxError> {
         let _span = self.span().entered();
         self.expiry_set = false;
-        let Some(retention) = self.env.retention_ms else {
-            return Ok(());
-        };
         let now = ctx.now_ms();
-        let cutoff = now.saturating_sub(retention);
-        let (deleted, more) = history::expire(ctx.storage(), cutoff)?;
-        // Direct messages age out on the same clock.
-        let (deleted_direct, more_direct) = direct::expire(ctx.storage(), cutoff)?;
-        tracing::debug!(
-            deleted,
-            deleted_direct,
-            more,
-            more_direct,
-            "history expired"
-        );
-        let next = if more || more_direct {
+        let mut more = false;
+        let count_before = self.message_count(ctx)?;
+        let mut count = count_before;
+        if let Some(max) = self.env.max_messages
+            && count > max
+        {
+            let trimmed = history::trim(ctx.storage(), count - max)?;
+            count = count.saturating_sub(trimmed as u64);
+            more = count > max;
+            tracing::debug!(trimmed, more, "history over its cap trimmed");
+        }
+        if let Some(retention) = self.env.retention_ms {
+            let cutoff = now.saturating_sub(retention);
+            let (deleted, left) = history::expire(ctx.storage(), cutoff)?;
+            // Direct messages age out on the same clock.
+            let (deleted_direct, left_direct) = direct::expire(ctx.storage(), cutoff)?;
+            count = count.saturating_sub(deleted as u64);
+            more |= left || left_direct;
+            tracing::debug!(
+                deleted,
+                deleted_direct,
+                left,
+                left_direct,
+                "history expired"
+            );
+        }
+        if count != count_before {
+            history::set_count(ctx.storage(), count)?;
+        }
+        self.count = Some(count);
+        let next = if more {
             Some(now)
-        } else {
+        } else if let Some(retention) = self.env.retention_ms {
             let oldest = match (
                 history::oldest(ctx.storage())?,
                 direct::oldest(ctx.storage())?,
@@ -167,6 +250,8 @@ impl Object for ChatRoom {
                 (a, b) => a.or(b),
             };
             oldest.map(|t| t.saturating_add(retention))
+        } else {
+            None
         };
         if let Some(at) = next {
             ctx.storage().set_alarm(from_millis(at))?;
@@ -292,13 +377,10 @@ impl ChatRoom {
             for message in &backlog {
                 ctx.send(ws, c::encode_chat(message));
             }
-            let members = self.sessions.members(ctx);
-            announce(ctx, &members, ws, &name, Presence::Joined);
-            send_presence(ctx, &members);
+            self.notify(ctx, ws, Some(&name), Presence::Joined);
         } else {
             // A (unnamed until its hello) and B change only the count.
-            let members = self.sessions.members(ctx);
-            send_presence(ctx, &members);
+            self.notify(ctx, ws, None, Presence::Joined);
         }
         self.report(ctx);
         Ok(response)
@@ -312,6 +394,14 @@ impl ChatRoom {
         if session.closing.is_some() {
             // Refused and about to be closed: nothing more to say.
             return Ok(());
+        }
+        let size = match &msg {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) => bytes.len(),
+        };
+        if size > session.dialect.max_frame_bytes() {
+            tracing::debug!(socket = ws.sid(), size, "frame over the dialect's limit");
+            return self.close_later(ctx, ws, &session, 1009, FRAME_TOO_BIG);
         }
         let text = match msg {
             Message::Text(text) => text,
@@ -359,6 +449,13 @@ impl ChatRoom {
                     self.react(ctx, ws, &session, id, &emoji, on).await
                 }
                 Ok(ClientFrame::HistoryRequest { before, limit }) if session.ext.history => {
+                    // A page is read from storage and can be 150 KB: it
+                    // is charged to the IP's history budget.
+                    if !self.env.history_pages.charge(&session.ip, ctx.now_ms()) {
+                        tracing::debug!(socket = ws.sid(), "history pages rate limited");
+                        ctx.send(ws, a::encode_error(RATE_LIMITED));
+                        return Ok(());
+                    }
                     let (messages, more) = history::page(ctx.storage(), before, limit)?;
                     ctx.send(ws, a::encode_history_page(&messages, more, session.ext));
                     Ok(())
@@ -468,8 +565,7 @@ impl ChatRoom {
         // `joined` frames only.
         ctx.send(ws, a::encode_joined(&name));
         ctx.send(ws, a::encode_ready());
-        announce(ctx, &members, ws, &name, Presence::Joined);
-        send_presence(ctx, &members);
+        self.notify(ctx, ws, Some(&name), Presence::Joined);
         // Extension `manage`: whether the room is claimed, and its topic.
         if let Some((owned, topic, password)) = room_state {
             ctx.send(
@@ -515,6 +611,11 @@ impl ChatRoom {
         text: String,
         reply_to: Option<u64>,
     ) -> Result<()> {
+        if self.env.store.as_ref().is_some_and(StoreGuard::is_full) {
+            tracing::warn!(socket = ws.sid(), "message refused: storage full");
+            ctx.send(ws, encode_error(ctx, sender.dialect, STORAGE_FULL));
+            return Ok(());
+        }
         if !self.charge(ctx, ws, sender).await {
             return Ok(());
         }
@@ -539,12 +640,23 @@ impl ChatRoom {
             reply_to,
             ..ChatMessage::default()
         };
+        // Counted before the message is written (a room from before the
+        // count is counted by listing, which would see it).
+        let count = self.message_count(ctx)? + 1;
         // Stored in this event, so the output gate holds the broadcast
         // below until the message is durable.
         ctx.storage().put(&history::key(timestamp), &message)?;
         search::index(ctx.storage(), &message)?;
         self.last_timestamp = timestamp;
-        if let Some(retention) = self.env.retention_ms
+        history::set_count(ctx.storage(), count)?;
+        self.count = Some(count);
+        if self.env.max_messages.is_some_and(|max| count > max) {
+            // Over the cap: the alarm trims the oldest right away (one
+            // alarm serves the cap and the retention).
+            let now = ctx.now_ms().max(1);
+            ctx.storage().set_alarm(from_millis(now))?;
+            self.expiry_set = true;
+        } else if let Some(retention) = self.env.retention_ms
             && !self.expiry_set
         {
             ctx.storage()
@@ -563,7 +675,21 @@ impl ChatRoom {
         if !to_c.is_empty() {
             ctx.broadcast(to_c, c::encode_chat(&message));
         }
+        if self.presence_stale && self.notices.spend(ctx.now_ms(), &NOTICE_LIMIT) {
+            self.presence_stale = false;
+            send_presence(ctx, &members);
+        }
         Ok(())
+    }
+
+    /// The number of stored messages, from the cache or storage.
+    fn message_count(&mut self, ctx: &mut Context) -> Result<u64> {
+        if let Some(count) = self.count {
+            return Ok(count);
+        }
+        let count = history::count(ctx.storage())?;
+        self.count = Some(count);
+        Ok(count)
     }
 
     /// Answers a refused frame in the sender's dialect, closing the socket
@@ -616,11 +742,7 @@ impl ChatRoom {
         self.typing_at.remove(&ws);
         tracing::debug!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
         // The closed socket is no longer listed among the members.
-        let members = self.sessions.members(ctx);
-        if let Some(name) = session.name.as_deref() {
-            announce(ctx, &members, ws, name, Presence::Left);
-        }
-        send_presence(ctx, &members);
+        self.notify(ctx, ws, session.name.as_deref(), Presence::Left);
         // Queued in this handler, so before anyone can act on the frames
         // above (they leave once the event is done). A socket closed by the
         // room's deletion does not put the room back in the directory.
@@ -631,6 +753,23 @@ impl ChatRoom {
         if !deleted {
             self.report(ctx);
         }
+    }
+
+    /// Tells the members that `who` (named `name`, if it has a name)
+    /// arrived or left, with the presence roster, if the room's notice
+    /// budget allows; otherwise the roster is marked stale and goes out
+    /// with the next notice or message the budget allows.
+    fn notify(&mut self, ctx: &mut Context, who: WebSocket, name: Option<&str>, what: Presence) {
+        if !self.notices.spend(ctx.now_ms(), &NOTICE_LIMIT) {
+            self.presence_stale = true;
+            return;
+        }
+        self.presence_stale = false;
+        let members = self.sessions.members(ctx);
+        if let Some(name) = name {
+            announce(ctx, &members, who, name, what);
+        }
+        send_presence(ctx, &members);
     }
 
     /// Tells the directory this public room's status, coalesced: only when

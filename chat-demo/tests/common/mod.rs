@@ -60,6 +60,10 @@ pub(crate) struct Setup {
     pub(crate) allowed_origins: Vec<String>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) history_retention: Option<Duration>,
+    pub(crate) http: chat_demo::HttpLimits,
+    /// The store's size limit; `None`: the runtime's default.
+    pub(crate) store_max_bytes: Option<usize>,
+    pub(crate) history_max_messages: Option<u64>,
 }
 
 impl Default for Setup {
@@ -70,10 +74,13 @@ impl Default for Setup {
             // rate limit tests ever hit the limit.
             client_ip_header: ClientIpHeader::XForwardedFor,
             rate_limit: RateLimitOptions::default(),
-            max_message_bytes: objects::WebSocketOptions::default().max_message_bytes,
+            max_message_bytes: chat_demo::websocket_options().max_message_bytes,
             allowed_origins: Vec::new(),
             max_connections_per_ip: ChatOptions::default().max_connections_per_ip,
             history_retention: None,
+            http: chat_demo::HttpLimits::default(),
+            store_max_bytes: None,
+            history_max_messages: ChatOptions::default().history_max_messages,
         }
     }
 }
@@ -105,6 +112,9 @@ impl Server {
             allowed_origins: setup.allowed_origins.clone(),
             max_connections_per_ip: setup.max_connections_per_ip,
             history_retention: setup.history_retention,
+            http: setup.http.clone(),
+            history_max_messages: setup.history_max_messages,
+            ..ChatOptions::default()
         };
         let state = AppState::new(&rt, options).expect("namespaces");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -206,7 +216,12 @@ impl Server {
 /// Opens a runtime on `dir` with the test's clock and socket options.
 pub(crate) fn open_runtime(dir: &Path, setup: &Setup, clock: Arc<ManualClock>) -> Runtime {
     let opts = objects::WebSocketOptions::default().with_max_message_bytes(setup.max_message_bytes);
+    let mut options = objects::RuntimeOptions::default();
+    if let Some(max_size) = setup.store_max_bytes {
+        options.store.max_size = max_size;
+    }
     Runtime::builder()
+        .options(options)
         .data_dir(dir)
         .clock(clock)
         .hibernation_timeout(setup.hibernation)

@@ -10,6 +10,15 @@ use crate::id::{ObjectId, parse_hex};
 use crate::storage::StoredValue;
 use data_encoding::BASE64;
 
+/// The longest line [`Entry::to_json_line`] writes and an importer needs
+/// to read, in bytes (256 KiB): a value of at most
+/// [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES) (128 KiB) is at most 171 KiB
+/// as base64 (a JSON value is copied as is), a key of at most 2 KiB at most
+/// 12 KiB escaped, and the rest of a line (type, namespace, id, name) fits
+/// in what is left. An entry whose line would be longer is an error on
+/// export, so every exported line can be imported.
+pub const MAX_LINE_BYTES: usize = 256 * 1024;
+
 /// The JSON form of a line (see `docs/operations.md`).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,7 +114,15 @@ impl Entry {
                 ..Line::object("alarm", object)
             },
         };
-        serde_json::to_string(&line).map_err(|e| AdminError::Invalid(e.to_string()).into())
+        let text = serde_json::to_string(&line).map_err(|e| AdminError::Invalid(e.to_string()))?;
+        if text.len() > MAX_LINE_BYTES {
+            return Err(AdminError::Invalid(format!(
+                "an export line of {} bytes is over the limit of {MAX_LINE_BYTES}",
+                text.len()
+            ))
+            .into());
+        }
+        Ok(text)
     }
 
     /// Parses one line made by [`Entry::to_json_line`].

@@ -28,12 +28,12 @@ use serde::de::DeserializeOwned;
 
 pub use error::StorageError;
 pub use list::ListOptions;
-pub use store::StoreOptions;
+pub use store::{StoreOptions, StoreUsage};
 pub use timers::{MAX_TIMER_NAME, MAX_TIMERS, Timer, TimerInfo, Timers};
 pub use value::StoredValue;
 
 pub(crate) use overlay::{Overlay, Savepoint};
-pub(crate) use store::Store;
+pub(crate) use store::{Store, copy_env_to};
 pub(crate) use writer::{Batch, Recorder, record};
 
 use overlay::Lookup;

@@ -20,6 +20,31 @@ pub(crate) type Db = Database<RawBytes, RawBytes>;
 /// An object with stored data: its id and, when known, its name.
 pub(crate) type CatalogEntry = ([u8; 32], Option<String>);
 
+/// A cheap handle that tells how full a runtime's store is (from
+/// [`Runtime::store_usage`](crate::Runtime::store_usage)); it keeps the
+/// store, not the runtime, alive.
+#[derive(Clone)]
+pub struct StoreUsage(Arc<Store>);
+
+impl StoreUsage {
+    pub(crate) fn new(store: Arc<Store>) -> StoreUsage {
+        StoreUsage(store)
+    }
+
+    /// Bytes in use (pages holding data, not free ones) and the most the
+    /// store may hold ([`StoreOptions::max_size`]). A short read
+    /// transaction; cheap enough to ask before each write.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.0.usage()
+    }
+}
+
+impl std::fmt::Debug for StoreUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("StoreUsage").finish_non_exhaustive()
+    }
+}
+
 /// Options for a data dir.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -347,16 +372,36 @@ impl Store {
     /// Writes a consistent copy of the whole store to `dest` (a directory
     /// that must not hold a store), while the store stays in use.
     pub(crate) fn backup(&self, dest: &Path) -> Result<(), StorageError> {
-        std::fs::create_dir_all(dest).map_err(|e| StorageError::io(dest, e))?;
-        let file = dest.join("data.mdb");
-        if file.exists() {
-            return Err(StorageError::BackupTargetExists(file));
-        }
-        self.env
-            .copy_to_path(&file, heed::CompactionOption::Enabled)
-            .map_err(|e| StorageError::lmdb("backup", e))?;
-        Ok(())
+        copy_env_to(&self.env, dest)
     }
+}
+
+/// Copies `env`, compacted, to a new `dest/data.mdb` that only the owner
+/// may read (0600; `dest` is created 0700 if missing): a copy holds the
+/// id secret and every private room id, like the live store.
+pub(crate) fn copy_env_to(env: &Env<WithoutTls>, dest: &Path) -> Result<(), StorageError> {
+    let mut dirs = std::fs::DirBuilder::new();
+    dirs.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o700);
+    dirs.create(dest).map_err(|e| StorageError::io(dest, e))?;
+    let path = dest.join("data.mdb");
+    let mut options = OpenOptions::new();
+    // create_new: never overwrite a store, and no window between a check
+    // and the create.
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => StorageError::BackupTargetExists(path.clone()),
+        _ => StorageError::io(&path, e),
+    })?;
+    if let Err(e) = env.copy_to_file(&mut file, heed::CompactionOption::Enabled) {
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(StorageError::lmdb("backup", e));
+    }
+    Ok(())
 }
 
 fn as_slice(b: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {

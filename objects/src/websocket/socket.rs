@@ -2,6 +2,7 @@
 //! frames into the object's mailbox and writes the object's frames out of a
 //! bounded queue, pings idle peers and cuts slow readers.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +32,16 @@ pub struct WebSocketOptions {
     /// is closed with 1008. Default 4096 (a room of 1,000 joining at once
     /// sends each member about 2,000 notices in a burst).
     pub send_queue: usize,
+    /// Payload bytes queued for one socket before it counts as a slow
+    /// reader and is closed with 1008, whatever the frame count. Default
+    /// 512 KiB: a frame count alone lets a peer that never reads pin
+    /// 4,096 large frames (hundreds of MB).
+    pub send_queue_bytes: usize,
+    /// Longest a write to the peer (queued frames, a ping, an automatic
+    /// reply) may wait for the peer to take the bytes; past it the socket
+    /// counts as a slow reader and is closed (1008, no Close frame: the
+    /// peer's buffers are full). Default 30 s.
+    pub write_timeout: Duration,
     /// A ping goes out after this long without hearing from the peer.
     /// Default 30 s.
     pub ping_interval: Duration,
@@ -48,6 +59,8 @@ impl Default for WebSocketOptions {
         WebSocketOptions {
             max_message_bytes: 1 << 20,
             send_queue: 4096,
+            send_queue_bytes: 512 * 1024,
+            write_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(20),
             read_buffer: 1024,
@@ -61,10 +74,14 @@ with_setters!(WebSocketOptions {
     with_ping_interval => ping_interval: Duration,
     with_ping_timeout => ping_timeout: Duration,
     with_read_buffer => read_buffer: usize,
+    with_send_queue_bytes => send_queue_bytes: usize,
+    with_write_timeout => write_timeout: Duration,
 });
 
 /// The close reason of a socket cut off because its reader fell behind.
 const SLOW_READER: &str = "slow reader: send queue full";
+/// The close reason of a socket whose write waited past the deadline.
+const WRITE_DEADLINE: &str = "slow reader: write deadline passed";
 
 /// What the socket task is told to send.
 #[derive(Debug, Clone)]
@@ -80,19 +97,42 @@ pub(crate) enum Outgoing {
 pub(crate) struct SocketHandle {
     tx: mpsc::Sender<Outgoing>,
     shared: Arc<SocketShared>,
+    /// The byte bound of the send queue.
+    max_queued: usize,
 }
 
 #[derive(Debug, Default)]
 struct SocketShared {
     kill: Notify,
     close: Mutex<Option<(u16, String)>>,
+    /// Payload bytes in the send queue: added by `send`, taken off by the
+    /// socket task as it takes frames out.
+    queued: AtomicUsize,
+}
+
+impl Outgoing {
+    /// The bytes this entry holds in the send queue.
+    fn weight(&self) -> usize {
+        match self {
+            Outgoing::Frame(f) => f.len(),
+            Outgoing::Close(_, reason) => reason.len(),
+            Outgoing::Live => 0,
+        }
+    }
 }
 
 impl SocketHandle {
-    /// Queues a frame or a close (behind the frames sent before it); a full
-    /// queue means a slow reader, which is cut off.
+    /// Queues a frame or a close (behind the frames sent before it); a
+    /// queue full in frames or in bytes means a slow reader, which is cut
+    /// off.
     pub(crate) fn send(&self, out: Outgoing) {
-        if self.tx.try_send(out).is_err() {
+        let weight = out.weight();
+        let before = self.shared.queued.fetch_add(weight, Ordering::AcqRel);
+        // A frame larger than the whole bound still goes out on an empty
+        // queue, so one big message is never refused outright.
+        let over = before > 0 && before.saturating_add(weight) > self.max_queued;
+        if over || self.tx.try_send(out).is_err() {
+            self.shared.queued.fetch_sub(weight, Ordering::AcqRel);
             self.close(1008, SLOW_READER.into());
         }
     }
@@ -177,6 +217,7 @@ pub(crate) fn spawn(
     let handle = SocketHandle {
         tx,
         shared: shared.clone(),
+        max_queued: opts.send_queue_bytes,
     };
     let opts = opts.clone();
     tokio::spawn(async move {
@@ -234,6 +275,17 @@ impl Task {
         (code, reason, sent, error)
     }
 
+    /// A write waited past its deadline: the peer is not reading, so the
+    /// socket is dropped without a Close frame, as a slow reader.
+    fn cut_by_deadline(&self) -> Ending {
+        (
+            1008,
+            WRITE_DEADLINE.into(),
+            false,
+            Some(WRITE_DEADLINE.into()),
+        )
+    }
+
     async fn run(
         self,
         upgrade: hyper::upgrade::OnUpgrade,
@@ -280,7 +332,11 @@ impl Task {
             .write_buffer_size(0)
             // Bounded, so a peer that does not read makes our writes wait
             // (and the send queue fill) instead of buffering without end.
-            .max_write_buffer_size(opts.max_message_bytes + super::coalesce::MAX_GATHERED)
+            // Outgoing frames are not bound by the incoming message limit,
+            // so the larger of the two byte bounds sizes it.
+            .max_write_buffer_size(
+                opts.max_message_bytes.max(opts.send_queue_bytes) + super::coalesce::MAX_GATHERED,
+            )
             .max_message_size(Some(opts.max_message_bytes))
             .max_frame_size(Some(opts.max_message_bytes));
         // Frames are gathered below tungstenite and written once per flush.
@@ -328,8 +384,10 @@ impl Task {
                                 .and_then(|mut tb| tb.auto_reply(self.sid, t.as_str(), self.deliver.now_ms()));
                             match reply {
                                 Some(r) => {
-                                    if ws.send(WsMessage::text(r)).await.is_err() {
-                                        break (1006, "send failed".into(), false, None);
+                                    match tokio::time::timeout(opts.write_timeout, ws.send(WsMessage::text(r))).await {
+                                        Ok(Ok(())) => {}
+                                        Ok(Err(_)) => break (1006, "send failed".into(), false, None),
+                                        Err(_) => break self.cut_by_deadline(),
                                     }
                                 }
                                 None => {
@@ -348,7 +406,7 @@ impl Task {
                                 .map(|f| (u16::from(f.code), f.reason.as_str().to_string()))
                                 .unwrap_or((1005, String::new()));
                             // tungstenite queues the reciprocal Close; flush it.
-                            let _ = ws.flush().await;
+                            let _ = tokio::time::timeout(CLOSE_SEND_TIMEOUT, ws.flush()).await;
                             break (code, reason, true, None);
                         }
                         Some(Ok(_)) => {} // ping/pong: answered by tungstenite
@@ -387,10 +445,12 @@ impl Task {
                     // flush; a cut (slow reader, shutdown) must still get
                     // through.
                     let mut close = None;
+                    let queued = &self.shared.queued;
                     let write = async {
                         let mut next = Some(m);
                         let mut ok = true;
                         while let Some(m) = next.take() {
+                            queued.fetch_sub(m.weight(), Ordering::AcqRel);
                             match m {
                                 Outgoing::Frame(f) => ok = ws.feed(f).await.is_ok(),
                                 Outgoing::Close(code, reason) => {
@@ -409,13 +469,14 @@ impl Task {
                     let written = tokio::select! {
                         biased;
                         () = &mut kill => None,
-                        ok = write => Some(ok),
+                        ok = tokio::time::timeout(opts.write_timeout, write) => Some(ok),
                     };
                     match written {
-                        Some(true) => {}
-                        Some(false) => {
+                        Some(Ok(true)) => {}
+                        Some(Ok(false)) => {
                             break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None);
                         }
+                        Some(Err(_)) => break self.cut_by_deadline(),
                         None => break self.closing(&mut ws).await,
                     }
                     if let Some(requested) = close {
@@ -441,8 +502,10 @@ impl Task {
                     let now = Instant::now();
                     ping_out = Some(now);
                     timer.as_mut().reset(now + opts.ping_timeout);
-                    if ws.send(WsMessage::Ping(Bytes::new())).await.is_err() {
-                        break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None);
+                    match tokio::time::timeout(opts.write_timeout, ws.send(WsMessage::Ping(Bytes::new()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None),
+                        Err(_) => break self.cut_by_deadline(),
                     }
                 }
             }
@@ -450,7 +513,11 @@ impl Task {
         drop(ws);
         let metrics = self.deliver.metrics();
         metrics.sockets_closed.increment(1);
-        if code == 1008 && error.as_deref().is_some_and(|e| e == SLOW_READER) {
+        if code == 1008
+            && error
+                .as_deref()
+                .is_some_and(|e| e == SLOW_READER || e == WRITE_DEADLINE)
+        {
             metrics.sockets_cut_slow.increment(1);
             tracing::info!(object = %crate::id::log_label(&self.id), sid = self.sid, "WebSocket cut off: slow reader");
         }

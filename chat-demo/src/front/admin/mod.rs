@@ -1,9 +1,14 @@
 //! The operator's door, on its own listener (loopback by default): the
 //! Prometheus metrics and, when enabled, the inspector page and its JSON
-//! API. Every route needs the admin token when one is configured; the
-//! inspector cannot be enabled without one. All of it reads; nothing here
-//! changes an object.
+//! API. Every route needs the admin token (or a signed-in session) when a
+//! token is configured; the inspector cannot be enabled without one. Every
+//! request must name the admin address in `Host`, so a web page cannot
+//! reach it through DNS rebinding. All of it reads; nothing here changes
+//! an object.
 
+mod session;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -16,12 +21,12 @@ use objects::{Runtime, ViewOptions};
 use serde::Deserialize;
 
 /// The inspector page (text only: every value goes through `textContent`).
-const INSPECTOR_HTML: &str = include_str!("../../assets/inspector.html");
+const INSPECTOR_HTML: &str = include_str!("../../../assets/inspector.html");
 /// The inspector's sign-in form.
-const LOGIN_HTML: &str = include_str!("../../assets/inspector-login.html");
+const LOGIN_HTML: &str = include_str!("../../../assets/inspector-login.html");
 
-/// The cookie that carries the token for the inspector page.
-const COOKIE: &str = "chat_admin_token";
+/// The cookie that carries the inspector's session id (never the token).
+const COOKIE: &str = "chat_admin_session";
 
 /// Settings of the admin listener.
 #[derive(Clone)]
@@ -33,6 +38,12 @@ pub struct AdminOptions {
     pub inspector: bool,
     /// Where `/metrics` renders from; `None` answers 404 there.
     pub prometheus: Option<PrometheusHandle>,
+    /// The address the admin routes are served on: every request's `Host`
+    /// must name it (for a loopback address also as `localhost:<port>`;
+    /// for an unspecified one, `0.0.0.0` or `[::]`, any host on its port),
+    /// else 421. `None`: no check (routes served some other way, as in
+    /// tests).
+    pub listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for AdminOptions {
@@ -41,6 +52,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("inspector", &self.inspector)
             .field("prometheus", &self.prometheus.is_some())
+            .field("listen", &self.listen)
             .finish()
     }
 }
@@ -55,6 +67,8 @@ struct Admin {
     rt: Runtime,
     token: Option<Arc<str>>,
     prometheus: Option<PrometheusHandle>,
+    sign_ins: Arc<session::SignIns>,
+    listen: Option<SocketAddr>,
 }
 
 /// The admin routes over `rt`:
@@ -80,6 +94,8 @@ pub fn admin_app(rt: &Runtime, options: AdminOptions) -> Result<Router, Inspecto
         rt: rt.clone(),
         token,
         prometheus: options.prometheus,
+        sign_ins: Arc::new(session::SignIns::new()),
+        listen: options.listen,
     };
     // Data routes: the token is checked once, in front of all of them.
     let mut router = Router::new().route("/metrics", get(metrics));
@@ -102,13 +118,18 @@ pub fn admin_app(rt: &Runtime, options: AdminOptions) -> Result<Router, Inspecto
     }
     Ok(router
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "Not Found") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_host,
+        ))
         .layer(axum::middleware::map_response(harden))
         .with_state(state))
 }
 
 impl Admin {
-    /// Whether the request carries the token (header or cookie); always
-    /// true without a configured token.
+    /// Whether the request carries the token (`Authorization: Bearer`) or
+    /// the cookie of an open session; always true without a configured
+    /// token.
     fn allows(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;
@@ -117,16 +138,72 @@ impl Admin {
             .get_all(header::AUTHORIZATION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .filter_map(|v| v.strip_prefix("Bearer "));
-        let cookies = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='));
-        bearer
-            .chain(cookies)
-            .any(|given| same(given.trim().as_bytes(), token.as_bytes()))
+            .filter_map(|v| v.strip_prefix("Bearer "))
+            .any(|given| same(given.trim().as_bytes(), token.as_bytes()));
+        bearer || session_cookie(headers).any(|id| self.sign_ins.is_open(id))
+    }
+
+    /// Whether `Host` names the admin address.
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let Some(listen) = self.listen else {
+            return true;
+        };
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let (Some(host), None) = (hosts.next(), hosts.next()) else {
+            return false;
+        };
+        let Ok(host) = host.to_str() else {
+            return false;
+        };
+        host_names(host, listen)
+    }
+}
+
+/// Whether `host` (a `Host` header) names `listen`: its IP and port, or
+/// `localhost` on its port when it is a loopback address; any host on its
+/// port when it is unspecified (the operator chose to serve everywhere).
+fn host_names(host: &str, listen: SocketAddr) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && !port.contains(']') => (name, port),
+        _ => return false, // the admin port is never a default one
+    };
+    if port.parse::<u16>().ok() != Some(listen.port()) {
+        return false;
+    }
+    let ip = listen.ip();
+    if ip.is_unspecified() {
+        return true;
+    }
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<std::net::IpAddr>()
+        .is_ok_and(|given| given.to_canonical() == ip.to_canonical())
+        || (ip.is_loopback() && name == "localhost")
+}
+
+/// The session ids in the request's cookies.
+fn session_cookie(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// Refuses a request whose `Host` does not name the admin address.
+async fn require_host(
+    State(admin): State<Admin>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if admin.host_allowed(request.headers()) {
+        next.run(request).await
+    } else {
+        plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "This is the admin address: use its IP and port (or localhost) as the host.",
+        )
     }
 }
 
@@ -158,9 +235,18 @@ async fn harden(mut response: Response) -> Response {
     response
 }
 
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` equals `secret`, in a time that depends only on the
+/// length of `given` (the caller's), never on the secret's length or on
+/// where the first difference is.
+fn same(given: &[u8], secret: &[u8]) -> bool {
+    if secret.is_empty() {
+        return given.is_empty();
+    }
+    let mut diff = u8::from(given.len() != secret.len());
+    for (i, g) in given.iter().enumerate() {
+        diff |= g ^ secret[i % secret.len()];
+    }
+    std::hint::black_box(diff) == 0
 }
 
 fn plain(status: StatusCode, body: &str) -> Response {
@@ -249,6 +335,13 @@ struct LoginForm {
 }
 
 async fn login(State(admin): State<Admin>, form: axum::extract::Form<LoginForm>) -> Response {
+    if !admin.sign_ins.attempt() {
+        tracing::warn!("inspector sign-in refused: too many attempts");
+        return plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-in attempts; wait a minute and try again.",
+        );
+    }
     let token = admin.token.as_deref().unwrap_or_default();
     if !same(form.token.trim().as_bytes(), token.as_bytes()) {
         tracing::info!("inspector sign-in refused: wrong token");
@@ -257,22 +350,17 @@ async fn login(State(admin): State<Admin>, form: axum::extract::Form<LoginForm>)
         *page.status_mut() = StatusCode::UNAUTHORIZED;
         return page;
     }
-    // The token itself, kept from scripts and other sites; any printable
-    // token without ';' or spaces fits a cookie value.
-    if !form
-        .token
-        .trim()
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
-    {
+    // A fresh random session id, kept from scripts and other sites; the
+    // token itself never goes into a cookie.
+    let Some(id) = admin.sign_ins.open() else {
         return plain(
-            StatusCode::BAD_REQUEST,
-            "This token cannot be kept in a cookie; send it as `Authorization: Bearer` instead.",
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No randomness for a session id.",
         );
-    }
+    };
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        form.token.trim()
+        "{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        session::SESSION_TTL.as_secs()
     );
     (
         StatusCode::SEE_OTHER,
@@ -284,7 +372,12 @@ async fn login(State(admin): State<Admin>, form: axum::extract::Form<LoginForm>)
         .into_response()
 }
 
-async fn logout() -> Response {
+/// Ends the session of the request's cookie (revoked on the server, not
+/// only forgotten by the browser) and clears the cookie.
+async fn logout(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    for id in session_cookie(&headers) {
+        admin.sign_ins.close(id);
+    }
     (
         StatusCode::SEE_OTHER,
         [
@@ -402,4 +495,51 @@ pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
         }
     });
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_compares_whole_values() {
+        assert!(same(b"correct-horse", b"correct-horse"));
+        assert!(!same(b"correct-hors", b"correct-horse"), "a prefix");
+        assert!(!same(b"correct-horsee", b"correct-horse"), "longer");
+        assert!(!same(b"correct-horse", b"Correct-horse"));
+        // The secret repeated is not the secret.
+        assert!(!same(b"abab", b"ab"));
+        assert!(!same(b"", b"ab"));
+        assert!(same(b"", b""));
+        assert!(!same(b"x", b""));
+    }
+
+    #[test]
+    fn hosts_must_name_the_admin_address() {
+        let loopback: SocketAddr = "127.0.0.1:8788".parse().expect("addr");
+        for ok in ["127.0.0.1:8788", "localhost:8788", "LOCALHOST:8788"] {
+            assert!(host_names(ok, loopback), "{ok}");
+        }
+        for bad in [
+            "127.0.0.1:8787",
+            "127.0.0.1",
+            "localhost",
+            "evil.example:8788",
+            "rebind.evil.example:8788",
+            "127.0.0.2:8788",
+            ":8788",
+        ] {
+            assert!(!host_names(bad, loopback), "{bad}");
+        }
+        let v6: SocketAddr = "[::1]:9000".parse().expect("addr");
+        assert!(host_names("[::1]:9000", v6));
+        assert!(host_names("localhost:9000", v6));
+        assert!(!host_names("[::2]:9000", v6));
+        let public: SocketAddr = "192.0.2.10:9000".parse().expect("addr");
+        assert!(host_names("192.0.2.10:9000", public));
+        assert!(!host_names("localhost:9000", public), "not loopback");
+        let any: SocketAddr = "0.0.0.0:9000".parse().expect("addr");
+        assert!(host_names("admin.example:9000", any));
+        assert!(!host_names("admin.example:9001", any));
+    }
 }
