@@ -174,7 +174,7 @@ impl Server {
 async fn http(addr: &str, method: &str, path: &str, headers: &str) -> (u16, String) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: chat\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n{headers}Connection: close\r\n\r\n"
     );
     tcp.write_all(request.as_bytes()).await.expect("request");
     let mut answer = String::new();
