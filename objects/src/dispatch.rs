@@ -68,7 +68,7 @@ impl<O: Object> NsInner<O> {
     pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>) -> Self {
         NsInner {
             name: Arc::from(name),
-            minter: IdMinter::new(&shared.store.secret, name),
+            minter: IdMinter::new(&shared.id_secret, name),
             env,
             shared,
             live: IdMap::default(),
@@ -107,8 +107,36 @@ impl<O: Object> Deliver for NsDeliver<O> {
     }
 }
 
-/// Puts an envelope in the object's mailbox, starting its task if needed.
+/// Sends an envelope where its object lives: in a cluster, to the node
+/// that owns its shard when that is not this one; else into the object's
+/// mailbox here.
 pub(crate) fn enqueue<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    envelope: Envelope<O>,
+) -> Result<()> {
+    #[cfg(feature = "cluster")]
+    if let Some(route) = ns.shared.route.get() {
+        match route.place(id.as_bytes()) {
+            crate::remote::Place::Local { .. } => {}
+            crate::remote::Place::Remote { node, epoch } => {
+                return crate::forward::send(route, &ns.name, id, &node, epoch, envelope);
+            }
+            crate::remote::Place::Unavailable(reason) => {
+                let e = Error::Unavailable {
+                    id: id.clone(),
+                    reason,
+                };
+                return Err(e);
+            }
+        }
+    }
+    enqueue_local(ns, id, envelope)
+}
+
+/// Puts an envelope in the object's mailbox here, starting its task if
+/// needed.
+pub(crate) fn enqueue_local<O: Object>(
     ns: &Arc<NsInner<O>>,
     id: &ObjectId,
     mut envelope: Envelope<O>,

@@ -65,10 +65,14 @@ mod activation;
 mod admin;
 mod alarm;
 mod clock;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod context;
 mod dispatch;
 mod error;
 mod event;
+#[cfg(feature = "cluster")]
+mod forward;
 mod gate;
 mod http;
 mod id;
@@ -77,6 +81,9 @@ mod namespace;
 mod object;
 mod options;
 mod registry;
+// The cluster's seam and pure rules; its shell is `cluster`.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+mod remote;
 mod runtime;
 mod shared;
 mod storage;
@@ -92,6 +99,10 @@ pub use admin::inspect::{
 pub use admin::{Admin, AdminError, Entry, Export, ExportFilter, ImportStats, ObjectInfo};
 pub use alarm::AlarmInfo;
 pub use clock::{Clock, TokioClock};
+#[cfg(feature = "cluster")]
+pub use cluster::{
+    Cluster, ClusterCa, ClusterError, ClusterOptions, ClusterStatus, NodeCertificate,
+};
 pub use context::Context;
 pub use error::{BoxError, Error, Result};
 pub use http::{BodyError, Request, Response, buffer_request};

@@ -16,6 +16,7 @@ const LAYERS: &[&str] = &[
     "metrics",
     "storage",
     "http",
+    "remote",
     "alarm",
     "websocket",
     "options",
@@ -24,12 +25,14 @@ const LAYERS: &[&str] = &[
     "object",
     "event",
     "gate",
+    "forward",
     "activation",
     "dispatch",
     "admin",
     "registry",
     "namespace",
     "runtime",
+    "cluster",
 ];
 
 /// The one pair allowed to use each other: the mailbox router starts
