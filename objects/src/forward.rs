@@ -31,7 +31,12 @@ pub(crate) fn send<O: Object>(
     epoch: u64,
     envelope: Envelope<O>,
 ) -> Result<()> {
-    let chain = envelope.chain.ids().to_vec();
+    // The envelope's chain ends with the object itself; the owner pushes
+    // it again when it queues the event.
+    let mut chain = envelope.chain.ids().to_vec();
+    if chain.last() == Some(id.as_bytes()) {
+        chain.pop();
+    }
     match envelope.event {
         Event::Call(call, reply) => {
             let body = to_raw(id, &call)?;

@@ -7,7 +7,7 @@
 //!
 //! | key | value | lifetime |
 //! |---|---|---|
-//! | `P/meta` | `{"shards":S,"secret":"<64 hex>"}` | made once, by the first node |
+//! | `P/meta` | `{"shards":S,"secret":"<64 hex>","members":[…]}` | made once, by the first node |
 //! | `P/members/<node>` | `{"addr":"ip:port"}` (its QUIC address) | the node's lease |
 //! | `P/shards/<shard, 5 digits>` | `{"node":"<owner>","epoch":E}` | changed only by transactions |
 
@@ -29,6 +29,9 @@ fn etcd(what: &str, e: impl std::fmt::Display) -> ClusterError {
 pub(crate) struct Meta {
     pub(crate) shards: u32,
     pub(crate) secret: String,
+    /// The members named at creation, among whom first owners are chosen.
+    #[serde(default)]
+    pub(crate) members: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -66,12 +69,17 @@ impl Etcd {
 
     /// Creates the cluster's facts if there are none, else reads them: the
     /// first node fixes the shard count and the id secret for good.
-    pub(crate) async fn meta(&mut self, shards: u32) -> Result<Meta, ClusterError> {
+    pub(crate) async fn meta(
+        &mut self,
+        shards: u32,
+        members: &[String],
+    ) -> Result<Meta, ClusterError> {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).map_err(|e| etcd("random secret", e))?;
         let fresh = Meta {
             shards: shards.max(1),
             secret: crate::id::hex(&secret),
+            members: members.to_vec(),
         };
         let key = self.key("meta");
         let value = serde_json::to_vec(&fresh).map_err(|e| etcd("meta", e))?;

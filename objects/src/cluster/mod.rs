@@ -67,6 +67,11 @@ pub struct ClusterOptions {
     pub certificate: NodeCertificate,
     /// Virtual shards, used only by the node that creates the cluster.
     pub shards: u32,
+    /// The cluster's first members (node ids), used only by the node that
+    /// creates it: each shard's first owner is chosen among them, so the
+    /// first node up does not take every shard. Empty: among the members
+    /// live when the shard is first claimed.
+    pub initial_members: Vec<String>,
     /// The lease TTL (whole seconds, at least 2).
     pub lease_ttl: Duration,
     /// How long before the TTL runs out (by this node's clock) the node
@@ -90,6 +95,7 @@ impl ClusterOptions {
             quic_listen,
             certificate,
             shards: 64,
+            initial_members: Vec::new(),
             lease_ttl: Duration::from_secs(10),
             lease_margin: Duration::from_secs(3),
         }
@@ -99,6 +105,7 @@ impl ClusterOptions {
 with_setters!(ClusterOptions {
     with_prefix => prefix: String,
     with_shards => shards: u32,
+    with_initial_members => initial_members: Vec<String>,
     with_lease_ttl => lease_ttl: Duration,
     with_lease_margin => lease_margin: Duration,
 });
@@ -163,7 +170,16 @@ impl Cluster {
         }
         let (server, client) = tls::quic_configs(&options.certificate)?;
         let mut etcd = Etcd::connect(&options.etcd, &options.prefix).await?;
-        let meta = etcd.meta(options.shards).await?;
+        if let Some(bad) = options
+            .initial_members
+            .iter()
+            .find(|m| !shard::valid_node_id(m))
+        {
+            return Err(ClusterError::Config(format!(
+                "initial member {bad:?} is not a valid node id"
+            )));
+        }
+        let meta = etcd.meta(options.shards, &options.initial_members).await?;
         let secret = crate::id::parse_hex(&meta.secret).map_err(|_| {
             ClusterError::Etcd("the cluster's id secret is not 64 hex digits".into())
         })?;
@@ -171,11 +187,12 @@ impl Cluster {
             .map_err(|e| ClusterError::Transport(format!("bind {}: {e}", options.quic_listen)))?;
         endpoint.set_default_client_config(client);
         let shutdown = CancellationToken::new();
-        let view = View::new(
+        let mut view = View::new(
             &options.node_id,
             meta.shards,
             Lease::new(options.lease_ttl, options.lease_margin),
         );
+        view.initial = meta.members.clone();
         Ok(Cluster {
             inner: Arc::new(Inner {
                 peers: Peers::new(endpoint.clone(), shutdown.clone()),

@@ -28,6 +28,8 @@ struct Queued {
 }
 
 struct Peer {
+    /// Where it was reached: a node that restarts comes back elsewhere.
+    addr: SocketAddr,
     tx: mpsc::Sender<Queued>,
     dead: Arc<AtomicBool>,
 }
@@ -65,7 +67,9 @@ impl Peers {
         let (tx, rx) = oneshot::channel();
         let mut peers = crate::sync::lock(&self.peers);
         let fresh = match peers.get(node) {
-            Some(p) if !p.dead.load(Ordering::Acquire) && !p.tx.is_closed() => None,
+            Some(p) if p.addr == addr && !p.dead.load(Ordering::Acquire) && !p.tx.is_closed() => {
+                None
+            }
             _ => Some(self.connect(node, addr)),
         };
         if let Some(p) = fresh {
@@ -99,7 +103,7 @@ impl Peers {
             }
             flag.store(true, Ordering::Release);
         });
-        Peer { tx, dead }
+        Peer { addr, tx, dead }
     }
 }
 
@@ -133,7 +137,12 @@ async fn run_peer(
         }
     };
     let pending: Pending = Arc::default();
-    let reader = tokio::spawn(read_replies(recv, pending.clone(), node.clone()));
+    let reader = tokio::spawn(read_replies(
+        recv,
+        pending.clone(),
+        node.clone(),
+        dead.clone(),
+    ));
     let mut seq = 0u64;
     while let Some(mut q) = rx.recv().await {
         seq += 1;
@@ -175,10 +184,15 @@ async fn run_peer(
     }
 }
 
-async fn read_replies(mut recv: quinn::RecvStream, pending: Pending, node: String) {
+async fn read_replies(
+    mut recv: quinn::RecvStream,
+    pending: Pending,
+    node: String,
+    dead: Arc<AtomicBool>,
+) {
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
-    loop {
+    'read: loop {
         match recv.read(&mut chunk).await {
             Ok(Some(n)) => buf.extend_from_slice(&chunk[..n]),
             _ => break,
@@ -200,11 +214,13 @@ async fn read_replies(mut recv: quinn::RecvStream, pending: Pending, node: Strin
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(peer = %node, error = %e, "bad frame from peer; dropping the connection");
-                    return;
+                    break 'read;
                 }
             }
         }
     }
+    // New requests go to a new connection from now on.
+    dead.store(true, Ordering::Release);
     let reason = format!("the connection to {node} was lost");
     for (_, tx) in crate::sync::lock(&pending).drain() {
         let _ = tx.send(Err(unavailable(reason.clone())));

@@ -126,6 +126,10 @@ pub(crate) struct View {
     /// only shards it (re-)claimed under the lease it holds now: after a
     /// lapse, etcd may have given them away, so it claims again.
     pub(crate) claimed: BTreeMap<u32, u64>,
+    /// The members named when the cluster was created: a shard's first
+    /// owner is chosen among them (whatever order they start in), so the
+    /// first node up does not take every shard. Empty: among live members.
+    pub(crate) initial: Vec<String>,
 }
 
 impl View {
@@ -137,6 +141,16 @@ impl View {
             owners: BTreeMap::new(),
             lease,
             claimed: BTreeMap::new(),
+            initial: Vec::new(),
+        }
+    }
+
+    /// Who should first own an unowned shard.
+    fn first_owner(&self, shard: u32) -> Option<&str> {
+        if self.initial.is_empty() {
+            rendezvous(shard, self.members.keys().map(String::as_str))
+        } else {
+            rendezvous(shard, self.initial.iter().map(String::as_str))
         }
     }
 
@@ -184,7 +198,8 @@ impl View {
     }
 
     /// The ownership changes this node should ask etcd for now: shards
-    /// without an owner that rendezvous gives to this node, and shards
+    /// without an owner that rendezvous gives to this node (among the
+    /// initial members, else the live ones), and shards
     /// etcd already names it for but that it has not claimed under its
     /// current lease. Shards of other nodes are never taken: without
     /// replicas their data lives only there (see `docs/cluster.md`).
@@ -196,9 +211,7 @@ impl View {
         for shard in 0..self.shards {
             match self.owners.get(&shard) {
                 None => {
-                    if rendezvous(shard, self.members.keys().map(String::as_str))
-                        == Some(self.me.as_str())
-                    {
+                    if self.first_owner(shard) == Some(self.me.as_str()) {
                         out.push(Claim {
                             shard,
                             prev: None,
@@ -336,6 +349,21 @@ mod tests {
                 epoch: 3
             }
         );
+    }
+
+    #[test]
+    fn first_owners_come_from_the_initial_members_whatever_starts_first() {
+        let t0 = Instant::now();
+        let mut alone = view("a", &["a"], 32, t0);
+        alone.initial = vec!["a".into(), "b".into(), "c".into()];
+        let mine: Vec<u32> = alone.claims(t0).iter().map(|c| c.shard).collect();
+        assert!(!mine.is_empty() && mine.len() < 32, "{mine:?}");
+        for s in 0..32 {
+            let winner = rendezvous(s, ["a", "b", "c"]);
+            assert_eq!(mine.contains(&s), winner == Some("a"), "shard {s}");
+        }
+        // Without a list, the live members decide: alone, it takes all.
+        assert_eq!(view("a", &["a"], 32, t0).claims(t0).len(), 32);
     }
 
     #[test]
