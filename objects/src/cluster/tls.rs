@@ -185,3 +185,119 @@ pub(crate) fn quic_configs(
     client.transport_config(transport);
     Ok((server, client))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server endpoint of `cert`'s node on a free loopback port: it
+    /// answers "ok" on every stream of a connection that got in.
+    fn server(cert: &NodeCertificate) -> quinn::Endpoint {
+        let (server, _) = quic_configs(cert).expect("configs");
+        let ep =
+            quinn::Endpoint::server(server, "127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let accept = ep.clone();
+        tokio::spawn(async move {
+            while let Some(incoming) = accept.accept().await {
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                        let _ = recv.read_to_end(64).await;
+                        let _ = send.write_all(b"ok").await;
+                        let _ = send.finish();
+                    }
+                });
+            }
+        });
+        ep
+    }
+
+    /// Connects and asks on one stream: "ok" means the server let us in.
+    /// With TLS 1.3 the server checks the client's certificate after the
+    /// client considers the handshake done, so a refused client learns it
+    /// when its stream fails.
+    async fn ask(
+        client: quinn::ClientConfig,
+        to: &quinn::Endpoint,
+        name: &str,
+    ) -> Result<(), String> {
+        let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        ep.set_default_client_config(client);
+        let addr = to.local_addr().expect("addr");
+        let conn = ep
+            .connect(addr, name)
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(b"x").await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        let answer = recv.read_to_end(64).await.map_err(|e| e.to_string())?;
+        if answer == b"ok" {
+            Ok(())
+        } else {
+            Err(format!("unexpected answer {answer:?}"))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_peers_with_a_certificate_from_the_cluster_ca_get_in() {
+        let ca = ClusterCa::generate().expect("CA");
+        let n1 = ca.issue("n1").expect("n1");
+        let ep = server(&n1);
+
+        // A node of the same CA gets in.
+        let (_, good) = quic_configs(&ca.issue("n2").expect("n2")).expect("configs");
+        ask(good, &ep, "n1")
+            .await
+            .expect("a CA-signed peer gets in");
+
+        // A node of another CA is refused.
+        let other = ClusterCa::generate().expect("other CA");
+        let mut stranger = other.issue("n2").expect("cert");
+        stranger.ca_pem = ca.cert_pem.clone(); // it even trusts our CA
+        let (_, bad) = quic_configs(&stranger).expect("configs");
+        ask(bad, &ep, "n1")
+            .await
+            .expect_err("a foreign peer is refused");
+
+        // A client with no certificate at all is refused.
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs(&ca.cert_pem, "CA").expect("CA") {
+            roots.add(c).expect("root");
+        }
+        let mut anon = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        anon.alpn_protocols = vec![ALPN.to_vec()];
+        let anon = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(anon).expect("quic"),
+        ));
+        ask(anon, &ep, "n1")
+            .await
+            .expect_err("a peer without a certificate is refused");
+
+        // And the server must be who we dialled: n1's certificate does not
+        // pass for n3.
+        let (_, good) = quic_configs(&ca.issue("n2").expect("n2")).expect("configs");
+        ask(good, &ep, "n3")
+            .await
+            .expect_err("the server's name is checked");
+    }
+
+    #[test]
+    fn bad_node_ids_and_pem_are_errors() {
+        let ca = ClusterCa::generate().expect("CA");
+        assert!(matches!(ca.issue("Bad_Name"), Err(ClusterError::Config(_))));
+        let broken = NodeCertificate {
+            cert_pem: "not pem".into(),
+            key_pem: "not pem".into(),
+            ca_pem: ca.cert_pem.clone(),
+        };
+        assert!(matches!(quic_configs(&broken), Err(ClusterError::Tls(_))));
+    }
+}
