@@ -217,6 +217,17 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             .call(ProbeCall::Add(num(3)))
             .await),
         "get" => fmt(probes.get_by_name(&arg(2)).call(ProbeCall::Get).await),
+        // A random id minted here, for another node to use.
+        "unique" => match probes.new_unique_id() {
+            Ok(id) => format!("ok {id}"),
+            Err(e) => format!("err {} {e}", error_kind(&e)),
+        },
+        // An id in hex, parsed here (its MAC checked under this node's
+        // secret), then called.
+        "callid" => match probes.id_from_string(&arg(2)) {
+            Ok(id) => fmt(probes.get(&id).call(ProbeCall::Add(1)).await),
+            Err(e) => format!("err {} {e}", error_kind(&e)),
+        },
         "fetch" => {
             let req = http::Request::get("/probe/path")
                 .body(bytes::Bytes::new())
@@ -600,6 +611,14 @@ async fn calls_from_every_node_reach_every_object_in_order() {
     let before = ok_total(&c.nodes[0].cmd("get", far).await).1;
     let r = c.nodes[0].cmd("burst", &format!("{far} 200")).await;
     assert_eq!(r, format!("ok n3 {}", before + 1));
+    // One id secret: a random id minted on one node is valid on the others
+    // (each parses it and checks its MAC before calling it).
+    let r = c.nodes[0].cmd("unique", "").await;
+    let hex = r.strip_prefix("ok ").unwrap_or_else(|| panic!("{r}")).to_string();
+    for (i, node) in c.nodes.iter_mut().enumerate() {
+        let (_, total) = ok_total(&node.cmd("callid", &hex).await);
+        assert_eq!(total, i as u64 + 1);
+    }
     // A fetch crosses too: status, headers and body come back.
     let r = c.nodes[0].cmd("fetch", far).await;
     assert_eq!(r, format!("ok 203 n3 {} /probe/path", before + 200));
