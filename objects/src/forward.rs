@@ -70,17 +70,10 @@ pub(crate) fn send<O: Object>(
         }
         // Alarms fire where the data is, and sockets live on the node that
         // accepted them: neither is sent on. The owner has its own.
-        other => {
-            let e = Error::Unavailable {
-                id: id.clone(),
-                reason: format!("this node does not own the object; {node} does"),
-            };
-            other.refuse(Error::Unavailable {
-                id: id.clone(),
-                reason: e.to_string(),
-            });
-            Err(e)
-        }
+        _ => Err(Error::Unavailable {
+            id: id.clone(),
+            reason: format!("this node does not own the object; {node} does"),
+        }),
     }
 }
 

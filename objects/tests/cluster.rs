@@ -614,7 +614,10 @@ async fn calls_from_every_node_reach_every_object_in_order() {
     // One id secret: a random id minted on one node is valid on the others
     // (each parses it and checks its MAC before calling it).
     let r = c.nodes[0].cmd("unique", "").await;
-    let hex = r.strip_prefix("ok ").unwrap_or_else(|| panic!("{r}")).to_string();
+    let hex = r
+        .strip_prefix("ok ")
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
     for (i, node) in c.nodes.iter_mut().enumerate() {
         let (_, total) = ok_total(&node.cmd("callid", &hex).await);
         assert_eq!(total, i as u64 + 1);

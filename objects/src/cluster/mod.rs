@@ -416,6 +416,10 @@ impl Route for ClusterRoute {
     }
 }
 
+/// Keep-alives sent without an answer before the node gives the lease up
+/// and takes a new one.
+const MAX_UNANSWERED: usize = 3;
+
 /// How often a node reads etcd and renews its lease: a third of the TTL,
 /// at most a second (so new members and owners are seen quickly).
 fn tick(ttl: Duration) -> Duration {
@@ -445,6 +449,9 @@ async fn membership(inner: Arc<Inner>, addr: String) {
         held = Some(lease);
         if let Err(e) = etcd.register(&me, &addr, lease).await {
             tracing::warn!(error = %e, "cannot register; retrying");
+            if pause(&inner, tick(ttl)).await {
+                break;
+            }
             continue;
         }
         {
@@ -453,8 +460,12 @@ async fn membership(inner: Arc<Inner>, addr: String) {
             view.new_lease();
         }
         let Ok((mut keeper, mut stream)) = etcd.keep_alive(lease).await else {
+            if pause(&inner, tick(ttl)).await {
+                break;
+            }
             continue;
         };
+        let mut unanswered = std::collections::VecDeque::new();
         loop {
             if refresh(&inner, &mut etcd).await.is_ok() {
                 generation += 1;
@@ -463,19 +474,31 @@ async fn membership(inner: Arc<Inner>, addr: String) {
             if pause(&inner, tick(ttl)).await {
                 break 'lease;
             }
+            // Answers come in the order requests were sent, so each one is
+            // credited to the send time of the oldest unanswered request: a
+            // late answer never stretches the window past what etcd gave.
             let sent = Instant::now();
-            let renewed = tokio::time::timeout(tick(ttl), async {
-                keeper.keep_alive().await.ok()?;
-                stream.message().await.ok().flatten()
-            })
-            .await;
-            match renewed {
-                Ok(Some(r)) if r.ttl() > 0 => crate::sync::write(&inner.view).lease.renewed(sent),
-                Ok(_) => {
-                    tracing::warn!("the lease is gone; taking a new one");
-                    continue 'lease;
+            if keeper.keep_alive().await.is_err() {
+                continue 'lease;
+            }
+            unanswered.push_back(sent);
+            if unanswered.len() > MAX_UNANSWERED {
+                tracing::warn!("etcd does not answer keep-alives; taking a new lease");
+                continue 'lease;
+            }
+            match tokio::time::timeout(tick(ttl), stream.message()).await {
+                Ok(Ok(Some(r))) => {
+                    let Some(sent) = unanswered.pop_front() else {
+                        continue 'lease;
+                    };
+                    if r.ttl() <= 0 {
+                        tracing::warn!("the lease is gone; taking a new one");
+                        continue 'lease;
+                    }
+                    crate::sync::write(&inner.view).lease.renewed(sent);
                 }
-                // No answer in time: try again next tick; the lease window
+                Ok(_) => continue 'lease,
+                // No answer in time: it may come later; the lease window
                 // keeps running out meanwhile.
                 Err(_) => {}
             }
