@@ -9,6 +9,7 @@
 //! its events there.
 
 mod etcd;
+mod node;
 mod tls;
 mod transport;
 
@@ -17,20 +18,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::id::ObjectId;
-use crate::registry::Registry;
 use crate::remote::shard::{self, Lease, Place, View};
-use crate::remote::wire::WireRequest;
-use crate::remote::{Answer, Outgoing, Refusal, Route};
 use crate::runtime::Runtime;
 
 pub use tls::{ClusterCa, NodeCertificate};
 
 use etcd::Etcd;
-use transport::{Handled, Peers};
+use node::Node;
+use transport::Peers;
 
 /// What can go wrong joining or running a cluster.
 #[derive(Debug, thiserror::Error)]
@@ -126,9 +125,8 @@ struct Inner {
     options: ClusterOptions,
     shards: u32,
     secret: [u8; 32],
-    view: RwLock<View>,
+    node: Arc<Node>,
     endpoint: quinn::Endpoint,
-    peers: Peers,
     etcd: Etcd,
     shutdown: CancellationToken,
     refreshed: watch::Sender<u64>,
@@ -195,10 +193,14 @@ impl Cluster {
         view.initial = meta.members.clone();
         Ok(Cluster {
             inner: Arc::new(Inner {
-                peers: Peers::new(endpoint.clone(), shutdown.clone()),
+                node: Arc::new(Node {
+                    me: options.node_id.clone(),
+                    shards: meta.shards.max(1),
+                    view: RwLock::new(view),
+                    peers: Peers::new(endpoint.clone(), shutdown.clone()),
+                }),
                 shards: meta.shards.max(1),
                 secret,
-                view: RwLock::new(view),
                 endpoint,
                 etcd,
                 shutdown,
@@ -243,7 +245,7 @@ impl Cluster {
 
     /// What this node knows now.
     pub fn status(&self) -> ClusterStatus {
-        let view = crate::sync::read(&self.inner.view);
+        let view = crate::sync::read(&self.inner.node.view);
         let now = Instant::now();
         ClusterStatus {
             members: view.members.keys().cloned().collect(),
@@ -276,21 +278,12 @@ impl Cluster {
                 "the runtime's id secret is not the cluster's: open it with RuntimeBuilder::id_secret(cluster.id_secret())".into(),
             ));
         }
-        let route: Arc<dyn Route> = Arc::new(ClusterRoute(self.inner.clone()));
-        runtime
-            .shared()
-            .route
-            .set(route)
-            .map_err(|_| ClusterError::Config("this runtime already serves a cluster".into()))?;
-        let registry = runtime.registry().clone();
-        let inner = self.inner.clone();
-        let handle: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync> =
-            Arc::new(move |req| handle(&inner, &registry, req));
-        tokio::spawn(transport::serve(
+        node::attach(
+            &self.inner.node,
+            runtime,
             self.inner.endpoint.clone(),
             self.inner.shutdown.clone(),
-            handle,
-        ));
+        )?;
         let addr = self.quic_addr()?.to_string();
         tokio::spawn(membership(self.inner.clone(), addr));
         Ok(())
@@ -329,90 +322,6 @@ impl Cluster {
         );
         let mut etcd = self.inner.etcd.clone();
         etcd.apply(&claim).await
-    }
-}
-
-/// The server side of one request: checks this node owns the shard at
-/// that epoch, then queues the event (in arrival order).
-fn handle(inner: &Inner, registry: &Arc<Registry>, req: WireRequest) -> Handled {
-    let Ok(id) = crate::id::parse_hex(&req.id) else {
-        return Handled::Now(Err(Refusal::Failed {
-            message: "malformed object id".into(),
-        }));
-    };
-    let shard = shard::shard_of(&id, inner.shards);
-    if shard != req.shard {
-        return Handled::Now(Err(Refusal::Failed {
-            message: format!("the object is in shard {shard}, not {}", req.shard),
-        }));
-    }
-    let admitted = crate::sync::read(&inner.view).admit(shard, req.epoch, Instant::now());
-    match admitted {
-        Ok(()) => {}
-        Err(Place::Remote { node, epoch }) => {
-            return Handled::Now(Err(Refusal::Moved { owner: node, epoch }));
-        }
-        Err(Place::Unavailable(reason)) => {
-            return Handled::Now(Err(Refusal::Unavailable { reason }));
-        }
-        Err(Place::Local { epoch }) => {
-            return Handled::Now(Err(Refusal::Unavailable {
-                reason: format!(
-                    "this node owns the shard at epoch {epoch}, older than {}",
-                    req.epoch
-                ),
-            }));
-        }
-    }
-    let Some(ns) = registry.get(&req.ns) else {
-        return Handled::Now(Err(Refusal::Failed {
-            message: format!(
-                "namespace {:?} is not registered on {}",
-                req.ns, inner.options.node_id
-            ),
-        }));
-    };
-    match ns.remote_event(&req.id, req.kind, &req.chain, &req.body) {
-        Ok(fut) => Handled::Later(fut),
-        Err(r) => Handled::Now(Err(r)),
-    }
-}
-
-struct ClusterRoute(Arc<Inner>);
-
-impl Route for ClusterRoute {
-    fn place(&self, id: &[u8; 32]) -> Place {
-        let shard = shard::shard_of(id, self.0.shards);
-        crate::sync::read(&self.0.view).place(shard, Instant::now())
-    }
-
-    fn send(
-        &self,
-        node: &str,
-        epoch: u64,
-        out: Outgoing,
-    ) -> Result<oneshot::Receiver<Answer>, Refusal> {
-        let addr = crate::sync::read(&self.0.view).members.get(node).cloned();
-        let Some(addr) = addr.and_then(|a| a.parse::<SocketAddr>().ok()) else {
-            return Err(Refusal::Unavailable {
-                reason: format!("{node} is not a live member"),
-            });
-        };
-        let req = WireRequest {
-            seq: 0,
-            ns: out.ns.to_string(),
-            id: crate::id::hex(&out.id),
-            shard: shard::shard_of(&out.id, self.0.shards),
-            epoch,
-            kind: out.kind,
-            chain: out.chain.iter().map(crate::id::hex).collect(),
-            body: out.body,
-        };
-        self.0.peers.send(node, addr, req)
-    }
-
-    fn me(&self) -> &str {
-        &self.0.options.node_id
     }
 }
 
@@ -455,7 +364,7 @@ async fn membership(inner: Arc<Inner>, addr: String) {
             continue;
         }
         {
-            let mut view = crate::sync::write(&inner.view);
+            let mut view = crate::sync::write(&inner.node.view);
             view.lease.renewed_at = Some(sent);
             view.new_lease();
         }
@@ -495,14 +404,17 @@ async fn membership(inner: Arc<Inner>, addr: String) {
                         tracing::warn!("the lease is gone; taking a new one");
                         continue 'lease;
                     }
-                    crate::sync::write(&inner.view).lease.renewed(sent);
+                    crate::sync::write(&inner.node.view).lease.renewed(sent);
                 }
                 Ok(_) => continue 'lease,
                 // No answer in time: it may come later; the lease window
                 // keeps running out meanwhile.
                 Err(_) => {}
             }
-            if !crate::sync::read(&inner.view).lease.alive(Instant::now()) {
+            if !crate::sync::read(&inner.node.view)
+                .lease
+                .alive(Instant::now())
+            {
                 continue 'lease;
             }
         }
@@ -525,14 +437,14 @@ async fn refresh(inner: &Inner, etcd: &mut Etcd) -> Result<(), crate::cluster::C
     let members: BTreeMap<String, String> = etcd.members().await?;
     let owners = etcd.owners().await?;
     let claims = {
-        let mut view = crate::sync::write(&inner.view);
+        let mut view = crate::sync::write(&inner.node.view);
         view.members = members;
         view.owners = owners;
         view.claims(Instant::now())
     };
     for claim in claims {
         if etcd.apply(&claim).await? {
-            crate::sync::write(&inner.view).claimed(&claim);
+            crate::sync::write(&inner.node.view).claimed(&claim);
         }
     }
     Ok(())
