@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 
 const CHILD_ENV: &str = "OBJECTS_CLUSTER_NODE";
 const SHARDS: u32 = 16;
+const MAILBOX: usize = 256;
 /// Every wait in these tests is for an event (a line from a child, etcd's
 /// "ready"); this only bounds a hang.
 const HANG: Duration = Duration::from_secs(90);
@@ -35,6 +36,10 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 enum ProbeCall {
     Add(u64),
     Get,
+    /// Fails: the object is reset.
+    Fail,
+    /// Waits until the node's `release` is notified.
+    Hold,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +51,7 @@ struct ProbeReply {
 struct ProbeEnv {
     node: String,
     shared: PathBuf,
+    release: tokio::sync::Notify,
 }
 
 struct Probe {
@@ -74,7 +80,7 @@ impl Probe {
                 self.total += n;
                 ctx.storage().put("total", &self.total).map(|()| self.total)
             }
-            ProbeCall::Get => Ok(self.total),
+            _ => Ok(self.total),
         };
         std::fs::remove_file(&marker)?;
         Ok(r?)
@@ -94,6 +100,11 @@ impl Object for Probe {
     }
 
     async fn call(&mut self, ctx: &mut Context, call: ProbeCall) -> Result<ProbeReply, BoxError> {
+        match call {
+            ProbeCall::Fail => return Err("boom".into()),
+            ProbeCall::Hold => self.env.release.notified().await,
+            _ => {}
+        }
         let total = self.run(ctx, call)?;
         Ok(ProbeReply {
             node: self.env.node.clone(),
@@ -174,6 +185,7 @@ fn cluster_node_child() {
             .data_dir(&cfg.data)
             .id_secret(cluster.id_secret())
             .call_timeout(Duration::from_secs(20))
+            .mailbox_capacity(MAILBOX)
             .open()
             .expect("open");
         let probes = runtime
@@ -182,6 +194,7 @@ fn cluster_node_child() {
                 ProbeEnv {
                     node: cfg.node.clone(),
                     shared: cfg.shared.clone(),
+                    release: tokio::sync::Notify::new(),
                 },
             )
             .expect("namespace");
@@ -217,6 +230,52 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             .call(ProbeCall::Add(num(3)))
             .await),
         "get" => fmt(probes.get_by_name(&arg(2)).call(ProbeCall::Get).await),
+        "release" => {
+            probes.env().release.notify_one();
+            "ok".into()
+        }
+        "fail" => fmt(probes.get_by_name(&arg(2)).call(ProbeCall::Fail).await),
+        // One call that holds the object, then `n` more through the same
+        // stub: those past the mailbox are refused at once. When the last
+        // refusal is in, says "held <req>" and waits for the owner's
+        // `release`. Answers "ok <ran> <overloaded>" if the ones that ran
+        // counted in order and none ran after a refusal.
+        "overload" => {
+            let stub = probes.get_by_name(&arg(2));
+            let hold = stub.call(ProbeCall::Hold);
+            let mut adds: Vec<_> = (0..num(3)).map(|_| stub.call(ProbeCall::Add(1))).collect();
+            let Some(last) = adds.pop() else {
+                return "err usage".into();
+            };
+            let last = last.await;
+            // The object runs on its owner: the test releases it there.
+            println!("held {}", arg(1));
+            let mut results: Vec<_> = Vec::new();
+            for f in adds {
+                results.push(f.await);
+            }
+            results.push(last);
+            if let Err(e) = hold.await {
+                return format!("err {} hold: {e}", error_kind(&e));
+            }
+            let mut totals = Vec::new();
+            let mut overloaded = 0;
+            for r in results {
+                match r {
+                    Ok(p) if overloaded == 0 => totals.push(p.total),
+                    Err(e) if e.is_overloaded() => overloaded += 1,
+                    Ok(_) => return "err order a call ran after one was refused".into(),
+                    Err(e) => {
+                        return format!("err {} after {} ran: {e}", error_kind(&e), totals.len());
+                    }
+                }
+            }
+            if totals.windows(2).all(|p| p[1] == p[0] + 1) {
+                format!("ok {} {overloaded}", totals.len())
+            } else {
+                format!("err order {totals:?}")
+            }
+        }
         // A random id minted here, for another node to use.
         "unique" => match probes.new_unique_id() {
             Ok(id) => format!("ok {id}"),
@@ -622,9 +681,25 @@ async fn calls_from_every_node_reach_every_object_in_order() {
         let (_, total) = ok_total(&node.cmd("callid", &hex).await);
         assert_eq!(total, i as u64 + 1);
     }
+    // Errors cross as the same types: a handler's failure is a Reset with
+    // its cause, a full mailbox on the owner is Overloaded.
+    let r = c.nodes[0].cmd("fail", far).await;
+    assert!(r.starts_with("err Reset ") && r.ends_with("boom"), "{r}");
+    let req = c.nodes[0].send("overload", &format!("{far} 300"));
+    c.nodes[0].wait_line(&format!("held {req}")).await;
+    assert_eq!(c.nodes[2].cmd("release", "").await, "ok");
+    let r = c.nodes[0].wait_line(&format!("reply {req} ")).await;
+    let w: Vec<&str> = r.split_whitespace().collect();
+    assert_eq!(w[0], "ok", "{r}");
+    let (ran, refused): (usize, usize) = (w[1].parse().expect("n"), w[2].parse().expect("n"));
+    assert_eq!(ran + refused, 300, "{r}");
+    assert!(ran <= MAILBOX && refused >= 300 - MAILBOX, "{r}");
     // A fetch crosses too: status, headers and body come back.
     let r = c.nodes[0].cmd("fetch", far).await;
-    assert_eq!(r, format!("ok 203 n3 {} /probe/path", before + 200));
+    assert_eq!(
+        r,
+        format!("ok 203 n3 {} /probe/path", before + 200 + ran as u64)
+    );
     assert_eq!(c.violations(), "");
 }
 
