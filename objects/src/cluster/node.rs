@@ -259,4 +259,98 @@ mod tests {
             n.rt.shutdown().await;
         }
     }
+
+    /// Not a test: a measurement, run by hand (`docs/cluster.md`):
+    /// sequential round trips of a bare quinn request/response on one
+    /// stream, of a call to an object on another node, and of a call to a
+    /// local object, side by side in one process.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "a measurement; run with --ignored --nocapture"]
+    async fn round_trips() {
+        const N: usize = 5000;
+        fn report(what: &str, mut t: Vec<Duration>) -> Duration {
+            t.sort();
+            let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)];
+            let mean = t.iter().sum::<Duration>() / t.len() as u32;
+            println!(
+                "{what:<28} mean {:>7.1} us  p50 {:>7.1} us  p99 {:>7.1} us",
+                mean.as_secs_f64() * 1e6,
+                p(0.5).as_secs_f64() * 1e6,
+                p(0.99).as_secs_f64() * 1e6
+            );
+            mean
+        }
+        let ca = ClusterCa::generate().expect("CA");
+
+        // Bare quinn: one stream, a 64-byte request, a 64-byte answer.
+        let (server, _) = tls::quic_configs(&ca.issue("s").expect("cert")).expect("tls");
+        let (_, client) = tls::quic_configs(&ca.issue("c").expect("cert")).expect("tls");
+        let sep =
+            quinn::Endpoint::server(server, "127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let saddr = sep.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let conn = sep.accept().await.expect("incoming").await.expect("conn");
+            let (mut send, mut recv) = conn.accept_bi().await.expect("stream");
+            let mut buf = [0u8; 64];
+            while recv.read_exact(&mut buf).await.is_ok() {
+                if send.write_all(&buf).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut cep = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        cep.set_default_client_config(client);
+        let conn = cep
+            .connect(saddr, "s")
+            .expect("connect")
+            .await
+            .expect("conn");
+        let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        let mut times = Vec::with_capacity(N);
+        let mut buf = [7u8; 64];
+        for i in 0..N + 500 {
+            let t = Instant::now();
+            send.write_all(&buf).await.expect("write");
+            recv.read_exact(&mut buf).await.expect("read");
+            if i >= 500 {
+                times.push(t.elapsed());
+            }
+        }
+        let bare = report("bare quinn request/response", times);
+
+        // Calls: a on b's object (crosses), b on its own (local).
+        let secret = [3u8; 32];
+        let a = start("a", &ca, secret).await;
+        let b = start("b", &ca, secret).await;
+        let all = [&a, &b];
+        let id = a.ns.id_from_name("x");
+        let shard = shard::shard_of(id.as_bytes(), SHARDS);
+        believe(&a, &all, shard, "b", 1);
+        believe(&b, &all, shard, "b", 1);
+        let run = |ns: Namespace<Where>| {
+            let stub = ns.get(&id);
+            async move {
+                let mut times = Vec::with_capacity(N);
+                for i in 0..N + 500 {
+                    let t = Instant::now();
+                    assert_eq!(stub.call(()).await.expect("call"), "b");
+                    if i >= 500 {
+                        times.push(t.elapsed());
+                    }
+                }
+                times
+            }
+        };
+        let cross = report("call to another node", run(a.ns.clone()).await);
+        let local = report("call to a local object", run(b.ns.clone()).await);
+        println!(
+            "cross-node / bare quinn: {:.2}x; local call: {:.2}x bare quinn",
+            cross.as_secs_f64() / bare.as_secs_f64(),
+            local.as_secs_f64() / bare.as_secs_f64()
+        );
+        for n in all {
+            n.shutdown.cancel();
+            n.rt.shutdown().await;
+        }
+    }
 }
