@@ -367,6 +367,19 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             }
             "err serving never".into()
         }
+        // Waits out this node's lease window (a deadline the node itself
+        // keeps, by its monotonic clock), then says whether it still serves.
+        "lapse" => {
+            if let Some(left) = cluster.status().serve_for {
+                tokio::time::sleep(left).await;
+            }
+            let s = cluster.status();
+            if s.serving.is_empty() && s.serve_for.is_none() {
+                "ok".into()
+            } else {
+                format!("err still serving {:?}", s.serving)
+            }
+        }
         "reassign" => match cluster
             .reassign_shard(num(2) as u32, &arg(3), num(4), &arg(5))
             .await
@@ -381,15 +394,51 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
 // --------------------------------------------------------------- the parent
 
 struct Etcd {
-    child: Child,
+    child: Option<Child>,
+    bin: PathBuf,
+    args: Vec<String>,
     url: String,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+    }
+}
+
+impl Etcd {
+    /// Kills etcd (SIGKILL); its data dir stays.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts etcd on its data dir and ports and waits for its "serving
+    /// client traffic" log line.
+    async fn launch(&mut self) {
+        let mut child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn etcd");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("serving client traffic") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        self.child = Some(child);
+        tokio::time::timeout(HANG, rx.recv())
+            .await
+            .expect("etcd started")
+            .expect("etcd is ready");
     }
 }
 
@@ -408,9 +457,8 @@ fn etcd_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Starts etcd in a temp dir on free loopback ports and waits for its
-/// "serving client traffic" log line. `None` (and why, printed)
-/// without an `etcd` binary.
+/// Starts etcd in a temp dir on free loopback ports. `None` (and why,
+/// printed) without an `etcd` binary.
 async fn start_etcd() -> Option<Etcd> {
     let Some(bin) = etcd_binary() else {
         eprintln!("skipped: no `etcd` binary on PATH (apt-get install etcd-server)");
@@ -420,49 +468,36 @@ async fn start_etcd() -> Option<Etcd> {
     let (client, peer) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut child = Command::new(bin)
-        .args([
-            "--name",
-            "test",
-            "--data-dir",
-            &dir.path().join("etcd").to_string_lossy(),
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &format!("test={peer_url}"),
-            "--logger",
-            "zap",
-            "--log-outputs",
-            "stderr",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcd");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("serving client traffic") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let etcd = Etcd {
-        child,
+    let args = [
+        "--name",
+        "test",
+        "--data-dir",
+        &dir.path().join("etcd").to_string_lossy(),
+        "--listen-client-urls",
+        &url,
+        "--advertise-client-urls",
+        &url,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster",
+        &format!("test={peer_url}"),
+        "--logger",
+        "zap",
+        "--log-outputs",
+        "stderr",
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let mut etcd = Etcd {
+        child: None,
+        bin,
+        args,
         url,
         _dir: dir,
     };
-    tokio::time::timeout(HANG, rx.recv())
-        .await
-        .expect("etcd started")
-        .expect("etcd is ready");
+    etcd.launch().await;
     Some(etcd)
 }
 
@@ -775,4 +810,38 @@ async fn a_paused_node_serves_nothing_it_no_longer_owns() {
     let (ran_on, _) = ok_total(&c.node("n1").cmd("call", &format!("{name} 1")).await);
     assert_eq!(ran_on, "n2");
     assert_eq!(c.violations(), "", "two live instances of one object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_etcd_nodes_stop_at_their_lease_and_come_back_with_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut c) = Cluster3::start(4, 1500).await else {
+        return;
+    };
+    let (on2, shard, _) = object_on(&mut c, "n2", "etcd").await;
+    let mut acked = 0;
+    for _ in 0..3 {
+        acked = ok_total(&c.nodes[0].cmd("call", &format!("{on2} 1")).await).1;
+    }
+    // etcd goes away: no node can renew, so each stops when its own
+    // lease window ends.
+    c.etcd.stop();
+    for node in &mut c.nodes {
+        assert_eq!(node.cmd("lapse", "").await, "ok", "{}", node.id);
+    }
+    for node in ["n1", "n2"] {
+        let r = c.node(node).cmd("call", &format!("{on2} 1")).await;
+        assert!(
+            r.starts_with("err Unavailable ") && r.contains("lease"),
+            "{r}"
+        );
+    }
+    // etcd is back: nodes take new leases, re-claim, and serve again, with
+    // every acknowledged write.
+    c.etcd.launch().await;
+    c.settle().await;
+    assert_eq!(c.node("n2").cmd("serving", &shard.to_string()).await, "ok");
+    let (ran_on, total) = ok_total(&c.nodes[0].cmd("call", &format!("{on2} 1")).await);
+    assert_eq!((ran_on.as_str(), total), ("n2", acked + 1));
+    assert_eq!(c.violations(), "");
 }

@@ -119,6 +119,9 @@ pub struct ClusterStatus {
     pub owners: Vec<Option<(String, u64)>>,
     /// The shards this node serves now.
     pub serving: Vec<u32>,
+    /// How much longer, by this node's clock, it may serve without another
+    /// successful lease renewal (`None`: it holds no live lease).
+    pub serve_for: Option<Duration>,
 }
 
 struct Inner {
@@ -130,6 +133,8 @@ struct Inner {
     etcd: Etcd,
     shutdown: CancellationToken,
     refreshed: watch::Sender<u64>,
+    /// The membership loop, awaited by `leave` (it revokes the lease).
+    membership: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// One node's membership in a cluster. Cheap to clone.
@@ -205,6 +210,7 @@ impl Cluster {
                 etcd,
                 shutdown,
                 refreshed: watch::Sender::new(0),
+                membership: std::sync::Mutex::new(None),
                 options,
             }),
         })
@@ -255,6 +261,11 @@ impl Cluster {
             serving: (0..view.shards)
                 .filter(|s| matches!(view.place(*s, now), Place::Local { .. }))
                 .collect(),
+            serve_for: view
+                .lease
+                .serve_until()
+                .and_then(|until| until.checked_duration_since(now))
+                .filter(|d| !d.is_zero()),
         }
     }
 
@@ -285,14 +296,21 @@ impl Cluster {
             self.inner.shutdown.clone(),
         )?;
         let addr = self.quic_addr()?.to_string();
-        tokio::spawn(membership(self.inner.clone(), addr));
+        let task = tokio::spawn(membership(self.inner.clone(), addr));
+        *crate::sync::lock(&self.inner.membership) = Some(task);
         Ok(())
     }
 
-    /// Leaves: gives up the lease (its shards become unavailable until it
-    /// returns) and closes the QUIC endpoint.
+    /// Leaves: stops serving, revokes the lease (its shards are
+    /// unavailable from now until it returns, instead of until the lease
+    /// would have expired) and closes the QUIC endpoint. Call it before
+    /// [`Runtime::shutdown`].
     pub async fn leave(&self) {
         self.inner.shutdown.cancel();
+        let task = crate::sync::lock(&self.inner.membership).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
         self.inner.endpoint.close(0u32.into(), b"leaving");
     }
 
