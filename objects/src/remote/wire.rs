@@ -358,6 +358,72 @@ impl WireHttp {
 }
 
 #[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reply(seq: u64, n: u8) -> WireReply {
+        let result = match n % 3 {
+            0 => Ok(RawValue::from_string(format!("[{n},\"x\"]")).expect("json")),
+            1 => Err(Refusal::Moved {
+                owner: format!("n{n}"),
+                epoch: u64::from(n),
+            }),
+            _ => Err(Refusal::Reset {
+                cause: "é\u{0}\"".repeat(usize::from(n)),
+            }),
+        };
+        WireReply::new(seq, result)
+    }
+
+    proptest! {
+        /// A stream of frames read in chunks of any sizes (as QUIC hands
+        /// them over) decodes to the same messages, in order.
+        #[test]
+        fn chunked_streams_decode_to_the_frames_sent(
+            kinds in proptest::collection::vec(any::<u8>(), 0..20),
+            cuts in proptest::collection::vec(1usize..64, 1..40),
+        ) {
+            let sent: Vec<WireReply> = kinds.iter().enumerate().map(|(i, n)| reply(i as u64, *n)).collect();
+            let mut bytes = Vec::new();
+            for r in &sent {
+                bytes.extend(encode(r).expect("encode"));
+            }
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            let mut at = 0;
+            let mut cut = cuts.iter().cycle();
+            while at < bytes.len() {
+                let end = (at + cut.next().copied().unwrap_or(1)).min(bytes.len());
+                buf.extend_from_slice(&bytes[at..end]);
+                at = end;
+                while let Some((r, used)) = decode::<WireReply>(&buf).expect("valid") {
+                    buf.drain(..used);
+                    got.push(r);
+                }
+            }
+            prop_assert!(buf.is_empty());
+            prop_assert_eq!(got.len(), sent.len());
+            for (g, s) in got.into_iter().zip(sent) {
+                prop_assert_eq!(g.seq, s.seq);
+                let (g, s) = (g.into_result().expect("one part"), s.into_result().expect("one part"));
+                match (g, s) {
+                    (Ok(a), Ok(b)) => prop_assert_eq!(a.get(), b.get()),
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    _ => prop_assert!(false, "ok and err swapped"),
+                }
+            }
+        }
+
+        /// Arbitrary bytes never panic the decoders.
+        #[test]
+        fn any_bytes_are_safe(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+            fuzz_frames(&data);
+        }
+    }
+}
+
+#[cfg(test)]
 mod http_tests {
     use super::*;
 
