@@ -149,12 +149,16 @@ mod tests {
 
     impl Object for Where {
         type Env = String;
-        type Call = ();
+        /// `true`: never answer (to meet the deadline).
+        type Call = bool;
         type Reply = String;
         async fn new(_: &mut Context, env: Arc<String>) -> Result<Self, BoxError> {
             Ok(Where(env))
         }
-        async fn call(&mut self, _: &mut Context, (): ()) -> Result<String, BoxError> {
+        async fn call(&mut self, _: &mut Context, hang: bool) -> Result<String, BoxError> {
+            if hang {
+                std::future::pending::<()>().await;
+            }
             Ok(self.0.to_string())
         }
     }
@@ -169,6 +173,15 @@ mod tests {
     }
 
     async fn start(name: &str, ca: &ClusterCa, secret: [u8; 32]) -> TestNode {
+        start_with(name, ca, secret, Duration::from_secs(30)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        ca: &ClusterCa,
+        secret: [u8; 32],
+        call_timeout: Duration,
+    ) -> TestNode {
         let (server, client) = tls::quic_configs(&ca.issue(name).expect("cert")).expect("tls");
         let mut ep =
             quinn::Endpoint::server(server, "127.0.0.1:0".parse().expect("addr")).expect("bind");
@@ -186,6 +199,7 @@ mod tests {
         let rt = Runtime::builder()
             .data_dir(dir.path())
             .id_secret(secret)
+            .call_timeout(call_timeout)
             .open()
             .expect("open");
         let ns = rt
@@ -237,12 +251,12 @@ mod tests {
         believe(&a, &all, shard, "b", 1);
         believe(&b, &all, shard, "c", 2);
         believe(&c, &all, shard, "c", 2);
-        let ran_on = a.ns.get(&id).call(()).await.expect("answered");
+        let ran_on = a.ns.get(&id).call(false).await.expect("answered");
         assert_eq!(ran_on, "c", "b answered moved and a followed it to c");
 
         // b and c each name the other: a gives up after MAX_MOVES.
         believe(&c, &all, shard, "b", 3);
-        let err = a.ns.get(&id).call(()).await.expect_err("no owner found");
+        let err = a.ns.get(&id).call(false).await.expect_err("no owner found");
         assert!(err.is_unavailable(), "{err}");
         assert!(err.to_string().contains("moved"), "{err}");
 
@@ -250,7 +264,11 @@ mod tests {
         believe(&a, &all, shard, "c", 2);
         crate::sync::write(&c.node.view).lease.renewed_at = None;
         believe(&c, &all, shard, "c", 2);
-        let err = a.ns.get(&id).call(()).await.expect_err("c may not serve");
+        let err =
+            a.ns.get(&id)
+                .call(false)
+                .await
+                .expect_err("c may not serve");
         assert!(err.is_unavailable(), "{err}");
         assert!(err.to_string().contains("lease"), "{err}");
 
@@ -333,7 +351,7 @@ mod tests {
                 let mut times = Vec::with_capacity(N);
                 for i in 0..N + 500 {
                     let t = Instant::now();
-                    assert_eq!(stub.call(()).await.expect("call"), "b");
+                    assert_eq!(stub.call(false).await.expect("call"), "b");
                     if i >= 500 {
                         times.push(t.elapsed());
                     }
@@ -351,6 +369,32 @@ mod tests {
         for n in all {
             n.shutdown.cancel();
             n.rt.shutdown().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deadline_passed_on_the_owner_is_the_same_error() {
+        let ca = ClusterCa::generate().expect("CA");
+        let secret = [5u8; 32];
+        // The caller waits longer than the owner: the owner's deadline is
+        // the one that passes, and its error crosses.
+        let a = start_with("a", &ca, secret, Duration::from_secs(60)).await;
+        let b = start_with("b", &ca, secret, Duration::from_millis(300)).await;
+        let all = [&a, &b];
+        let id = a.ns.id_from_name("slow");
+        let shard = shard::shard_of(id.as_bytes(), SHARDS);
+        believe(&a, &all, shard, "b", 1);
+        believe(&b, &all, shard, "b", 1);
+        let err = a.ns.get(&id).call(true).await.expect_err("never answered");
+        match err {
+            crate::Error::DeadlineExceeded { id: got, deadline } => {
+                assert_eq!(got, id);
+                assert_eq!(deadline, Duration::from_millis(300), "the owner's deadline");
+            }
+            other => panic!("expected DeadlineExceeded, got {other}"),
+        }
+        for n in all {
+            n.shutdown.cancel();
         }
     }
 }
