@@ -210,6 +210,23 @@ pub(crate) async fn enqueue_wait<O: Object>(
     id: &ObjectId,
     mut envelope: Envelope<O>,
 ) -> Result<()> {
+    // Sockets live on the node that accepted them, and their events run
+    // only where the object is served: on a node that no longer serves it
+    // (its lease lapsed, or its shard was moved) they are refused, so a
+    // paused node that wakes up with open sockets runs nothing of an
+    // object it lost.
+    #[cfg(feature = "cluster")]
+    if let Some(route) = ns.shared.route.get()
+        && !matches!(
+            route.place(id.as_bytes()),
+            crate::remote::Place::Local { .. }
+        )
+    {
+        return Err(Error::Unavailable {
+            id: id.clone(),
+            reason: "this node does not serve the object of this socket".into(),
+        });
+    }
     let key = *id.as_bytes();
     loop {
         if ns.shared.is_shutting_down() {
