@@ -214,7 +214,7 @@ pub(crate) async fn enqueue_wait<O: Object>(
     // only where the object is served: on a node that no longer serves it
     // (its lease lapsed, or its shard was moved) they are refused, so a
     // paused node that wakes up with open sockets runs nothing of an
-    // object it lost.
+    // object it lost (the socket task then drops the connection).
     #[cfg(feature = "cluster")]
     if let Some(route) = ns.shared.route.get()
         && !matches!(

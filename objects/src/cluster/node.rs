@@ -278,6 +278,82 @@ mod tests {
         }
     }
 
+    /// Echoes text frames on the WebSockets it accepts.
+    struct Echo;
+
+    impl Object for Echo {
+        type Env = ();
+        type Call = ();
+        type Reply = ();
+        async fn new(_: &mut Context, _: Arc<()>) -> Result<Self, BoxError> {
+            Ok(Echo)
+        }
+        async fn fetch(
+            &mut self,
+            ctx: &mut Context,
+            mut req: crate::Request,
+        ) -> Result<crate::Response, BoxError> {
+            let (_, resp) = ctx.accept_websocket(&mut req, &[])?;
+            Ok(resp)
+        }
+        async fn websocket_message(
+            &mut self,
+            ctx: &mut Context,
+            ws: crate::WebSocket,
+            msg: crate::Message,
+        ) -> Result<(), BoxError> {
+            if let crate::Message::Text(t) = msg {
+                ctx.send(ws, format!("echo {t}"));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_that_stops_serving_closes_the_object_s_sockets() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message as Ws;
+
+        let ca = ClusterCa::generate().expect("CA");
+        let b = start("b", &ca, [4u8; 32]).await;
+        let echo = b.rt.namespace::<Echo>("echo", ()).expect("namespace");
+        let id = echo.id_from_name("room");
+        believe(&b, &[&b], shard::shard_of(id.as_bytes(), SHARDS), "b", 1);
+        let door = echo.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let echo = door.clone();
+            async move {
+                let req = crate::buffer_request(req, 1024).await.expect("small");
+                let resp = echo.get_by_name("room").fetch(req).await.expect("fetch");
+                resp.map(axum::body::Body::from)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .expect("upgrade");
+        ws.send(Ws::text("hi")).await.expect("send");
+        let got = ws.next().await.expect("a frame").expect("ok");
+        assert_eq!(got, Ws::text("echo hi"));
+
+        // The node's lease lapses (as after a pause): the next frame does
+        // not run the object here, and the connection ends (the socket
+        // task drops it), so the client reconnects to a node that serves.
+        crate::sync::write(&b.node.view).lease.renewed_at = None;
+        ws.send(Ws::text("again")).await.expect("send");
+        match ws.next().await {
+            None | Some(Err(_)) | Some(Ok(Ws::Close(_))) => {}
+            Some(Ok(other)) => panic!("the object ran on a node that lost it: {other:?}"),
+        }
+        b.shutdown.cancel();
+        b.rt.shutdown().await;
+    }
+
     /// Not a test: a measurement, run by hand (`docs/cluster.md`):
     /// sequential round trips of a bare quinn request/response on one
     /// stream, of a call to an object on another node, and of a call to a
