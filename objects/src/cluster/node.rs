@@ -278,6 +278,78 @@ mod tests {
         }
     }
 
+    /// Calls the next object named in its path, and says how that went.
+    struct Relay(Arc<std::sync::OnceLock<Namespace<Relay>>>);
+
+    impl Object for Relay {
+        type Env = std::sync::OnceLock<Namespace<Relay>>;
+        type Call = Vec<String>;
+        type Reply = String;
+        async fn new(_: &mut Context, env: Arc<Self::Env>) -> Result<Self, BoxError> {
+            Ok(Relay(env))
+        }
+        async fn call(&mut self, _: &mut Context, path: Vec<String>) -> Result<String, BoxError> {
+            let Some((next, rest)) = path.split_first() else {
+                return Ok("done".into());
+            };
+            let ns = self.0.get().ok_or("namespace not set")?;
+            Ok(match ns.get_by_name(next).call(rest.to_vec()).await {
+                Ok(r) => r,
+                Err(crate::Error::CallCycle { .. }) => "cycle".into(),
+                Err(e) => format!("error: {e}"),
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_call_chain_crosses_nodes_so_cycles_are_refused() {
+        let ca = ClusterCa::generate().expect("CA");
+        let secret = [6u8; 32];
+        let a = start("a", &ca, secret).await;
+        let b = start("b", &ca, secret).await;
+        let all = [&a, &b];
+        let mut relays = Vec::new();
+        for n in all {
+            let ns =
+                n.rt.namespace::<Relay>("relay", std::sync::OnceLock::new())
+                    .expect("namespace");
+            let _ = ns.env().set(ns.clone());
+            relays.push(ns);
+        }
+        // x lives on a, y on b (shards chosen to differ).
+        let (x, y) = (
+            "x".to_string(),
+            (0..)
+                .map(|i| format!("y{i}"))
+                .find(|name| {
+                    let sx = shard::shard_of(relays[0].id_from_name("x").as_bytes(), SHARDS);
+                    shard::shard_of(relays[0].id_from_name(name).as_bytes(), SHARDS) != sx
+                })
+                .expect("a name in another shard"),
+        );
+        for (name, owner) in [(&x, "a"), (&y, "b")] {
+            let s = shard::shard_of(relays[0].id_from_name(name).as_bytes(), SHARDS);
+            for n in all {
+                believe(n, &all, s, owner, 1);
+            }
+        }
+        // a → x (on a) → y (on b) → done: a chain of calls across nodes.
+        let r = relays[0].get_by_name(&x).call(vec![y.clone()]).await;
+        assert_eq!(r.expect("answered"), "done");
+        // x → y → x: y, on b, sees x on the chain that came with the call
+        // and refuses at once (without the chain, it would wait on x,
+        // which waits on it, until the deadline).
+        let r = relays[0]
+            .get_by_name(&x)
+            .call(vec![y.clone(), x.clone()])
+            .await;
+        assert_eq!(r.expect("answered"), "cycle");
+        for n in all {
+            n.shutdown.cancel();
+            n.rt.shutdown().await;
+        }
+    }
+
     /// Echoes text frames on the WebSockets it accepts.
     struct Echo;
 
