@@ -80,7 +80,7 @@ impl<O: Object> NsInner<O> {
     pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>, limits: NsLimits) -> Self {
         NsInner {
             name: Arc::from(name),
-            minter: IdMinter::new(&shared.store.secret, name),
+            minter: IdMinter::new(&shared.id_secret, name),
             env,
             shared,
             live: IdMap::default(),
@@ -139,8 +139,36 @@ impl<O: Object> crate::background::Sink for NsDeliver<O> {
     }
 }
 
-/// Puts an envelope in the object's mailbox, starting its task if needed.
+/// Sends an envelope where its object lives: in a cluster, to the node
+/// that owns its shard when that is not this one; else into the object's
+/// mailbox here.
 pub(crate) fn enqueue<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &ObjectId,
+    envelope: Envelope<O>,
+) -> Result<()> {
+    #[cfg(feature = "cluster")]
+    if let Some(route) = ns.shared.route.get() {
+        match route.place(id.as_bytes()) {
+            crate::remote::Place::Local { .. } => {}
+            crate::remote::Place::Remote { node, epoch } => {
+                return crate::forward::send(route, &ns.name, id, &node, epoch, envelope);
+            }
+            crate::remote::Place::Unavailable(reason) => {
+                let e = Error::Unavailable {
+                    id: id.clone(),
+                    reason,
+                };
+                return Err(e);
+            }
+        }
+    }
+    enqueue_local(ns, id, envelope)
+}
+
+/// Puts an envelope in the object's mailbox here, starting its task if
+/// needed.
+pub(crate) fn enqueue_local<O: Object>(
     ns: &Arc<NsInner<O>>,
     id: &ObjectId,
     mut envelope: Envelope<O>,
@@ -254,6 +282,23 @@ pub(crate) async fn enqueue_wait<O: Object>(
     id: &ObjectId,
     mut envelope: Envelope<O>,
 ) -> Result<()> {
+    // Sockets live on the node that accepted them, and their events run
+    // only where the object is served: on a node that no longer serves it
+    // (its lease lapsed, or its shard was moved) they are refused, so a
+    // paused node that wakes up with open sockets runs nothing of an
+    // object it lost (the socket task then drops the connection).
+    #[cfg(feature = "cluster")]
+    if let Some(route) = ns.shared.route.get()
+        && !matches!(
+            route.place(id.as_bytes()),
+            crate::remote::Place::Local { .. }
+        )
+    {
+        return Err(Error::Unavailable {
+            id: id.clone(),
+            reason: "this node does not serve the object of this socket".into(),
+        });
+    }
     let key = *id.as_bytes();
     loop {
         if ns.shared.is_shutting_down() {

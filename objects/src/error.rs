@@ -76,6 +76,16 @@ pub enum Error {
     /// A namespace was registered twice, or looked up but never registered.
     #[error("namespace {0:?}: {1}")]
     Namespace(String, &'static str),
+    /// In a cluster: no node may serve the object now (its shard's owner
+    /// is down, has no owner yet, or this node's lease lapsed), or the
+    /// owner could not be reached. Nothing was run; retry later.
+    #[error("object {id} is unavailable: {reason}")]
+    Unavailable {
+        /// The object.
+        id: ObjectId,
+        /// Why, for the operator.
+        reason: String,
+    },
 }
 
 /// Why an object was reset when an event ran past its time limit: the
@@ -109,5 +119,10 @@ impl Error {
     /// True when the error means the object's mailbox was full.
     pub fn is_overloaded(&self) -> bool {
         matches!(self, Error::Overloaded { .. })
+    }
+
+    /// True when the error means no node may serve the object now.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
     }
 }

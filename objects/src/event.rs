@@ -28,6 +28,18 @@ impl CallChain {
         self.0.contains(id)
     }
 
+    /// The ids, outermost first (to send the chain to another node).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn ids(&self) -> &[[u8; 32]] {
+        &self.0
+    }
+
+    /// A chain that arrived from another node.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn from_ids(ids: Vec<[u8; 32]>) -> CallChain {
+        CallChain(Arc::new(ids))
+    }
+
     pub(crate) fn push(&self, id: [u8; 32]) -> CallChain {
         let mut v = Vec::with_capacity(self.0.len() + 1);
         v.extend_from_slice(&self.0);
@@ -200,9 +212,10 @@ impl<M: Method, O: Handler<M>> Invoke<O> for Pending<M> {
 /// failures of the runtime do not.
 pub(crate) fn alarm_failure(e: &Error) -> AlarmOutcome {
     match e {
-        Error::ShuttingDown | Error::Overloaded { .. } | Error::Storage(_) => {
-            AlarmOutcome::Infra(e.to_string())
-        }
+        Error::ShuttingDown
+        | Error::Overloaded { .. }
+        | Error::Storage(_)
+        | Error::Unavailable { .. } => AlarmOutcome::Infra(e.to_string()),
         e => AlarmOutcome::Failed(e.to_string()),
     }
 }

@@ -66,10 +66,14 @@ mod admin;
 mod alarm;
 mod background;
 mod clock;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod context;
 mod dispatch;
 mod error;
 mod event;
+#[cfg(feature = "cluster")]
+mod forward;
 mod gate;
 mod http;
 mod id;
@@ -78,6 +82,9 @@ mod namespace;
 mod object;
 mod options;
 mod registry;
+// The cluster's seam and pure rules; its shell is `cluster`.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+mod remote;
 mod runtime;
 mod shared;
 mod storage;
@@ -97,6 +104,10 @@ pub use admin::{
 pub use alarm::AlarmInfo;
 pub use background::SpawnError;
 pub use clock::{Clock, TokioClock};
+#[cfg(feature = "cluster")]
+pub use cluster::{
+    Cluster, ClusterCa, ClusterError, ClusterOptions, ClusterStatus, NodeCertificate,
+};
 pub use context::Context;
 pub use error::{Aborted, BoxError, Error, EventTimeout, Result};
 pub use http::{BodyError, Request, Response, buffer_request};

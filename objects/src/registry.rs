@@ -37,7 +37,24 @@ pub(crate) trait NamespaceDyn: Send + Sync {
 
     /// One object's committed storage, alarm and sockets.
     fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView>;
+
+    /// Queues an event that another node sent (its shard is this node's):
+    /// queued before this returns, so events keep the order they arrived
+    /// in; the future is the answer, as JSON or a refusal.
+    #[cfg(feature = "cluster")]
+    fn remote_event(
+        self: Arc<Self>,
+        id: &str,
+        kind: crate::remote::Kind,
+        chain: &[String],
+        body: &serde_json::value::RawValue,
+    ) -> Result<RemoteAnswer, crate::remote::Refusal>;
 }
+
+/// The answer to an event another node sent.
+#[cfg(feature = "cluster")]
+pub(crate) type RemoteAnswer =
+    std::pin::Pin<Box<dyn Future<Output = crate::remote::Answer> + Send>>;
 
 impl<O: Object> NamespaceDyn for NsInner<O> {
     fn deliver_alarm(
@@ -78,6 +95,79 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
 
     fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
         NsInner::view(self, id, opts)
+    }
+
+    #[cfg(feature = "cluster")]
+    fn remote_event(
+        self: Arc<Self>,
+        id: &str,
+        kind: crate::remote::Kind,
+        chain: &[String],
+        body: &serde_json::value::RawValue,
+    ) -> Result<RemoteAnswer, crate::remote::Refusal> {
+        use crate::remote::{Kind, Refusal, refusal};
+        let failed = |message: String| Refusal::Failed { message };
+        let id = self.minter.parse(id).map_err(|e| failed(e.to_string()))?;
+        let mut ids = Vec::with_capacity(chain.len());
+        for hex in chain {
+            ids.push(crate::id::parse_hex(hex).map_err(|e| failed(e.to_string()))?);
+        }
+        let chain = CallChain::from_ids(ids);
+        if chain.contains(id.as_bytes()) {
+            return Err(Refusal::CallCycle);
+        }
+        let chain = chain.push(*id.as_bytes());
+        let deadline = self.shared.options.call_timeout;
+        fn answer<T: Send + 'static, W: serde::Serialize + 'static>(
+            id: ObjectId,
+            deadline: std::time::Duration,
+            rx: oneshot::Receiver<Result<T>>,
+            wire: fn(T) -> W,
+        ) -> RemoteAnswer {
+            Box::pin(async move {
+                let r = match tokio::time::timeout(deadline, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(Error::ShuttingDown),
+                    Err(_) => Err(Error::DeadlineExceeded { id, deadline }),
+                };
+                match r {
+                    Ok(v) => {
+                        serde_json::value::to_raw_value(&wire(v)).map_err(|e| Refusal::Failed {
+                            message: format!("the reply does not serialise: {e}"),
+                        })
+                    }
+                    Err(e) => Err(refusal(&e)),
+                }
+            })
+        }
+        match kind {
+            Kind::Call => {
+                let call: O::Call = serde_json::from_str(body.get())
+                    .map_err(|e| failed(format!("the call does not decode: {e}")))?;
+                let (tx, rx) = oneshot::channel();
+                let envelope = Envelope {
+                    event: Event::Call(call, tx),
+                    chain,
+                };
+                crate::dispatch::enqueue_local(&self, &id, envelope).map_err(|e| refusal(&e))?;
+                Ok(answer(id, deadline, rx, |r| r))
+            }
+            Kind::Fetch => {
+                let req = serde_json::from_str::<crate::remote::wire::WireHttp>(body.get())
+                    .map_err(|e| e.to_string())
+                    .and_then(crate::remote::wire::WireHttp::into_request)
+                    .map_err(|e| failed(format!("the request does not decode: {e}")))?;
+                let (tx, rx) = oneshot::channel();
+                let envelope = Envelope {
+                    event: Event::Fetch(Box::new(req), tx),
+                    chain,
+                };
+                crate::dispatch::enqueue_local(&self, &id, envelope).map_err(|e| refusal(&e))?;
+                Ok(answer(id, deadline, rx, |r: crate::http::Response| {
+                    crate::remote::wire::WireHttp::from_response(&r)
+                }))
+            }
+        }
     }
 }
 

@@ -32,6 +32,7 @@ pub struct RuntimeBuilder {
     data_dir: Option<PathBuf>,
     options: RuntimeOptions,
     clock: Option<Arc<dyn Clock>>,
+    id_secret: Option<[u8; 32]>,
 }
 
 impl RuntimeBuilder {
@@ -89,6 +90,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Mints and checks ids under this secret instead of the one kept in
+    /// the data dir. Every node of a cluster uses the cluster's, so an id
+    /// minted on one node is valid on all.
+    pub fn id_secret(mut self, secret: [u8; 32]) -> Self {
+        self.id_secret = Some(secret);
+        self
+    }
+
     /// Opens the data dir and starts the runtime. Must be called inside a
     /// tokio runtime.
     ///
@@ -103,6 +112,7 @@ impl RuntimeBuilder {
         let metrics = Metrics::register();
         let store = Store::open(&dir, &self.options.store)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
+        let id_secret = self.id_secret.unwrap_or(store.secret);
         let shared = Arc::new(Shared {
             store,
             clock,
@@ -113,6 +123,9 @@ impl RuntimeBuilder {
             alarms: Arc::default(),
             next_sid: AtomicU64::new(1),
             metrics,
+            id_secret,
+            #[cfg(feature = "cluster")]
+            route: std::sync::OnceLock::new(),
         });
         let registry = Arc::new(Registry::default());
         let driver = tokio::spawn(alarm::drive(alarm::Driver {
@@ -256,6 +269,16 @@ impl Runtime {
                     }),
             );
         Ok(ns)
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    #[cfg(feature = "cluster")]
+    pub(crate) fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// The runtime's options.

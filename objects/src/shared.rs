@@ -31,6 +31,13 @@ pub(crate) struct Shared {
     pub(crate) next_sid: AtomicU64,
     /// Counters and histograms.
     pub(crate) metrics: Metrics,
+    /// The secret ids are minted under: the data dir's own, or the
+    /// cluster's (so an id minted on one node is valid on all).
+    pub(crate) id_secret: [u8; 32],
+    /// In a cluster, where events go (set once, when the node starts
+    /// serving); without it every object is local.
+    #[cfg(feature = "cluster")]
+    pub(crate) route: std::sync::OnceLock<Arc<dyn crate::remote::Route>>,
 }
 
 impl Shared {

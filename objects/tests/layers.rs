@@ -17,6 +17,7 @@ const LAYERS: &[&str] = &[
     "storage",
     "http",
     "stream",
+    "remote",
     "alarm",
     "websocket",
     "options",
@@ -26,12 +27,14 @@ const LAYERS: &[&str] = &[
     "object",
     "event",
     "gate",
+    "forward",
     "activation",
     "dispatch",
     "admin",
     "registry",
     "namespace",
     "runtime",
+    "cluster",
 ];
 
 /// The one pair allowed to use each other: the mailbox router starts

@@ -12,9 +12,19 @@
 //!   the sync that makes it durable; set it with
 //!   [`StoreOptions::journal`](crate::StoreOptions::journal).
 //!
+//! - [`cluster_frames`]: the fuzz body of the cluster's wire decoders.
+//!
 //! [`Op`]: storage_model::Op
 //! [`Obs`]: storage_model::Obs
 
 pub mod storage_model;
 
 pub use crate::storage::journal::{Journal, Step};
+
+/// The fuzz body for the cluster's wire decoders (the frames nodes send
+/// each other over QUIC): any bytes, read as a stream of requests and as
+/// a stream of replies, never panic, and whatever decodes encodes back to
+/// the same frame. Needs no `cluster` feature: the codec is pure.
+pub fn cluster_frames(data: &[u8]) {
+    crate::remote::wire::fuzz_frames(data);
+}
