@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use objects::BoxError;
-use objects::{Context, Object};
-/// Results inside handlers: any error, boxed.
-type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
+use objects::{BoxError, Context, Handler, Method, Object};
+use serde::{Deserialize, Serialize};
 
 use crate::protocol::limit::{RateLimit, RateLimitOptions};
 
@@ -19,19 +17,31 @@ use crate::protocol::limit::{RateLimit, RateLimitOptions};
 /// mattering (the runtime's idle timeout, 70 s by default, against at most
 /// 25 s of memory).
 ///
-/// RPC: `call(now_ms)` counts a message sent at `now_ms` and answers
-/// `Ok(())`, or refuses it with `Err(cooldown_ms)`, the time until one
-/// would be allowed.
+/// Its one method is [`Check`], asked with `stub.ask(Check { now_ms })`.
 #[derive(Debug)]
 pub struct RateLimiter {
     state: RateLimit,
     options: RateLimitOptions,
 }
 
+/// Counts a message sent at `now_ms`: `Ok(())`, or refused with
+/// `Err(cooldown_ms)`, the time until one would be allowed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Check {
+    /// When the message was sent, in ms since the epoch.
+    pub now_ms: u64,
+}
+
+impl Method for Check {
+    type Reply = Result<(), u64>;
+}
+
 impl Object for RateLimiter {
     type Env = RateLimitOptions;
-    type Call = u64;
-    type Reply = std::result::Result<(), u64>;
+    /// No one-method calls: the limiter answers [`Check`].
+    type Call = ();
+    /// No one-method calls.
+    type Reply = ();
 
     async fn new(_ctx: &mut Context, env: Arc<RateLimitOptions>) -> Result<Self, BoxError> {
         Ok(RateLimiter {
@@ -39,12 +49,14 @@ impl Object for RateLimiter {
             options: *env,
         })
     }
+}
 
-    async fn call(
+impl Handler<Check> for RateLimiter {
+    async fn handle(
         &mut self,
         _ctx: &mut Context,
-        now_ms: u64,
-    ) -> Result<std::result::Result<(), u64>, BoxError> {
+        Check { now_ms }: Check,
+    ) -> Result<Result<(), u64>, BoxError> {
         Ok(self
             .state
             .check(now_ms, &self.options)

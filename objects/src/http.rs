@@ -62,7 +62,7 @@ where
         .collect()
         .await
         .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
+            if over_limit(e.as_ref()) {
                 BodyError::TooLarge { limit }
             } else {
                 BodyError::Read(e)
@@ -70,6 +70,19 @@ where
         })?
         .to_bytes();
     Ok(http::Request::from_parts(parts, body))
+}
+
+/// Whether the error, or one of its causes, is a body over a length limit
+/// (ours, or one a layer in front, such as tower-http's, already set).
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 #[cfg(test)]

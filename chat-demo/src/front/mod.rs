@@ -557,19 +557,22 @@ async fn hand_over(
             ),
         );
     }
-    let (mut parts, body) = req.into_parts();
-    let body = match tokio::time::timeout(
+    // The runtime's adapter keeps the upgrade handle in the extensions.
+    let mut req = match tokio::time::timeout(
         state.http.body_timeout,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
+        objects::buffer_request(req, MAX_BODY_BYTES),
     )
     .await
     {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+        Ok(Ok(req)) => req,
+        Ok(Err(objects::BodyError::TooLarge { .. })) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+        }
+        Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "Request body unreadable"),
         Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
     };
-    if parts
-        .extensions
+    if req
+        .extensions()
         .get::<hyper::upgrade::OnUpgrade>()
         .is_none()
     {
@@ -594,8 +597,7 @@ async fn hand_over(
             "Too many new connections from your IP; wait a minute and try again.",
         );
     }
-    admission.set_on(&mut parts.headers);
-    let req = http::Request::from_parts(parts, body);
+    admission.set_on(req.headers_mut());
     let result = state.rooms.get(id).fetch(req).await;
     if !matches!(&result, Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS) {
         state.connections.release(&ip);
@@ -620,7 +622,9 @@ async fn hand_over(
     }
 }
 
-fn text(status: StatusCode, body: &str) -> Response {
+/// A plain-text answer (every refusal of the front door and the admin
+/// routes).
+pub(crate) fn text(status: StatusCode, body: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")],

@@ -209,6 +209,35 @@ impl Dialect {
             Dialect::B | Dialect::C => MAX_FRAME_BYTES_TEXT,
         }
     }
+
+    /// The dialect's letter: the accepted socket's tag, and in logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dialect::A => "A",
+            Dialect::B => "B",
+            Dialect::C => "C",
+        }
+    }
+
+    /// An error frame in this dialect (C's is a chat line stamped `now_ms`).
+    pub fn encode_error(self, text: &str, now_ms: u64) -> String {
+        match self {
+            Dialect::A => a::encode_error(text),
+            Dialect::B => b::encode_error(text),
+            Dialect::C => c::encode_error(text, now_ms),
+        }
+    }
+
+    /// The name a message is stored and shown under: B clients have none
+    /// (they are all `anonymous`); A and C users without one get their
+    /// dialect's default.
+    pub fn sender_name(self, name: Option<&str>) -> String {
+        match self {
+            Dialect::B => b::SENDER_NAME.to_owned(),
+            Dialect::A => name.unwrap_or(a::DEFAULT_NAME).to_owned(),
+            Dialect::C => name.unwrap_or(c::DEFAULT_NAME).to_owned(),
+        }
+    }
 }
 
 /// A frame that a client sent and the server refuses.

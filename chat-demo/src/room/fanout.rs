@@ -7,7 +7,7 @@ use objects::{Context, WebSocket};
 
 use super::session::Members;
 use crate::protocol::a::{self, Extensions};
-use crate::protocol::{ChatMessage, Dialect, b, c};
+use crate::protocol::{ChatMessage, Dialect, c};
 
 /// Whether a user arrived or went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,9 +81,5 @@ pub(super) fn send_presence(ctx: &mut Context, members: &Members<'_>) {
 
 /// An error frame in a dialect (C's carries the server's clock).
 pub(super) fn encode_error(ctx: &Context, dialect: Dialect, text: &str) -> String {
-    match dialect {
-        Dialect::A => a::encode_error(text),
-        Dialect::B => b::encode_error(text),
-        Dialect::C => c::encode_error(text, ctx.now_ms()),
-    }
+    dialect.encode_error(text, ctx.now_ms())
 }

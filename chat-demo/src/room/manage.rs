@@ -170,7 +170,10 @@ impl ChatRoom {
             return Ok(Some((StatusCode::FORBIDDEN, PLAIN_REFUSED_REASON)));
         }
         let limiter = self.env.limiters.get_by_name(&session.ip);
-        if !matches!(limiter.call(ctx.now_ms()).await, Ok(Ok(()))) {
+        let check = crate::limiter::Check {
+            now_ms: ctx.now_ms(),
+        };
+        if !matches!(limiter.ask(check).await, Ok(Ok(()))) {
             return Ok(Some((StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED)));
         }
         Ok(match given {

@@ -349,12 +349,7 @@ impl ChatRoom {
         {
             return Ok(text_response(status, text));
         }
-        let tag = match session.dialect {
-            Dialect::A => "A",
-            Dialect::B => "B",
-            Dialect::C => "C",
-        };
-        let (ws, response) = match ctx.accept_websocket(&mut req, &[tag]) {
+        let (ws, response) = match ctx.accept_websocket(&mut req, &[session.dialect.label()]) {
             Ok(accepted) => accepted,
             Err(objects::WebSocketError::TooManySockets(max)) => {
                 return Ok(text_response(
@@ -584,7 +579,10 @@ impl ChatRoom {
     /// when its budget is spent.
     pub(super) async fn charge(&self, ctx: &mut Context, ws: WebSocket, sender: &Session) -> bool {
         let limiter = self.env.limiters.get_by_name(&sender.ip);
-        match limiter.call(ctx.now_ms()).await {
+        let check = crate::limiter::Check {
+            now_ms: ctx.now_ms(),
+        };
+        match limiter.ask(check).await {
             Ok(Ok(())) => true,
             Ok(Err(cooldown_ms)) => {
                 tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
@@ -623,17 +621,7 @@ impl ChatRoom {
         self.typing_at.remove(&ws);
         let timestamp = history::next_timestamp(ctx.now_ms(), self.last_timestamp);
         let message = ChatMessage {
-            name: match sender.dialect {
-                Dialect::B => b::SENDER_NAME.to_owned(),
-                Dialect::A => sender
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| a::DEFAULT_NAME.to_owned()),
-                Dialect::C => sender
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| c::DEFAULT_NAME.to_owned()),
-            },
+            name: sender.dialect.sender_name(sender.name.as_deref()),
             message: text,
             timestamp,
             plain: sender.dialect == Dialect::B,

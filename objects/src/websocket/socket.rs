@@ -139,9 +139,7 @@ impl SocketHandle {
 
     /// Closes at once, ahead of queued frames (slow readers, shutdown).
     pub(crate) fn close(&self, code: u16, reason: String) {
-        if let Ok(mut c) = self.shared.close.lock() {
-            c.get_or_insert((code, reason));
-        }
+        crate::sync::lock(&self.shared.close).get_or_insert((code, reason));
         self.shared.kill.notify_one();
     }
 }
@@ -255,12 +253,8 @@ impl Task {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let (code, reason) = self
-            .shared
-            .close
-            .lock()
-            .ok()
-            .and_then(|mut c| c.take())
+        let (code, reason) = crate::sync::lock(&self.shared.close)
+            .take()
             .unwrap_or((1000, String::new()));
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -300,29 +294,24 @@ impl Task {
             // Was the 101 released (the accepting event committed)? Then
             // the object counts this socket and must hear it end; if the
             // event failed, the socket never existed for it.
-            let live = self
-                .table
-                .lock()
-                .map(|mut t| {
-                    let live = t.is_live(self.sid);
-                    if live {
-                        t.mark_closed(self.sid);
-                    } else {
-                        t.remove(self.sid);
-                    }
-                    live
-                })
-                .unwrap_or(false);
+            let live = {
+                let mut t = crate::sync::lock(&self.table);
+                let live = t.is_live(self.sid);
+                if live {
+                    t.mark_closed(self.sid);
+                } else {
+                    t.remove(self.sid);
+                }
+                live
+            };
             if live {
                 let close = SocketEvent::Close(CloseEvent {
                     code: 1006,
                     reason: "the client left before the WebSocket upgrade completed".into(),
                     clean: false,
                 });
-                if !self.deliver.deliver(self.id, self.sid, close).await
-                    && let Ok(mut t) = self.table.lock()
-                {
-                    t.remove(self.sid);
+                if !self.deliver.deliver(self.id, self.sid, close).await {
+                    crate::sync::lock(&self.table).remove(self.sid);
                 }
             }
             return;
@@ -377,11 +366,8 @@ impl Task {
                     match m {
                         Some(Ok(WsMessage::Text(t))) => {
                             self.deliver.metrics().messages_in.increment(1);
-                            let reply = self
-                                .table
-                                .lock()
-                                .ok()
-                                .and_then(|mut tb| tb.auto_reply(self.sid, t.as_str(), self.deliver.now_ms()));
+                            let reply = crate::sync::lock(&self.table)
+                                .auto_reply(self.sid, t.as_str(), self.deliver.now_ms());
                             match reply {
                                 Some(r) => {
                                     match tokio::time::timeout(opts.write_timeout, ws.send(WsMessage::text(r))).await {
@@ -480,9 +466,7 @@ impl Task {
                         None => break self.closing(&mut ws).await,
                     }
                     if let Some(requested) = close {
-                        if let Ok(mut c) = self.shared.close.lock() {
-                            c.get_or_insert(requested);
-                        }
+                        crate::sync::lock(&self.shared.close).get_or_insert(requested);
                         break self.closing(&mut ws).await;
                     }
                 }
@@ -521,11 +505,7 @@ impl Task {
             metrics.sockets_cut_slow.increment(1);
             tracing::info!(object = %crate::id::log_label(&self.id), sid = self.sid, "WebSocket cut off: slow reader");
         }
-        let first = self
-            .table
-            .lock()
-            .map(|mut t| t.mark_closed(self.sid))
-            .unwrap_or(false);
+        let first = crate::sync::lock(&self.table).mark_closed(self.sid);
         if !first {
             return;
         }
@@ -546,8 +526,8 @@ impl Task {
                 }),
             )
             .await;
-        if !delivered && let Ok(mut t) = self.table.lock() {
-            t.remove(self.sid);
+        if !delivered {
+            crate::sync::lock(&self.table).remove(self.sid);
         }
     }
 }

@@ -249,25 +249,15 @@ fn same(given: &[u8], secret: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn plain(status: StatusCode, body: &str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain;charset=UTF-8")],
-        body.to_owned(),
-    )
-        .into_response()
-}
+use super::text as plain;
 
 fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [
-            (header::CONTENT_TYPE, "text/plain;charset=UTF-8"),
-            (header::WWW_AUTHENTICATE, "Bearer"),
-        ],
-        "The admin token is required.",
-    )
-        .into_response()
+    let mut response = plain(StatusCode::UNAUTHORIZED, "The admin token is required.");
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 fn html(body: &'static str) -> Response {
