@@ -226,6 +226,11 @@ impl<O: Object> Activation<O> {
 
     async fn run(mut self) {
         let shutdown = self.ns.shared.shutdown.clone();
+        // One waiter on the shutdown token for the activation's life: a
+        // fresh one per event would register with the token (one lock,
+        // shared by every object) and unregister again, each time.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -239,7 +244,7 @@ impl<O: Object> Activation<O> {
             };
             let envelope = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break,
+                () = &mut cancelled => break,
                 m = self.rx.recv() => match m {
                     Some(m) => m,
                     None => break,
