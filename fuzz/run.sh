@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 secs="${FUZZ_SECS:-20}"
-all=(decode_a decode_b decode_c parse_room attachment client_ip origin object_id list_options storage_ops)
+all=(decode_a decode_b decode_c parse_room attachment client_ip origin object_id list_options storage_ops cluster_frames)
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   targets=("${all[@]}")

@@ -82,6 +82,11 @@ fn origin() {
 }
 
 #[test]
+fn cluster_frames() {
+    replay("cluster_frames", objects::testing::cluster_frames);
+}
+
+#[test]
 fn object_id() {
     let h = storage::Harness::new();
     replay("object_id", |data| storage::object_id(&h, data));
