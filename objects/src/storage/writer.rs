@@ -226,7 +226,7 @@ fn run(
                 Err(e) => drop(done.send(Err(e))),
             }
         }
-        if failed == 0 || !committed.is_empty() {
+        if !committed.is_empty() {
             // A transaction committed, and its data sync made every
             // earlier meta page durable.
             answer(durability.committed(committed), rec);
