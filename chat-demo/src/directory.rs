@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use objects::BoxError;
-use objects::{Context, ListOptions, Object};
+use objects::{Context, Handler, ListOptions, Method, Object};
 /// Results inside handlers: any error, boxed.
 type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 use serde::{Deserialize, Serialize};
@@ -48,92 +48,103 @@ pub struct RoomStatus {
     pub last_activity: u64,
 }
 
-/// A request to the directory.
+/// A room's new status (from the room): stored unless unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DirectoryCall {
-    /// A room's new status (from the room).
-    Update(RoomStatus),
-    /// A room was deleted: forget it.
-    Remove(String),
-    /// A page of rooms in name order, after `after`.
-    List {
-        /// Only rooms whose name sorts after this one.
-        after: Option<String>,
-        /// At most this many (clamped to [`PAGE_MAX`]).
-        limit: u32,
-    },
+pub struct Update(pub RoomStatus);
+
+impl Method for Update {
+    type Reply = ();
 }
 
-/// The directory's answer.
+/// A room was deleted: forget it (by name).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DirectoryReply {
-    /// An update or removal was stored.
-    Done,
-    /// A page of rooms; `next` is the `after` of the next page, if any.
-    Page {
-        /// The rooms, in name order.
-        rooms: Vec<RoomStatus>,
-        /// Where to go on, when more rooms exist.
-        next: Option<String>,
-    },
+pub struct Remove(pub String);
+
+impl Method for Remove {
+    type Reply = ();
+}
+
+/// A page of rooms in name order, after `after`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct List {
+    /// Only rooms whose name sorts after this one.
+    pub after: Option<String>,
+    /// At most this many (clamped to [`PAGE_MAX`]).
+    pub limit: u32,
+}
+
+/// The answer to [`List`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// The rooms, in name order.
+    pub rooms: Vec<RoomStatus>,
+    /// Where to go on (the `after` of the next page), when more rooms exist.
+    pub next: Option<String>,
+}
+
+impl Method for List {
+    type Reply = Page;
 }
 
 /// The directory of public rooms (see the module docs). Keeps nothing in
-/// memory: every answer comes from storage.
+/// memory: every answer comes from storage. Its methods are [`Update`],
+/// [`Remove`] and [`List`], asked with `stub.ask(..)`.
 #[derive(Debug)]
 pub struct Directory;
 
 impl Object for Directory {
     type Env = ();
-    type Call = DirectoryCall;
-    type Reply = DirectoryReply;
+    /// No one-method calls: the directory answers its typed methods.
+    type Call = ();
+    /// No one-method calls.
+    type Reply = ();
 
     async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
         Ok(Directory)
     }
+}
 
-    async fn call(
-        &mut self,
-        ctx: &mut Context,
-        call: DirectoryCall,
-    ) -> Result<DirectoryReply, BoxError> {
-        match call {
-            DirectoryCall::Update(status) => {
-                let key = format!("{PREFIX}{}", status.name);
-                // Unchanged: no write (rooms may repeat themselves after
-                // waking from hibernation).
-                if ctx.storage().get::<RoomStatus>(&key)?.as_ref() != Some(&status) {
-                    ctx.storage().put(&key, &status)?;
-                }
-                Ok(DirectoryReply::Done)
-            }
-            DirectoryCall::Remove(name) => {
-                ctx.storage().delete(&format!("{PREFIX}{name}"))?;
-                Ok(DirectoryReply::Done)
-            }
-            DirectoryCall::List { after, limit } => {
-                let limit = usize::try_from(limit.min(PAGE_MAX)).unwrap_or(0);
-                let mut opts = ListOptions::new()
-                    .prefix(PREFIX)
-                    .limit(limit.saturating_add(1));
-                if let Some(after) = after {
-                    opts = opts.start_after(format!("{PREFIX}{after}"));
-                }
-                let mut rooms: Vec<RoomStatus> = ctx
-                    .storage()
-                    .list::<RoomStatus>(&opts)?
-                    .into_iter()
-                    .map(|(_, s)| s)
-                    .collect();
-                let more = rooms.len() > limit;
-                rooms.truncate(limit);
-                let next = if more {
-                    rooms.last().map(|r| r.name.clone())
-                } else {
-                    None
-                };
-                Ok(DirectoryReply::Page { rooms, next })
-            }
+impl Handler<Update> for Directory {
+    async fn handle(&mut self, ctx: &mut Context, Update(status): Update) -> Result<()> {
+        let key = format!("{PREFIX}{}", status.name);
+        // Unchanged: no write (rooms may repeat themselves after waking
+        // from hibernation).
+        if ctx.storage().get::<RoomStatus>(&key)?.as_ref() != Some(&status) {
+            ctx.storage().put(&key, &status)?;
         }
+        Ok(())
+    }
+}
+
+impl Handler<Remove> for Directory {
+    async fn handle(&mut self, ctx: &mut Context, Remove(name): Remove) -> Result<()> {
+        ctx.storage().delete(&format!("{PREFIX}{name}"))?;
+        Ok(())
+    }
+}
+
+impl Handler<List> for Directory {
+    async fn handle(&mut self, ctx: &mut Context, List { after, limit }: List) -> Result<Page> {
+        let limit = usize::try_from(limit.min(PAGE_MAX)).unwrap_or(0);
+        let mut opts = ListOptions::new()
+            .prefix(PREFIX)
+            .limit(limit.saturating_add(1));
+        if let Some(after) = after {
+            opts = opts.start_after(format!("{PREFIX}{after}"));
+        }
+        let mut rooms: Vec<RoomStatus> = ctx
+            .storage()
+            .list::<RoomStatus>(&opts)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let more = rooms.len() > limit;
+        rooms.truncate(limit);
+        let next = if more {
+            rooms.last().map(|r| r.name.clone())
+        } else {
+            None
+        };
+        Ok(Page { rooms, next })
     }
 }

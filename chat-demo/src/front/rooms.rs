@@ -4,10 +4,10 @@
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::AppState;
-use crate::directory::{DIRECTORY_NAME, DirectoryCall, DirectoryReply, PAGE_DEFAULT, RoomStatus};
+use crate::directory::{self, DIRECTORY_NAME, PAGE_DEFAULT, Page};
 
 /// The query: `after` (the `next` of the previous page) and `limit`.
 #[derive(Debug, Deserialize)]
@@ -21,22 +21,17 @@ pub(super) async fn list_rooms(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    #[derive(Serialize)]
-    struct Page {
-        rooms: Vec<RoomStatus>,
-        next: Option<String>,
-    }
-    let call = DirectoryCall::List {
+    let list = directory::List {
         after: query.after,
         limit: query.limit.unwrap_or(PAGE_DEFAULT),
     };
-    match state.directory.get_by_name(DIRECTORY_NAME).call(call).await {
-        Ok(DirectoryReply::Page { rooms, next }) => (
+    match state.directory.get_by_name(DIRECTORY_NAME).ask(list).await {
+        Ok(page) => (
             [(header::CONTENT_TYPE, "application/json")],
-            crate::protocol::to_json(&Page { rooms, next }),
+            crate::protocol::to_json::<Page>(&page),
         )
             .into_response(),
-        Ok(DirectoryReply::Done) | Err(_) => (
+        Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The room directory is not available right now.",
         )

@@ -13,7 +13,7 @@ type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
 use super::session::Session;
 use super::{ChatRoom, ProtocolError};
-use crate::directory::{DIRECTORY_NAME, DirectoryCall};
+use crate::directory::{self, DIRECTORY_NAME};
 use crate::protocol::limit::RATE_LIMITED;
 use http::StatusCode;
 
@@ -213,7 +213,7 @@ impl ChatRoom {
                 .env
                 .directory
                 .get_by_name(DIRECTORY_NAME)
-                .call(DirectoryCall::Remove(name));
+                .ask(directory::Remove(name));
             tokio::spawn(async move {
                 if let Err(error) = remove.await {
                     tracing::warn!(%error, "directory removal dropped");

@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::connections::{Budget, Connections, IpBudget};
-use crate::directory::{ACTIVITY_REPORT_MS, DIRECTORY_NAME, Directory, DirectoryCall, RoomStatus};
+use crate::directory::{ACTIVITY_REPORT_MS, DIRECTORY_NAME, Directory, RoomStatus};
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
 use crate::protocol::limit::{RATE_LIMITED, RateLimitOptions};

@@ -3,6 +3,7 @@
 //! room's reports to the directory.
 
 use super::*;
+use crate::directory;
 
 impl ChatRoom {
     /// Answers a refused frame in the sender's dialect, closing the socket
@@ -119,7 +120,7 @@ impl ChatRoom {
         // must live until then or the runtime skips the call as abandoned.
         // The task ends with the answer, the refusal of a full mailbox or
         // the runtime's call timeout.
-        let update = stub.call(DirectoryCall::Update(status.clone()));
+        let update = stub.ask(directory::Update(status.clone()));
         tokio::spawn(async move {
             if let Err(error) = update.await {
                 tracing::debug!(%error, "directory report dropped");
