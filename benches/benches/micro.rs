@@ -221,11 +221,7 @@ struct Store {
 
 impl Store {
     fn open() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let rt = benches::bench_tokio();
         let dir = tempfile::tempdir().expect("temp dir");
         let (runtime, ns) = rt.block_on(async {
             let runtime = Runtime::builder()

@@ -46,11 +46,7 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
-        let tokio = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let tokio = benches::bench_tokio();
         let dir = tempfile::tempdir().expect("temp dir");
         let (runtime, ns) = tokio.block_on(async {
             let runtime = Runtime::builder()

@@ -26,5 +26,19 @@ pub fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The tokio runtime the criterion benches run on: two workers (the
+/// development machine has two cores), every driver enabled.
+///
+/// # Panics
+///
+/// If the runtime cannot be built.
+pub fn bench_tokio() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 pub mod chatload;
 pub mod relay;
