@@ -6,6 +6,12 @@
 //!
 //! `cargo bench -p benches --bench events`
 //!
+//! Then one busy object whose every event needs another object's answer
+//! (as a chat room needs its rate limiter's), 64 events in flight: the
+//! answer awaited inside the handler (the object waits), or asked with
+//! `ctx.spawn` and used in the result event (the object takes other events
+//! meanwhile, and pays one more event per request).
+//!
 //! The call, method and background events write nothing, so no commit
 //! (and no fsync) is in their figure: they measure the runtime's own path.
 //! An alarm or a timer needs two commits (setting it, and clearing it with
@@ -13,9 +19,12 @@
 //! fsync; a timer also reads and writes its records.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::{FutureExt, StreamExt};
 use objects::{AlarmInfo, BoxError, Context, Handler, Method, Object, Runtime, Stub, Timer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
@@ -153,6 +162,123 @@ fn events(c: &mut Criterion) {
     tokio.block_on(runtime.shutdown());
 }
 
+/// The busy object: each event asks the [`Probe`] named "limiter".
+struct Busy {
+    env: Arc<BusyEnv>,
+}
+
+/// What the bench and the busy object share.
+struct BusyEnv {
+    probes: objects::Namespace<Probe>,
+    /// Requests whose answer is not used yet (the senders take one before
+    /// each call; the object gives it back once the answer is used), so
+    /// both variants have the same 64 requests in flight.
+    in_flight: tokio::sync::Semaphore,
+    /// Answers used so far in this run, and how many the run waits for.
+    done: AtomicU64,
+    target: AtomicU64,
+    all_done: Notify,
+}
+
+impl BusyEnv {
+    fn used(&self) {
+        self.in_flight.add_permits(1);
+        if self.done.fetch_add(1, SeqCst) + 1 == self.target.load(SeqCst) {
+            self.all_done.notify_one();
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum BusyCall {
+    Await,
+    Spawn,
+}
+
+impl Object for Busy {
+    type Env = BusyEnv;
+    type Call = BusyCall;
+    type Reply = ();
+
+    async fn new(_ctx: &mut Context, env: Arc<BusyEnv>) -> Result<Self, BoxError> {
+        Ok(Busy { env })
+    }
+
+    async fn call(&mut self, ctx: &mut Context, call: BusyCall) -> Result<(), BoxError> {
+        let ask = self.env.probes.get_by_name("limiter").ask(Ping);
+        match call {
+            BusyCall::Await => {
+                ask.await?;
+                self.env.used();
+            }
+            BusyCall::Spawn => ctx.spawn(ask, |busy: &mut Busy, _ctx, answer| {
+                answer?;
+                busy.env.used();
+                Ok(())
+            })?,
+        }
+        Ok(())
+    }
+}
+
+/// Sends `n` events to the busy object, 64 requests in flight, and waits
+/// until each one's answer was used.
+async fn busy_run(stub: &Stub<Busy>, env: &BusyEnv, n: u64, call: fn() -> BusyCall) -> Duration {
+    env.done.store(0, SeqCst);
+    env.target.store(n, SeqCst);
+    let start = Instant::now();
+    let mut calls = futures_util::stream::FuturesUnordered::new();
+    for _ in 0..n {
+        env.in_flight.acquire().await.expect("semaphore").forget();
+        // Kept alive until answered (a dropped call is skipped as
+        // abandoned); the answer itself is only `()`.
+        calls.push(stub.call(call()));
+        while let Some(Some(r)) = calls.next().now_or_never() {
+            r.expect("busy call");
+        }
+    }
+    while let Some(r) = calls.next().await {
+        r.expect("busy call");
+    }
+    // The last answer used notifies once per run (a permit if no one
+    // waits yet).
+    env.all_done.notified().await;
+    start.elapsed()
+}
+
+fn busy_object(c: &mut Criterion) {
+    let tokio = benches::bench_tokio();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (runtime, ns) = tokio.block_on(async {
+        let runtime = Runtime::builder()
+            .data_dir(dir.path())
+            .open()
+            .expect("open runtime");
+        let probes = runtime
+            .namespace::<Probe>("probes", Notify::new())
+            .expect("namespace");
+        let env = BusyEnv {
+            probes,
+            in_flight: tokio::sync::Semaphore::new(64),
+            done: 0.into(),
+            target: 0.into(),
+            all_done: Notify::new(),
+        };
+        let ns = runtime.namespace::<Busy>("busy", env).expect("namespace");
+        (runtime, ns)
+    });
+    let stub = ns.get_by_name("room");
+    let mut g = c.benchmark_group("busy_object_64_in_flight");
+    g.bench_function("answer_awaited_in_handler", |b| {
+        b.iter_custom(|n| tokio.block_on(busy_run(&stub, ns.env(), n, || BusyCall::Await)))
+    });
+    g.bench_function("answer_used_in_background_result", |b| {
+        b.iter_custom(|n| tokio.block_on(busy_run(&stub, ns.env(), n, || BusyCall::Spawn)))
+    });
+    g.finish();
+    tokio.block_on(runtime.shutdown());
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -163,6 +289,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = events
+    targets = events, busy_object
 }
 criterion_main!(benches);

@@ -576,7 +576,10 @@ impl<O: Object> Activation<O> {
                     Err(e) => Err((refuse, e)),
                 }
             }
-            Event::Background { done, .. } => {
+            Event::Background { done, running, .. } => {
+                // Its slot is free before the continuation runs, which may
+                // spawn again.
+                drop(running);
                 let Ok(cont) = done.downcast::<Continuation<O>>() else {
                     return Err((Box::new(|_| {}), "background result of another type".into()));
                 };

@@ -23,13 +23,17 @@ pub(crate) type Done = Box<dyn Any + Send>;
 /// Where finished background work goes: the object's mailbox.
 pub(crate) trait Sink: Send + Sync + 'static {
     /// Queues the continuation `done` of a future spawned by instance
-    /// `epoch` of object `id`, waiting for room in its mailbox. False if
-    /// it could not be queued (shutdown).
+    /// `epoch` of object `id`, waiting for room in its mailbox. The
+    /// future's [`Running`] slot travels with it and is given back when
+    /// the event is taken out of the mailbox (or dropped), so a
+    /// continuation that spawns again finds its own slot free. False if it
+    /// could not be queued (shutdown).
     fn deliver(
         &self,
         id: [u8; 32],
         epoch: u64,
         done: Done,
+        running: Running,
     ) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
 }
 
@@ -68,8 +72,15 @@ pub(crate) struct Background {
     max: usize,
 }
 
-/// Held by a running future; counts it until it ends either way.
+/// Held by a running future, then by its queued result; counts it until
+/// the result is taken from the mailbox, or either is dropped.
 pub(crate) struct Running(Arc<AtomicUsize>);
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Running")
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -146,7 +157,7 @@ mod tests {
         let mut b = Background::new(2);
         let (e0, t0, r1) = b.claim().expect("first");
         let (_, _, r2) = b.claim().expect("second");
-        let full = b.claim().err().expect("third is refused");
+        let full = b.claim().expect_err("third is refused");
         assert!(matches!(full, SpawnError::Full { running: 2, max: 2 }));
         assert!(full.to_string().contains("at once is 2"), "{full}");
         drop(r1);

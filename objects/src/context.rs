@@ -300,7 +300,8 @@ impl Context {
     /// object type: `|room: &mut Room, ctx, out| …`.
     ///
     /// Bounds: at most [`max_background`](crate::RuntimeOptions::max_background)
-    /// futures per object at once; each may run for the namespace's event
+    /// futures per object at once, counting each until its result is taken
+    /// out of the mailbox (so a continuation may spawn again); each may run for the namespace's event
     /// time limit, past which it is dropped (and `then` never runs).
     /// Cancelled, with their results dropped, when the instance is reset
     /// (handler error, panic, time limit, abort, failed commit) and at
@@ -344,10 +345,10 @@ impl Context {
                 },
             };
             let cont: Continuation<O> = Box::new(move |o, ctx| then(o, ctx, out));
-            // Still counted while it waits for mailbox room, so the object
-            // is not evicted under it.
-            sink.deliver(id, epoch, Box::new(cont)).await;
-            drop(running);
+            // Still counted while it waits for mailbox room and while it is
+            // queued, so the object is not evicted under it; the slot is
+            // given back when the activation takes the result.
+            sink.deliver(id, epoch, Box::new(cont), running).await;
         };
         let span = tracing::Span::current();
         self.shared

@@ -127,11 +127,16 @@ impl<O: Object> crate::background::Sink for NsDeliver<O> {
         id: [u8; 32],
         epoch: u64,
         done: crate::background::Done,
+        running: crate::background::Running,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
             let oid = ObjectId::from_parts(id, None);
             let envelope = Envelope {
-                event: Event::Background { epoch, done },
+                event: Event::Background {
+                    epoch,
+                    done,
+                    running,
+                },
                 chain: CallChain::default().push(id),
             };
             enqueue_wait(&self.0, &oid, envelope).await.is_ok()

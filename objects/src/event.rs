@@ -83,6 +83,9 @@ pub(crate) enum Event<O: Object> {
     Background {
         epoch: u64,
         done: Done,
+        /// Its slot in the object's bound, given back when the event is
+        /// taken out of the mailbox.
+        running: crate::background::Running,
     },
 }
 

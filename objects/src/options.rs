@@ -45,7 +45,8 @@ pub struct RuntimeOptions {
     /// 30 s (Cloudflare's limit on `blockConcurrencyWhile`).
     pub event_time_limit: Duration,
     /// Background tasks ([`Context::spawn`](crate::Context::spawn)) one
-    /// object may have running at once; one more is refused. Default 64.
+    /// object may have running at once (a finished one counts until its
+    /// result is taken from the mailbox); one more is refused. Default 64.
     pub max_background: usize,
     /// Storage options.
     pub store: StoreOptions,
