@@ -152,7 +152,7 @@ impl Context {
         req: &mut Request,
         tags: &[&str],
     ) -> Result<(WebSocket, Response), WebSocketError> {
-        if self.shared.is_shutting_down() {
+        if self.shared.refuses_sockets() {
             return Err(WebSocketError::ShuttingDown);
         }
         let response = socket::handshake(req)?;
@@ -180,7 +180,7 @@ impl Context {
         );
         self.table().accept(sid, handle.clone(), tags)?;
         self.outbox.push(Out::Socket(sid, Outgoing::Live));
-        if self.shared.is_shutting_down() {
+        if self.shared.refuses_sockets() {
             // Shutdown began while we accepted: its sweep may have missed us.
             handle.close(1001, "server shutting down".into());
         }

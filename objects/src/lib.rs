@@ -116,7 +116,7 @@ pub use metrics::{METRICS, NamespaceStats, RuntimeStats};
 pub use namespace::{Namespace, Stub};
 pub use object::{Handler, Method, Object};
 pub use options::{NamespaceOptions, RuntimeOptions};
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{Runtime, RuntimeBuilder, ShutdownReport};
 pub use storage::{
     ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_TIMER_NAME, MAX_TIMERS, MAX_VALUE_BYTES,
     Storage, StorageError, StoreOptions, StoreUsage, StoredValue, Timer, TimerInfo, Timers,

@@ -21,6 +21,10 @@ pub(crate) struct Shared {
     pub(crate) options: RuntimeOptions,
     /// Cancelled once, when the runtime starts shutting down.
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when accepted WebSockets are being closed (the first step
+    /// of a graceful stop, [`Runtime::close_websockets`](crate::Runtime::close_websockets)):
+    /// a child of `shutdown`, so a full shutdown cancels it too.
+    pub(crate) refuse_sockets: CancellationToken,
     /// Object tasks, waited for at shutdown so in-flight events finish.
     pub(crate) tasks: TaskTracker,
     /// Socket tasks, waited for at shutdown so Close frames go out.
@@ -43,5 +47,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// Whether new WebSockets are refused (sockets closing, or shutdown).
+    pub(crate) fn refuses_sockets(&self) -> bool {
+        self.refuse_sockets.is_cancelled()
     }
 }

@@ -358,6 +358,12 @@ impl ChatRoom {
                     &format!("This room is full ({max} connections)."),
                 ));
             }
+            Err(objects::WebSocketError::ShuttingDown) => {
+                return Ok(text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server is shutting down.",
+                ));
+            }
             Err(error) => return Ok(text_response(StatusCode::BAD_REQUEST, &error.to_string())),
         };
         let dialect = session.dialect;
