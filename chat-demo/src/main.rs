@@ -87,10 +87,17 @@ struct Args {
     #[arg(long, env = "CHAT_IPV6_PREFIX", default_value_t = chat_demo::DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(1..=128))]
     ipv6_prefix: u8,
 
-    /// Seconds a connection may take to send a request's headers, from
-    /// its start or its previous response (the idle keep-alive timeout).
+    /// Seconds a connection may take to send a whole request head: from
+    /// its start for the first request, from the first byte for later
+    /// ones.
     #[arg(long, env = "CHAT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     http_header_timeout_secs: u64,
+
+    /// Seconds a connection may stay idle between a response and the
+    /// first byte of its next request. Behind a proxy that keeps idle
+    /// connections to the server, keep it above the proxy's idle timeout.
+    #[arg(long, env = "CHAT_HTTP_KEEPALIVE_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_KEEP_ALIVE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_keepalive_timeout_secs: u64,
 
     /// Seconds an upgrade request's body may take.
     #[arg(long, env = "CHAT_HTTP_BODY_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
@@ -272,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         ipv6_prefix: args.ipv6_prefix,
         http: chat_demo::HttpLimits {
             header_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(args.http_keepalive_timeout_secs),
             body_timeout: Duration::from_secs(args.http_body_timeout_secs),
             max_connections: args
                 .max_tcp_connections

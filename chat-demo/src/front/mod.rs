@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_ip;
+mod deadline;
 mod health;
 mod layers;
 mod listener;
@@ -35,8 +36,8 @@ use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader, ip_key};
 use listener::TcpSlots;
 pub use listener::{
-    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_TCP_CONNECTIONS,
-    DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
 };
 pub use origin::OriginPolicy;
 
