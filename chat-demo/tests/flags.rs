@@ -101,9 +101,11 @@ async fn bad_log_formats_and_token_files_are_refused_before_anything_starts() {
 }
 
 #[tokio::test]
-async fn shutdown_timeouts_must_be_whole_seconds_of_at_least_one() {
+async fn timeouts_must_be_whole_seconds_of_at_least_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     for flag in [
+        "--http-header-timeout-secs",
+        "--http-keepalive-timeout-secs",
         "--shutdown-sockets-timeout-secs",
         "--shutdown-http-timeout-secs",
         "--shutdown-runtime-timeout-secs",

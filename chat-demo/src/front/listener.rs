@@ -143,13 +143,44 @@ impl Drop for TcpSlot {
     }
 }
 
-/// A TCP stream that holds its connection slot for as long as it lives
-/// (through a WebSocket upgrade too: hyper hands this object over), and
-/// tells its deadline watch when bytes arrive.
+/// What the front door keeps for the life of one TCP connection, put
+/// there by a request's handler (the per-IP WebSocket slot of an accepted
+/// upgrade). The connection's I/O object owns it, and hyper hands that
+/// object to the runtime's socket task at an upgrade, so it is dropped
+/// exactly when the connection is, on whatever node holds it; the objects
+/// behind the socket know nothing of it. Each request of the connection
+/// carries a handle in its extensions.
+#[derive(Clone, Default)]
+pub(crate) struct ConnectionHold(Arc<Mutex<Vec<Box<dyn Send>>>>);
+
+impl ConnectionHold {
+    /// Keeps `value` until the connection is dropped.
+    pub(crate) fn keep(&self, value: impl Send + 'static) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(value));
+    }
+}
+
+impl std::fmt::Debug for ConnectionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.lock().map_or(0, |v| v.len());
+        f.debug_struct("ConnectionHold")
+            .field("held", &held)
+            .finish()
+    }
+}
+
+/// A TCP stream that holds its connection slot, and what the front door
+/// keeps for the connection, for as long as it lives (through a WebSocket
+/// upgrade too: hyper hands this object over), and tells its deadline
+/// watch when bytes arrive.
 #[derive(Debug)]
 struct Slotted {
     io: TcpStream,
     _slot: TcpSlot,
+    _hold: ConnectionHold,
     watch: Arc<Watch>,
 }
 
@@ -254,15 +285,18 @@ pub(crate) async fn run(
             header: serving.limits.header_timeout,
             keep_alive: serving.limits.keep_alive_timeout,
         });
+        let hold = ConnectionHold::default();
         let io = TokioIo::new(Slotted {
             io: stream,
             _slot: slot,
+            _hold: hold.clone(),
             watch: watch.clone(),
         });
         let router = serving.router.clone();
         let served = watch.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(hold.clone());
             served.request();
             let responded = Responded {
                 watch: served.clone(),

@@ -34,7 +34,7 @@ use crate::room::{ChatRoom, RoomEnv, StoreGuard};
 pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader, ip_key};
-use listener::TcpSlots;
+use listener::{ConnectionHold, TcpSlots};
 pub use listener::{
     DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
@@ -170,7 +170,6 @@ impl AppState {
             ROOMS,
             RoomEnv::new(
                 limiters,
-                connections.clone(),
                 options.history_retention,
                 directory.clone(),
                 options.history_max_messages,
@@ -204,8 +203,8 @@ impl AppState {
     }
 
     /// Open WebSocket connections of a client IP (as the per-IP limit
-    /// counts them: taken at the upgrade, given back when the room sees
-    /// the socket close).
+    /// counts them: taken at the upgrade, given back when the connection
+    /// is dropped).
     pub fn connections_of(&self, ip: &str) -> usize {
         self.connections.count(ip)
     }
@@ -579,19 +578,19 @@ async fn hand_over(
     {
         return text(StatusCode::BAD_REQUEST, NOT_UPGRADABLE);
     }
-    // A slot for this connection, given back below unless the room accepts
-    // the socket (then the room gives it back when the socket closes).
+    // A slot for this connection: dropped below unless the room accepts
+    // the socket; then the connection holds it, and it is given back when
+    // the connection is dropped, however it ends.
     let ip = admission.ip.clone();
-    if !state.connections.try_acquire(&ip) {
+    let Some(slot) = state.connections.acquire(&ip) else {
         tracing::debug!(%ip, "too many connections");
         return text(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many open connections from your IP; close some and try again.",
         );
-    }
+    };
     let now_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
     if !state.joins.charge(&ip, now_ms) {
-        state.connections.release(&ip);
         tracing::debug!(%ip, "too many joins");
         return text(
             StatusCode::TOO_MANY_REQUESTS,
@@ -599,9 +598,12 @@ async fn hand_over(
         );
     }
     admission.set_on(req.headers_mut());
+    let hold = req.extensions().get::<ConnectionHold>().cloned();
     let result = state.rooms.get(id).fetch(req).await;
-    if !matches!(&result, Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS) {
-        state.connections.release(&ip);
+    if matches!(&result, Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS)
+        && let Some(hold) = hold
+    {
+        hold.keep(slot);
     }
     match result {
         Ok(response) => response.map(Body::from),
