@@ -24,12 +24,14 @@
 
 mod admission;
 mod connections;
+mod counters;
 pub mod directory;
 mod front;
 mod limiter;
 pub mod protocol;
 mod room;
 
+pub use counters::CHAT_METRICS;
 pub use directory::Directory;
 pub use front::{
     AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_BODY_TIMEOUT,

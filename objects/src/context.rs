@@ -325,7 +325,7 @@ impl Context {
             return Err(SpawnError::ShuttingDown);
         }
         let (epoch, cancel, running) = self.background.claim()?;
-        self.shared.metrics.background_spawned.increment(1);
+        self.deliver.metrics().background_spawned.increment(1);
         let sink = self.sink.clone();
         let id = *self.id.as_bytes();
         let shutdown = self.shared.shutdown.clone();
@@ -473,7 +473,7 @@ impl Context {
         );
         // A broadcast to a crowd leaves a large buffer; keep a modest one.
         self.outbox.shrink_to(OUTBOX_KEPT);
-        let m = &self.shared.metrics;
+        let m = self.deliver.metrics();
         if accepted > 0 {
             m.sockets_accepted.increment(accepted);
         }

@@ -19,6 +19,7 @@ use crate::clock::ClockMs;
 use crate::error::{Error, Result};
 use crate::event::{CallChain, Envelope, Event};
 use crate::id::{IdMinter, ObjectId};
+use crate::metrics::Metrics;
 use crate::object::Object;
 use crate::options::NsLimits;
 use crate::shared::Shared;
@@ -74,12 +75,15 @@ pub(crate) struct NsInner<O: Object> {
     /// Counts events taken by this namespace's activations: their clock
     /// for choosing the idlest.
     pub(crate) ticks: AtomicU64,
+    /// This namespace's counters and histograms (labelled with its name).
+    pub(crate) metrics: Metrics,
 }
 
 impl<O: Object> NsInner<O> {
     pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>, limits: NsLimits) -> Self {
         NsInner {
             name: Arc::from(name),
+            metrics: Metrics::register(name),
             minter: IdMinter::new(&shared.id_secret, name),
             env,
             shared,
@@ -117,7 +121,7 @@ impl<O: Object> Deliver for NsDeliver<O> {
     }
 
     fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.0.shared.metrics
+        &self.0.metrics
     }
 }
 
@@ -186,7 +190,7 @@ pub(crate) fn enqueue_local<O: Object>(
             match slot.tx.try_send(envelope) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    shared.metrics.overloads.increment(1);
+                    ns.metrics.overloads.increment(1);
                     return Err(Error::Overloaded {
                         id: id.clone(),
                         capacity: ns.limits.mailbox_capacity,

@@ -2,8 +2,10 @@
 //! recorder the application installs (Prometheus, StatsD, none) gets them.
 //!
 //! Counters and histograms are recorded as things happen, through handles
-//! registered when the runtime opens, so the hot path pays one atomic add
-//! and no name lookup; install the recorder before opening the runtime.
+//! registered when the runtime opens (the storage writer's) and when each
+//! namespace is registered (the rest, labelled `namespace` like the
+//! gauges), so the hot path pays one atomic add and no name lookup; install
+//! the recorder before opening the runtime.
 //! Figures that are a state rather than an event (live objects, open
 //! sockets, pending alarms, bytes stored) are read when asked for, by
 //! [`Runtime::stats`](crate::Runtime::stats), and published as gauges by
@@ -188,29 +190,30 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric with the installed recorder (no-op handles
-    /// when none is installed).
-    pub(crate) fn register() -> Metrics {
-        describe();
+    /// Registers one namespace's counters and histograms with the installed
+    /// recorder (no-op handles when none is installed), each labelled
+    /// `namespace`.
+    pub(crate) fn register(namespace: &str) -> Metrics {
+        let label = [("namespace", namespace.to_owned())];
         Metrics {
-            activations: metrics::counter!("objects_activations_total"),
-            evictions: metrics::counter!("objects_evictions_total"),
-            resets: metrics::counter!("objects_resets_total"),
-            event_timeouts: metrics::counter!("objects_event_timeouts_total"),
-            aborts: metrics::counter!("objects_aborts_total"),
-            background_spawned: metrics::counter!("objects_background_spawned_total"),
-            overloads: metrics::counter!("objects_overloads_total"),
-            calls: metrics::counter!("objects_calls_total"),
-            call_seconds: metrics::histogram!("objects_call_seconds"),
-            events: metrics::counter!("objects_events_total"),
-            alarms_fired: metrics::counter!("objects_alarms_fired_total"),
-            alarms_retried: metrics::counter!("objects_alarms_retried_total"),
-            alarms_dropped: metrics::counter!("objects_alarms_dropped_total"),
-            sockets_accepted: metrics::counter!("objects_sockets_accepted_total"),
-            sockets_closed: metrics::counter!("objects_sockets_closed_total"),
-            sockets_cut_slow: metrics::counter!("objects_sockets_cut_slow_total"),
-            messages_in: metrics::counter!("objects_websocket_messages_in_total"),
-            messages_out: metrics::counter!("objects_websocket_messages_out_total"),
+            activations: metrics::counter!("objects_activations_total", &label),
+            evictions: metrics::counter!("objects_evictions_total", &label),
+            resets: metrics::counter!("objects_resets_total", &label),
+            event_timeouts: metrics::counter!("objects_event_timeouts_total", &label),
+            aborts: metrics::counter!("objects_aborts_total", &label),
+            background_spawned: metrics::counter!("objects_background_spawned_total", &label),
+            overloads: metrics::counter!("objects_overloads_total", &label),
+            calls: metrics::counter!("objects_calls_total", &label),
+            call_seconds: metrics::histogram!("objects_call_seconds", &label),
+            events: metrics::counter!("objects_events_total", &label),
+            alarms_fired: metrics::counter!("objects_alarms_fired_total", &label),
+            alarms_retried: metrics::counter!("objects_alarms_retried_total", &label),
+            alarms_dropped: metrics::counter!("objects_alarms_dropped_total", &label),
+            sockets_accepted: metrics::counter!("objects_sockets_accepted_total", &label),
+            sockets_closed: metrics::counter!("objects_sockets_closed_total", &label),
+            sockets_cut_slow: metrics::counter!("objects_sockets_cut_slow_total", &label),
+            messages_in: metrics::counter!("objects_websocket_messages_in_total", &label),
+            messages_out: metrics::counter!("objects_websocket_messages_out_total", &label),
         }
     }
 }
@@ -236,7 +239,16 @@ impl WriterMetrics {
     }
 }
 
-fn describe() {
+/// Counts an alarm of `namespace` scheduled again after a failure the
+/// runtime saw (not its handler's), from the alarm driver.
+pub(crate) fn alarm_retried(namespace: &str) {
+    metrics::counter!("objects_alarms_retried_total", "namespace" => namespace.to_owned())
+        .increment(1);
+}
+
+/// Sets the help text (and unit) of every metric of [`METRICS`] in the
+/// installed recorder.
+pub(crate) fn describe() {
     for (name, kind, help) in METRICS {
         let unit = if name.ends_with("_seconds") {
             Some(Unit::Seconds)

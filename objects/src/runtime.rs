@@ -15,7 +15,7 @@ use crate::alarm::{self, AlarmKey};
 use crate::clock::{Clock, ClockMs, TokioClock};
 use crate::dispatch::NsInner;
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, RuntimeStats};
+use crate::metrics::RuntimeStats;
 use crate::namespace::Namespace;
 use crate::object::Object;
 use crate::options::{NamespaceOptions, RuntimeOptions};
@@ -108,8 +108,9 @@ impl RuntimeBuilder {
         let dir = self
             .data_dir
             .ok_or(Error::Namespace(String::new(), "a data dir is required"))?;
-        // Handles first, so the writer's figures reach the same recorder.
-        let metrics = Metrics::register();
+        // Help texts first, so the writer's figures reach the same recorder
+        // described.
+        crate::metrics::describe();
         let store = Store::open(&dir, &self.options.store)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
         let id_secret = self.id_secret.unwrap_or(store.secret);
@@ -124,7 +125,6 @@ impl RuntimeBuilder {
             socket_tasks: TaskTracker::new(),
             alarms: Arc::default(),
             next_sid: AtomicU64::new(1),
-            metrics,
             id_secret,
             #[cfg(feature = "cluster")]
             route: std::sync::OnceLock::new(),
@@ -134,7 +134,6 @@ impl RuntimeBuilder {
             alarms: shared.alarms.clone(),
             store: shared.store.clone(),
             clock: shared.clock.clone(),
-            metrics: shared.metrics.clone(),
             shutdown: shared.shutdown.clone(),
             target: registry.clone(),
         }));

@@ -10,7 +10,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::alarm::Alarms;
 use crate::clock::Clock;
-use crate::metrics::Metrics;
 use crate::options::RuntimeOptions;
 use crate::storage::Store;
 
@@ -33,8 +32,6 @@ pub(crate) struct Shared {
     pub(crate) alarms: Arc<Alarms>,
     /// Socket ids, unique within the runtime.
     pub(crate) next_sid: AtomicU64,
-    /// Counters and histograms.
-    pub(crate) metrics: Metrics,
     /// The secret ids are minted under: the data dir's own, or the
     /// cluster's (so an id minted on one node is valid on all).
     pub(crate) id_secret: [u8; 32],

@@ -450,6 +450,7 @@ impl ChatRoom {
                     // is charged to the IP's history budget.
                     if !self.env.history_pages.charge(&session.ip, ctx.now_ms()) {
                         tracing::debug!(socket = ws.sid(), "history pages rate limited");
+                        crate::counters::rate_limited("history_page");
                         ctx.send(ws, a::encode_error(RATE_LIMITED));
                         return Ok(());
                     }
@@ -588,6 +589,7 @@ impl ChatRoom {
             Ok(Ok(())) => true,
             Ok(Err(cooldown_ms)) => {
                 tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
+                crate::counters::rate_limited("message");
                 ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
                 false
             }
@@ -595,6 +597,7 @@ impl ChatRoom {
                 // Fail closed: a limiter that cannot answer (overloaded,
                 // shutting down) must not turn into no limit at all.
                 tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
+                crate::counters::rate_limited("message");
                 ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
                 false
             }
