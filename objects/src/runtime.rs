@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+#[cfg(feature = "admin")]
 use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::alarm::{self, AlarmKey};
 use crate::clock::{Clock, ClockMs, TokioClock};
@@ -19,7 +20,9 @@ use crate::metrics::RuntimeStats;
 use crate::namespace::Namespace;
 use crate::object::Object;
 use crate::options::{NamespaceOptions, RuntimeOptions};
-use crate::registry::{NamespaceDyn, Registry};
+#[cfg(feature = "admin")]
+use crate::registry::NamespaceDyn;
+use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::storage::Store;
 use crate::websocket::socket::WebSocketOptions;
@@ -315,6 +318,7 @@ impl Runtime {
         self.registry.names()
     }
 
+    #[cfg(feature = "admin")]
     fn namespace_by_name(&self, name: &str) -> Result<Arc<dyn NamespaceDyn>> {
         self.registry
             .get(name)
@@ -342,6 +346,7 @@ impl Runtime {
 
     /// Sets the runtime's gauges (see [`crate::METRICS`]) from
     /// [`stats`](Self::stats); call it before rendering the metrics.
+    #[cfg(feature = "metrics")]
     pub fn publish_metrics(&self) {
         self.stats().publish();
     }
@@ -352,6 +357,7 @@ impl Runtime {
     /// # Errors
     ///
     /// Unknown namespace, a malformed `after`, or an LMDB read error.
+    #[cfg(feature = "admin")]
     pub fn list_objects(
         &self,
         namespace: &str,
@@ -368,6 +374,7 @@ impl Runtime {
     ///
     /// Unknown namespace, an id this namespace did not mint, or an LMDB
     /// read error.
+    #[cfg(feature = "admin")]
     pub fn view_object(&self, namespace: &str, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
         self.namespace_by_name(namespace)?.view(id, opts)
     }
