@@ -1,17 +1,17 @@
 //! Open WebSocket connections per client IP, for the per-IP limit.
 //!
-//! The runtime owns every socket once a room accepts it, so the front door
-//! cannot hold a guard for the connection's life. Instead the front door
-//! takes a slot before handing the upgrade over (and gives it back if the
-//! room does not answer 101), and the room gives it back in its close
-//! handler, which the runtime runs exactly once per accepted socket
-//! (client close, error, vanished peer, oversize frame, or a close by the
-//! room itself). The count lives in memory, shared by the front door and
-//! every room of the process; a restart starts from zero, as the sockets
-//! are gone too.
+//! Owned by the front door alone: it takes a [`Slot`] before handing an
+//! upgrade to a room, and, when the room answers 101, ties the slot to the
+//! TCP connection itself (the accept loop's per-connection hold, which
+//! travels with the connection into the runtime's socket task). The slot
+//! is given back when that connection is dropped, whatever ends it (client
+//! close, error, vanished peer, a close by the room, shutdown), and even
+//! when the room is hibernated or gone: rooms know nothing of it. The
+//! count lives in the memory of the process that holds the connections; a
+//! restart starts from zero, as the connections are gone too.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::protocol::limit::{RateLimit, RateLimitOptions};
 
@@ -34,8 +34,17 @@ impl Connections {
         }
     }
 
+    /// Takes a slot for `ip`, given back when the slot is dropped; `None`
+    /// when `ip` already has the maximum.
+    pub(crate) fn acquire(self: &Arc<Self>, ip: &str) -> Option<Slot> {
+        self.try_acquire(ip).then(|| Slot {
+            connections: self.clone(),
+            ip: ip.to_owned(),
+        })
+    }
+
     /// Takes a slot for `ip`; false when it already has the maximum.
-    pub(crate) fn try_acquire(&self, ip: &str) -> bool {
+    fn try_acquire(&self, ip: &str) -> bool {
         let mut open = self
             .open
             .lock()
@@ -52,7 +61,7 @@ impl Connections {
     }
 
     /// Gives a slot of `ip` back.
-    pub(crate) fn release(&self, ip: &str) {
+    fn release(&self, ip: &str) {
         let mut open = self
             .open
             .lock()
@@ -72,6 +81,19 @@ impl Connections {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         open.get(ip).copied().unwrap_or(0)
+    }
+}
+
+/// A taken connection slot of one client IP: given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    connections: Arc<Connections>,
+    ip: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.connections.release(&self.ip);
     }
 }
 
@@ -274,6 +296,17 @@ mod tests {
             c.open.lock().expect("lock").get("a").is_none(),
             "forgotten at zero"
         );
+    }
+
+    #[test]
+    fn a_slot_is_given_back_when_dropped() {
+        let c = Arc::new(Connections::new(Some(1)));
+        let slot = c.acquire("a").expect("first");
+        assert!(c.acquire("a").is_none(), "at the limit");
+        drop(slot);
+        assert_eq!(c.count("a"), 0);
+        assert!(c.acquire("a").is_some(), "free again");
+        assert_eq!(c.count("a"), 0, "the temporary slot was dropped too");
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!
 //! Every flag also reads an environment variable (see `--help`). Logs go to
 //! stderr, filtered by `RUST_LOG` (default `info`). SIGINT or SIGTERM stops
-//! accepting, closes every socket with 1001 and flushes storage.
+//! accepting, closes every socket with 1001, drains in-flight requests and
+//! stops the runtime, each step bounded by a `--shutdown-*` flag.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,13 +30,6 @@ mod tools;
 /// Most connections to the admin address at once (an operator's browser
 /// and a scraper need a handful).
 const ADMIN_MAX_CONNECTIONS: usize = 64;
-
-/// How long the runtime gets to close sockets and end its tasks at
-/// shutdown (a Close frame waits at most 5 s, any other write 30 s).
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(40);
-
-/// How long in-flight HTTP requests get to finish at shutdown.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Edge Chat Demo on objects: rooms, history and rate limits in one
 /// binary.
@@ -93,10 +87,17 @@ struct Args {
     #[arg(long, env = "CHAT_IPV6_PREFIX", default_value_t = chat_demo::DEFAULT_IPV6_PREFIX, value_parser = clap::value_parser!(u8).range(1..=128))]
     ipv6_prefix: u8,
 
-    /// Seconds a connection may take to send a request's headers, from
-    /// its start or its previous response (the idle keep-alive timeout).
+    /// Seconds a connection may take to send a whole request head: from
+    /// its start for the first request, from the first byte for later
+    /// ones.
     #[arg(long, env = "CHAT_HTTP_HEADER_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_HEADER_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     http_header_timeout_secs: u64,
+
+    /// Seconds a connection may stay idle between a response and the
+    /// first byte of its next request. Behind a proxy that keeps idle
+    /// connections to the server, keep it above the proxy's idle timeout.
+    #[arg(long, env = "CHAT_HTTP_KEEPALIVE_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_KEEP_ALIVE_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    http_keepalive_timeout_secs: u64,
 
     /// Seconds an upgrade request's body may take.
     #[arg(long, env = "CHAT_HTTP_BODY_TIMEOUT_SECS", default_value_t = chat_demo::DEFAULT_BODY_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
@@ -180,6 +181,21 @@ struct Args {
     /// --admin-token).
     #[arg(long, env = "CHAT_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: bool,
+
+    /// At shutdown, seconds WebSockets get to take their Close frame
+    /// (1001) before the server goes on without them.
+    #[arg(long, env = "CHAT_SHUTDOWN_SOCKETS_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    shutdown_sockets_timeout_secs: u64,
+
+    /// At shutdown, seconds in-flight HTTP requests get to finish.
+    #[arg(long, env = "CHAT_SHUTDOWN_HTTP_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    shutdown_http_timeout_secs: u64,
+
+    /// At shutdown, seconds the runtime gets to finish its events, commit
+    /// and stop its storage writer; past it the process exits with status
+    /// 1 (what was acknowledged is on disk already).
+    #[arg(long, env = "CHAT_SHUTDOWN_RUNTIME_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    shutdown_runtime_timeout_secs: u64,
 }
 
 /// `--trust-client-ip-header` values.
@@ -263,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         ipv6_prefix: args.ipv6_prefix,
         http: chat_demo::HttpLimits {
             header_timeout: Duration::from_secs(args.http_header_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(args.http_keepalive_timeout_secs),
             body_timeout: Duration::from_secs(args.http_body_timeout_secs),
             max_connections: args
                 .max_tcp_connections
@@ -332,11 +349,17 @@ async fn main() -> anyhow::Result<()> {
         let _ = stopped.wait_for(|s| *s).await;
     }));
 
+    let timeouts = [
+        args.shutdown_sockets_timeout_secs,
+        args.shutdown_http_timeout_secs,
+        args.shutdown_runtime_timeout_secs,
+    ]
+    .map(Duration::from_secs);
     tokio::select! {
         () = shutdown_signal() => {}
         result = &mut server => {
             // The server stopped by itself: an accept error.
-            rt.shutdown().await;
+            let _ = rt.shutdown_within(timeouts[2]).await;
             return match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(anyhow::Error::from(e).context("serving")),
@@ -344,23 +367,44 @@ async fn main() -> anyhow::Result<()> {
             };
         }
     }
-    tracing::info!("shutting down: no new connections; closing sockets");
+    // The sequence, each wait bounded by its flag (docs/operations.md,
+    // "Stopping"): stop accepting, close the WebSockets with 1001, drain
+    // in-flight HTTP requests, then stop the runtime (events finish and
+    // commit, the writer flushes).
     readiness.begin_shutdown();
     stop.send_replace(true);
-    // Every socket write has a deadline, so this ends; the bound is for
-    // what could still hang. What was acknowledged is on disk already.
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, rt.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("the runtime still had work after {SHUTDOWN_TIMEOUT:?}; exiting anyway");
+    tracing::info!("shutting down: /readyz is 503, no new connections");
+    let sockets = rt.close_websockets(timeouts[0]).await;
+    if sockets.clean {
+        tracing::info!("shutting down: every WebSocket closed with 1001");
+    } else {
+        tracing::warn!(
+            sockets_open = sockets.sockets_open,
+            "shutting down: WebSockets still closing after {:?}; going on",
+            timeouts[0]
+        );
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, &mut server)
-        .await
-        .is_err()
-    {
-        tracing::warn!("in-flight requests still running after {DRAIN_TIMEOUT:?}; exiting anyway");
+    if tokio::time::timeout(timeouts[1], &mut server).await.is_ok() {
+        tracing::info!("shutting down: in-flight HTTP requests done");
+    } else {
+        tracing::warn!(
+            "shutting down: HTTP requests still running after {:?}; cutting them",
+            timeouts[1]
+        );
         server.abort();
+    }
+    let runtime = rt.shutdown_within(timeouts[2]).await;
+    if !runtime.clean {
+        tracing::error!(
+            objects_running = runtime.objects_running,
+            sockets_open = runtime.sockets_open,
+            "shutting down: the runtime did not finish within {:?}; exiting with status 1 \
+             (what was acknowledged is on disk)",
+            timeouts[2]
+        );
+        // Not a return from main: dropping the async runtime would wait
+        // for the storage writer, which may be what hangs.
+        std::process::exit(1);
     }
     tracing::info!("stopped");
     Ok(())

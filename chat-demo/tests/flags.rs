@@ -100,6 +100,31 @@ async fn bad_log_formats_and_token_files_are_refused_before_anything_starts() {
     .await;
 }
 
+#[tokio::test]
+async fn timeouts_must_be_whole_seconds_of_at_least_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for flag in [
+        "--http-header-timeout-secs",
+        "--http-keepalive-timeout-secs",
+        "--shutdown-sockets-timeout-secs",
+        "--shutdown-http-timeout-secs",
+        "--shutdown-runtime-timeout-secs",
+    ] {
+        refused(
+            dir.path(),
+            &[flag, "0"],
+            &format!("invalid value '0' for '{flag} <"),
+        )
+        .await;
+        refused(
+            dir.path(),
+            &[flag, "soon"],
+            &format!("invalid value 'soon' for '{flag} <"),
+        )
+        .await;
+    }
+}
+
 /// A running `chat-demo`, its addresses, and its stderr.
 struct Server {
     child: Child,

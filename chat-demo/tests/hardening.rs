@@ -207,45 +207,6 @@ async fn idle_connections_are_capped_per_ip() {
     server.stop().await;
 }
 
-/// A connection that never sends a byte, and one that idles after a
-/// request, are both closed when the header deadline passes, and their
-/// slots come back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_connections_are_closed_by_the_header_deadline() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let setup = Setup {
-        client_ip_header: ClientIpHeader::None,
-        http: HttpLimits {
-            header_timeout: Duration::from_secs(1),
-            ..HttpLimits::default()
-        },
-        ..Setup::default()
-    };
-    let server = Server::start(dir.path(), setup).await;
-    let mut silent = tcp_from([127, 0, 0, 1], &server).await;
-    let mut kept_alive = tcp_from([127, 0, 0, 1], &server).await;
-    kept_alive
-        .write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("request");
-    let mut head = [0u8; 12];
-    kept_alive.read_exact(&mut head).await.expect("response");
-    assert_eq!(&head, b"HTTP/1.1 404");
-    tcp_count_is(&server, 2).await;
-
-    calm_user_from([127, 0, 0, 2], &server, "calm").await;
-
-    assert!(closed_by_server(&mut silent).await, "silent one closed");
-    // The rest of the 404, then the end.
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(PATIENCE, kept_alive.read_to_end(&mut rest))
-        .await
-        .expect("the idle keep-alive connection is closed in time");
-    assert!(read.is_ok() || rest.is_empty(), "closed: {read:?}");
-    tcp_count_is(&server, 0).await;
-    server.stop().await;
-}
-
 /// The total cap holds across IPs: past it every new connection is closed,
 /// whoever it comes from; one closing frees a place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

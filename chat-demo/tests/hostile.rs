@@ -161,8 +161,9 @@ async fn run(case: Case, server: &Server, room: &str, alice: &mut Client, bob: &
                 );
             }
             still_chatting(alice, bob, "during the flood").await;
-            // Closing one gives its slot back (the room's close handler
-            // releases it before the quit notice goes out).
+            // Closing one gives its slot back (the front door's, dropped
+            // with the connection, before the room hears of the close and
+            // sends the quit notice).
             let first = flood.remove(0);
             first.close().await;
             quit(alice, bob, "flood0").await;

@@ -10,6 +10,7 @@ use chat_demo::AdminOptions;
 use common::{PATIENCE, Server, Setup};
 use http_body_util::BodyExt;
 use serde_json::json;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tower::ServiceExt;
 
 /// One sample of the Prometheus text: `name` or `name{labels}`; 0 when
@@ -22,6 +23,21 @@ fn sample(text: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse().expect("a number"))
         })
         .unwrap_or(0.0)
+}
+
+/// The sum of every series of `name` (`name` alone, or `name{...}` with
+/// any labels): a counter across its namespaces.
+fn total(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let labelled = series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'));
+            labelled.then(|| value.parse::<f64>().expect("a number"))
+        })
+        .sum()
 }
 
 async fn scrape(router: &axum::Router) -> String {
@@ -75,31 +91,37 @@ async fn metrics_follow_a_chat_session() {
     )
     .expect("admin routes");
     let m = scrape(&admin).await;
-    assert_eq!(sample(&m, "objects_sockets_accepted_total"), 0.0);
+    assert_eq!(total(&m, "objects_sockets_accepted_total"), 0.0);
     assert_eq!(sample(&m, r#"objects_live{namespace="rooms"}"#), 0.0);
     assert!(m.contains("# HELP objects_commit_seconds"), "{m}");
 
     // Join.
     let (mut alice, _) = server.a_named("ops", "alice").await;
     let m = scrape(&admin).await;
-    assert_eq!(sample(&m, "objects_sockets_accepted_total"), 1.0);
+    assert_eq!(total(&m, "objects_sockets_accepted_total"), 1.0);
     assert_eq!(sample(&m, r#"objects_live{namespace="rooms"}"#), 1.0);
     assert_eq!(
         sample(&m, r#"objects_sockets_open{namespace="rooms"}"#),
         1.0
     );
     assert_eq!(
-        sample(&m, "objects_websocket_messages_in_total"),
+        total(&m, "objects_websocket_messages_in_total"),
         1.0,
         "the name frame"
     );
-    let out_after_join = sample(&m, "objects_websocket_messages_out_total");
+    // Counters are per namespace, like the gauges.
+    assert_eq!(
+        sample(&m, r#"objects_sockets_accepted_total{namespace="rooms"}"#),
+        1.0
+    );
+    assert_eq!(sample(&m, r#"chat_http_responses_total{class="1xx"}"#), 1.0);
+    let out_after_join = total(&m, "objects_websocket_messages_out_total");
     assert!(
         out_after_join >= 1.0,
         "at least the ready frame: {out_after_join}"
     );
-    let commits_after_join = sample(&m, "objects_commits_total");
-    let calls_after_join = sample(&m, "objects_calls_total");
+    let commits_after_join = total(&m, "objects_commits_total");
+    let calls_after_join = total(&m, "objects_calls_total");
     assert!(calls_after_join >= 1.0, "the front door's fetch");
 
     // Send: one message in, its echo out, one commit with it; the rate
@@ -109,22 +131,36 @@ async fn metrics_follow_a_chat_session() {
     let echo = alice.json().await;
     assert_eq!(echo["message"], "hello");
     let m = scrape(&admin).await;
-    assert_eq!(sample(&m, "objects_websocket_messages_in_total"), 2.0);
+    assert_eq!(total(&m, "objects_websocket_messages_in_total"), 2.0);
     assert_eq!(
-        sample(&m, "objects_websocket_messages_out_total"),
+        total(&m, "objects_websocket_messages_out_total"),
         out_after_join + 1.0
     );
-    assert!(sample(&m, "objects_commits_total") > commits_after_join);
+    assert!(total(&m, "objects_commits_total") > commits_after_join);
     assert!(sample(&m, "objects_commit_seconds_count") >= 1.0);
     assert!(sample(&m, "objects_commit_batch_size_count") >= 1.0);
     assert_eq!(
-        sample(&m, "objects_calls_total"),
+        total(&m, "objects_calls_total"),
         calls_after_join + 2.0,
         "one limiter call, one directory report"
     );
     assert_eq!(
         sample(&m, r#"objects_live{namespace="rate-limiters"}"#),
         1.0
+    );
+    assert_eq!(
+        sample(&m, r#"objects_calls_total{namespace="rate-limiters"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&m, r#"objects_calls_total{namespace="directory"}"#),
+        2.0,
+        "the join's report and the first message's"
+    );
+    assert_eq!(
+        sample(&m, r#"objects_calls_total{namespace="rooms"}"#),
+        1.0,
+        "the front door's fetch"
     );
     assert_eq!(
         sample(&m, "objects_alarms_pending"),
@@ -142,24 +178,24 @@ async fn metrics_follow_a_chat_session() {
         sample(&m, r#"objects_sockets_open{namespace="rooms"}"#),
         1.0
     );
-    assert!(sample(&m, "objects_evictions_total") >= 1.0);
-    let activations = sample(&m, "objects_activations_total");
+    assert!(total(&m, "objects_evictions_total") >= 1.0);
+    let activations = total(&m, "objects_activations_total");
 
     // The retention alarm: an hour later the message expires.
     server.clock.advance(hour + 1);
     server.rt.wake_alarms();
     server.rt.alarms_settled().await;
     let m = scrape(&admin).await;
-    assert_eq!(sample(&m, "objects_alarms_fired_total"), 1.0);
+    assert_eq!(total(&m, "objects_alarms_fired_total"), 1.0);
     assert_eq!(
         sample(&m, "objects_alarms_pending"),
         0.0,
         "nothing left to expire"
     );
-    assert_eq!(sample(&m, "objects_alarms_retried_total"), 0.0);
-    assert_eq!(sample(&m, "objects_alarms_dropped_total"), 0.0);
+    assert_eq!(total(&m, "objects_alarms_retried_total"), 0.0);
+    assert_eq!(total(&m, "objects_alarms_dropped_total"), 0.0);
     assert_eq!(
-        sample(&m, "objects_activations_total"),
+        total(&m, "objects_activations_total"),
         activations + 1.0,
         "the alarm woke the room"
     );
@@ -177,14 +213,14 @@ async fn metrics_follow_a_chat_session() {
     // Leave.
     alice.close().await;
     let m = scrape_until(&admin, "the socket closed", |m| {
-        sample(m, "objects_sockets_closed_total") == 1.0
+        total(m, "objects_sockets_closed_total") == 1.0
             && sample(m, r#"objects_sockets_open{namespace="rooms"}"#) == 0.0
     })
     .await;
-    assert_eq!(sample(&m, "objects_sockets_cut_slow_total"), 0.0);
-    assert_eq!(sample(&m, "objects_resets_total"), 0.0);
-    assert_eq!(sample(&m, "objects_overloads_total"), 0.0);
-    assert_eq!(sample(&m, "objects_commit_failures_total"), 0.0);
+    assert_eq!(total(&m, "objects_sockets_cut_slow_total"), 0.0);
+    assert_eq!(total(&m, "objects_resets_total"), 0.0);
+    assert_eq!(total(&m, "objects_overloads_total"), 0.0);
+    assert_eq!(total(&m, "objects_commit_failures_total"), 0.0);
 
     // The inspector's summary carries the same figures as JSON.
     let stats = server.rt.stats();
@@ -195,5 +231,46 @@ async fn metrics_follow_a_chat_session() {
         .expect("rooms namespace");
     assert_eq!(rooms.sockets_open, 0);
     assert_eq!(json!(stats)["alarms_pending"], 0);
+
+    // The chat's own: a refused upgrade by reason, a rate-limited message,
+    // responses by status class.
+    let mut req = server
+        .url("/api/room/ops/websocket")
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().expect("header"));
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 403),
+        other => panic!("expected 403, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    let (mut bob, _) = server.a_named("spam", "bob").await;
+    let mut sent = 0;
+    loop {
+        sent += 1;
+        assert!(sent < 100, "never rate limited");
+        bob.say(&format!("spam {sent}")).await;
+        if bob.json().await.get("error").is_some() {
+            break;
+        }
+    }
+    bob.close().await;
+    let m = scrape(&admin).await;
+    assert_eq!(
+        sample(&m, r#"chat_upgrades_refused_total{reason="origin"}"#),
+        1.0
+    );
+    assert_eq!(total(&m, "chat_upgrades_refused_total"), 1.0);
+    assert_eq!(
+        sample(&m, r#"chat_rate_limited_total{what="message"}"#),
+        1.0
+    );
+    assert_eq!(sample(&m, r#"chat_http_responses_total{class="4xx"}"#), 1.0);
+    assert_eq!(sample(&m, r#"chat_http_responses_total{class="1xx"}"#), 2.0);
+    for (name, _, _) in chat_demo::CHAT_METRICS {
+        if *name != "chat_connections_refused_total" {
+            assert!(m.contains(&format!("# HELP {name} ")), "{name}: {m}");
+        }
+    }
     server.stop().await;
 }

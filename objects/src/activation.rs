@@ -211,7 +211,7 @@ impl<O: Object> Activation<O> {
             deliver,
             spawn,
         );
-        ns.shared.metrics.activations.increment(1);
+        ns.metrics.activations.increment(1);
         tracing::debug!(namespace = %ns.name, "object activated");
         Ok(Activation {
             ns,
@@ -310,7 +310,7 @@ impl<O: Object> Activation<O> {
         if !left {
             return false;
         }
-        self.ns.shared.metrics.evictions.increment(1);
+        self.ns.metrics.evictions.increment(1);
         tracing::debug!(namespace = %self.ns.name, "object evicted");
         // A waiting sender (socket frames) may have cloned the mailbox
         // before we left: close it and pass on anything that got in, which
@@ -411,10 +411,10 @@ impl<O: Object> Activation<O> {
     fn count_reset_cause(&self, e: &(dyn std::error::Error + 'static)) {
         let label = crate::id::log_label(self.id.as_bytes());
         if let Some(t) = e.downcast_ref::<EventTimeout>() {
-            self.ns.shared.metrics.event_timeouts.increment(1);
+            self.ns.metrics.event_timeouts.increment(1);
             tracing::warn!(object = %label, namespace = %self.ns.name, limit = ?t.limit, "event ran past its time limit");
         } else if let Some(a) = e.downcast_ref::<Aborted>() {
-            self.ns.shared.metrics.aborts.increment(1);
+            self.ns.metrics.aborts.increment(1);
             tracing::warn!(object = %label, namespace = %self.ns.name, reason = %a.reason, "object aborted");
         }
     }
@@ -462,7 +462,7 @@ impl<O: Object> Activation<O> {
     fn drop_instance(&mut self) {
         self.ctx.reset_background();
         if self.instance.take().is_some() {
-            self.ns.shared.metrics.resets.increment(1);
+            self.ns.metrics.resets.increment(1);
             tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, "object reset");
         }
     }
@@ -487,7 +487,7 @@ impl<O: Object> Activation<O> {
     /// Runs one event. On failure returns how to answer its caller.
     async fn run_event(&mut self, envelope: Envelope<O>) -> EventResult<O> {
         let Envelope { event, chain } = envelope;
-        self.ns.shared.metrics.events.increment(1);
+        self.ns.metrics.events.increment(1);
         if let Event::Alarm { info, abandon, .. } = &event {
             // The alarm may have been replaced or deleted since it was
             // scheduled; then there is nothing to run.
@@ -507,7 +507,7 @@ impl<O: Object> Activation<O> {
             // `alarm()` reads nothing unless the handler sets a new one.
             self.ctx.storage().clear_stored_alarm();
             if *abandon {
-                self.ns.shared.metrics.alarms_dropped.increment(1);
+                self.ns.metrics.alarms_dropped.increment(1);
                 tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, retries = info.retry_count - 1, "alarm dropped: out of retries");
                 return Ok(Held::alarm(event));
             }
@@ -558,7 +558,7 @@ impl<O: Object> Activation<O> {
             Event::Alarm { info, reply, .. } => {
                 match limited(&chain, limit, instance.alarm(ctx, info)).await {
                     Ok(()) => {
-                        self.ns.shared.metrics.alarms_fired.increment(1);
+                        self.ns.metrics.alarms_fired.increment(1);
                         Ok(Held::Alarm(reply))
                     }
                     Err(e) => Err((

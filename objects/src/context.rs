@@ -152,7 +152,7 @@ impl Context {
         req: &mut Request,
         tags: &[&str],
     ) -> Result<(WebSocket, Response), WebSocketError> {
-        if self.shared.is_shutting_down() {
+        if self.shared.refuses_sockets() {
             return Err(WebSocketError::ShuttingDown);
         }
         let response = socket::handshake(req)?;
@@ -180,7 +180,7 @@ impl Context {
         );
         self.table().accept(sid, handle.clone(), tags)?;
         self.outbox.push(Out::Socket(sid, Outgoing::Live));
-        if self.shared.is_shutting_down() {
+        if self.shared.refuses_sockets() {
             // Shutdown began while we accepted: its sweep may have missed us.
             handle.close(1001, "server shutting down".into());
         }
@@ -326,7 +326,7 @@ impl Context {
             return Err(SpawnError::ShuttingDown);
         }
         let (epoch, cancel, running) = self.background.claim()?;
-        self.shared.metrics.background_spawned.increment(1);
+        self.deliver.metrics().background_spawned.increment(1);
         let sink = self.sink.clone();
         let id = *self.id.as_bytes();
         let shutdown = self.shared.shutdown.clone();
@@ -474,7 +474,7 @@ impl Context {
         );
         // A broadcast to a crowd leaves a large buffer; keep a modest one.
         self.outbox.shrink_to(OUTBOX_KEPT);
-        let m = &self.shared.metrics;
+        let m = self.deliver.metrics();
         if accepted > 0 {
             m.sockets_accepted.increment(accepted);
         }

@@ -19,6 +19,7 @@ use crate::clock::ClockMs;
 use crate::error::{Error, Result};
 use crate::event::{CallChain, Envelope, Event};
 use crate::id::{IdMinter, ObjectId};
+use crate::metrics::{Metrics, NamespaceStats};
 use crate::object::Object;
 use crate::options::NsLimits;
 use crate::shared::Shared;
@@ -74,12 +75,15 @@ pub(crate) struct NsInner<O: Object> {
     /// Counts events taken by this namespace's activations: their clock
     /// for choosing the idlest.
     pub(crate) ticks: AtomicU64,
+    /// This namespace's counters and histograms (labelled with its name).
+    pub(crate) metrics: Metrics,
 }
 
 impl<O: Object> NsInner<O> {
     pub(crate) fn new(shared: Arc<Shared>, name: &str, env: Arc<O::Env>, limits: NsLimits) -> Self {
         NsInner {
             name: Arc::from(name),
+            metrics: Metrics::register(name),
             minter: IdMinter::new(&shared.id_secret, name),
             env,
             shared,
@@ -89,6 +93,42 @@ impl<O: Object> NsInner<O> {
             generations: AtomicU64::new(0),
             ticks: AtomicU64::new(0),
         }
+    }
+}
+
+/// State figures for metrics and [`Runtime::stats`](crate::Runtime::stats):
+/// read from the live map and the socket tables; no object is woken.
+impl<O: Object> NsInner<O> {
+    pub(crate) fn stats(&self) -> NamespaceStats {
+        let mut st = NamespaceStats {
+            name: self.name.to_string(),
+            live: self.live.len(),
+            ..NamespaceStats::default()
+        };
+        for slot in self.live.iter() {
+            let queued = slot.tx.max_capacity() - slot.tx.capacity();
+            st.mailbox_queued += queued;
+            st.mailbox_queued_max = st.mailbox_queued_max.max(queued);
+        }
+        // Socket tables first, then the live map, never one inside the
+        // other: eviction takes the live map's lock before the socket
+        // map's, so nesting them the other way round could deadlock.
+        let holding: Vec<([u8; 32], usize)> = self
+            .sockets
+            .iter()
+            .map(|t| {
+                let open = crate::sync::lock(&t).list(None).len();
+                (*t.key(), open)
+            })
+            .filter(|(_, open)| *open > 0)
+            .collect();
+        for (id, open) in holding {
+            st.sockets_open += open;
+            if !self.live.contains_key(&id) {
+                st.hibernated += 1;
+            }
+        }
+        st
     }
 }
 
@@ -117,7 +157,7 @@ impl<O: Object> Deliver for NsDeliver<O> {
     }
 
     fn metrics(&self) -> &crate::metrics::Metrics {
-        &self.0.shared.metrics
+        &self.0.metrics
     }
 }
 
@@ -191,7 +231,7 @@ pub(crate) fn enqueue_local<O: Object>(
             match slot.tx.try_send(envelope) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    shared.metrics.overloads.increment(1);
+                    ns.metrics.overloads.increment(1);
                     return Err(Error::Overloaded {
                         id: id.clone(),
                         capacity: ns.limits.mailbox_capacity,

@@ -69,6 +69,7 @@ pub enum Error {
     Storage(#[from] crate::storage::StorageError),
     /// An offline admin operation (export, import, backup) failed.
     #[error(transparent)]
+    #[cfg(feature = "admin")]
     Admin(#[from] crate::admin::AdminError),
     /// A WebSocket operation failed.
     #[error(transparent)]

@@ -39,6 +39,21 @@
 //!
 //! See `docs/architecture.md` and `docs/semantics.md` in the repository for
 //! the design and how it compares with Cloudflare's.
+//!
+//! # Cargo features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `metrics` | on | counters, histograms and gauges through the [`metrics`](https://docs.rs/metrics) facade (`METRICS`, `Runtime::publish_metrics`); without it the same calls compile to nothing and the `metrics` crate is not built |
+//! | `admin` | on | the operator's tools: `Admin` (offline backup, listing, export and import of a data dir) and the inspector's views (`Runtime::list_objects`, `Runtime::view_object`) |
+//! | `cluster` | off | objects placed across nodes: ownership in etcd, calls over QUIC with mutual TLS (`Cluster`); needs `protoc` to build |
+//! | `testing` | off | test hooks: the storage model and interpreter (`objects::testing`), `Runtime::inject_commit_failures`; not for production |
+//!
+//! `objects = { version = "0.1", default-features = false }` leaves out
+//! `metrics` and `admin`; add back what you need with `features = [...]`.
+//! WebSocket support is always built in (a feature for it is planned). CI
+//! builds and lints the library with no optional feature and with each one
+//! alone.
 
 /// `with_<field>` setters for an options struct whose fields are public
 /// but which is `#[non_exhaustive]` (so it cannot be built with a struct
@@ -62,6 +77,7 @@ macro_rules! with_setters {
 // the layers and tests/layers.rs holds their order and checks it. The one
 // pair that use each other is `dispatch` and `activation`.
 mod activation;
+#[cfg(feature = "admin")]
 mod admin;
 mod alarm;
 mod background;
@@ -94,10 +110,12 @@ mod sync;
 pub mod testing;
 mod websocket;
 
+#[cfg(feature = "admin")]
 pub use admin::inspect::{
     MAX_LISTED_OBJECTS, MAX_VIEWED_ENTRIES, ObjectPage, ObjectSummary, ObjectView, SocketView,
     ViewOptions,
 };
+#[cfg(feature = "admin")]
 pub use admin::{
     Admin, AdminError, Entry, Export, ExportFilter, ImportStats, MAX_LINE_BYTES, ObjectInfo,
 };
@@ -116,7 +134,7 @@ pub use metrics::{METRICS, NamespaceStats, RuntimeStats};
 pub use namespace::{Namespace, Stub};
 pub use object::{Handler, Method, Object};
 pub use options::{NamespaceOptions, RuntimeOptions};
-pub use runtime::{Runtime, RuntimeBuilder};
+pub use runtime::{Runtime, RuntimeBuilder, ShutdownReport};
 pub use storage::{
     ListOptions, MAX_EVENT_BYTES, MAX_KEYS_PER_CALL, MAX_TIMER_NAME, MAX_TIMERS, MAX_VALUE_BYTES,
     Storage, StorageError, StoreOptions, StoreUsage, StoredValue, Timer, TimerInfo, Timers,

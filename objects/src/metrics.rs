@@ -2,14 +2,19 @@
 //! recorder the application installs (Prometheus, StatsD, none) gets them.
 //!
 //! Counters and histograms are recorded as things happen, through handles
-//! registered when the runtime opens, so the hot path pays one atomic add
-//! and no name lookup; install the recorder before opening the runtime.
+//! registered when the runtime opens (the storage writer's) and when each
+//! namespace is registered (the rest, labelled `namespace` like the
+//! gauges), so the hot path pays one atomic add and no name lookup; install
+//! the recorder before opening the runtime.
 //! Figures that are a state rather than an event (live objects, open
 //! sockets, pending alarms, bytes stored) are read when asked for, by
 //! [`Runtime::stats`](crate::Runtime::stats), and published as gauges by
 //! [`Runtime::publish_metrics`](crate::Runtime::publish_metrics), which an
 //! exporter calls before it renders.
 
+#[cfg(not(feature = "metrics"))]
+use self::off::{Counter, Histogram};
+#[cfg(feature = "metrics")]
 use metrics::{Counter, Histogram, Unit};
 
 /// Every metric name the library records, with its unit and help text.
@@ -188,29 +193,30 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Registers every metric with the installed recorder (no-op handles
-    /// when none is installed).
-    pub(crate) fn register() -> Metrics {
-        describe();
+    /// Registers one namespace's counters and histograms with the installed
+    /// recorder (no-op handles when none is installed), each labelled
+    /// `namespace`.
+    pub(crate) fn register(namespace: &str) -> Metrics {
+        let label = [("namespace", namespace.to_owned())];
         Metrics {
-            activations: metrics::counter!("objects_activations_total"),
-            evictions: metrics::counter!("objects_evictions_total"),
-            resets: metrics::counter!("objects_resets_total"),
-            event_timeouts: metrics::counter!("objects_event_timeouts_total"),
-            aborts: metrics::counter!("objects_aborts_total"),
-            background_spawned: metrics::counter!("objects_background_spawned_total"),
-            overloads: metrics::counter!("objects_overloads_total"),
-            calls: metrics::counter!("objects_calls_total"),
-            call_seconds: metrics::histogram!("objects_call_seconds"),
-            events: metrics::counter!("objects_events_total"),
-            alarms_fired: metrics::counter!("objects_alarms_fired_total"),
-            alarms_retried: metrics::counter!("objects_alarms_retried_total"),
-            alarms_dropped: metrics::counter!("objects_alarms_dropped_total"),
-            sockets_accepted: metrics::counter!("objects_sockets_accepted_total"),
-            sockets_closed: metrics::counter!("objects_sockets_closed_total"),
-            sockets_cut_slow: metrics::counter!("objects_sockets_cut_slow_total"),
-            messages_in: metrics::counter!("objects_websocket_messages_in_total"),
-            messages_out: metrics::counter!("objects_websocket_messages_out_total"),
+            activations: counter("objects_activations_total", &label),
+            evictions: counter("objects_evictions_total", &label),
+            resets: counter("objects_resets_total", &label),
+            event_timeouts: counter("objects_event_timeouts_total", &label),
+            aborts: counter("objects_aborts_total", &label),
+            background_spawned: counter("objects_background_spawned_total", &label),
+            overloads: counter("objects_overloads_total", &label),
+            calls: counter("objects_calls_total", &label),
+            call_seconds: histogram("objects_call_seconds", &label),
+            events: counter("objects_events_total", &label),
+            alarms_fired: counter("objects_alarms_fired_total", &label),
+            alarms_retried: counter("objects_alarms_retried_total", &label),
+            alarms_dropped: counter("objects_alarms_dropped_total", &label),
+            sockets_accepted: counter("objects_sockets_accepted_total", &label),
+            sockets_closed: counter("objects_sockets_closed_total", &label),
+            sockets_cut_slow: counter("objects_sockets_cut_slow_total", &label),
+            messages_in: counter("objects_websocket_messages_in_total", &label),
+            messages_out: counter("objects_websocket_messages_out_total", &label),
         }
     }
 }
@@ -227,16 +233,77 @@ pub(crate) struct WriterMetrics {
 impl WriterMetrics {
     pub(crate) fn register() -> WriterMetrics {
         WriterMetrics {
-            commits: metrics::counter!("objects_commits_total"),
-            failures: metrics::counter!("objects_commit_failures_total"),
-            batch_size: metrics::histogram!("objects_commit_batch_size"),
-            seconds: metrics::histogram!("objects_commit_seconds"),
-            syncs: metrics::counter!("objects_store_syncs_total"),
+            commits: counter("objects_commits_total", &[]),
+            failures: counter("objects_commit_failures_total", &[]),
+            batch_size: histogram("objects_commit_batch_size", &[]),
+            seconds: histogram("objects_commit_seconds", &[]),
+            syncs: counter("objects_store_syncs_total", &[]),
         }
     }
 }
 
-fn describe() {
+/// A counter handle, with `labels`.
+#[cfg(feature = "metrics")]
+fn counter(name: &'static str, labels: &[(&'static str, String)]) -> Counter {
+    metrics::counter!(name, labels)
+}
+
+/// A histogram handle, with `labels`.
+#[cfg(feature = "metrics")]
+fn histogram(name: &'static str, labels: &[(&'static str, String)]) -> Histogram {
+    metrics::histogram!(name, labels)
+}
+
+/// Without the `metrics` feature: handles that record nothing.
+#[cfg(not(feature = "metrics"))]
+fn counter(_: &'static str, _: &[(&'static str, String)]) -> Counter {
+    Counter
+}
+
+/// Without the `metrics` feature: handles that record nothing.
+#[cfg(not(feature = "metrics"))]
+fn histogram(_: &'static str, _: &[(&'static str, String)]) -> Histogram {
+    Histogram
+}
+
+/// Stand-ins for the `metrics` handles when the feature is off: the same
+/// calls, compiled to nothing.
+#[cfg(not(feature = "metrics"))]
+mod off {
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Counter;
+
+    impl Counter {
+        pub(crate) fn increment(&self, _: u64) {}
+    }
+
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Histogram;
+
+    impl Histogram {
+        pub(crate) fn record(&self, _: f64) {}
+    }
+}
+
+/// Counts an alarm of `namespace` scheduled again after a failure the
+/// runtime saw (not its handler's), from the alarm driver.
+pub(crate) fn alarm_retried(namespace: &str) {
+    counter(
+        "objects_alarms_retried_total",
+        &[("namespace", namespace.to_owned())],
+    )
+    .increment(1);
+}
+
+/// Sets the help text (and unit) of every metric of [`METRICS`] in the
+/// installed recorder.
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn describe() {}
+
+/// Sets the help text (and unit) of every metric of [`METRICS`] in the
+/// installed recorder.
+#[cfg(feature = "metrics")]
+pub(crate) fn describe() {
     for (name, kind, help) in METRICS {
         let unit = if name.ends_with("_seconds") {
             Some(Unit::Seconds)
@@ -289,7 +356,9 @@ pub struct NamespaceStats {
 }
 
 impl RuntimeStats {
-    /// Sets the gauges of [`METRICS`] from this snapshot.
+    /// Sets the gauges of [`METRICS`] from this snapshot (the `metrics`
+    /// feature).
+    #[cfg(feature = "metrics")]
     pub fn publish(&self) {
         for ns in &self.namespaces {
             let label = [("namespace", ns.name.clone())];

@@ -236,7 +236,8 @@ impl<O: Object> Stub<O> {
         let shared = self.ns.shared.clone();
         let deadline = shared.options.call_timeout;
         let id = self.id.clone();
-        shared.metrics.calls.increment(1);
+        self.ns.metrics.calls.increment(1);
+        let call_seconds = self.ns.metrics.call_seconds.clone();
         let started = std::time::Instant::now();
         async move {
             sent?;
@@ -249,10 +250,7 @@ impl<O: Object> Stub<O> {
                     deadline,
                 }),
             };
-            shared
-                .metrics
-                .call_seconds
-                .record(started.elapsed().as_secs_f64());
+            call_seconds.record(started.elapsed().as_secs_f64());
             r
         }
     }

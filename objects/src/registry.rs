@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
+#[cfg(feature = "admin")]
 use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::alarm::{AlarmInfo, AlarmOutcome, AlarmTarget};
 use crate::dispatch::{NsInner, enqueue};
@@ -33,9 +34,11 @@ pub(crate) trait NamespaceDyn: Send + Sync {
     fn stats(&self) -> NamespaceStats;
 
     /// A page of the objects known to this namespace, in id order.
+    #[cfg(feature = "admin")]
     fn objects(&self, after: Option<&str>, limit: usize) -> Result<ObjectPage>;
 
     /// One object's committed storage, alarm and sockets.
+    #[cfg(feature = "admin")]
     fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView>;
 
     /// Queues an event that another node sent (its shard is this node's):
@@ -89,10 +92,12 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
         NsInner::stats(self)
     }
 
+    #[cfg(feature = "admin")]
     fn objects(&self, after: Option<&str>, limit: usize) -> Result<ObjectPage> {
         NsInner::objects(self, after, limit)
     }
 
+    #[cfg(feature = "admin")]
     fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
         NsInner::view(self, id, opts)
     }

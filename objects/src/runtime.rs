@@ -10,16 +10,19 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+#[cfg(feature = "admin")]
 use crate::admin::inspect::{ObjectPage, ObjectView, ViewOptions};
 use crate::alarm::{self, AlarmKey};
 use crate::clock::{Clock, ClockMs, TokioClock};
 use crate::dispatch::NsInner;
 use crate::error::{Error, Result};
-use crate::metrics::{Metrics, RuntimeStats};
+use crate::metrics::RuntimeStats;
 use crate::namespace::Namespace;
 use crate::object::Object;
 use crate::options::{NamespaceOptions, RuntimeOptions};
-use crate::registry::{NamespaceDyn, Registry};
+#[cfg(feature = "admin")]
+use crate::registry::NamespaceDyn;
+use crate::registry::Registry;
 use crate::shared::Shared;
 use crate::storage::Store;
 use crate::websocket::socket::WebSocketOptions;
@@ -108,21 +111,23 @@ impl RuntimeBuilder {
         let dir = self
             .data_dir
             .ok_or(Error::Namespace(String::new(), "a data dir is required"))?;
-        // Handles first, so the writer's figures reach the same recorder.
-        let metrics = Metrics::register();
+        // Help texts first, so the writer's figures reach the same recorder
+        // described.
+        crate::metrics::describe();
         let store = Store::open(&dir, &self.options.store)?;
         let clock = self.clock.unwrap_or_else(|| Arc::new(TokioClock::new()));
         let id_secret = self.id_secret.unwrap_or(store.secret);
+        let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared {
             store,
             clock,
             options: self.options,
-            shutdown: CancellationToken::new(),
+            refuse_sockets: shutdown.child_token(),
+            shutdown,
             tasks: TaskTracker::new(),
             socket_tasks: TaskTracker::new(),
             alarms: Arc::default(),
             next_sid: AtomicU64::new(1),
-            metrics,
             id_secret,
             #[cfg(feature = "cluster")]
             route: std::sync::OnceLock::new(),
@@ -132,7 +137,6 @@ impl RuntimeBuilder {
             alarms: shared.alarms.clone(),
             store: shared.store.clone(),
             clock: shared.clock.clone(),
-            metrics: shared.metrics.clone(),
             shutdown: shared.shutdown.clone(),
             target: registry.clone(),
         }));
@@ -147,6 +151,19 @@ impl RuntimeBuilder {
             _owner: owner,
         })
     }
+}
+
+/// What a bounded step of a graceful stop got done
+/// ([`Runtime::close_websockets`], [`Runtime::shutdown_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// The step finished within its time.
+    pub clean: bool,
+    /// Object tasks still running when the step returned.
+    pub objects_running: usize,
+    /// WebSocket tasks still running when the step returned.
+    pub sockets_open: usize,
 }
 
 /// A running set of namespaces over one data dir.
@@ -301,6 +318,7 @@ impl Runtime {
         self.registry.names()
     }
 
+    #[cfg(feature = "admin")]
     fn namespace_by_name(&self, name: &str) -> Result<Arc<dyn NamespaceDyn>> {
         self.registry
             .get(name)
@@ -328,6 +346,7 @@ impl Runtime {
 
     /// Sets the runtime's gauges (see [`crate::METRICS`]) from
     /// [`stats`](Self::stats); call it before rendering the metrics.
+    #[cfg(feature = "metrics")]
     pub fn publish_metrics(&self) {
         self.stats().publish();
     }
@@ -338,6 +357,7 @@ impl Runtime {
     /// # Errors
     ///
     /// Unknown namespace, a malformed `after`, or an LMDB read error.
+    #[cfg(feature = "admin")]
     pub fn list_objects(
         &self,
         namespace: &str,
@@ -354,6 +374,7 @@ impl Runtime {
     ///
     /// Unknown namespace, an id this namespace did not mint, or an LMDB
     /// read error.
+    #[cfg(feature = "admin")]
     pub fn view_object(&self, namespace: &str, id: &str, opts: &ViewOptions) -> Result<ObjectView> {
         self.namespace_by_name(namespace)?.view(id, opts)
     }
@@ -397,10 +418,76 @@ impl Runtime {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The first step of a graceful stop: refuses new WebSockets
+    /// ([`Context::accept_websocket`](crate::Context::accept_websocket)
+    /// answers [`WebSocketError::ShuttingDown`](crate::WebSocketError::ShuttingDown)),
+    /// closes every accepted one with 1001 ("going away", reason `server
+    /// shutting down`), and waits at most `within` for their Close frames to
+    /// go out and their close events to reach the objects. Objects need no
+    /// code for it: they see an ordinary close.
+    ///
+    /// Everything else keeps running, so HTTP requests still in flight can
+    /// reach their objects and finish; [`shutdown`](Self::shutdown) or
+    /// [`shutdown_within`](Self::shutdown_within) comes next. A server's
+    /// order is: stop accepting connections, this, drain HTTP, shut down.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> objects::Result<()> {
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let rt = objects::Runtime::builder().data_dir(dir.path()).open()?;
+    /// // ... stop accepting connections, then:
+    /// let closed = rt.close_websockets(Duration::from_secs(10)).await;
+    /// assert!(closed.clean);
+    /// // ... drain in-flight HTTP requests, then:
+    /// let stopped = rt.shutdown_within(Duration::from_secs(30)).await;
+    /// assert!(stopped.clean, "{stopped:?}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn close_websockets(&self, within: Duration) -> ShutdownReport {
+        self.shared.refuse_sockets.cancel();
+        for ns in self.registry.all() {
+            ns.close_sockets(1001, "server shutting down");
+        }
+        // A closed tracker resolves `wait` once empty (sockets accepted
+        // after this are refused, or closed at once if they raced it).
+        self.shared.socket_tasks.close();
+        let clean = tokio::time::timeout(within, self.shared.socket_tasks.wait())
+            .await
+            .is_ok();
+        self.report(clean)
+    }
+
+    /// [`shutdown`](Self::shutdown), bounded: waits at most `within` for
+    /// in-flight events to finish and commit, sockets to close and the
+    /// storage writer to stop. Past it, it returns a report that is not
+    /// [`clean`](ShutdownReport::clean), with what was still running; that
+    /// work is not waited for (it goes on until the event time limit
+    /// resets its object, or the process exits). What was acknowledged is
+    /// on disk either way: an event's callers and peers hear of it only
+    /// after its commit.
+    ///
+    /// A handler that never yields, or storage that hangs (a dead disk),
+    /// would otherwise keep [`shutdown`](Self::shutdown), and the process,
+    /// waiting.
+    pub async fn shutdown_within(&self, within: Duration) -> ShutdownReport {
+        let clean = tokio::time::timeout(within, self.shutdown()).await.is_ok();
+        self.report(clean)
+    }
+
+    fn report(&self, clean: bool) -> ShutdownReport {
+        ShutdownReport {
+            clean,
+            objects_running: self.shared.tasks.len(),
+            sockets_open: self.shared.socket_tasks.len(),
+        }
+    }
+
     /// Stops taking events, lets in-flight events finish (queued ones get
     /// [`Error::ShuttingDown`]), closes every accepted WebSocket with 1001
     /// and waits for the Close frames to go out, then stops the storage
-    /// writer.
+    /// writer. Waits as long as that takes; [`shutdown_within`](Self::shutdown_within)
+    /// is the same with a bound.
     pub async fn shutdown(&self) {
         self.shared.shutdown.cancel();
         for ns in self.registry.all() {

@@ -10,7 +10,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::alarm::Alarms;
 use crate::clock::Clock;
-use crate::metrics::Metrics;
 use crate::options::RuntimeOptions;
 use crate::storage::Store;
 
@@ -21,6 +20,10 @@ pub(crate) struct Shared {
     pub(crate) options: RuntimeOptions,
     /// Cancelled once, when the runtime starts shutting down.
     pub(crate) shutdown: CancellationToken,
+    /// Cancelled when accepted WebSockets are being closed (the first step
+    /// of a graceful stop, [`Runtime::close_websockets`](crate::Runtime::close_websockets)):
+    /// a child of `shutdown`, so a full shutdown cancels it too.
+    pub(crate) refuse_sockets: CancellationToken,
     /// Object tasks, waited for at shutdown so in-flight events finish.
     pub(crate) tasks: TaskTracker,
     /// Socket tasks, waited for at shutdown so Close frames go out.
@@ -29,8 +32,6 @@ pub(crate) struct Shared {
     pub(crate) alarms: Arc<Alarms>,
     /// Socket ids, unique within the runtime.
     pub(crate) next_sid: AtomicU64,
-    /// Counters and histograms.
-    pub(crate) metrics: Metrics,
     /// The secret ids are minted under: the data dir's own, or the
     /// cluster's (so an id minted on one node is valid on all).
     pub(crate) id_secret: [u8; 32],
@@ -43,5 +44,10 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
+    }
+
+    /// Whether new WebSockets are refused (sockets closing, or shutdown).
+    pub(crate) fn refuses_sockets(&self) -> bool {
+        self.refuse_sockets.is_cancelled()
     }
 }

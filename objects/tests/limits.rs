@@ -143,28 +143,29 @@ struct Setup {
 }
 
 /// A runtime whose "rooms" namespace has a 2 s event limit, with a
-/// Prometheus recorder local to this thread (the runtime registers its
-/// counters when it opens).
+/// Prometheus recorder local to this thread (the runtime registers a
+/// namespace's counters when the namespace is registered).
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tempdir");
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let prometheus = recorder.handle();
-    let rt = {
+    let (rt, rooms) = {
         let _local = metrics::set_default_local_recorder(&recorder);
-        Runtime::builder()
+        let rt = Runtime::builder()
             .data_dir(dir.path())
             .open()
-            .expect("open")
+            .expect("open");
+        let rooms = rt
+            .namespace_with::<Room>(
+                "rooms",
+                Env::default(),
+                &NamespaceOptions::default().with_event_time_limit(LIMIT),
+            )
+            .expect("ns");
+        (rt, rooms)
     };
     // The recorder must outlive the runtime's handles.
     std::mem::forget(recorder);
-    let rooms = rt
-        .namespace_with::<Room>(
-            "rooms",
-            Env::default(),
-            &NamespaceOptions::default().with_event_time_limit(LIMIT),
-        )
-        .expect("ns");
     Setup {
         rt,
         rooms,
@@ -173,11 +174,19 @@ fn setup() -> Setup {
     }
 }
 
+/// A counter summed over its series (each namespace has its own).
 fn counter(prom: &metrics_exporter_prometheus::PrometheusHandle, name: &str) -> u64 {
     prom.render()
         .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once("} ")?.1,
+                None => rest,
+            };
+            value.trim().parse::<u64>().ok()
+        })
+        .sum()
 }
 
 #[tokio::test(start_paused = true)]

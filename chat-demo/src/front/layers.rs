@@ -162,6 +162,7 @@ fn request_span(req: &Request<Body>) -> Span {
 }
 
 fn log_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
+    crate::counters::http_response(response.status());
     tracing::debug!(
         target: ACCESS_LOG,
         status = response.status().as_u16(),

@@ -1,6 +1,6 @@
 //! The HTTP server loop: accepts TCP connections under a total and a
-//! per-IP cap, serves each with hyper's HTTP/1 under a header-read
-//! deadline, and drains them at shutdown.
+//! per-IP cap, serves each with hyper's HTTP/1 under a request-head and a
+//! keep-alive idle deadline (`deadline.rs`), and drains them at shutdown.
 //!
 //! `axum::serve` has no timers and no caps: a connection that never sends
 //! a byte would be held for ever, and one IP could take every file
@@ -24,8 +24,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::deadline::{Limits, Responded, Watch};
+
 /// Default of [`HttpLimits::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`HttpLimits::keep_alive_timeout`].
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Default of [`HttpLimits::body_timeout`].
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of [`HttpLimits::max_connections`].
@@ -36,11 +40,14 @@ pub const DEFAULT_MAX_TCP_CONNECTIONS_PER_IP: usize = 128;
 /// Limits of the HTTP server (not of WebSockets, which have their own).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// How long a connection may take to send a request's headers, counted
-    /// from the connection's start or the end of its previous response: it
-    /// is both the header-read timeout and the idle keep-alive timeout
-    /// (hyper runs one timer for both). Default 10 s.
+    /// How long a connection may take to send a whole request head:
+    /// counted from the connection's start for its first request, from the
+    /// first byte of the request for later ones. Default 10 s.
     pub header_timeout: Duration,
+    /// How long a connection may stay idle between the end of a response
+    /// and the first byte of its next request. Default
+    /// [`DEFAULT_KEEP_ALIVE_TIMEOUT`] (75 s).
+    pub keep_alive_timeout: Duration,
     /// How long a WebSocket upgrade's request body may take (the routes
     /// take none; a client that announces one and trickles it is cut with
     /// 408). Default 10 s.
@@ -60,6 +67,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_TCP_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_TCP_CONNECTIONS_PER_IP,
@@ -135,12 +143,45 @@ impl Drop for TcpSlot {
     }
 }
 
-/// A TCP stream that holds its connection slot for as long as it lives
-/// (through a WebSocket upgrade too: hyper hands this object over).
+/// What the front door keeps for the life of one TCP connection, put
+/// there by a request's handler (the per-IP WebSocket slot of an accepted
+/// upgrade). The connection's I/O object owns it, and hyper hands that
+/// object to the runtime's socket task at an upgrade, so it is dropped
+/// exactly when the connection is, on whatever node holds it; the objects
+/// behind the socket know nothing of it. Each request of the connection
+/// carries a handle in its extensions.
+#[derive(Clone, Default)]
+pub(crate) struct ConnectionHold(Arc<Mutex<Vec<Box<dyn Send>>>>);
+
+impl ConnectionHold {
+    /// Keeps `value` until the connection is dropped.
+    pub(crate) fn keep(&self, value: impl Send + 'static) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(value));
+    }
+}
+
+impl std::fmt::Debug for ConnectionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.lock().map_or(0, |v| v.len());
+        f.debug_struct("ConnectionHold")
+            .field("held", &held)
+            .finish()
+    }
+}
+
+/// A TCP stream that holds its connection slot, and what the front door
+/// keeps for the connection, for as long as it lives (through a WebSocket
+/// upgrade too: hyper hands this object over), and tells its deadline
+/// watch when bytes arrive.
 #[derive(Debug)]
 struct Slotted {
     io: TcpStream,
     _slot: TcpSlot,
+    _hold: ConnectionHold,
+    watch: Arc<Watch>,
 }
 
 impl AsyncRead for Slotted {
@@ -149,7 +190,12 @@ impl AsyncRead for Slotted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.watch.read();
+        }
+        polled
     }
 }
 
@@ -235,17 +281,41 @@ pub(crate) async fn run(
             // ACK and holds them for about 40 ms.
             tracing::debug!(%error, "TCP_NODELAY not set");
         }
+        let watch = Watch::new(Limits {
+            header: serving.limits.header_timeout,
+            keep_alive: serving.limits.keep_alive_timeout,
+        });
+        let hold = ConnectionHold::default();
         let io = TokioIo::new(Slotted {
             io: stream,
             _slot: slot,
+            _hold: hold.clone(),
+            watch: watch.clone(),
         });
         let router = serving.router.clone();
+        let served = watch.clone();
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(hold.clone());
+            served.request();
+            let responded = Responded {
+                watch: served.clone(),
+            };
             let mut router = router.clone();
-            async move { tower_service::Service::call(&mut router, req).await }
+            async move {
+                let response = tower_service::Service::call(&mut router, req).await;
+                // The response ends when its body is dropped (written whole,
+                // or the connection failed); an error drops `responded` here.
+                response.map(|r| {
+                    r.map(|body| {
+                        axum::body::Body::new(Watched {
+                            body,
+                            _responded: responded,
+                        })
+                    })
+                })
+            }
         });
-        let header_timeout = serving.limits.header_timeout;
         let mut stopping = stopping.clone();
         let alive = alive.clone();
         tokio::spawn(async move {
@@ -253,7 +323,9 @@ pub(crate) async fn run(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
+                // Ours instead (`deadline.rs`): hyper's one timer would
+                // bound the idle time between requests by the head's.
+                .header_read_timeout(None)
                 // Requests are a request line and a few headers; the
                 // default of about 400 KB per connection is far more than
                 // any client of ours sends.
@@ -262,11 +334,23 @@ pub(crate) async fn run(
             tokio::pin!(conn);
             let result = tokio::select! {
                 result = conn.as_mut() => result,
+                reason = watch.expired() => {
+                    tracing::debug!(%peer, reason, "HTTP connection closed");
+                    Ok(())
+                }
                 () = async { drop(stopping.wait_for(|s| *s).await) } => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    tokio::select! {
+                        result = conn.as_mut() => result,
+                        reason = watch.expired() => {
+                            tracing::debug!(%peer, reason, "HTTP connection closed");
+                            Ok(())
+                        }
+                    }
                 }
             };
+            // Upgraded to a WebSocket, or closed: reads no longer matter.
+            watch.finish();
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "HTTP connection ended with an error");
             }
@@ -277,6 +361,32 @@ pub(crate) async fn run(
     drop(alive);
     let _ = drained.recv().await;
     Ok(())
+}
+
+/// A response body that tells the connection's watch when it is dropped.
+struct Watched {
+    body: axum::body::Body,
+    _responded: Responded,
+}
+
+impl axum::body::HttpBody for Watched {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The read buffer limit of an HTTP connection (request head included).

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client_ip;
+mod deadline;
 mod health;
 mod layers;
 mod listener;
@@ -33,10 +34,10 @@ use crate::room::{ChatRoom, RoomEnv, StoreGuard};
 pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
 use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader, ip_key};
-use listener::TcpSlots;
+use listener::{ConnectionHold, TcpSlots};
 pub use listener::{
-    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_TCP_CONNECTIONS,
-    DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
 };
 pub use origin::OriginPolicy;
 
@@ -169,7 +170,6 @@ impl AppState {
             ROOMS,
             RoomEnv::new(
                 limiters,
-                connections.clone(),
                 options.history_retention,
                 directory.clone(),
                 options.history_max_messages,
@@ -203,8 +203,8 @@ impl AppState {
     }
 
     /// Open WebSocket connections of a client IP (as the per-IP limit
-    /// counts them: taken at the upgrade, given back when the room sees
-    /// the socket close).
+    /// counts them: taken at the upgrade, given back when the connection
+    /// is dropped).
     pub fn connections_of(&self, ip: &str) -> usize {
         self.connections.count(ip)
     }
@@ -530,18 +530,41 @@ fn is_websocket_key(key: &[u8]) -> bool {
 
 /// Hands a WebSocket upgrade to the room, with the admission header set
 /// by us, after the handshake check, the origin policy and the per-IP
-/// connection limit: nothing before this point activates a room.
+/// connection limit: nothing before this point activates a room. Every
+/// answer but a 101 is counted in `chat_upgrades_refused_total` by reason.
 async fn hand_over(
     state: &AppState,
     id: &ObjectId,
     admission: Admission,
     req: Request,
 ) -> Response {
+    match admit(state, id, admission, req).await {
+        Ok(response) => response,
+        Err(refused) => {
+            let (reason, response) = *refused;
+            crate::counters::upgrade_refused(reason);
+            response
+        }
+    }
+}
+
+/// A refused upgrade: why (the metric's `reason`), and the answer.
+type Refused = Box<(&'static str, Response)>;
+
+/// [`hand_over`]'s work: the 101, or the reason for a refusal and its
+/// answer.
+async fn admit(
+    state: &AppState,
+    id: &ObjectId,
+    admission: Admission,
+    req: Request,
+) -> Result<Response, Refused> {
     if let Some(problem) = handshake_problem(&req) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            &format!("Bad WebSocket handshake: {problem}"),
-        );
+        let body = format!("Bad WebSocket handshake: {problem}");
+        return Err(Box::new((
+            "handshake",
+            text(StatusCode::BAD_REQUEST, &body),
+        )));
     }
     let scheme = origin::request_scheme(
         req.headers(),
@@ -549,15 +572,14 @@ async fn hand_over(
     );
     if let Err(origin) = state.origins.check(req.headers(), scheme) {
         tracing::debug!(%origin, "origin refused");
-        return text(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "Origin not allowed: {origin:?} may not open chat sockets on this server \
-                 (the operator can allow it with --allowed-origin)"
-            ),
+        let body = format!(
+            "Origin not allowed: {origin:?} may not open chat sockets on this server \
+             (the operator can allow it with --allowed-origin)"
         );
+        return Err(Box::new(("origin", text(StatusCode::FORBIDDEN, &body))));
     }
     // The runtime's adapter keeps the upgrade handle in the extensions.
+    let body = |status, body| Err(Box::new(("body", text(status, body))));
     let mut req = match tokio::time::timeout(
         state.http.body_timeout,
         objects::buffer_request(req, MAX_BODY_BYTES),
@@ -566,58 +588,80 @@ async fn hand_over(
     {
         Ok(Ok(req)) => req,
         Ok(Err(objects::BodyError::TooLarge { .. })) => {
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+            return body(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
         }
-        Ok(Err(_)) => return text(StatusCode::BAD_REQUEST, "Request body unreadable"),
-        Err(_) => return text(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
+        Ok(Err(_)) => return body(StatusCode::BAD_REQUEST, "Request body unreadable"),
+        Err(_) => return body(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
     };
     if req
         .extensions()
         .get::<hyper::upgrade::OnUpgrade>()
         .is_none()
     {
-        return text(StatusCode::BAD_REQUEST, NOT_UPGRADABLE);
+        return Err(Box::new((
+            "not_upgradable",
+            text(StatusCode::BAD_REQUEST, NOT_UPGRADABLE),
+        )));
     }
-    // A slot for this connection, given back below unless the room accepts
-    // the socket (then the room gives it back when the socket closes).
+    // A slot for this connection: dropped below unless the room accepts
+    // the socket; then the connection holds it, and it is given back when
+    // the connection is dropped, however it ends.
     let ip = admission.ip.clone();
-    if !state.connections.try_acquire(&ip) {
+    let Some(slot) = state.connections.acquire(&ip) else {
         tracing::debug!(%ip, "too many connections");
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many open connections from your IP; close some and try again.",
-        );
-    }
+        return Err(Box::new((
+            "connections_per_ip",
+            text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many open connections from your IP; close some and try again.",
+            ),
+        )));
+    };
     let now_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
     if !state.joins.charge(&ip, now_ms) {
-        state.connections.release(&ip);
         tracing::debug!(%ip, "too many joins");
-        return text(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many new connections from your IP; wait a minute and try again.",
-        );
+        return Err(Box::new((
+            "joins_per_minute",
+            text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many new connections from your IP; wait a minute and try again.",
+            ),
+        )));
     }
     admission.set_on(req.headers_mut());
-    let result = state.rooms.get(id).fetch(req).await;
-    if !matches!(&result, Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS) {
-        state.connections.release(&ip);
-    }
-    match result {
-        Ok(response) => response.map(Body::from),
-        Err(error) if error.is_overloaded() => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "This room is busy; try again later.",
-        ),
-        Err(objects::Error::ShuttingDown) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "The server is shutting down.",
-        ),
+    let hold = req.extensions().get::<ConnectionHold>().cloned();
+    match state.rooms.get(id).fetch(req).await {
+        Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            if let Some(hold) = hold {
+                hold.keep(slot);
+            }
+            Ok(response.map(Body::from))
+        }
+        // The room's own refusal (a wrong password, the room full, ...).
+        Ok(response) => Err(Box::new(("room", response.map(Body::from)))),
+        Err(error) if error.is_overloaded() => Err(Box::new((
+            "room_busy",
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This room is busy; try again later.",
+            ),
+        ))),
+        Err(objects::Error::ShuttingDown) => Err(Box::new((
+            "shutting_down",
+            text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is shutting down.",
+            ),
+        ))),
         Err(error) => {
             tracing::warn!(%error, "room failed to accept a socket");
-            text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The room could not accept the connection.",
-            )
+            Err(Box::new((
+                "room_failed",
+                text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "The room could not accept the connection.",
+                ),
+            )))
         }
     }
 }

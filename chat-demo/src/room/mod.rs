@@ -25,7 +25,7 @@ type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 use tracing::Instrument;
 
 use crate::admission::Admission;
-use crate::connections::{Budget, Connections, IpBudget};
+use crate::connections::{Budget, IpBudget};
 use crate::directory::{ACTIVITY_REPORT_MS, DIRECTORY_NAME, Directory, RoomStatus};
 use crate::limiter::RateLimiter;
 use crate::protocol::a::{self, ClientFrame, Extensions};
@@ -59,7 +59,7 @@ pub(crate) const STORAGE_FULL: &str = "Storage full, message not sent.";
 /// is on disk.
 #[derive(Debug)]
 pub struct ChatRoom {
-    /// The rate limiters and the per-IP connection counts.
+    /// The rate limiters, the directory and the limits.
     env: Arc<RoomEnv>,
     /// The room's name (or an id prefix) for logs.
     label: String,
@@ -100,15 +100,12 @@ const NOTICE_LIMIT: RateLimitOptions = RateLimitOptions {
     grace_ms: 20_000,
 };
 
-/// What every room of a process shares: the rate limiter namespace and
-/// the per-IP connection counts (built by [`AppState::new`](crate::AppState::new)).
+/// What every room of a process shares: the rate limiter namespace, the
+/// directory and the limits (built by [`AppState::new`](crate::AppState::new)).
 #[derive(Debug)]
 pub struct RoomEnv {
     /// The rate limiters, one per client IP.
     limiters: Namespace<RateLimiter>,
-    /// Open sockets per client IP: the room gives a socket's slot back
-    /// when the socket closes.
-    connections: Arc<Connections>,
     /// How long messages are kept, in ms; `None` keeps them for ever.
     retention_ms: Option<u64>,
     /// The directory of public rooms, which named rooms report to.
@@ -149,7 +146,6 @@ impl StoreGuard {
 impl RoomEnv {
     pub(crate) fn new(
         limiters: Namespace<RateLimiter>,
-        connections: Arc<Connections>,
         retention: Option<std::time::Duration>,
         directory: Namespace<Directory>,
         max_messages: Option<u64>,
@@ -159,7 +155,6 @@ impl RoomEnv {
         RoomEnv {
             max_messages,
             limiters,
-            connections,
             directory,
             history_pages,
             store,
@@ -358,6 +353,12 @@ impl ChatRoom {
                     &format!("This room is full ({max} connections)."),
                 ));
             }
+            Err(objects::WebSocketError::ShuttingDown) => {
+                return Ok(text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The server is shutting down.",
+                ));
+            }
             Err(error) => return Ok(text_response(StatusCode::BAD_REQUEST, &error.to_string())),
         };
         let dialect = session.dialect;
@@ -449,6 +450,7 @@ impl ChatRoom {
                     // is charged to the IP's history budget.
                     if !self.env.history_pages.charge(&session.ip, ctx.now_ms()) {
                         tracing::debug!(socket = ws.sid(), "history pages rate limited");
+                        crate::counters::rate_limited("history_page");
                         ctx.send(ws, a::encode_error(RATE_LIMITED));
                         return Ok(());
                     }
@@ -587,6 +589,7 @@ impl ChatRoom {
             Ok(Ok(())) => true,
             Ok(Err(cooldown_ms)) => {
                 tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
+                crate::counters::rate_limited("message");
                 ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
                 false
             }
@@ -594,6 +597,7 @@ impl ChatRoom {
                 // Fail closed: a limiter that cannot answer (overloaded,
                 // shutting down) must not turn into no limit at all.
                 tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
+                crate::counters::rate_limited("message");
                 ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
                 false
             }

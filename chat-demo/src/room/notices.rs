@@ -50,9 +50,6 @@ impl ChatRoom {
         let Some(session) = self.sessions.remove(ctx, ws) else {
             return;
         };
-        // The front door took a slot for this socket before handing it
-        // over; this handler runs once per accepted socket.
-        self.env.connections.release(&session.ip);
         self.typing_at.remove(&ws);
         tracing::debug!(socket = ws.sid(), dialect = ?session.dialect, code, clean, "disconnected");
         // The closed socket is no longer listed among the members.

@@ -41,7 +41,7 @@ impl<O: Object> Activation<O> {
             let settled = match ran {
                 Ok(()) => {
                     self.ctx.storage().overlay_mut().release(savepoint);
-                    self.ns.shared.metrics.alarms_fired.increment(1);
+                    self.ns.metrics.alarms_fired.increment(1);
                     self.ctx.storage().timer_succeeded(&d, now)
                 }
                 Err(e) => {
@@ -54,10 +54,10 @@ impl<O: Object> Activation<O> {
                     }
                     let retries = d.record().retries;
                     let retry_at = if self.retry.should_retry(retries) {
-                        self.ns.shared.metrics.alarms_retried.increment(1);
+                        self.ns.metrics.alarms_retried.increment(1);
                         Some(now + self.retry.delay_ms(retries + 1, self.jitter.next_unit()))
                     } else {
-                        self.ns.shared.metrics.alarms_dropped.increment(1);
+                        self.ns.metrics.alarms_dropped.increment(1);
                         None
                     };
                     tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), namespace = %self.ns.name, error = %e, retries = retries + 1, dropped = retry_at.is_none(), "timer failed");

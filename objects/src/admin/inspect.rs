@@ -8,7 +8,6 @@ use serde::Serialize;
 
 use crate::dispatch::NsInner;
 use crate::error::Result;
-use crate::metrics::NamespaceStats;
 use crate::object::Object;
 use crate::storage::{ListOptions, StoredValue};
 
@@ -125,41 +124,9 @@ pub(crate) fn paginate<T>(
     }
 }
 
-/// Views of one namespace for the inspector and metrics: read from the
-/// live map, the socket tables and committed storage; no object is woken.
+/// Views of one namespace for the inspector: read from the live map, the
+/// socket tables and committed storage; no object is woken.
 impl<O: Object> NsInner<O> {
-    pub(crate) fn stats(&self) -> NamespaceStats {
-        let mut st = NamespaceStats {
-            name: self.name.to_string(),
-            live: self.live.len(),
-            ..NamespaceStats::default()
-        };
-        for slot in self.live.iter() {
-            let queued = slot.tx.max_capacity() - slot.tx.capacity();
-            st.mailbox_queued += queued;
-            st.mailbox_queued_max = st.mailbox_queued_max.max(queued);
-        }
-        // Socket tables first, then the live map, never one inside the
-        // other: eviction takes the live map's lock before the socket
-        // map's, so nesting them the other way round could deadlock.
-        let holding: Vec<([u8; 32], usize)> = self
-            .sockets
-            .iter()
-            .map(|t| {
-                let open = crate::sync::lock(&t).list(None).len();
-                (*t.key(), open)
-            })
-            .filter(|(_, open)| *open > 0)
-            .collect();
-        for (id, open) in holding {
-            st.sockets_open += open;
-            if !self.live.contains_key(&id) {
-                st.hibernated += 1;
-            }
-        }
-        st
-    }
-
     pub(crate) fn objects(&self, after: Option<&str>, limit: usize) -> Result<ObjectPage> {
         let after = after.map(crate::id::parse_hex).transpose()?;
         let page = limit.clamp(1, MAX_LISTED_OBJECTS);

@@ -18,7 +18,6 @@ use tokio::sync::{Notify, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, ClockMs, from_ms};
-use crate::metrics::Metrics;
 use crate::storage::Store;
 use schedule::{AlarmSchedule, Jitter, RetryPolicy};
 
@@ -62,7 +61,6 @@ pub(crate) struct Driver {
     pub(crate) alarms: Arc<Alarms>,
     pub(crate) store: Arc<Store>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) metrics: Metrics,
     pub(crate) shutdown: CancellationToken,
     pub(crate) target: Arc<dyn AlarmTarget>,
 }
@@ -257,7 +255,7 @@ fn settle(
                 return;
             }
             let at = if alarms.policy.should_retry(retry.count) {
-                shared.metrics.alarms_retried.increment(1);
+                crate::metrics::alarm_retried(&key.namespace);
                 tracing::info!(object = %crate::id::log_label(&key.id), namespace = %key.namespace, retry = count, %error, "alarm handler failed; retrying");
                 now + alarms.policy.delay_ms(count, jitter.next_unit())
             } else {

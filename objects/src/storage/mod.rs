@@ -33,7 +33,9 @@ pub use timers::{MAX_TIMER_NAME, MAX_TIMERS, Timer, TimerInfo, Timers};
 pub use value::StoredValue;
 
 pub(crate) use overlay::{Overlay, Savepoint};
-pub(crate) use store::{Store, copy_env_to};
+pub(crate) use store::Store;
+#[cfg(feature = "admin")]
+pub(crate) use store::copy_env_to;
 pub(crate) use writer::{Batch, Recorder, record};
 
 use overlay::Lookup;

@@ -84,6 +84,7 @@ impl StoredValue {
     }
 
     /// The stored form: tag byte, then payload.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn to_stored(&self) -> Vec<u8> {
         let (tag, payload) = match self {
             StoredValue::Json(text) => (layout::TAG_JSON, text.as_bytes()),

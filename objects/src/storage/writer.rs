@@ -150,6 +150,7 @@ impl Writer {
     /// Stops the thread without an async runtime (offline tools, which
     /// queue nothing): joins a plain thread, so the environment is released
     /// when this returns; a blocking-pool task is only told to stop.
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn close_blocking(&self) {
         // Full or closed: the thread is busy with nothing of ours, or gone.
         let _ = self.tx.try_send(Job::Stop);

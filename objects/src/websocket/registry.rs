@@ -108,6 +108,7 @@ impl<H> Registry<H> {
     }
 
     /// Every socket, closing ones too: (sid, tags, attachment, open).
+    #[cfg_attr(not(feature = "admin"), allow(dead_code))]
     pub(crate) fn entries(&self) -> impl Iterator<Item = (u64, &[String], Option<&Bytes>, bool)> {
         self.sockets
             .iter()
