@@ -43,6 +43,7 @@ mod follower;
 mod primary;
 #[cfg(test)]
 mod tests;
+pub(crate) mod wire;
 
 use std::collections::VecDeque;
 use std::time::Duration;
