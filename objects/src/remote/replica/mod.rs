@@ -40,6 +40,7 @@
 //! nodes release in one epoch.
 
 mod follower;
+pub(crate) mod placement;
 mod primary;
 #[cfg(test)]
 mod tests;
