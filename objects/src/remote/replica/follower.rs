@@ -48,6 +48,10 @@ pub(crate) struct Follower {
     durable: u64,
     /// The history here is a prefix of `primary`'s at `epoch`.
     matched: bool,
+    /// The catch-up copy this replica asked for last, if it is waiting for
+    /// one: only that copy is installed, never a late one of an earlier
+    /// request (it could be older than groups acknowledged since).
+    session: Option<u64>,
 }
 
 impl Follower {
@@ -62,6 +66,7 @@ impl Follower {
             durable: durable.min(log.last().seq),
             log,
             matched: false,
+            session: None,
         }
     }
 
@@ -134,19 +139,29 @@ impl Follower {
         Verdict::Refuse(Refused::Mismatch { last })
     }
 
+    /// This replica asks its primary for a catch-up copy, as request
+    /// `session`: a number never used before by this node for this shard
+    /// (random, say), echoed by the copy.
+    pub(crate) fn want_copy(&mut self, session: u64) {
+        self.session = Some(session);
+    }
+
     /// A whole catch-up copy of the shard, tagged `at`, from `from` as
-    /// primary at `epoch`. [`Verdict::Apply`]: replace the shard's data
-    /// with it in one transaction, make it durable, then call
-    /// [`Follower::durable`]. A copy that arrives after this replica got
-    /// past `at` in the same primary's history is a [`Verdict::Duplicate`]:
-    /// installing it would undo groups it may have acknowledged.
-    pub(crate) fn on_copy(&mut self, from: &str, epoch: u64, at: Label) -> Verdict {
+    /// primary at `epoch`, for request `session`. [`Verdict::Apply`]:
+    /// replace the shard's data with it in one transaction, make it
+    /// durable, then call [`Follower::durable`]. A copy of another request
+    /// (a late one, perhaps from before a restart) is a
+    /// [`Verdict::Duplicate`], and so is one that arrives after this
+    /// replica got past `at` in the same primary's history: installing
+    /// either could undo groups it has acknowledged since.
+    pub(crate) fn on_copy(&mut self, from: &str, epoch: u64, at: Label, session: u64) -> Verdict {
         if let Some(r) = self.fence(from, epoch) {
             return Verdict::Refuse(r);
         }
-        if self.matched && at.seq <= self.log.last().seq {
+        if self.session != Some(session) || (self.matched && at.seq <= self.log.last().seq) {
             return Verdict::Duplicate;
         }
+        self.session = None;
         if !self.matched {
             // The history here may not be a prefix of the copy's: none of
             // it counts as durable until the copy is synced.
@@ -277,7 +292,8 @@ mod tests {
                 primary: Some("c".into())
             })
         );
-        assert!(matches!(f.on_copy("a", 2, l(2, 9)), Verdict::Refuse(_)));
+        f.want_copy(1);
+        assert!(matches!(f.on_copy("a", 2, l(2, 9), 1), Verdict::Refuse(_)));
         assert_eq!(f.epoch(), 3);
         // Unmatched at epoch 3 until a group follows its history.
         assert_eq!(f.ack(), None);
@@ -296,12 +312,21 @@ mod tests {
             f.on_append("c", 2, l(1, 4), l(2, 5)),
             Verdict::Refuse(Refused::Mismatch { last: l(1, 5) })
         );
-        assert_eq!(f.on_copy("c", 2, l(2, 7)), Verdict::Apply);
+        f.want_copy(7);
+        assert_eq!(
+            f.on_copy("c", 2, l(2, 7), 6),
+            Verdict::Duplicate,
+            "not asked for"
+        );
+        assert_eq!(f.on_copy("c", 2, l(2, 7), 7), Verdict::Apply);
         assert_eq!((f.last(), f.durable_seq()), (l(2, 7), 0));
         assert_eq!(f.durable(7).map(|a| a.seq), Some(7));
         assert_eq!(f.on_append("c", 2, l(2, 7), l(2, 8)), Verdict::Apply);
-        // The same copy again, late: it would undo group 8.
-        assert_eq!(f.on_copy("c", 2, l(2, 7)), Verdict::Duplicate);
+        // The same copy again, late, or one asked for again: either would
+        // undo group 8.
+        assert_eq!(f.on_copy("c", 2, l(2, 7), 7), Verdict::Duplicate);
+        f.want_copy(8);
+        assert_eq!(f.on_copy("c", 2, l(2, 7), 8), Verdict::Duplicate);
         assert_eq!(f.last(), l(2, 8));
     }
 

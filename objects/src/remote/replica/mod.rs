@@ -43,6 +43,8 @@ mod follower;
 pub(crate) mod placement;
 mod primary;
 #[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod tests;
 pub(crate) mod wire;
 

@@ -335,11 +335,15 @@ impl Primary {
         })
     }
 
-    /// etcd's answer to the pending proposal: it won.
-    pub(crate) fn won(&mut self) {
-        let Some(next) = self.pending.take() else {
+    /// etcd's answer to the proposal of `next`: it won. An answer to any
+    /// other proposal than the pending one (a late answer to an earlier
+    /// proposal whose outcome was learned otherwise) changes nothing.
+    pub(crate) fn won(&mut self, next: &Config) {
+        if self.pending.as_ref() != Some(next) {
             return;
-        };
+        }
+        self.pending = None;
+        let next = next.clone();
         self.peers.retain(|name, p| {
             next.is_follower(name) || (p.learner && !self.config.is_follower(name))
         });
@@ -355,7 +359,7 @@ impl Primary {
     /// by a proposal that lost).
     pub(crate) fn on_config(&mut self, current: &Config) {
         if self.pending.as_ref() == Some(current) {
-            self.won();
+            self.won(current);
         } else if current.epoch > self.config.epoch {
             self.pending = None;
             self.deposed = true;
@@ -568,7 +572,9 @@ mod tests {
         p.append(t);
         p.durable(3);
         assert_eq!(p.release(), None, "d gates from the proposal on");
-        p.won();
+        p.won(&cfg(1, "a", &[]));
+        assert_eq!(p.release(), None, "an answer to another proposal");
+        p.won(&prop.next);
         p.on_ack("d", 2, 3, t);
         assert_eq!(p.release(), Some(3));
         // A member asking for a copy is marked for removal first.

@@ -44,13 +44,20 @@ pub(crate) enum ReplMessage {
     /// Either way: a group, copy or request was not taken, and why.
     Refused { shard: u32, refused: Refused },
     /// Learner → primary: send a copy of `shard`; `epoch` is the newest
-    /// the learner knows (a primary of an older one is deposed).
-    CatchUp { shard: u32, epoch: u64 },
-    /// Primary → learner: chunk `n` (from 0) of a copy of `shard` as of
-    /// the group `at`; `done` on the last.
+    /// the learner knows (a primary of an older one is deposed); `session`
+    /// numbers the request (never reused by the learner), and the copy
+    /// echoes it, so a late copy of an earlier request is told apart.
+    CatchUp {
+        shard: u32,
+        epoch: u64,
+        session: u64,
+    },
+    /// Primary → learner: chunk `n` (from 0) of the copy for request
+    /// `session` of `shard` as of the group `at`; `done` on the last.
     Chunk {
         shard: u32,
         epoch: u64,
+        session: u64,
         at: Label,
         n: u32,
         records: Vec<WireRecord>,
@@ -287,9 +294,10 @@ impl Assembler {
 }
 
 /// Where a catch-up copy stands (the learner's side): chunks must come
-/// from one primary and epoch, for one `at`, numbered in order.
+/// for one request, from one epoch, for one `at`, numbered in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct CopyProgress {
+    pub(crate) session: u64,
     pub(crate) epoch: u64,
     pub(crate) at: Label,
     next: u32,
@@ -301,11 +309,21 @@ impl CopyProgress {
     /// # Errors
     ///
     /// It is not chunk 0.
-    pub(crate) fn start(epoch: u64, at: Label, n: u32) -> Result<CopyProgress, String> {
+    pub(crate) fn start(
+        session: u64,
+        epoch: u64,
+        at: Label,
+        n: u32,
+    ) -> Result<CopyProgress, String> {
         if n != 0 {
             return Err(format!("a copy starts at chunk 0, not {n}"));
         }
-        Ok(CopyProgress { epoch, at, next: 1 })
+        Ok(CopyProgress {
+            session,
+            epoch,
+            at,
+            next: 1,
+        })
     }
 
     /// A later chunk.
@@ -313,8 +331,14 @@ impl CopyProgress {
     /// # Errors
     ///
     /// Another copy's chunk, or one out of order: start again.
-    pub(crate) fn next(&mut self, epoch: u64, at: Label, n: u32) -> Result<(), String> {
-        if (epoch, at) != (self.epoch, self.at) || n != self.next {
+    pub(crate) fn next(
+        &mut self,
+        session: u64,
+        epoch: u64,
+        at: Label,
+        n: u32,
+    ) -> Result<(), String> {
+        if (session, epoch, at) != (self.session, self.epoch, self.at) || n != self.next {
             return Err(format!(
                 "chunk {n} of a copy at {at:?} (epoch {epoch}) does not follow chunk {} at {:?}",
                 self.next.saturating_sub(1),

@@ -64,10 +64,15 @@ fn every_message_round_trips_through_a_frame() {
                 primary: Some("n2".into()),
             },
         },
-        ReplMessage::CatchUp { shard: 0, epoch: 5 },
+        ReplMessage::CatchUp {
+            shard: 0,
+            epoch: 5,
+            session: 77,
+        },
         ReplMessage::Chunk {
             shard: 0,
             epoch: 5,
+            session: 77,
             at: l(5, 40),
             n: 0,
             records: vec![WireRecord::new(Table::Data, &[7; 40], b"v")],
@@ -164,13 +169,14 @@ fn a_group_is_whole_after_its_last_part_and_bounded() {
 
 #[test]
 fn copy_chunks_come_in_order_from_one_copy() {
-    assert!(CopyProgress::start(3, l(3, 9), 1).is_err());
-    let mut c = CopyProgress::start(3, l(3, 9), 0).expect("first");
-    c.next(3, l(3, 9), 1).expect("second");
-    assert!(c.next(3, l(3, 9), 3).is_err(), "a gap");
-    assert!(c.next(4, l(3, 9), 2).is_err(), "another epoch");
-    assert!(c.next(3, l(3, 10), 2).is_err(), "another copy");
-    c.next(3, l(3, 9), 2).expect("third");
+    assert!(CopyProgress::start(7, 3, l(3, 9), 1).is_err());
+    let mut c = CopyProgress::start(7, 3, l(3, 9), 0).expect("first");
+    c.next(7, 3, l(3, 9), 1).expect("second");
+    assert!(c.next(7, 3, l(3, 9), 3).is_err(), "a gap");
+    assert!(c.next(7, 4, l(3, 9), 2).is_err(), "another epoch");
+    assert!(c.next(7, 3, l(3, 10), 2).is_err(), "another copy");
+    assert!(c.next(8, 3, l(3, 9), 2).is_err(), "another request");
+    c.next(7, 3, l(3, 9), 2).expect("third");
 }
 
 proptest! {
