@@ -7,9 +7,9 @@
 //!
 //! | key | value | lifetime |
 //! |---|---|---|
-//! | `P/meta` | `{"shards":S,"secret":"<64 hex>","members":[…]}` | made once, by the first node |
-//! | `P/members/<node>` | `{"addr":"ip:port"}` (its QUIC address) | the node's lease |
-//! | `P/shards/<shard, 5 digits>` | `{"node":"<owner>","epoch":E}` | changed only by transactions |
+//! | `P/meta` | `{"shards":S,"secret":"<64 hex>","members":[…],"replicas":R}` | made once, by the first node; `replicas` changed by a transaction (`replicas.rs`) |
+//! | `P/members/<node>` | `{"addr":"ip:port","zone":"…"}` (its QUIC address; the zone if labelled) | the node's lease |
+//! | `P/shards/<shard, 5 digits>` | `{"node":"<owner>","epoch":E,"followers":[…]}` (no `followers` without replicas) | changed only by transactions |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,16 +32,23 @@ pub(crate) struct Meta {
     /// The members named at creation, among whom first owners are chosen.
     #[serde(default)]
     pub(crate) members: Vec<String>,
+    /// Followers per shard (R, 0 to 2); 0 in clusters made before
+    /// replication.
+    #[serde(default)]
+    pub(crate) replicas: u32,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Member {
-    addr: String,
+pub(super) struct Member {
+    pub(super) addr: String,
+    /// The node's failure domain, if the operator labelled it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) zone: Option<String>,
 }
 
 #[derive(Clone)]
 pub(crate) struct Etcd {
-    client: Client,
+    pub(super) client: Client,
     prefix: String,
 }
 
@@ -59,11 +66,11 @@ impl Etcd {
         })
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(super) fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.prefix)
     }
 
-    fn shard_key(&self, shard: u32) -> String {
+    pub(super) fn shard_key(&self, shard: u32) -> String {
         self.key(&format!("shards/{shard:05}"))
     }
 
@@ -80,6 +87,7 @@ impl Etcd {
             shards: shards.max(1),
             secret: crate::id::hex(&secret),
             members: members.to_vec(),
+            replicas: 0,
         };
         let key = self.key("meta");
         let value = serde_json::to_vec(&fresh).map_err(|e| etcd("meta", e))?;
@@ -135,6 +143,7 @@ impl Etcd {
     ) -> Result<(), ClusterError> {
         let value = serde_json::to_vec(&Member {
             addr: addr.to_string(),
+            zone: None,
         })
         .map_err(|e| etcd("member", e))?;
         self.client

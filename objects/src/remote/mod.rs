@@ -2,8 +2,12 @@
 //! ([`Route`]), what travels between nodes (`wire`), and the pure
 //! placement and lease rules (`shard`). The shell that talks to etcd and
 //! QUIC (`crate::cluster`, the cargo feature `cluster`) implements
-//! [`Route`]; `dispatch` asks it before it queues an event.
+//! [`Route`]; `dispatch` asks it before it queues an event. `replica` is
+//! the pure replication state machine (primary, followers, epochs).
 
+// The replication state machine is not wired into the cluster yet.
+#[cfg_attr(not(test), allow(dead_code, unused_imports))]
+pub(crate) mod replica;
 pub(crate) mod shard;
 pub(crate) mod wire;
 

@@ -32,7 +32,7 @@ pub use store::{StoreOptions, StoreUsage};
 pub use timers::{MAX_TIMER_NAME, MAX_TIMERS, Timer, TimerInfo, Timers};
 pub use value::StoredValue;
 
-pub(crate) use overlay::{Overlay, Savepoint};
+pub(crate) use overlay::{Changes, Overlay, Savepoint};
 pub(crate) use store::Store;
 #[cfg(feature = "admin")]
 pub(crate) use store::copy_env_to;
