@@ -8,8 +8,12 @@
 //! from then on a stub whose object's shard is owned by another node sends
 //! its events there.
 
+mod edge;
 mod etcd;
 mod node;
+mod sockets;
+#[cfg(test)]
+mod sockets_tests;
 mod tls;
 mod transport;
 

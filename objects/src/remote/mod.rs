@@ -5,6 +5,7 @@
 //! [`Route`]; `dispatch` asks it before it queues an event.
 
 pub(crate) mod shard;
+pub(crate) mod socket_wire;
 pub(crate) mod wire;
 
 use std::sync::Arc;

@@ -22,9 +22,11 @@ pub mod storage_model;
 pub use crate::storage::journal::{Journal, Step};
 
 /// The fuzz body for the cluster's wire decoders (the frames nodes send
-/// each other over QUIC): any bytes, read as a stream of requests and as
-/// a stream of replies, never panic, and whatever decodes encodes back to
-/// the same frame. Needs no `cluster` feature: the codec is pure.
+/// each other over QUIC): any bytes, read as a stream of requests, of
+/// replies, and of either direction of a WebSocket link, never panic, and
+/// whatever decodes encodes back to the same frame. Needs no `cluster`
+/// feature: the codec is pure.
 pub fn cluster_frames(data: &[u8]) {
     crate::remote::wire::fuzz_frames(data);
+    crate::remote::socket_wire::fuzz_link(data);
 }
