@@ -308,6 +308,30 @@ mod tests {
         assert!(matches!(back, ToEdge::Frames { esids, .. } if esids == vec![1, 2]));
     }
 
+    #[test]
+    fn the_fuzz_seeds_decode_whole() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/cluster_frames/"
+        );
+        let owner = std::fs::read(format!("{dir}link-to-owner")).expect("seed");
+        let mut data = &owner[LINK_MAGIC.len()..];
+        let mut n = 0;
+        while let Some((_, used)) = wire::decode::<ToOwner>(data).expect("valid") {
+            data = &data[used..];
+            n += 1;
+        }
+        assert_eq!((n, data.len()), (6, 0));
+        let edge = std::fs::read(format!("{dir}link-to-edge")).expect("seed");
+        let mut data = &edge[..];
+        let mut n = 0;
+        while let Some((_, used)) = wire::decode::<ToEdge>(data).expect("valid") {
+            data = &data[used..];
+            n += 1;
+        }
+        assert_eq!((n, data.len()), (5, 0));
+    }
+
     proptest! {
         /// Whatever is pushed, each socket receives exactly its frames, in
         /// the order they were pushed, and every refusal is for a full
