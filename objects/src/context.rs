@@ -157,6 +157,13 @@ impl Context {
         }
         let response = socket::handshake(req)?;
         let tags = registry::check_tags(tags)?;
+        #[cfg(feature = "cluster")]
+        if let Some(remote) = req
+            .extensions_mut()
+            .remove::<crate::websocket::remote::RemoteUpgrade>()
+        {
+            return self.accept_remote(remote, tags, response);
+        }
         if req
             .extensions()
             .get::<hyper::upgrade::OnUpgrade>()
@@ -184,6 +191,44 @@ impl Context {
             // Shutdown began while we accepted: its sweep may have missed us.
             handle.close(1001, "server shutting down".into());
         }
+        Ok((WebSocket { sid }, response))
+    }
+
+    /// Accepts an upgrade whose connection stays on another node (the
+    /// edge): the socket is kept here like a local one, its frames cross
+    /// the link.
+    #[cfg(feature = "cluster")]
+    fn accept_remote(
+        &mut self,
+        remote: crate::websocket::remote::RemoteUpgrade,
+        tags: Vec<String>,
+        response: Response,
+    ) -> Result<(WebSocket, Response), WebSocketError> {
+        use crate::websocket::remote::{RemoteHandle, RemoteSocket};
+        let sid = self.shared.next_sid.fetch_add(1, Ordering::Relaxed);
+        let link = remote.link.clone();
+        let handle = socket::SocketHandle::remote(RemoteHandle {
+            link: link.clone(),
+            esid: remote.esid,
+        });
+        let pair = {
+            let mut t = self.table();
+            t.accept(sid, handle, tags)?;
+            t.auto_response().cloned()
+        };
+        link.register(
+            remote.esid,
+            RemoteSocket {
+                deliver: self.deliver.clone(),
+                table: self.sockets.clone(),
+                id: *self.id.as_bytes(),
+                sid,
+            },
+        );
+        if pair.is_some() {
+            link.auto_response(self.id.as_bytes(), pair);
+        }
+        self.outbox.push(Out::Socket(sid, Outgoing::Live));
         Ok((WebSocket { sid }, response))
     }
 
@@ -276,8 +321,26 @@ impl Context {
     ///
     /// A string over 2048 characters.
     pub fn set_auto_response(&mut self, pair: Option<(&str, &str)>) -> Result<(), WebSocketError> {
-        self.table()
-            .set_auto_response(pair.map(|(a, b)| (a.to_string(), b.to_string())))
+        let pair = pair.map(|(a, b)| (a.to_string(), b.to_string()));
+        let mut t = self.table();
+        t.set_auto_response(pair.clone())?;
+        // Sockets connected to other nodes are answered there.
+        #[cfg(feature = "cluster")]
+        {
+            let mut links: Vec<Arc<dyn crate::websocket::remote::EdgeLink>> = Vec::new();
+            for h in t.handles() {
+                if let Some(l) = h.remote_link()
+                    && !links.iter().any(|x| x.edge() == l.edge())
+                {
+                    links.push(l.clone());
+                }
+            }
+            drop(t);
+            for l in links {
+                l.auto_response(self.id.as_bytes(), pair.clone());
+            }
+        }
+        Ok(())
     }
 
     /// The configured auto-response pair.
@@ -440,6 +503,9 @@ impl Context {
         }
         let mut t = crate::sync::lock(&self.sockets);
         let (mut accepted, mut frames) = (0, 0);
+        // Links to the nodes of remote sockets that got something.
+        #[cfg(feature = "cluster")]
+        let mut links: Vec<Arc<dyn crate::websocket::remote::EdgeLink>> = Vec::new();
         // Drained, not replaced: the next event reuses the capacity.
         for out in self.outbox.drain(..) {
             let (sid, out) = match out {
@@ -460,11 +526,21 @@ impl Context {
                     if let Some(h) = t.handle(sid) {
                         frames += u64::from(matches!(out, Outgoing::Frame(_)));
                         h.send(out);
+                        #[cfg(feature = "cluster")]
+                        if let Some(l) = h.remote_link()
+                            && !links.iter().any(|x| Arc::ptr_eq(x, l))
+                        {
+                            links.push(l.clone());
+                        }
                     }
                 }
             }
         }
         drop(t);
+        #[cfg(feature = "cluster")]
+        for l in links {
+            l.flush();
+        }
         crate::storage::record!(
             self.storage.recorder(),
             crate::storage::journal::Step::FramesOut {

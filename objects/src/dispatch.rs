@@ -197,7 +197,9 @@ pub(crate) fn enqueue<O: Object>(
         match route.place(id.as_bytes()) {
             crate::remote::Place::Local { .. } => {}
             crate::remote::Place::Remote { node, epoch } => {
-                return crate::forward::send(route, &ns.name, id, &node, epoch, envelope);
+                return crate::forward::send(
+                    route, &ns.shared, &ns.name, id, &node, epoch, envelope,
+                );
             }
             crate::remote::Place::Unavailable(reason) => {
                 let e = Error::Unavailable {

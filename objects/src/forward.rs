@@ -25,6 +25,7 @@ pub(crate) const MAX_MOVES: usize = 3;
 /// caller gives up.
 pub(crate) fn send<O: Object>(
     route: &Arc<dyn Route>,
+    shared: &crate::shared::Shared,
     ns: &Arc<str>,
     id: &ObjectId,
     node: &str,
@@ -52,6 +53,34 @@ pub(crate) fn send<O: Object>(
                 reply,
                 Ok,
             )
+        }
+        Event::Fetch(req, reply)
+            if crate::websocket::remote::is_upgrade(&req)
+                && let Some(links) = shared.socket_links.get() =>
+        {
+            // The connection stays here; the owner runs the object.
+            let rx = links
+                .upgrade(
+                    ns.clone(),
+                    *id.as_bytes(),
+                    node.to_string(),
+                    epoch,
+                    chain,
+                    *req,
+                )
+                .map_err(|r| remote::into_error(r, id))?;
+            let id = id.clone();
+            let mut reply = reply;
+            tokio::spawn(async move {
+                let answer = tokio::select! {
+                    a = rx => a.unwrap_or_else(|_| Err(Refusal::Unavailable {
+                        reason: "the link to the owner was lost".into(),
+                    })),
+                    () = reply.closed() => return,
+                };
+                let _ = reply.send(answer.map_err(|r| remote::into_error(r, &id)));
+            });
+            Ok(())
         }
         Event::Fetch(req, reply) => {
             let body = to_raw(id, &WireHttp::from_request(&req))?;

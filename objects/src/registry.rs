@@ -172,6 +172,34 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
                     crate::remote::wire::WireHttp::from_response(&r)
                 }))
             }
+            Kind::Upgrade => {
+                let up: crate::remote::socket_wire::WireUpgrade = serde_json::from_str(body.get())
+                    .map_err(|e| failed(format!("the upgrade does not decode: {e}")))?;
+                let link = self
+                    .shared
+                    .socket_links
+                    .get()
+                    .and_then(|l| l.edge(&up.edge))
+                    .ok_or_else(|| failed(format!("no socket link from {}", up.edge)))?;
+                let mut req = up
+                    .http
+                    .into_request()
+                    .map_err(|e| failed(format!("the request does not decode: {e}")))?;
+                req.extensions_mut()
+                    .insert(crate::websocket::remote::RemoteUpgrade {
+                        link,
+                        esid: up.esid,
+                    });
+                let (tx, rx) = oneshot::channel();
+                let envelope = Envelope {
+                    event: Event::Fetch(Box::new(req), tx),
+                    chain,
+                };
+                crate::dispatch::enqueue_local(&self, &id, envelope).map_err(|e| refusal(&e))?;
+                Ok(answer(id, deadline, rx, |r: crate::http::Response| {
+                    crate::remote::wire::WireHttp::from_response(&r)
+                }))
+            }
         }
     }
 }

@@ -131,6 +131,8 @@ impl RuntimeBuilder {
             id_secret,
             #[cfg(feature = "cluster")]
             route: std::sync::OnceLock::new(),
+            #[cfg(feature = "cluster")]
+            socket_links: std::sync::OnceLock::new(),
         });
         let registry = Arc::new(Registry::default());
         let driver = tokio::spawn(alarm::drive(alarm::Driver {

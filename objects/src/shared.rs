@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     /// serving); without it every object is local.
     #[cfg(feature = "cluster")]
     pub(crate) route: std::sync::OnceLock<Arc<dyn crate::remote::Route>>,
+    /// In a cluster, the links that carry WebSockets across nodes.
+    #[cfg(feature = "cluster")]
+    pub(crate) socket_links: std::sync::OnceLock<Arc<dyn crate::websocket::remote::SocketLinks>>,
 }
 
 impl Shared {

@@ -8,11 +8,15 @@
 //! from then on a stub whose object's shard is owned by another node sends
 //! its events there.
 
+mod edge;
 mod etcd;
 mod node;
 // The etcd records of replication; not wired into the membership loop yet.
 #[cfg_attr(not(test), allow(dead_code))]
 mod replicas;
+mod sockets;
+#[cfg(test)]
+mod sockets_tests;
 mod tls;
 mod transport;
 

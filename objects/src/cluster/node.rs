@@ -41,10 +41,12 @@ pub(crate) fn attach(
         .set(route)
         .map_err(|_| ClusterError::Config("this runtime already serves a cluster".into()))?;
     let registry = runtime.registry().clone();
-    let node = node.clone();
-    let handler: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync> =
-        Arc::new(move |req| handle(&node, &registry, req));
-    tokio::spawn(transport::serve(endpoint, shutdown, handler));
+    let handler: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync> = {
+        let node = node.clone();
+        Arc::new(move |req| handle(&node, &registry, req))
+    };
+    let links = super::sockets::attach(node, runtime, endpoint.clone(), handler.clone())?;
+    tokio::spawn(transport::serve(endpoint, shutdown, handler, links));
     Ok(())
 }
 

@@ -239,6 +239,7 @@ pub(crate) async fn serve(
     endpoint: quinn::Endpoint,
     shutdown: CancellationToken,
     handle: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync>,
+    links: LinkServer,
 ) {
     loop {
         let incoming = tokio::select! {
@@ -248,6 +249,7 @@ pub(crate) async fn serve(
         let Some(incoming) = incoming else { break };
         let handle = handle.clone();
         let shutdown = shutdown.clone();
+        let links = links.clone();
         tokio::spawn(async move {
             // The TLS handshake refuses a peer without a CA certificate.
             let conn = match incoming.await {
@@ -263,9 +265,38 @@ pub(crate) async fn serve(
                     () = shutdown.cancelled() => break,
                 };
                 let Ok((send, recv)) = stream else { break };
-                tokio::spawn(serve_stream(send, recv, handle.clone(), conn.clone()));
+                tokio::spawn(route_stream(
+                    send,
+                    recv,
+                    handle.clone(),
+                    conn.clone(),
+                    links.clone(),
+                ));
             }
         });
+    }
+}
+
+/// Serves a WebSocket link (a stream that starts with
+/// `socket_wire::LINK_MAGIC`).
+pub(crate) type LinkServer = Arc<dyn Fn(quinn::SendStream, quinn::RecvStream) + Send + Sync>;
+
+/// A stream carries requests, or (by its first four bytes) a socket link.
+async fn route_stream(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    handle: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync>,
+    conn: quinn::Connection,
+    links: LinkServer,
+) {
+    let mut head = [0u8; 4];
+    if recv.read_exact(&mut head).await.is_err() {
+        return;
+    }
+    if &head == crate::remote::socket_wire::LINK_MAGIC {
+        links(send, recv);
+    } else {
+        serve_stream(send, recv, handle, conn, head.to_vec()).await;
     }
 }
 
@@ -274,6 +305,7 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
     handle: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync>,
     conn: quinn::Connection,
+    mut buf: Vec<u8>,
 ) {
     let (tx, mut rx) = mpsc::channel::<WireReply>(REPLY_QUEUE);
     let writer = tokio::spawn(async move {
@@ -295,7 +327,6 @@ async fn serve_stream(
             }
         }
     });
-    let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     'read: loop {
         match recv.read(&mut chunk).await {

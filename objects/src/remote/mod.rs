@@ -9,6 +9,7 @@
 #[cfg_attr(not(test), allow(dead_code, unused_imports))]
 pub(crate) mod replica;
 pub(crate) mod shard;
+pub(crate) mod socket_wire;
 pub(crate) mod wire;
 
 use std::sync::Arc;

@@ -25,6 +25,9 @@ pub(crate) enum Kind {
     Call,
     /// A fetch: `body` is a buffered [`Request`](crate::Request).
     Fetch,
+    /// A fetch that upgrades to a WebSocket whose connection stays on the
+    /// sending node: `body` is a `socket_wire::WireUpgrade`.
+    Upgrade,
 }
 
 /// One event sent to the node that owns the object's shard.

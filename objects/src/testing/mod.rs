@@ -22,11 +22,12 @@ pub mod storage_model;
 pub use crate::storage::journal::{Journal, Step};
 
 /// The fuzz body for the cluster's wire decoders (the frames nodes send
-/// each other over QUIC): any bytes, read as a stream of requests, as a
-/// stream of replies and as a stream of replication messages, never
-/// panic, and whatever decodes encodes back to the same frame. Needs no
-/// `cluster` feature: the codecs are pure.
+/// each other over QUIC): any bytes, read as a stream of requests, of
+/// replies, of either direction of a WebSocket link and of replication
+/// messages, never panic, and whatever decodes encodes back to the same
+/// frame. Needs no `cluster` feature: the codecs are pure.
 pub fn cluster_frames(data: &[u8]) {
     crate::remote::wire::fuzz_frames(data);
+    crate::remote::socket_wire::fuzz_link(data);
     crate::remote::replica::wire::fuzz_frames(data);
 }

@@ -3,6 +3,8 @@
 
 mod coalesce;
 pub(crate) mod registry;
+#[cfg(feature = "cluster")]
+pub(crate) mod remote;
 pub(crate) mod socket;
 
 use bytes::Bytes;

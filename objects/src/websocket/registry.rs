@@ -220,6 +220,15 @@ impl<H> Registry<H> {
         Some(resp)
     }
 
+    /// Records an auto-response answered elsewhere (on the node the
+    /// socket's connection is on).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn stamp_auto_response(&mut self, sid: u64, ms: u64) {
+        if let Some(e) = self.sockets.get_mut(&sid) {
+            e.auto_response_ms = Some(ms);
+        }
+    }
+
     pub(crate) fn auto_response_ms(&self, sid: u64) -> Option<u64> {
         self.sockets.get(&sid).and_then(|e| e.auto_response_ms)
     }

@@ -80,6 +80,9 @@ with_setters!(WebSocketOptions {
 
 /// The close reason of a socket cut off because its reader fell behind.
 const SLOW_READER: &str = "slow reader: send queue full";
+/// The close reason of a socket whose object is no longer served by the
+/// node its events go to.
+pub(crate) const NOT_SERVED: &str = "the object's node does not serve it now; reconnect";
 /// The close reason of a socket whose write waited past the deadline.
 const WRITE_DEADLINE: &str = "slow reader: write deadline passed";
 
@@ -92,9 +95,21 @@ pub(crate) enum Outgoing {
     Live,
 }
 
-/// How the runtime reaches a socket's task.
+/// How the runtime reaches a socket: its task here, or (in a cluster) the
+/// node its connection is on.
 #[derive(Debug, Clone)]
-pub(crate) struct SocketHandle {
+pub(crate) struct SocketHandle(Sink);
+
+#[derive(Debug, Clone)]
+enum Sink {
+    Local(LocalHandle),
+    #[cfg(feature = "cluster")]
+    Remote(super::remote::RemoteHandle),
+}
+
+/// A socket whose task runs here.
+#[derive(Debug, Clone)]
+struct LocalHandle {
     tx: mpsc::Sender<Outgoing>,
     shared: Arc<SocketShared>,
     /// The byte bound of the send queue.
@@ -122,10 +137,44 @@ impl Outgoing {
 }
 
 impl SocketHandle {
+    /// A socket whose connection is on another node.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn remote(handle: super::remote::RemoteHandle) -> SocketHandle {
+        SocketHandle(Sink::Remote(handle))
+    }
+
+    /// The link of a socket whose connection is on another node.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn remote_link(&self) -> Option<&Arc<dyn super::remote::EdgeLink>> {
+        match &self.0 {
+            Sink::Remote(r) => Some(&r.link),
+            Sink::Local(_) => None,
+        }
+    }
+
     /// Queues a frame or a close (behind the frames sent before it); a
     /// queue full in frames or in bytes means a slow reader, which is cut
     /// off.
     pub(crate) fn send(&self, out: Outgoing) {
+        match &self.0 {
+            Sink::Local(h) => h.send(out),
+            #[cfg(feature = "cluster")]
+            Sink::Remote(r) => r.link.send(r.esid, out),
+        }
+    }
+
+    /// Closes at once, ahead of queued frames (slow readers, shutdown).
+    pub(crate) fn close(&self, code: u16, reason: String) {
+        match &self.0 {
+            Sink::Local(h) => h.close(code, reason),
+            #[cfg(feature = "cluster")]
+            Sink::Remote(r) => r.link.kill(r.esid, code, reason),
+        }
+    }
+}
+
+impl LocalHandle {
+    fn send(&self, out: Outgoing) {
         let weight = out.weight();
         let before = self.shared.queued.fetch_add(weight, Ordering::AcqRel);
         // A frame larger than the whole bound still goes out on an empty
@@ -137,8 +186,7 @@ impl SocketHandle {
         }
     }
 
-    /// Closes at once, ahead of queued frames (slow readers, shutdown).
-    pub(crate) fn close(&self, code: u16, reason: String) {
+    fn close(&self, code: u16, reason: String) {
         crate::sync::lock(&self.shared.close).get_or_insert((code, reason));
         self.shared.kill.notify_one();
     }
@@ -166,6 +214,9 @@ pub(crate) trait Deliver: Send + Sync + 'static {
         event: SocketEvent,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>>;
     fn now_ms(&self) -> u64;
+    /// The socket task answered the auto-response request at `ms` (in a
+    /// cluster, the object's node hears of it).
+    fn auto_responded(&self, _id: [u8; 32], _sid: u64, _ms: u64) {}
     /// The runtime's counters.
     fn metrics(&self) -> &crate::metrics::Metrics;
 }
@@ -212,11 +263,11 @@ pub(crate) fn spawn(
 ) -> SocketHandle {
     let (tx, rx) = mpsc::channel(opts.send_queue.max(1));
     let shared = Arc::new(SocketShared::default());
-    let handle = SocketHandle {
+    let handle = SocketHandle(Sink::Local(LocalHandle {
         tx,
         shared: shared.clone(),
         max_queued: opts.send_queue_bytes,
-    };
+    }));
     let opts = opts.clone();
     tokio::spawn(async move {
         let _guard = guard;
@@ -357,7 +408,10 @@ impl Task {
                 delivered = async { if let Some(p) = pending.as_mut() { p.await } else { true } }, if pending.is_some() => {
                     pending = None;
                     if !delivered {
-                        break (1001, "going away".into(), true, None);
+                        // The object is not served here (any more): the
+                        // client gets a Close frame and reconnects.
+                        crate::sync::lock(&self.shared.close).get_or_insert((1012, NOT_SERVED.into()));
+                        break self.closing(&mut ws).await;
                     }
                 }
                 m = ws.next(), if pending.is_none() => {
@@ -366,10 +420,12 @@ impl Task {
                     match m {
                         Some(Ok(WsMessage::Text(t))) => {
                             self.deliver.metrics().messages_in.increment(1);
+                            let now = self.deliver.now_ms();
                             let reply = crate::sync::lock(&self.table)
-                                .auto_reply(self.sid, t.as_str(), self.deliver.now_ms());
+                                .auto_reply(self.sid, t.as_str(), now);
                             match reply {
                                 Some(r) => {
+                                    self.deliver.auto_responded(self.id, self.sid, now);
                                     match tokio::time::timeout(opts.write_timeout, ws.send(WsMessage::text(r))).await {
                                         Ok(Ok(())) => {}
                                         Ok(Err(_)) => break (1006, "send failed".into(), false, None),
