@@ -52,3 +52,10 @@ pub fn websocket_options() -> objects::WebSocketOptions {
     objects::WebSocketOptions::default().with_max_message_bytes(protocol::MAX_FRAME_BYTES)
 }
 pub use room::{ChatRoom, RoomEnv};
+
+/// Bytes of client frames one room may have queued
+/// ([`objects::RuntimeOptions::mailbox_bytes`]): 64 frames of the largest
+/// size, or about a thousand ordinary messages. Past it, the sockets of
+/// that room wait (their clients feel TCP backpressure) instead of growing
+/// memory; nothing is dropped.
+pub const ROOM_MAILBOX_BYTES: usize = 64 * protocol::MAX_FRAME_BYTES;

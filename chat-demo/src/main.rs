@@ -262,6 +262,7 @@ async fn main() -> anyhow::Result<()> {
     let rt = objects::Runtime::builder()
         .options(
             objects::RuntimeOptions::default()
+                .with_mailbox_bytes(chat_demo::ROOM_MAILBOX_BYTES)
                 .with_store(objects::StoreOptions::default().with_max_size(args.store_max_bytes)),
         )
         .data_dir(&args.data_dir)

@@ -522,6 +522,7 @@ impl<O: Object> Activation<O> {
             if let Event::Socket {
                 sid,
                 event: SocketEvent::Close(_),
+                ..
             } = &event
             {
                 self.ctx.forget_socket(*sid);
@@ -588,7 +589,9 @@ impl<O: Object> Activation<O> {
                     Err(e) => Err((Box::new(|_| {}), e)),
                 }
             }
-            Event::Socket { sid, event } => {
+            Event::Socket { sid, event, charge } => {
+                // Taken out of the mailbox: its bytes leave the budget.
+                drop(charge);
                 let ws = WebSocket { sid };
                 let (result, closed) = match event {
                     SocketEvent::Message(m) => (

@@ -58,6 +58,9 @@ pub(crate) struct Slot<O: Object> {
     /// The namespace's event tick when the activation last took an event:
     /// the smallest is the idlest.
     pub(crate) last_active: Arc<AtomicU64>,
+    /// The byte budget of socket messages queued for this activation
+    /// ([`RuntimeOptions::mailbox_bytes`](crate::RuntimeOptions::mailbox_bytes)).
+    pub(crate) bytes: Arc<tokio::sync::Semaphore>,
 }
 
 /// One namespace's state: its objects' mailboxes and socket tables.
@@ -132,6 +135,33 @@ impl<O: Object> NsInner<O> {
     }
 }
 
+/// Takes a socket message's size from its object's byte budget, waiting
+/// for room (a message larger than the whole budget waits for all of it).
+/// None when the object is not live: the message then starts it, alone.
+/// Err if the runtime shut down while waiting.
+async fn charge<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &[u8; 32],
+    event: &SocketEvent,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+    let SocketEvent::Message(m) = event else {
+        return Ok(None);
+    };
+    let size = match m {
+        crate::websocket::Message::Text(t) => t.len(),
+        crate::websocket::Message::Binary(b) => b.len(),
+    };
+    let Some(budget) = ns.live.get(id).map(|s| s.bytes.clone()) else {
+        return Ok(None);
+    };
+    let want = u32::try_from(size.clamp(1, ns.limits.mailbox_bytes)).unwrap_or(u32::MAX);
+    let shutdown = ns.shared.shutdown.clone();
+    tokio::select! {
+        permit = budget.acquire_many_owned(want) => Ok(permit.ok()),
+        () = shutdown.cancelled() => Err(()),
+    }
+}
+
 /// Delivers socket events of one namespace's objects.
 pub(crate) struct NsDeliver<O: Object>(pub(crate) Arc<NsInner<O>>);
 
@@ -144,8 +174,12 @@ impl<O: Object> Deliver for NsDeliver<O> {
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
             let oid = ObjectId::from_parts(id, None);
+            let charge = match charge(&self.0, &id, &event).await {
+                Ok(charge) => charge,
+                Err(()) => return false,
+            };
             let envelope = Envelope {
-                event: Event::Socket { sid, event },
+                event: Event::Socket { sid, event, charge },
                 chain: CallChain::default().push(id),
             };
             enqueue_wait(&self.0, &oid, envelope).await.is_ok()
@@ -310,6 +344,7 @@ fn activate<O: Object>(
         id: id.clone(),
         evict: evict.clone(),
         last_active: last_active.clone(),
+        bytes: Arc::new(tokio::sync::Semaphore::new(ns.limits.mailbox_bytes)),
     });
     activation::spawn(
         ns.clone(),

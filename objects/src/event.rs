@@ -75,6 +75,9 @@ pub(crate) enum Event<O: Object> {
     Socket {
         sid: u64,
         event: SocketEvent,
+        /// A message's share of the object's byte budget, given back when
+        /// the event is taken out of the mailbox.
+        charge: Option<tokio::sync::OwnedSemaphorePermit>,
     },
     /// A typed method (`Stub::ask`), its reply type erased.
     Method(Box<dyn Invoke<O>>),

@@ -20,6 +20,11 @@ pub struct RuntimeOptions {
     /// Events queued per object before callers get [`Error::Overloaded`](crate::Error::Overloaded).
     /// Default 1024.
     pub mailbox_capacity: usize,
+    /// Bytes of WebSocket messages queued per object: a socket whose next
+    /// message would go past it waits (its client feels TCP backpressure)
+    /// until the object has taken enough of the queue. One message larger
+    /// than the whole budget waits for an empty queue. Default 4 MiB.
+    pub mailbox_bytes: usize,
     /// Time without events after which an object is evicted from memory.
     /// Cloudflare evicts after 70 to 140 s; default 70 s.
     pub idle_timeout: Duration,
@@ -58,6 +63,7 @@ impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             mailbox_capacity: 1024,
+            mailbox_bytes: 4 << 20,
             idle_timeout: Duration::from_secs(70),
             call_timeout: Duration::from_secs(30),
             max_events_per_commit: 64,
@@ -73,6 +79,7 @@ impl Default for RuntimeOptions {
 
 with_setters!(RuntimeOptions {
     with_mailbox_capacity => mailbox_capacity: usize,
+    with_mailbox_bytes => mailbox_bytes: usize,
     with_idle_timeout => idle_timeout: Duration,
     with_call_timeout => call_timeout: Duration,
     with_max_events_per_commit => max_events_per_commit: usize,
@@ -104,6 +111,8 @@ pub struct NamespaceOptions {
     pub hibernation_timeout: Option<Duration>,
     /// See [`RuntimeOptions::mailbox_capacity`].
     pub mailbox_capacity: Option<usize>,
+    /// See [`RuntimeOptions::mailbox_bytes`].
+    pub mailbox_bytes: Option<usize>,
     /// See [`RuntimeOptions::event_time_limit`].
     pub event_time_limit: Option<Duration>,
     /// See [`RuntimeOptions::max_background`].
@@ -132,6 +141,13 @@ impl NamespaceOptions {
         self
     }
 
+    /// Sets [`mailbox_bytes`](Self::mailbox_bytes) (at least 1).
+    #[must_use]
+    pub fn with_mailbox_bytes(mut self, n: usize) -> Self {
+        self.mailbox_bytes = Some(n.max(1));
+        self
+    }
+
     /// Sets [`event_time_limit`](Self::event_time_limit).
     #[must_use]
     pub fn with_event_time_limit(mut self, d: Duration) -> Self {
@@ -152,6 +168,7 @@ impl NamespaceOptions {
             idle_timeout: self.idle_timeout.unwrap_or(rt.idle_timeout),
             hibernation_timeout: self.hibernation_timeout.unwrap_or(rt.hibernation_timeout),
             mailbox_capacity: self.mailbox_capacity.unwrap_or(rt.mailbox_capacity).max(1),
+            mailbox_bytes: self.mailbox_bytes.unwrap_or(rt.mailbox_bytes).max(1),
             event_time_limit: self.event_time_limit.unwrap_or(rt.event_time_limit),
             max_background: self.max_background.unwrap_or(rt.max_background),
         }
@@ -164,6 +181,7 @@ pub(crate) struct NsLimits {
     pub(crate) idle_timeout: Duration,
     pub(crate) hibernation_timeout: Duration,
     pub(crate) mailbox_capacity: usize,
+    pub(crate) mailbox_bytes: usize,
     pub(crate) event_time_limit: Duration,
     pub(crate) max_background: usize,
 }
