@@ -3,7 +3,7 @@
 binary and prints the server's RSS and open descriptors under each, and
 whether a well-behaved user in another room still gets its echo.
 
-    python3 scripts/attacks.py target/release/chat-demo [history|idle|upgrades|idle_sockets]...
+    python3 scripts/attacks.py target/release/chat-demo [history|idle|upgrades|idle_sockets|busy_sockets]...
 
 Standard library only; every attack runs against a fresh server on
 127.0.0.1 with a temporary data dir, started with a soft file limit of
@@ -23,8 +23,8 @@ import tempfile
 import time
 
 
-def start(binary, data_dir, trust_xff):
-    args = [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir]
+def start(binary, data_dir, trust_xff, extra=()):
+    args = [binary, "--listen", "127.0.0.1:0", "--data-dir", data_dir, *extra]
     if trust_xff:
         args += ["--trust-client-ip-header", "x-forwarded-for"]
 
@@ -287,11 +287,60 @@ def idle_sockets(binary):
             proc.wait()
 
 
+def busy_sockets(binary, n=50, pages=3):
+    """Not an attack: the most a busy user costs. n sockets (each from its
+    own IP) in a room of 100 messages of 256 x U+0001 (1.5 KB of JSON
+    each) each ask for `pages` history pages of 100 (about 150 KB of
+    frames a page: 3 pages stay under the 512 KiB send queue, so no socket
+    is cut) and never read."""
+    with tempfile.TemporaryDirectory() as d:
+        proc, addr = start(binary, d, trust_xff=True,
+                           extra=["--history-pages-per-minute", "0"])
+        try:
+            heavy = "\u0001" * 256
+            for i in range(100):
+                s = join_a(addr, "big", "f", xff=f"10.1.{i}.1")
+                send_text(s, json.dumps({"message": heavy}))
+                recv_json_until(s, lambda f: "timestamp" in f)
+                s.close()
+            time.sleep(1)
+            base = rss_kb(proc.pid)
+            request = json.dumps({"history": {"before": 2**53, "limit": 100}})
+            held = []
+            for i in range(n):
+                s = join_a(addr, "big", f"b{i}", xff=f"10.6.{i // 256}.{i % 256}", ext=["history"])
+                for _ in range(pages):
+                    send_text(s, request)
+                held.append(s)
+            peak = base
+            for _ in range(10):
+                time.sleep(1)
+                peak = max(peak, rss_kb(proc.pid))
+            alive = 0
+            for s in held:
+                s.setblocking(False)
+                try:
+                    alive += 1 if s.recv(1) else 0
+                except BlockingIOError:
+                    alive += 1
+                except OSError:
+                    pass
+            print(f"busy sockets: RSS {base} kB -> peak {peak} kB with {n} sockets that asked "
+                  f"for {pages} pages each and never read: {(peak - base) * 1024 // n} bytes each; "
+                  f"{alive} of {n} still open")
+            for s in held:
+                s.close()
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
 ATTACKS = {
     "history": attack_history,
     "idle": attack_idle,
     "upgrades": attack_upgrades,
     "idle_sockets": idle_sockets,
+    "busy_sockets": busy_sockets,
 }
 
 if __name__ == "__main__":

@@ -165,6 +165,11 @@ impl WireBatch {
     ///
     /// What is wrong, as text.
     pub(crate) fn into_batch(self) -> Result<Batch, String> {
+        // Lower-case only: the wire carries the form `from_batch` writes,
+        // so a batch decodes to one meaning and encodes back the same.
+        if self.id.bytes().any(|c| c.is_ascii_uppercase()) {
+            return Err("an object id is 64 lower-case hex digits".into());
+        }
         let id = crate::id::parse_hex(&self.id).map_err(|e| e.to_string())?;
         if self.ns.is_empty() || self.ns.len() > 256 {
             return Err("a namespace is 1 to 256 bytes".into());
