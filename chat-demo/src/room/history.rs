@@ -42,6 +42,34 @@ pub(crate) fn latest(storage: &Storage) -> Result<u64, StorageError> {
     Ok(newest.first().map_or(0, |(_, m)| m.timestamp))
 }
 
+/// Messages stamped after `after` and before `before`, newest first, at
+/// most `limit` (up to [`objects::MAX_KEYS_PER_CALL`]).
+///
+/// # Errors
+///
+/// As [`latest`].
+pub(crate) fn between(
+    storage: &Storage,
+    after: u64,
+    before: u64,
+    limit: usize,
+) -> Result<Vec<ChatMessage>, StorageError> {
+    if before <= after.saturating_add(1) {
+        return Ok(Vec::new());
+    }
+    let opts = ListOptions::new()
+        .prefix(PREFIX)
+        .start_after(key(after))
+        .end(key(before))
+        .reverse(true)
+        .limit(limit.min(objects::MAX_KEYS_PER_CALL));
+    Ok(storage
+        .list::<ChatMessage>(&opts)?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect())
+}
+
 /// Whether a message with this id (timestamp) is stored.
 ///
 /// # Errors
@@ -123,9 +151,7 @@ pub(crate) fn expire(storage: &mut Storage, cutoff: u64) -> Result<(usize, bool)
             return Ok((deleted, false));
         }
         // The search index goes with its messages, in the same event.
-        for (_, message) in &old {
-            search::unindex(storage, message)?;
-        }
+        search::forget(storage, old.iter().map(|(_, m)| m))?;
         let refs: Vec<&str> = old.iter().map(|(k, _)| k.as_str()).collect();
         deleted += storage.delete_many(&refs)?;
     }
@@ -193,9 +219,7 @@ pub(crate) fn trim(storage: &mut Storage, excess: u64) -> Result<usize, StorageE
             break;
         }
         // The search index goes with its messages, in the same event.
-        for (_, message) in &old {
-            search::unindex(storage, message)?;
-        }
+        search::forget(storage, old.iter().map(|(_, m)| m))?;
         let refs: Vec<&str> = old.iter().map(|(k, _)| k.as_str()).collect();
         deleted += storage.delete_many(&refs)?;
     }
@@ -245,5 +269,27 @@ mod tests {
             u64::MAX,
             "saturates rather than wrapping"
         );
+    }
+}
+
+/// Refuses new messages once the store's free space falls under a
+/// reserve, kept so deletes (retention, which needs pages to write its
+/// deletes) still commit.
+#[derive(Debug)]
+pub(crate) struct StoreGuard {
+    usage: objects::StoreUsage,
+}
+
+impl StoreGuard {
+    pub(crate) fn new(usage: objects::StoreUsage) -> StoreGuard {
+        StoreGuard { usage }
+    }
+
+    /// Whether less than the reserve (1/32 of the store, at least 256 KiB)
+    /// is left.
+    pub(crate) fn is_full(&self) -> bool {
+        let (used, max) = self.usage.bytes();
+        let reserve = (max / 32).max(256 * 1024);
+        used.saturating_add(reserve) > max
     }
 }

@@ -34,6 +34,7 @@ use crate::protocol::{
     ChatMessage, Dialect, FRAME_TOO_BIG, HISTORY_ON_JOIN, ProtocolError, b, c, dm,
 };
 use fanout::{Presence, announce, broadcast_to_a, encode_error, send_presence};
+pub(crate) use history::StoreGuard;
 use session::{Closing, Session, Sessions};
 
 /// The error text for a binary frame, in every dialect.
@@ -82,6 +83,8 @@ pub struct ChatRoom {
     /// Messages stored: a cache of the stored count, filled on first need
     /// (a room from before the count was kept is counted then, once).
     count: Option<u64>,
+    /// Stored messages not yet in the search index (`search::record`).
+    unindexed: Option<usize>,
     /// The room's budget of join/leave notices (with the presence roster
     /// each sends): churn past it is not announced one by one. In memory
     /// only: a fresh instance starts with a full burst.
@@ -121,28 +124,6 @@ pub struct RoomEnv {
     store: Option<StoreGuard>,
 }
 
-/// Refuses new messages once the store's free space falls under a
-/// reserve, kept so deletes (retention, which needs pages to write its
-/// deletes) still commit.
-#[derive(Debug)]
-pub(crate) struct StoreGuard {
-    usage: objects::StoreUsage,
-}
-
-impl StoreGuard {
-    pub(crate) fn new(usage: objects::StoreUsage) -> StoreGuard {
-        StoreGuard { usage }
-    }
-
-    /// Whether less than the reserve (1/32 of the store, at least 256 KiB)
-    /// is left.
-    fn is_full(&self) -> bool {
-        let (used, max) = self.usage.bytes();
-        let reserve = (max / 32).max(256 * 1024);
-        used.saturating_add(reserve) > max
-    }
-}
-
 impl RoomEnv {
     pub(crate) fn new(
         limiters: Namespace<RateLimiter>,
@@ -180,6 +161,7 @@ impl Object for ChatRoom {
         let expiry_set = ctx.storage().alarm()?.is_some();
         Ok(ChatRoom {
             count: None,
+            unindexed: None,
             env,
             label,
             last_timestamp: history::latest(ctx.storage())?.max(direct::latest(ctx.storage())?),
@@ -639,7 +621,7 @@ impl ChatRoom {
         // Stored in this event, so the output gate holds the broadcast
         // below until the message is durable.
         ctx.storage().put(&history::key(timestamp), &message)?;
-        search::index(ctx.storage(), &message)?;
+        search::record(ctx.storage(), &message, &mut self.unindexed)?;
         self.last_timestamp = timestamp;
         history::set_count(ctx.storage(), count)?;
         self.count = Some(count);
