@@ -68,6 +68,36 @@ async fn scrape_until(router: &axum::Router, what: &str, ok: impl Fn(&str) -> bo
         .unwrap_or_else(|_| panic!("metrics never showed: {what}"))
 }
 
+/// The process's own figures (Linux): present and plausible.
+#[cfg(target_os = "linux")]
+fn process_figures(m: &str) {
+    assert!(
+        m.contains("# TYPE process_cpu_seconds_total counter"),
+        "{m}"
+    );
+    assert!(sample(m, "process_cpu_seconds_total") >= 0.0);
+    assert!(sample(m, "process_resident_memory_bytes") > 0.0, "{m}");
+    let open = sample(m, "process_open_fds");
+    // At least stdin, stdout, stderr, the store and the listener.
+    assert!(open >= 3.0, "{m}");
+    assert!(sample(m, "process_max_fds") >= open, "{m}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = sample(m, "process_start_time_seconds");
+    assert!(
+        start > 0.0 && start <= now + 1.0,
+        "started {start}, now {now}"
+    );
+}
+
+/// Outside Linux the process's figures are left out.
+#[cfg(not(target_os = "linux"))]
+fn process_figures(m: &str) {
+    assert!(!m.contains("process_open_fds"), "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_a_chat_session() {
     // Before the runtime opens, so its handles reach the recorder.
@@ -94,6 +124,7 @@ async fn metrics_follow_a_chat_session() {
     assert_eq!(total(&m, "objects_sockets_accepted_total"), 0.0);
     assert_eq!(sample(&m, r#"objects_live{namespace="rooms"}"#), 0.0);
     assert!(m.contains("# HELP objects_commit_seconds"), "{m}");
+    process_figures(&m);
 
     // Join.
     let (mut alice, _) = server.a_named("ops", "alice").await;
