@@ -151,6 +151,12 @@ async fn metrics_follow_a_chat_session() {
         out_after_join >= 1.0,
         "at least the ready frame: {out_after_join}"
     );
+    // The chat's own count of frames, by dialect: the hello in, the
+    // same frames out as the runtime counted.
+    let a_in = r#"chat_websocket_frames_total{dialect="a",direction="in"}"#;
+    let a_out = r#"chat_websocket_frames_total{dialect="a",direction="out"}"#;
+    assert_eq!(sample(&m, a_in), 1.0, "the name frame");
+    assert_eq!(sample(&m, a_out), out_after_join);
     let commits_after_join = total(&m, "objects_commits_total");
     let calls_after_join = total(&m, "objects_calls_total");
     assert!(calls_after_join >= 1.0, "the front door's fetch");
@@ -166,6 +172,13 @@ async fn metrics_follow_a_chat_session() {
     assert_eq!(
         total(&m, "objects_websocket_messages_out_total"),
         out_after_join + 1.0
+    );
+    assert_eq!(sample(&m, a_in), 2.0, "the message");
+    assert_eq!(sample(&m, a_out), out_after_join + 1.0, "its echo");
+    assert_eq!(
+        total(&m, "chat_websocket_frames_total"),
+        2.0 + out_after_join + 1.0,
+        "no frame of another dialect"
     );
     assert!(total(&m, "objects_commits_total") > commits_after_join);
     assert!(sample(&m, "objects_commit_seconds_count") >= 1.0);

@@ -16,10 +16,11 @@
 use objects::{Context, ListOptions, Storage, StorageError, WebSocket};
 
 use super::ChatRoom;
+use super::frames::CountedSend;
 use super::history;
 use super::session::Session;
 use crate::protocol::search::{matches, words};
-use crate::protocol::{ChatMessage, a};
+use crate::protocol::{ChatMessage, Dialect, a};
 
 /// The prefix of every index key.
 const PREFIX: &str = "idx/";
@@ -107,7 +108,11 @@ impl ChatRoom {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let (found, next) = search(ctx.storage(), terms, before, limit, SCAN_BUDGET)?;
         tracing::debug!(socket = ws.sid(), found = found.len(), "search");
-        ctx.send(ws, a::encode_search_page(query, &found, next, sender.ext));
+        ctx.send_to(
+            Dialect::A,
+            ws,
+            a::encode_search_page(query, &found, next, sender.ext),
+        );
         Ok(())
     }
 }

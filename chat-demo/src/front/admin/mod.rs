@@ -490,7 +490,7 @@ pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
         .set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes)?
         .install_recorder()?;
-    crate::counters::describe();
+    crate::counters::register();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
