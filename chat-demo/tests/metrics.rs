@@ -68,6 +68,36 @@ async fn scrape_until(router: &axum::Router, what: &str, ok: impl Fn(&str) -> bo
         .unwrap_or_else(|_| panic!("metrics never showed: {what}"))
 }
 
+/// The process's own figures (Linux): present and plausible.
+#[cfg(target_os = "linux")]
+fn process_figures(m: &str) {
+    assert!(
+        m.contains("# TYPE process_cpu_seconds_total counter"),
+        "{m}"
+    );
+    assert!(sample(m, "process_cpu_seconds_total") >= 0.0);
+    assert!(sample(m, "process_resident_memory_bytes") > 0.0, "{m}");
+    let open = sample(m, "process_open_fds");
+    // At least stdin, stdout, stderr, the store and the listener.
+    assert!(open >= 3.0, "{m}");
+    assert!(sample(m, "process_max_fds") >= open, "{m}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = sample(m, "process_start_time_seconds");
+    assert!(
+        start > 0.0 && start <= now + 1.0,
+        "started {start}, now {now}"
+    );
+}
+
+/// Outside Linux the process's figures are left out.
+#[cfg(not(target_os = "linux"))]
+fn process_figures(m: &str) {
+    assert!(!m.contains("process_open_fds"), "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_follow_a_chat_session() {
     // Before the runtime opens, so its handles reach the recorder.
@@ -94,6 +124,7 @@ async fn metrics_follow_a_chat_session() {
     assert_eq!(total(&m, "objects_sockets_accepted_total"), 0.0);
     assert_eq!(sample(&m, r#"objects_live{namespace="rooms"}"#), 0.0);
     assert!(m.contains("# HELP objects_commit_seconds"), "{m}");
+    process_figures(&m);
 
     // Join.
     let (mut alice, _) = server.a_named("ops", "alice").await;
@@ -120,6 +151,12 @@ async fn metrics_follow_a_chat_session() {
         out_after_join >= 1.0,
         "at least the ready frame: {out_after_join}"
     );
+    // The chat's own count of frames, by dialect: the hello in, the
+    // same frames out as the runtime counted.
+    let a_in = r#"chat_websocket_frames_total{dialect="a",direction="in"}"#;
+    let a_out = r#"chat_websocket_frames_total{dialect="a",direction="out"}"#;
+    assert_eq!(sample(&m, a_in), 1.0, "the name frame");
+    assert_eq!(sample(&m, a_out), out_after_join);
     let commits_after_join = total(&m, "objects_commits_total");
     let calls_after_join = total(&m, "objects_calls_total");
     assert!(calls_after_join >= 1.0, "the front door's fetch");
@@ -135,6 +172,13 @@ async fn metrics_follow_a_chat_session() {
     assert_eq!(
         total(&m, "objects_websocket_messages_out_total"),
         out_after_join + 1.0
+    );
+    assert_eq!(sample(&m, a_in), 2.0, "the message");
+    assert_eq!(sample(&m, a_out), out_after_join + 1.0, "its echo");
+    assert_eq!(
+        total(&m, "chat_websocket_frames_total"),
+        2.0 + out_after_join + 1.0,
+        "no frame of another dialect"
     );
     assert!(total(&m, "objects_commits_total") > commits_after_join);
     assert!(sample(&m, "objects_commit_seconds_count") >= 1.0);

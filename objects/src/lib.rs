@@ -51,9 +51,11 @@
 //!
 //! `objects = { version = "0.1", default-features = false }` leaves out
 //! `metrics` and `admin`; add back what you need with `features = [...]`.
-//! WebSocket support is always built in (a feature for it is planned). CI
-//! builds and lints the library with no optional feature and with each one
-//! alone.
+//! CI builds and lints the library with no optional feature and with each
+//! one alone. WebSocket support has no feature: it runs through the core
+//! (the `Object` trait's socket handlers, mailboxes, hibernation, the
+//! output gate) and through public types, so it is not a part that could
+//! be left out whole; the crate's README says what it costs to build.
 
 /// `with_<field>` setters for an options struct whose fields are public
 /// but which is `#[non_exhaustive]` (so it cannot be built with a struct

@@ -14,6 +14,7 @@ use objects::{Context, ListOptions, Storage, StorageError, WebSocket};
 /// Results inside handlers: any error, boxed.
 type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
+use super::frames::CountedSend;
 use super::session::Session;
 use super::{ChatRoom, history};
 use crate::protocol::ProtocolError;
@@ -191,7 +192,7 @@ impl ChatRoom {
                     .as_deref()
                     .is_some_and(|u| u == from_id || u == to_id)
         });
-        ctx.broadcast(parties, encode_dm(&message));
+        ctx.broadcast_to(parties, encode_dm(&message));
         Ok(())
     }
 }

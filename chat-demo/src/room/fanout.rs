@@ -2,9 +2,9 @@
 //! presence and errors over the room's sessions, per dialect and per the
 //! extensions each session opted in to.
 
-use crate::protocol::time::NowMs;
 use objects::{Context, WebSocket};
 
+use super::frames::CountedSend;
 use super::session::Members;
 use crate::protocol::a::{self, Extensions};
 use crate::protocol::{ChatMessage, Dialect, c};
@@ -33,14 +33,14 @@ pub(super) fn announce(
             Presence::Joined => a::encode_joined(name),
             Presence::Left => a::encode_quit(name),
         };
-        ctx.broadcast(to_a, frame);
+        ctx.broadcast_to(to_a, frame);
     }
     if !to_c.is_empty() {
         let frame = match what {
             Presence::Joined => c::encode_joined(name),
             Presence::Left => c::encode_left(name),
         };
-        ctx.broadcast(to_c, frame);
+        ctx.broadcast_to(to_c, frame);
     }
 }
 
@@ -61,7 +61,7 @@ pub(super) fn broadcast_to_a(ctx: &mut Context, members: &Members<'_>, message: 
                 reactions,
                 ..Extensions::default()
             };
-            ctx.broadcast(to, a::encode_chat_ext(message, ext));
+            ctx.broadcast_to(to, a::encode_chat_ext(message, ext));
         }
     }
 }
@@ -76,10 +76,5 @@ pub(super) fn send_presence(ctx: &mut Context, members: &Members<'_>) {
         return;
     }
     let frame = a::encode_presence(members.count(), &members.names_except(None));
-    ctx.broadcast(to, frame);
-}
-
-/// An error frame in a dialect (C's carries the server's clock).
-pub(super) fn encode_error(ctx: &Context, dialect: Dialect, text: &str) -> String {
-    dialect.encode_error(text, ctx.now_ms())
+    ctx.broadcast_to(to, frame);
 }

@@ -188,7 +188,7 @@ pub(crate) fn count(storage: &Storage) -> Result<u64, StorageError> {
 }
 
 /// Stores the message count (in the event that changed it); an empty
-/// room stores nothing at all.
+/// room stores nothing at all (nor its search marker).
 ///
 /// # Errors
 ///
@@ -196,6 +196,7 @@ pub(crate) fn count(storage: &Storage) -> Result<u64, StorageError> {
 pub(crate) fn set_count(storage: &mut Storage, n: u64) -> Result<(), StorageError> {
     if n == 0 {
         storage.delete(COUNT_KEY)?;
+        search::clear(storage)?;
         return Ok(());
     }
     storage.put(COUNT_KEY, &n)

@@ -11,6 +11,7 @@ use objects::{Context, WebSocket};
 /// Results inside handlers: any error, boxed.
 type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
+use super::frames::CountedSend;
 use super::session::Session;
 use super::{ChatRoom, ProtocolError};
 use crate::directory::{self, DIRECTORY_NAME};
@@ -67,7 +68,7 @@ impl ChatRoom {
         let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         ctx.storage().put(OWNER, &token_id(&token))?;
         tracing::info!(socket = ws.sid(), "room claimed");
-        ctx.send(ws, encode_owner(&token));
+        ctx.send_to(Dialect::A, ws, encode_owner(&token));
         self.send_room_state(ctx)
     }
 
@@ -255,7 +256,7 @@ impl ChatRoom {
         let members = self.sessions.members(ctx);
         let to = members.select(|_, s| s.is_named_a() && s.ext.manage);
         if !to.is_empty() {
-            ctx.broadcast(to, encode_room(owned, &topic, password));
+            ctx.broadcast_to(to, encode_room(owned, &topic, password));
         }
         Ok(())
     }

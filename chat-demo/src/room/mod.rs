@@ -3,6 +3,8 @@
 
 mod direct;
 mod fanout;
+mod frames;
+mod hello;
 mod history;
 mod manage;
 mod notices;
@@ -33,7 +35,8 @@ use crate::protocol::limit::{RATE_LIMITED, RateLimitOptions};
 use crate::protocol::{
     ChatMessage, Dialect, FRAME_TOO_BIG, HISTORY_ON_JOIN, ProtocolError, b, c, dm,
 };
-use fanout::{Presence, announce, broadcast_to_a, encode_error, send_presence};
+use fanout::{Presence, announce, broadcast_to_a, send_presence};
+use frames::CountedSend;
 pub(crate) use history::StoreGuard;
 use session::{Closing, Session, Sessions};
 
@@ -354,7 +357,7 @@ impl ChatRoom {
         );
         if let Some(name) = name {
             for message in &backlog {
-                ctx.send(ws, c::encode_chat(message));
+                ctx.send_to(Dialect::C, ws, c::encode_chat(message));
             }
             self.notify(ctx, ws, Some(&name), Presence::Joined);
         } else {
@@ -370,6 +373,7 @@ impl ChatRoom {
             tracing::warn!(socket = ws.sid(), "frame from a socket without a session");
             return Ok(());
         };
+        crate::counters::frame_received(session.dialect);
         if session.closing.is_some() {
             // Refused and about to be closed: nothing more to say.
             return Ok(());
@@ -385,7 +389,7 @@ impl ChatRoom {
         let text = match msg {
             Message::Text(text) => text,
             Message::Binary(_) => {
-                ctx.send(ws, encode_error(ctx, session.dialect, BINARY_NOT_SUPPORTED));
+                ctx.send_error(session.dialect, ws, BINARY_NOT_SUPPORTED);
                 return Ok(());
             }
         };
@@ -433,11 +437,15 @@ impl ChatRoom {
                     if !self.env.history_pages.charge(&session.ip, ctx.now_ms()) {
                         tracing::debug!(socket = ws.sid(), "history pages rate limited");
                         crate::counters::rate_limited("history_page");
-                        ctx.send(ws, a::encode_error(RATE_LIMITED));
+                        ctx.send_to(Dialect::A, ws, a::encode_error(RATE_LIMITED));
                         return Ok(());
                     }
                     let (messages, more) = history::page(ctx.storage(), before, limit)?;
-                    ctx.send(ws, a::encode_history_page(&messages, more, session.ext));
+                    ctx.send_to(
+                        Dialect::A,
+                        ws,
+                        a::encode_history_page(&messages, more, session.ext),
+                    );
                     Ok(())
                 }
                 // Not opted in: the request is not understood.
@@ -500,66 +508,6 @@ impl ChatRoom {
         }
     }
 
-    /// A dialect-A hello: roster, backlog, its own `joined` and `ready` to
-    /// the newcomer, the join to everyone else.
-    fn hello(
-        &mut self,
-        ctx: &mut Context,
-        ws: WebSocket,
-        mut session: Session,
-        name: String,
-        ext: Extensions,
-        user: Option<String>,
-    ) -> Result<()> {
-        if let Some(id) = &user
-            && self.name_held_by_other(ctx, &name, id)
-        {
-            return self.refuse(ctx, ws, &session, &ProtocolError::NameHeld);
-        }
-        // The fallible reads first: a failure then changes nothing.
-        let backlog = history::recent(ctx.storage(), HISTORY_ON_JOIN)?;
-        let direct = match &user {
-            Some(id) => direct::recent(ctx.storage(), id)?,
-            None => Vec::new(),
-        };
-        let room_state = if ext.manage {
-            Some(manage::state(ctx.storage())?)
-        } else {
-            None
-        };
-        session.name = Some(name.clone());
-        session.ext = ext;
-        session.user = user;
-        self.sessions.set(ctx, ws, session)?;
-        tracing::debug!(socket = ws.sid(), name = %name, "named");
-        let members = self.sessions.members(ctx);
-        for other in members.names_except(Some(ws)) {
-            ctx.send(ws, a::encode_joined(other));
-        }
-        for message in &backlog {
-            ctx.send(ws, a::encode_chat_ext(message, ext));
-        }
-        // The newcomer is told of itself too, after the roster and the
-        // backlog: the original broadcast the join to every named session,
-        // the newcomer included, and its page builds the roster from
-        // `joined` frames only.
-        ctx.send(ws, a::encode_joined(&name));
-        ctx.send(ws, a::encode_ready());
-        self.notify(ctx, ws, Some(&name), Presence::Joined);
-        // Extension `manage`: whether the room is claimed, and its topic.
-        if let Some((owned, topic, password)) = room_state {
-            ctx.send(
-                ws,
-                crate::protocol::manage::encode_room(owned, &topic, password),
-            );
-        }
-        // Extension `dm`: this user's own direct messages, after `ready`.
-        for message in &direct {
-            ctx.send(ws, dm::encode_dm(message));
-        }
-        Ok(())
-    }
-
     /// Charges one message to the sender's IP; false (and the sender told)
     /// when its budget is spent.
     pub(super) async fn charge(&self, ctx: &mut Context, ws: WebSocket, sender: &Session) -> bool {
@@ -572,7 +520,7 @@ impl ChatRoom {
             Ok(Err(cooldown_ms)) => {
                 tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");
                 crate::counters::rate_limited("message");
-                ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
+                ctx.send_error(sender.dialect, ws, RATE_LIMITED);
                 false
             }
             Err(error) => {
@@ -580,7 +528,7 @@ impl ChatRoom {
                 // shutting down) must not turn into no limit at all.
                 tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
                 crate::counters::rate_limited("message");
-                ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
+                ctx.send_error(sender.dialect, ws, RATE_LIMITED);
                 false
             }
         }
@@ -598,7 +546,7 @@ impl ChatRoom {
     ) -> Result<()> {
         if self.env.store.as_ref().is_some_and(StoreGuard::is_full) {
             tracing::warn!(socket = ws.sid(), "message refused: storage full");
-            ctx.send(ws, encode_error(ctx, sender.dialect, STORAGE_FULL));
+            ctx.send_error(sender.dialect, ws, STORAGE_FULL);
             return Ok(());
         }
         if !self.charge(ctx, ws, sender).await {
@@ -645,10 +593,10 @@ impl ChatRoom {
         let to_b = members.select(|_, s| s.dialect == Dialect::B);
         let to_c = members.select(|w, s| s.dialect == Dialect::C && w != ws);
         if !to_b.is_empty() {
-            ctx.broadcast(to_b, b::encode_chat(&message));
+            ctx.broadcast_to(to_b, b::encode_chat(&message));
         }
         if !to_c.is_empty() {
-            ctx.broadcast(to_c, c::encode_chat(&message));
+            ctx.broadcast_to(to_c, c::encode_chat(&message));
         }
         if self.presence_stale && self.notices.spend(ctx.now_ms(), &NOTICE_LIMIT) {
             self.presence_stale = false;

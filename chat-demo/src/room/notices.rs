@@ -17,7 +17,7 @@ impl ChatRoom {
     ) -> Result<()> {
         tracing::debug!(socket = ws.sid(), %error, "frame refused");
         let text = error.client_text();
-        ctx.send(ws, encode_error(ctx, session.dialect, text));
+        ctx.send_error(session.dialect, ws, text);
         if let Some(code) = error.closes_socket() {
             self.close_later(ctx, ws, session, code, text)?;
         }

@@ -6,6 +6,7 @@ use objects::{Context, WebSocket};
 /// Results inside handlers: any error, boxed.
 type Result<T, E = objects::BoxError> = std::result::Result<T, E>;
 
+use super::frames::CountedSend;
 use super::history;
 use super::session::Session;
 use super::{ChatRoom, ProtocolError};
@@ -43,7 +44,7 @@ impl ChatRoom {
                 let members = self.sessions.members(ctx);
                 let to = members.select(|_, s| s.is_named_a() && s.ext.reactions);
                 if !to.is_empty() {
-                    ctx.broadcast(to, a::encode_reactions(id, &message.reactions));
+                    ctx.broadcast_to(to, a::encode_reactions(id, &message.reactions));
                 }
                 Ok(())
             }

@@ -24,10 +24,11 @@
 use objects::{Context, ListOptions, Storage, StorageError, WebSocket};
 
 use super::ChatRoom;
+use super::frames::CountedSend;
 use super::history;
 use super::session::Session;
 use crate::protocol::search::{matches, words};
-use crate::protocol::{ChatMessage, a};
+use crate::protocol::{ChatMessage, Dialect, a};
 
 /// The prefix of every index key.
 const PREFIX: &str = "idx/";
@@ -153,7 +154,11 @@ impl ChatRoom {
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let (found, next) = search(ctx.storage(), terms, before, limit, SCAN_BUDGET)?;
         tracing::debug!(socket = ws.sid(), found = found.len(), "search");
-        ctx.send(ws, a::encode_search_page(query, &found, next, sender.ext));
+        ctx.send_to(
+            Dialect::A,
+            ws,
+            a::encode_search_page(query, &found, next, sender.ext),
+        );
         Ok(())
     }
 }
@@ -250,6 +255,16 @@ pub(crate) fn record(
     store.set_through(message.timestamp.max(through))?;
     *waiting = Some(0);
     Ok(())
+}
+
+/// Forgets the search marker of a room whose last message was deleted (no
+/// marker: every stored message is indexed, and there are none).
+///
+/// # Errors
+///
+/// A storage error.
+pub(crate) fn clear(storage: &mut Storage) -> Result<(), StorageError> {
+    storage.delete(THROUGH_KEY).map(|_| ())
 }
 
 /// Removes the index entries of messages being deleted (call in the event

@@ -7,6 +7,7 @@ use std::collections::hash_map::Entry;
 use objects::{Context, WebSocket};
 use serde::{Deserialize, Serialize};
 
+use super::frames::Recipients;
 use crate::protocol::Dialect;
 use crate::protocol::a::Extensions;
 
@@ -127,12 +128,14 @@ impl<'a> Members<'a> {
     }
 
     /// The sockets whose session matches.
-    pub(crate) fn select(&self, keep: impl Fn(WebSocket, &Session) -> bool) -> Vec<WebSocket> {
-        self.list
-            .iter()
-            .filter(|(ws, s)| keep(*ws, s))
-            .map(|(ws, _)| *ws)
-            .collect()
+    pub(crate) fn select(&self, keep: impl Fn(WebSocket, &Session) -> bool) -> Recipients {
+        let mut to = Recipients::default();
+        for (ws, s) in &self.list {
+            if keep(*ws, s) {
+                to.push(*ws, s.dialect);
+            }
+        }
+        to
     }
 
     /// The names of the named sessions (A after hello, and C), except

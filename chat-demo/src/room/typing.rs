@@ -6,6 +6,7 @@ use crate::protocol::time::NowMs;
 use objects::{Context, WebSocket};
 
 use super::ChatRoom;
+use super::frames::CountedSend;
 use super::session::Session;
 use crate::protocol::{Dialect, a};
 
@@ -33,7 +34,7 @@ impl ChatRoom {
                 && matches!(s.dialect, Dialect::A | Dialect::C)
         });
         if !to.is_empty() {
-            ctx.broadcast(to, a::encode_typing(name));
+            ctx.broadcast_to(to, a::encode_typing(name));
         }
     }
 }

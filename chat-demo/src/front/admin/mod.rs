@@ -6,6 +6,8 @@
 //! reach it through DNS rebinding. All of it reads; nothing here changes
 //! an object.
 
+#[cfg(target_os = "linux")]
+mod process;
 mod session;
 
 use std::net::SocketAddr;
@@ -299,13 +301,25 @@ async fn metrics(State(admin): State<Admin>) -> Response {
     let rt = admin.rt;
     match tokio::task::spawn_blocking(move || {
         rt.publish_metrics();
-        prometheus.render()
+        prometheus.render() + &process_metrics()
     })
     .await
     {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => plain(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
+}
+
+/// The process's own figures: read from `/proc` on Linux.
+#[cfg(target_os = "linux")]
+fn process_metrics() -> String {
+    process::render()
+}
+
+/// The process's own figures: none outside Linux.
+#[cfg(not(target_os = "linux"))]
+fn process_metrics() -> String {
+    String::new()
 }
 
 async fn inspector_page(State(admin): State<Admin>, headers: HeaderMap) -> Response {
@@ -476,7 +490,7 @@ pub fn install_prometheus() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
         .set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes)?
         .install_recorder()?;
-    crate::counters::describe();
+    crate::counters::register();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
