@@ -101,6 +101,61 @@ async fn fanout_against_the_chat_demo() {
     check(&report);
 }
 
+/// Two front doors on one runtime (as the nodes of a cluster are): the
+/// clients are spread over both, and every message reaches every member,
+/// whichever door it came through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_spread_over_two_front_doors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = objects::Runtime::builder()
+        .data_dir(dir.path())
+        .open()
+        .expect("runtime");
+    let options = ChatOptions {
+        client_ip_header: ClientIpHeader::XForwardedFor,
+        ..ChatOptions::default()
+    };
+    let state = AppState::new(&rt, options).expect("namespaces");
+    let mut urls = Vec::new();
+    let mut stops = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        urls.push(format!("ws://{}", listener.local_addr().expect("addr")));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        servers.push(tokio::spawn(chat_demo::serve(
+            listener,
+            state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        )));
+    }
+    let mut config = fanout(urls[0].clone());
+    config.more_urls = vec![urls[1].clone()];
+    config.server_pid = Some(std::process::id());
+    config.more_pids = vec![std::process::id()];
+    let report = chatload::run(config).await.expect("run");
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    rt.shutdown().await;
+    for server in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    }
+    check(&report);
+    assert_eq!(report.more_urls, [urls[1].clone()]);
+    assert_eq!(report.more_server_pids, [std::process::id()]);
+    assert!(
+        report
+            .summary()
+            .contains(&format!("+{}", std::process::id()))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_sees_the_backlog_of_the_chat_demo() {
     let dir = tempfile::tempdir().expect("tempdir");

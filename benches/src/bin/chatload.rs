@@ -22,9 +22,10 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Args {
-    /// Base URL of the server (ws://, loopback host).
-    #[arg(long, default_value = "ws://127.0.0.1:8787")]
-    url: String,
+    /// Base URL of the server (ws://, loopback host). Repeat it for the
+    /// nodes of a cluster: clients are spread over them, each room's too.
+    #[arg(long, default_values_t = ["ws://127.0.0.1:8787".to_owned()])]
+    url: Vec<String>,
     /// What to run.
     #[arg(long, value_enum, default_value_t = Scenario::Fanout)]
     scenario: Scenario,
@@ -64,8 +65,9 @@ struct Args {
     drain: f64,
     /// Process id of the server (same machine): report its CPU time (from
     /// /proc/<pid>/stat) over the measured window and CPU per delivery.
+    /// Repeat it for the nodes of a cluster: their times are summed.
     #[arg(long)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
     /// Seconds between progress lines on stderr; 0 for none.
     #[arg(long, default_value_t = 5.0)]
     progress_secs: f64,
@@ -78,7 +80,12 @@ fn seconds(s: f64, what: &str) -> anyhow::Result<Duration> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let mut config = Config::new(a.url, a.scenario);
+    let mut urls = a.url.into_iter();
+    let first = urls
+        .next()
+        .unwrap_or_else(|| "ws://127.0.0.1:8787".to_owned());
+    let mut config = Config::new(first, a.scenario);
+    config.more_urls = urls.collect();
     config.clients = a.clients;
     config.rooms = a.rooms;
     if a.scenario == Scenario::Rooms {
@@ -94,7 +101,9 @@ async fn main() -> anyhow::Result<()> {
     config.connect_concurrency = a.connect_concurrency;
     config.connect_timeout = seconds(a.connect_timeout, "connect-timeout")?;
     config.drain = seconds(a.drain, "drain")?;
-    config.server_pid = a.server_pid;
+    let mut pids = a.server_pid.into_iter();
+    config.server_pid = pids.next();
+    config.more_pids = pids.collect();
     config.progress = (a.progress_secs > 0.0)
         .then(|| seconds(a.progress_secs, "progress-secs"))
         .transpose()?;

@@ -95,7 +95,8 @@ pub(super) const CLOSE: u8 = 3;
 
 /// State shared by the clients of a run.
 pub(super) struct Shared {
-    pub(super) target: Target,
+    /// The front doors; a client connects to the one its seat names.
+    pub(super) targets: Vec<Target>,
     pub(super) ip_header: Option<http::HeaderName>,
     pub(super) tag: String,
     pub(super) epoch: Instant,
@@ -144,16 +145,17 @@ impl Shared {
         self.settled_notify.notify_one();
     }
 
-    pub(super) async fn connect(&self, room: &str, ip: &str) -> anyhow::Result<Ws> {
+    pub(super) async fn connect(&self, target: usize, room: &str, ip: &str) -> anyhow::Result<Ws> {
+        let target = &self.targets[target % self.targets.len()];
         let url = format!(
             "ws://{}{}/api/room/{room}/websocket",
-            self.target.authority, self.target.prefix
+            target.authority, target.prefix
         );
         let mut req = url.into_client_request()?;
         if let Some(h) = &self.ip_header {
             req.headers_mut().insert(h.clone(), ip.parse()?);
         }
-        let tcp = TcpStream::connect(self.target.addr).await?;
+        let tcp = TcpStream::connect(target.addr).await?;
         tcp.set_nodelay(true)?;
         let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
         let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config)).await?;
@@ -256,6 +258,8 @@ pub(super) fn parse_text(text: &str, tag: &str) -> Option<Stamp> {
 /// Who one client is and how it sends.
 pub(super) struct Seat {
     pub(super) id: u32,
+    /// Which of the front doors (index into `Shared::targets`).
+    pub(super) target: usize,
     pub(super) room_index: usize,
     pub(super) room: String,
     pub(super) ip: String,
@@ -270,6 +274,7 @@ pub(super) async fn client(
 ) -> ClientStats {
     let Seat {
         id,
+        target,
         room_index,
         room,
         ip,
@@ -282,7 +287,7 @@ pub(super) async fn client(
         let _permit = shared.connect.acquire().await;
         let start = Instant::now();
         let join = async {
-            let mut ws = shared.connect(&room, &ip).await?;
+            let mut ws = shared.connect(target, &room, &ip).await?;
             ws.send(Message::text(format!(r#"{{"name":"c{id}"}}"#)))
                 .await?;
             let mut backlog: VecDeque<String> = VecDeque::new();
@@ -456,7 +461,7 @@ pub(super) async fn seed(
 ) -> anyhow::Result<()> {
     for (i, chunk) in texts.chunks(SEEDS_PER_IP).enumerate() {
         let ip = fake_ip(first_ip + i as u32);
-        let mut ws = shared.connect(room, &ip).await?;
+        let mut ws = shared.connect(0, room, &ip).await?;
         ws.send(Message::text(format!(r#"{{"name":"seed{i}"}}"#)))
             .await?;
         let mut ready = false;

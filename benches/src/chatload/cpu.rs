@@ -27,6 +27,17 @@ impl CpuTimes {
         CpuTimes::parse(&text).with_context(|| format!("parsing {path}"))
     }
 
+    /// The sum over several processes (the nodes of a cluster).
+    pub(super) fn of_pids(pids: &[u32]) -> anyhow::Result<CpuTimes> {
+        let mut sum = CpuTimes::default();
+        for pid in pids {
+            let t = CpuTimes::of_pid(*pid)?;
+            sum.user_ticks += t.user_ticks;
+            sum.sys_ticks += t.sys_ticks;
+        }
+        Ok(sum)
+    }
+
     /// `utime` and `stime`, fields 14 and 15 of a `/proc/<pid>/stat` line.
     /// Field 2 (the command, in parentheses) may hold spaces and
     /// parentheses, so the count starts after its last `)`.
@@ -50,17 +61,18 @@ impl CpuTimes {
     }
 }
 
-/// The server's CPU time over the measured window (nothing without a pid).
+/// The server's CPU time over the measured window, summed over its
+/// processes (nothing without a pid).
 pub(super) struct ServerCpu {
-    pid: Option<u32>,
+    pids: Vec<u32>,
     start: Option<(Instant, CpuTimes)>,
     end: Option<Result<(Instant, CpuTimes), String>>,
 }
 
 impl ServerCpu {
-    pub(super) fn new(pid: Option<u32>) -> ServerCpu {
+    pub(super) fn new(pids: Vec<u32>) -> ServerCpu {
         ServerCpu {
-            pid,
+            pids,
             start: None,
             end: None,
         }
@@ -69,9 +81,9 @@ impl ServerCpu {
     /// Starts the window. A failure (the server exited) is reported, not
     /// returned: the clients are running by now.
     pub(super) fn start(&mut self) {
-        if let Some(pid) = self.pid {
+        if !self.pids.is_empty() {
             let now = Instant::now();
-            match CpuTimes::of_pid(pid) {
+            match CpuTimes::of_pids(&self.pids) {
                 Ok(times) => self.start = Some((now, times)),
                 Err(e) => self.end = Some(Err(format!("{e:#}"))),
             }
@@ -81,10 +93,10 @@ impl ServerCpu {
     /// Ends the window; a failure (the server exited) is reported, not
     /// returned.
     pub(super) fn stop(&mut self) {
-        if let (Some(pid), Some(_)) = (self.pid, self.start) {
+        if let (false, Some(_)) = (self.pids.is_empty(), self.start) {
             let now = Instant::now();
             self.end = Some(
-                CpuTimes::of_pid(pid)
+                CpuTimes::of_pids(&self.pids)
                     .map(|t| (now, t))
                     .map_err(|e| format!("{e:#}")),
             );
@@ -92,8 +104,9 @@ impl ServerCpu {
     }
 
     pub(super) fn fill(&self, report: &mut Report) {
-        report.server_pid = self.pid;
-        if self.pid.is_none() {
+        report.server_pid = self.pids.first().copied();
+        report.more_server_pids = self.pids.iter().skip(1).copied().collect();
+        if self.pids.is_empty() {
             return;
         }
         let ((t0, c0), (t1, c1)) = match (self.start, &self.end) {
@@ -150,7 +163,7 @@ mod tests {
 
     #[test]
     fn server_cpu_fills_the_report() {
-        let mut cpu = ServerCpu::new(None);
+        let mut cpu = ServerCpu::new(Vec::new());
         let mut report = Report {
             deliveries: 1000,
             ..Report::default()
@@ -162,7 +175,7 @@ mod tests {
 
         let t0 = Instant::now();
         cpu = ServerCpu {
-            pid: Some(1),
+            pids: vec![1],
             start: Some((
                 t0,
                 CpuTimes {

@@ -87,6 +87,11 @@ pub enum Scenario {
 pub struct Config {
     /// Base URL of the server, `ws://<loopback>:<port>[/prefix]`.
     pub url: String,
+    /// More front doors of the same service (the nodes of a cluster):
+    /// client `i` connects to the `i % n`th of `url` and these, so each
+    /// room's clients are spread over all of them. Backlogs are seeded
+    /// through `url`.
+    pub more_urls: Vec<String>,
     /// What to do.
     pub scenario: Scenario,
     /// Total clients (for [`Scenario::Rooms`]: `rooms * per_room`).
@@ -112,6 +117,9 @@ pub struct Config {
     /// Process id of the server (same machine): its CPU time over the
     /// measured window goes into the report.
     pub server_pid: Option<u32>,
+    /// More server processes (the other nodes): their CPU time is added
+    /// to `server_pid`'s.
+    pub more_pids: Vec<u32>,
     /// Print a progress line on stderr this often (`None`: never).
     pub progress: Option<Duration>,
 }
@@ -121,6 +129,7 @@ impl Config {
     pub fn new(url: impl Into<String>, scenario: Scenario) -> Config {
         Config {
             url: url.into(),
+            more_urls: Vec::new(),
             scenario,
             clients: 200,
             rooms: 1,
@@ -133,6 +142,7 @@ impl Config {
             connect_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
             server_pid: None,
+            more_pids: Vec::new(),
             progress: None,
         }
     }
@@ -164,12 +174,18 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if config.backlog > MAX_BACKLOG {
         bail!("backlog is at most {MAX_BACKLOG}");
     }
-    if let Some(pid) = config.server_pid {
+    if config.server_pid.is_none() && !config.more_pids.is_empty() {
+        bail!("more server pids need a first one");
+    }
+    for pid in config.server_pid.iter().chain(&config.more_pids) {
         // Fail early, before any connection, if the pid cannot be read.
-        CpuTimes::of_pid(pid)?;
+        CpuTimes::of_pid(*pid)?;
     }
     let rooms = config.rooms.clamp(1, config.clients);
-    let target = target(&config.url).await?;
+    let mut targets = vec![target(&config.url).await?];
+    for url in &config.more_urls {
+        targets.push(target(url).await?);
+    }
     let mut rng = Rng::seeded();
     let tag = format!("{:08x}", rng.next() as u32);
     let base = config
@@ -206,8 +222,9 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             .map(|_| Ok(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3)?)))
             .collect()
     };
+    let doors = targets.len();
     let shared = Arc::new(Shared {
-        target,
+        targets,
         ip_header,
         tag: tag.clone(),
         epoch: Instant::now(),
@@ -244,7 +261,13 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let sends = matches!(config.scenario, Scenario::Fanout | Scenario::Rooms) && config.rate > 0.0;
     let period = sends.then(|| Duration::from_secs_f64(1.0 / config.rate));
     let (phase_tx, phase_rx) = watch::channel(JOINING);
-    let mut server_cpu = ServerCpu::new(config.server_pid);
+    let pids: Vec<u32> = config
+        .server_pid
+        .iter()
+        .chain(&config.more_pids)
+        .copied()
+        .collect();
+    let mut server_cpu = ServerCpu::new(pids);
     if config.scenario == Scenario::Join {
         server_cpu.start();
     }
@@ -258,6 +281,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         });
         let seat = Seat {
             id: i as u32,
+            target: door(i, rooms, doors),
             room_index: r,
             room: room_names[r].clone(),
             ip: fake_ip(ip_base + i as u32),
@@ -333,6 +357,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let mut report = Report {
         scenario: scenario_name(config.scenario).to_owned(),
         url: config.url.clone(),
+        more_urls: config.more_urls.clone(),
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
         clients: config.clients,
         rooms,
@@ -438,6 +463,13 @@ fn losses(all: &[ClientStats], rooms: usize) -> (u64, u64, u64) {
     (accepted, expected, lost)
 }
 
+/// The front door of client `i`: clients go to rooms round robin
+/// (`i % rooms`), and each room's members to the doors round robin, so
+/// every room with at least `doors` members has members on every door.
+fn door(i: usize, rooms: usize, doors: usize) -> usize {
+    (i / rooms.max(1)) % doors.max(1)
+}
+
 fn scenario_name(s: Scenario) -> &'static str {
     match s {
         Scenario::Join => "join",
@@ -486,6 +518,23 @@ mod tests {
         }
         // Then the schedule goes on as planned.
         assert_eq!(next_tick(&mut ticker).await, start + period * 4);
+    }
+
+    #[test]
+    fn every_room_spreads_over_every_door() {
+        for (clients, rooms, doors) in [(1000, 1, 3), (5000, 1000, 3), (10, 5, 2), (7, 7, 3)] {
+            let mut seen = vec![std::collections::BTreeSet::new(); rooms];
+            for i in 0..clients {
+                let d = door(i, rooms, doors);
+                assert!(d < doors);
+                seen[i % rooms].insert(d);
+            }
+            let members = clients / rooms;
+            for s in seen {
+                assert_eq!(s.len(), members.min(doors), "{clients} {rooms} {doors}");
+            }
+        }
+        assert_eq!(door(5, 1, 1), 0);
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct Report {
     pub scenario: String,
     /// Base URL.
     pub url: String,
+    /// More front doors the clients were spread over.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_urls: Vec<String>,
     /// Logical cores of this machine (client and server share them).
     pub cores: usize,
     /// Clients asked for.
@@ -126,6 +129,10 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Server process whose CPU time was measured, if any.
     pub server_pid: Option<u32>,
+    /// More server processes whose CPU time is included (the other
+    /// nodes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_server_pids: Vec<u32>,
     /// Wall time of the window the server's CPU was measured over, seconds
     /// (fanout, rooms: start of sending until drained; join: the ramp;
     /// idle: the hold).
@@ -201,8 +208,13 @@ impl Report {
             );
         }
         if let Some(pid) = self.server_pid {
+            let more: String = self
+                .more_server_pids
+                .iter()
+                .map(|p| format!("+{p}"))
+                .collect();
             s += &format!(
-                "  server pid {pid}: CPU {:.2} s (user {:.2} s, sys {:.2} s) over {:.2} s ({:.0}% of one core)",
+                "  server pid {pid}{more}: CPU {:.2} s (user {:.2} s, sys {:.2} s) over {:.2} s ({:.0}% of one core)",
                 self.server_cpu_s,
                 self.server_user_s,
                 self.server_sys_s,
