@@ -80,6 +80,11 @@ pub(crate) struct NsInner<O: Object> {
     pub(crate) ticks: AtomicU64,
     /// This namespace's counters and histograms (labelled with its name).
     pub(crate) metrics: Metrics,
+    /// The typed methods other nodes may ask, by name
+    /// ([`Namespace::accept`](crate::Namespace::accept)).
+    #[cfg(feature = "cluster")]
+    pub(crate) methods:
+        std::sync::RwLock<std::collections::HashMap<&'static str, crate::registry::MethodEntry<O>>>,
 }
 
 impl<O: Object> NsInner<O> {
@@ -95,6 +100,8 @@ impl<O: Object> NsInner<O> {
             limits,
             generations: AtomicU64::new(0),
             ticks: AtomicU64::new(0),
+            #[cfg(feature = "cluster")]
+            methods: std::sync::RwLock::default(),
         }
     }
 }

@@ -136,7 +136,29 @@ pub(crate) trait Invoke<O>: Send {
     /// fails (usable even after the future is dropped at the time limit)
     /// and the handler's future, whose success is the held reply.
     fn start<'a>(self: Box<Self>, object: &'a mut O, ctx: &'a mut Context) -> Started<'a>;
+    /// The method for another node: its name, its request as JSON and
+    /// where the JSON answer goes.
+    #[cfg(feature = "cluster")]
+    fn into_remote(self: Box<Self>) -> RemoteMethod;
 }
+
+/// A typed method leaving for the object's owner.
+#[cfg(feature = "cluster")]
+pub(crate) struct RemoteMethod {
+    pub(crate) name: &'static str,
+    pub(crate) body: serde_json::Result<Box<serde_json::value::RawValue>>,
+    /// Decodes the owner's answer into the method's reply type and hands
+    /// it to the caller (a reply that does not decode is `Unavailable`).
+    pub(crate) finish: Finish,
+}
+
+/// See [`RemoteMethod::finish`].
+#[cfg(feature = "cluster")]
+pub(crate) type Finish = Box<dyn FnOnce(&crate::ObjectId, Result<Json>) + Send>;
+
+/// A JSON text as it came off the wire.
+#[cfg(feature = "cluster")]
+pub(crate) type Json = Box<serde_json::value::RawValue>;
 
 /// A started method: its refusal and its future.
 pub(crate) type Started<'a> = (
@@ -211,6 +233,24 @@ impl<M: Method, O: Handler<M>> Invoke<O> for Pending<M> {
             Ok(Box::new(Ready { value, slot }) as Box<dyn HeldReply>)
         };
         (refuse, Box::pin(fut))
+    }
+
+    #[cfg(feature = "cluster")]
+    fn into_remote(self: Box<Self>) -> RemoteMethod {
+        let Pending { msg, slot } = *self;
+        RemoteMethod {
+            name: M::name(),
+            body: serde_json::value::to_raw_value(&msg),
+            finish: Box::new(move |id, answer_json| {
+                let r = answer_json.and_then(|raw| {
+                    serde_json::from_str::<M::Reply>(raw.get()).map_err(|e| Error::Unavailable {
+                        id: id.clone(),
+                        reason: format!("the owner's reply does not decode: {e}"),
+                    })
+                });
+                answer(&slot, r);
+            }),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::{Envelope, Event, Reply};
 use crate::id::ObjectId;
 use crate::object::Object;
-use crate::remote::wire::WireHttp;
+use crate::remote::wire::{WireHttp, WireMethod};
 use crate::remote::{self, Answer, Kind, Outgoing, Refusal, Route};
 
 /// How many times a call answered "moved" is sent on to the named owner.
@@ -96,6 +96,42 @@ pub(crate) fn send<O: Object>(
                 reply,
                 |w| w.into_response(),
             )
+        }
+        Event::Method(m) => {
+            let call = m.into_remote();
+            let request = call.body.map_err(|e| Error::Unavailable {
+                id: id.clone(),
+                reason: format!("the method does not serialise for another node: {e}"),
+            })?;
+            let body = to_raw(
+                id,
+                &WireMethod {
+                    method: call.name.to_string(),
+                    body: request,
+                },
+            )?;
+            // The typed reply is decoded where the caller is: the answer
+            // travels as JSON to this task, which hands it over.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            start::<Box<RawValue>, _>(
+                route,
+                ns,
+                id,
+                node,
+                epoch,
+                Kind::Method,
+                chain,
+                body,
+                tx,
+                Ok,
+            )?;
+            let id = id.clone();
+            let finish = call.finish;
+            tokio::spawn(async move {
+                let answer = rx.await.unwrap_or(Err(Error::ShuttingDown));
+                finish(&id, answer);
+            });
+            Ok(())
         }
         // Alarms fire where the data is, and sockets live on the node that
         // accepted them: neither is sent on. The owner has its own.

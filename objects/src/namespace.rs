@@ -50,6 +50,24 @@ impl<O: Object> Namespace<O> {
         &self.inner.name
     }
 
+    /// Lets other nodes of a cluster ask this namespace's objects the typed
+    /// method `M` ([`Stub::ask`]): the owner of an object finds the
+    /// method by its [`Method::name`]. Call it on every node, for every
+    /// method, where the namespace is registered. In one process a stub
+    /// needs nothing of this: [`Stub::ask`] works for every method the
+    /// object handles, and this call does nothing without the cargo
+    /// feature `cluster`. A node asked a method it has not accepted
+    /// answers `Unavailable`, naming the method.
+    pub fn accept<M: Method>(&self) -> &Self
+    where
+        O: Handler<M>,
+    {
+        #[cfg(feature = "cluster")]
+        crate::sync::write(&self.inner.methods)
+            .insert(M::name(), crate::registry::method_entry::<O, M>);
+        self
+    }
+
     /// The id for `name`: the same name always gives the same id in this
     /// namespace (and a different one in any other).
     pub fn id_from_name(&self, name: &str) -> ObjectId {

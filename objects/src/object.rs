@@ -169,6 +169,15 @@ pub trait Object: Sized + Send + 'static {
 pub trait Method: Serialize + DeserializeOwned + Send + 'static {
     /// What the object answers.
     type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The method's name between the nodes of a cluster, where the owner
+    /// of an object finds the method by it (see
+    /// [`Namespace::accept`](crate::Namespace::accept)). The default, the
+    /// Rust type's path, is the same on every node that runs the same
+    /// build; give a fixed name to let nodes of different builds talk.
+    fn name() -> &'static str {
+        std::any::type_name::<Self>()
+    }
 }
 
 /// An object answers the typed method `M`: one `impl Handler<M>` per

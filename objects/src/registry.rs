@@ -59,6 +59,59 @@ pub(crate) trait NamespaceDyn: Send + Sync {
 pub(crate) type RemoteAnswer =
     std::pin::Pin<Box<dyn Future<Output = crate::remote::Answer> + Send>>;
 
+/// Turns a typed method that another node sent into the event to queue and
+/// the answer to send back (one per method a namespace accepts).
+#[cfg(feature = "cluster")]
+pub(crate) type MethodEntry<O> =
+    fn(
+        ObjectId,
+        std::time::Duration,
+        &serde_json::value::RawValue,
+    ) -> std::result::Result<(Box<dyn crate::event::Invoke<O>>, RemoteAnswer), String>;
+
+/// The [`MethodEntry`] of method `M`.
+#[cfg(feature = "cluster")]
+pub(crate) fn method_entry<O, M>(
+    id: ObjectId,
+    deadline: std::time::Duration,
+    body: &serde_json::value::RawValue,
+) -> std::result::Result<(Box<dyn crate::event::Invoke<O>>, RemoteAnswer), String>
+where
+    O: crate::object::Handler<M>,
+    M: crate::object::Method,
+{
+    let msg: M = serde_json::from_str(body.get())
+        .map_err(|e| format!("the method {} does not decode: {e}", M::name()))?;
+    let (tx, rx) = oneshot::channel();
+    let invoke = Box::new(crate::event::Pending::new(msg, tx));
+    Ok((invoke, answer(id, deadline, rx, |r: M::Reply| r)))
+}
+
+/// Waits for a local event's reply (at most `deadline`) and turns it into
+/// the JSON answer or refusal for the node that sent the event.
+#[cfg(feature = "cluster")]
+fn answer<T: Send + 'static, W: serde::Serialize + 'static>(
+    id: ObjectId,
+    deadline: std::time::Duration,
+    rx: oneshot::Receiver<Result<T>>,
+    wire: fn(T) -> W,
+) -> RemoteAnswer {
+    use crate::remote::{Refusal, refusal};
+    Box::pin(async move {
+        let r = match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::DeadlineExceeded { id, deadline }),
+        };
+        match r {
+            Ok(v) => serde_json::value::to_raw_value(&wire(v)).map_err(|e| Refusal::Failed {
+                message: format!("the reply does not serialise: {e}"),
+            }),
+            Err(e) => Err(refusal(&e)),
+        }
+    })
+}
+
 impl<O: Object> NamespaceDyn for NsInner<O> {
     fn deliver_alarm(
         self: Arc<Self>,
@@ -123,29 +176,28 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
         }
         let chain = chain.push(*id.as_bytes());
         let deadline = self.shared.options.call_timeout;
-        fn answer<T: Send + 'static, W: serde::Serialize + 'static>(
-            id: ObjectId,
-            deadline: std::time::Duration,
-            rx: oneshot::Receiver<Result<T>>,
-            wire: fn(T) -> W,
-        ) -> RemoteAnswer {
-            Box::pin(async move {
-                let r = match tokio::time::timeout(deadline, rx).await {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(_)) => Err(Error::ShuttingDown),
-                    Err(_) => Err(Error::DeadlineExceeded { id, deadline }),
-                };
-                match r {
-                    Ok(v) => {
-                        serde_json::value::to_raw_value(&wire(v)).map_err(|e| Refusal::Failed {
-                            message: format!("the reply does not serialise: {e}"),
-                        })
-                    }
-                    Err(e) => Err(refusal(&e)),
-                }
-            })
-        }
         match kind {
+            Kind::Method => {
+                let m: crate::remote::wire::WireMethod = serde_json::from_str(body.get())
+                    .map_err(|e| failed(format!("the method does not decode: {e}")))?;
+                let entry = crate::sync::read(&self.methods)
+                    .get(m.method.as_str())
+                    .copied()
+                    .ok_or_else(|| {
+                        failed(format!(
+                            "namespace {} here does not accept the method {} \
+                             (Namespace::accept on every node)",
+                            self.name, m.method
+                        ))
+                    })?;
+                let (invoke, answer) = entry(id.clone(), deadline, &m.body).map_err(failed)?;
+                let envelope = Envelope {
+                    event: Event::Method(invoke),
+                    chain,
+                };
+                crate::dispatch::enqueue_local(&self, &id, envelope).map_err(|e| refusal(&e))?;
+                Ok(answer)
+            }
             Kind::Call => {
                 let call: O::Call = serde_json::from_str(body.get())
                     .map_err(|e| failed(format!("the call does not decode: {e}")))?;

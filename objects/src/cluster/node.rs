@@ -165,6 +165,30 @@ mod tests {
         }
     }
 
+    /// A typed method: the node it ran on and the number sent.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Whence(u32);
+    impl crate::Method for Whence {
+        type Reply = (String, u32);
+    }
+    impl crate::Handler<Whence> for Where {
+        async fn handle(&mut self, _: &mut Context, w: Whence) -> Result<(String, u32), BoxError> {
+            Ok((self.0.to_string(), w.0))
+        }
+    }
+
+    /// A typed method no node accepts.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Unlisted;
+    impl crate::Method for Unlisted {
+        type Reply = ();
+    }
+    impl crate::Handler<Unlisted> for Where {
+        async fn handle(&mut self, _: &mut Context, _: Unlisted) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
     struct TestNode {
         node: Arc<Node>,
         ns: Namespace<Where>,
@@ -207,6 +231,7 @@ mod tests {
         let ns = rt
             .namespace::<Where>("where", name.to_string())
             .expect("namespace");
+        ns.accept::<Whence>();
         let addr = ep.local_addr().expect("addr");
         attach(&node, &rt, ep, shutdown.clone()).expect("attach");
         TestNode {
@@ -516,6 +541,45 @@ mod tests {
             cross.as_secs_f64() / bare.as_secs_f64(),
             local.as_secs_f64() / bare.as_secs_f64()
         );
+        for n in all {
+            n.shutdown.cancel();
+            n.rt.shutdown().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typed_methods_cross_nodes_in_order() {
+        let ca = ClusterCa::generate().expect("CA");
+        let secret = [6u8; 32];
+        let a = start("a", &ca, secret).await;
+        let b = start("b", &ca, secret).await;
+        let all = [&a, &b];
+        let id = a.ns.id_from_name("typed");
+        let shard = shard::shard_of(id.as_bytes(), SHARDS);
+        believe(&a, &all, shard, "b", 1);
+        believe(&b, &all, shard, "b", 1);
+        let stub = a.ns.get(&id);
+        // Asked through one stub, interleaved with plain calls: each runs
+        // on the owner and answers its own type, in the order asked.
+        let asks: Vec<_> = (0..50).map(|n| stub.ask(Whence(n))).collect();
+        let call = stub.call(false);
+        let mut got = Vec::new();
+        for ask in asks {
+            got.push(ask.await.expect("answered"));
+        }
+        assert_eq!(call.await.expect("call"), "b");
+        let want: Vec<(String, u32)> = (0..50).map(|n| ("b".to_string(), n)).collect();
+        assert_eq!(got, want);
+        // A method the owner did not accept is refused, naming it; the
+        // same method is fine in one process.
+        let err = stub.ask(Unlisted).await.expect_err("not accepted on b");
+        assert!(err.is_unavailable(), "{err}");
+        assert!(err.to_string().contains("Unlisted"), "{err}");
+        let local = b.ns.get(&id);
+        local
+            .ask(Unlisted)
+            .await
+            .expect("local asks need no accept");
         for n in all {
             n.shutdown.cancel();
             n.rt.shutdown().await;
