@@ -5,6 +5,9 @@
 //! chat-demo --listen 127.0.0.1:8787 --data-dir ./data
 //! chat-demo backup --data-dir ./data --to ./backup
 //! chat-demo list|export|import --data-dir ./data
+//! chat-demo cluster init ./certs --nodes n1,n2,n3   # feature `cluster`
+//! chat-demo --cluster-node n1 --cluster-etcd http://127.0.0.1:2379 \
+//!     --cluster-quic 127.0.0.1:7001 --cluster-certs ./certs/n1 ...
 //! ```
 //!
 //! Without a subcommand it serves (`serve`); the other subcommands are the
@@ -23,6 +26,11 @@ use anyhow::Context as _;
 use chat_demo::{AppState, ChatOptions, ClientIpHeader, serve};
 use clap::{Parser, ValueEnum};
 
+#[cfg(feature = "cluster")]
+mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "no_cluster.rs"]
+mod cluster;
 mod logging;
 mod token_file;
 mod tools;
@@ -196,6 +204,10 @@ struct Args {
     /// 1 (what was acknowledged is on disk already).
     #[arg(long, env = "CHAT_SHUTDOWN_RUNTIME_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     shutdown_runtime_timeout_secs: u64,
+
+    // The `--cluster-*` flags (the cargo feature `cluster`; none without).
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 /// `--trust-client-ip-header` values.
@@ -233,6 +245,14 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
+    // Cluster flags that cannot work stop here, with status 2, as clap's
+    // own refusals do: nothing has started.
+    let cluster = match args.cluster.config() {
+        Ok(cluster) => cluster,
+        Err(problem) => <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit(),
+    };
     if let Some(token) = args.admin_token_file.take() {
         args.admin_token = Some(token.0);
     }
@@ -259,7 +279,17 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    let rt = objects::Runtime::builder()
+    // A cluster node joins first: its runtime mints ids under the
+    // cluster's secret, so every node finds a room under the same id.
+    let node = match cluster {
+        Some(config) => Some(config.join().await?),
+        None => None,
+    };
+    let mut builder = objects::Runtime::builder();
+    if let Some(node) = &node {
+        builder = builder.id_secret(node.id_secret());
+    }
+    let rt = builder
         .options(
             objects::RuntimeOptions::default()
                 .with_mailbox_bytes(chat_demo::ROOM_MAILBOX_BYTES)
@@ -296,6 +326,10 @@ async fn main() -> anyhow::Result<()> {
         ..ChatOptions::default()
     };
     let state = AppState::new(&rt, options.clone())?;
+    // Every namespace is registered: now this node may run objects.
+    if let Some(node) = &node {
+        node.serve(&rt)?;
+    }
     let readiness = state.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -360,6 +394,9 @@ async fn main() -> anyhow::Result<()> {
         () = shutdown_signal() => {}
         result = &mut server => {
             // The server stopped by itself: an accept error.
+            if let Some(node) = &node {
+                node.leave(timeouts[2]).await;
+            }
             let _ = rt.shutdown_within(timeouts[2]).await;
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -393,6 +430,11 @@ async fn main() -> anyhow::Result<()> {
             timeouts[1]
         );
         server.abort();
+    }
+    // Out of the cluster before the runtime stops: its rooms are then
+    // unavailable (503) at once rather than answering "shutting down".
+    if let Some(node) = &node {
+        node.leave(timeouts[2]).await;
     }
     let runtime = rt.shutdown_within(timeouts[2]).await;
     if !runtime.clean {

@@ -9,6 +9,7 @@ mod layers;
 mod listener;
 pub mod origin;
 mod rooms;
+mod unavailable;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +41,7 @@ pub use listener::{
     DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
 };
 pub use origin::OriginPolicy;
+pub use unavailable::ROOM_UNAVAILABLE;
 
 /// The chat page (dialect A with our extensions).
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -639,30 +641,7 @@ async fn admit(
         }
         // The room's own refusal (a wrong password, the room full, ...).
         Ok(response) => Err(Box::new(("room", response.map(Body::from)))),
-        Err(error) if error.is_overloaded() => Err(Box::new((
-            "room_busy",
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "This room is busy; try again later.",
-            ),
-        ))),
-        Err(objects::Error::ShuttingDown) => Err(Box::new((
-            "shutting_down",
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The server is shutting down.",
-            ),
-        ))),
-        Err(error) => {
-            tracing::warn!(%error, "room failed to accept a socket");
-            Err(Box::new((
-                "room_failed",
-                text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The room could not accept the connection.",
-                ),
-            )))
-        }
+        Err(error) => Err(Box::new(unavailable::fetch_failed(&error))),
     }
 }
 

@@ -598,7 +598,8 @@ impl ChatRoom {
                 // shutting down) must not turn into no limit at all.
                 tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
                 crate::counters::rate_limited("message");
-                ctx.send(ws, encode_error(ctx, sender.dialect, RATE_LIMITED));
+                let text = crate::limiter::failure_text(&error);
+                ctx.send(ws, encode_error(ctx, sender.dialect, text));
                 false
             }
         }
