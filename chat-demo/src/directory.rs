@@ -87,21 +87,43 @@ impl Method for List {
 }
 
 /// The directory of public rooms (see the module docs). Keeps nothing in
-/// memory: every answer comes from storage. Its methods are [`Update`],
-/// [`Remove`] and [`List`], asked with `stub.ask(..)`.
+/// memory: every answer comes from storage. Its requests are [`Update`],
+/// [`Remove`] and [`List`], sent as one call, [`Request`]
+/// (`stub.call(Request::List(..))`): in a cluster the directory runs on
+/// one node, and only calls and fetches cross nodes. On its own node it
+/// also answers them as typed methods (`stub.ask(..)`).
 #[derive(Debug)]
 pub struct Directory;
 
 impl Object for Directory {
     type Env = ();
-    /// No one-method calls: the directory answers its typed methods.
-    type Call = ();
-    /// No one-method calls.
-    type Reply = ();
+    /// One of its requests.
+    type Call = Request;
+    /// A page for [`Request::List`]; `None` for the others.
+    type Reply = Option<Page>;
 
     async fn new(_ctx: &mut Context, _env: Arc<()>) -> Result<Self, BoxError> {
         Ok(Directory)
     }
+
+    async fn call(&mut self, ctx: &mut Context, request: Request) -> Result<Option<Page>> {
+        match request {
+            Request::Update(update) => self.handle(ctx, update).await.map(|()| None),
+            Request::Remove(remove) => self.handle(ctx, remove).await.map(|()| None),
+            Request::List(list) => self.handle(ctx, list).await.map(Some),
+        }
+    }
+}
+
+/// A request to the directory, as one call (see [`Directory`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// A room's new status.
+    Update(Update),
+    /// A room was deleted.
+    Remove(Remove),
+    /// A page of rooms; answered with `Some(page)`.
+    List(List),
 }
 
 impl Handler<Update> for Directory {

@@ -17,7 +17,10 @@ use crate::protocol::limit::{RateLimit, RateLimitOptions};
 /// mattering (the runtime's idle timeout, 70 s by default, against at most
 /// 25 s of memory).
 ///
-/// Its one method is [`Check`], asked with `stub.ask(Check { now_ms })`.
+/// Its one request is [`Check`], sent with `stub.call(Check { now_ms })`:
+/// a call, not a typed method (`ask`), because in a cluster the limiter
+/// may run on another node, and only calls and fetches cross nodes. It
+/// also answers `stub.ask(Check { .. })` on its own node.
 #[derive(Debug)]
 pub struct RateLimiter {
     state: RateLimit,
@@ -54,16 +57,20 @@ impl Method for Check {
 
 impl Object for RateLimiter {
     type Env = RateLimitOptions;
-    /// No one-method calls: the limiter answers [`Check`].
-    type Call = ();
-    /// No one-method calls.
-    type Reply = ();
+    /// Counts a message (see [`Check`]).
+    type Call = Check;
+    /// `Ok(())`, or refused with the cooldown in ms.
+    type Reply = Result<(), u64>;
 
     async fn new(_ctx: &mut Context, env: Arc<RateLimitOptions>) -> Result<Self, BoxError> {
         Ok(RateLimiter {
             state: RateLimit::new(),
             options: *env,
         })
+    }
+
+    async fn call(&mut self, ctx: &mut Context, check: Check) -> Result<Result<(), u64>, BoxError> {
+        self.handle(ctx, check).await
     }
 }
 

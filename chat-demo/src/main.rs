@@ -326,10 +326,6 @@ async fn main() -> anyhow::Result<()> {
         ..ChatOptions::default()
     };
     let state = AppState::new(&rt, options.clone())?;
-    // Every namespace is registered: now this node may run objects.
-    if let Some(node) = &node {
-        node.serve(&rt)?;
-    }
     let readiness = state.clone();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -337,6 +333,11 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("chat-demo listening on http://{addr}");
     tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, max_tcp_connections = options.http.max_connections, "listening");
+    // Every namespace is registered: now this node may run objects (the
+    // listener takes connections once the server below starts).
+    if let Some(node) = &node {
+        node.serve(&rt)?;
+    }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some((admin_addr, prometheus)) = admin {

@@ -25,13 +25,18 @@ pub(super) async fn list_rooms(
         after: query.after,
         limit: query.limit.unwrap_or(PAGE_DEFAULT),
     };
-    match state.directory.get_by_name(DIRECTORY_NAME).ask(list).await {
-        Ok(page) => (
+    match state
+        .directory
+        .get_by_name(DIRECTORY_NAME)
+        .call(directory::Request::List(list))
+        .await
+    {
+        Ok(Some(page)) => (
             [(header::CONTENT_TYPE, "application/json")],
             crate::protocol::to_json::<Page>(&page),
         )
             .into_response(),
-        Err(_) => (
+        Ok(None) | Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "The room directory is not available right now.",
         )

@@ -173,7 +173,7 @@ impl ChatRoom {
         let check = crate::limiter::Check {
             now_ms: ctx.now_ms(),
         };
-        match limiter.ask(check).await {
+        match limiter.call(check).await {
             Ok(Ok(())) => {}
             // Its node is not available now (in a cluster): 503, as for a
             // room there; the attempt is refused either way.
@@ -222,7 +222,7 @@ impl ChatRoom {
                 .env
                 .directory
                 .get_by_name(DIRECTORY_NAME)
-                .ask(directory::Remove(name));
+                .call(directory::Request::Remove(directory::Remove(name)));
             tokio::spawn(async move {
                 if let Err(error) = remove.await {
                     tracing::warn!(%error, "directory removal dropped");

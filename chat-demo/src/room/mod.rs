@@ -585,7 +585,7 @@ impl ChatRoom {
         let check = crate::limiter::Check {
             now_ms: ctx.now_ms(),
         };
-        match limiter.ask(check).await {
+        match limiter.call(check).await {
             Ok(Ok(())) => true,
             Ok(Err(cooldown_ms)) => {
                 tracing::debug!(socket = ws.sid(), cooldown_ms, "rate limited");

@@ -117,7 +117,9 @@ impl ChatRoom {
         // must live until then or the runtime skips the call as abandoned.
         // The task ends with the answer, the refusal of a full mailbox or
         // the runtime's call timeout.
-        let update = stub.ask(directory::Update(status.clone()));
+        let update = stub.call(directory::Request::Update(directory::Update(
+            status.clone(),
+        )));
         tokio::spawn(async move {
             if let Err(error) = update.await {
                 tracing::debug!(%error, "directory report dropped");
