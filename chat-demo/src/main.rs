@@ -238,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut args = match cli.command {
         None => cli.serve,
-        Some(tools::Command::Serve(args)) => args,
+        Some(tools::Command::Serve(args)) => *args,
         Some(tool) => {
             let default_dir = cli.serve.data_dir;
             return tokio::task::spawn_blocking(move || tools::run(tool, default_dir)).await?;

@@ -17,7 +17,7 @@ const PROGRESS_EVERY: usize = 1000;
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the chat server (the default when no subcommand is given).
-    Serve(crate::Args),
+    Serve(Box<crate::Args>),
     /// Copy a data dir consistently to another directory, while it is
     /// stopped or while a server runs on it. Restore by serving the copy.
     Backup(BackupArgs),
