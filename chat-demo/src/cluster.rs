@@ -310,3 +310,46 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn init_writes_what_the_certs_flag_reads_and_refuses_bad_node_lists() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = dir.path().join("certs");
+        init(&certs, &nodes(&["n1", "n2"])).expect("init");
+        let n1 = read_certificate(&certs.join("n1"), "n1").expect("n1's certificate");
+        assert_eq!(
+            n1.ca_pem,
+            std::fs::read_to_string(certs.join(CA_CERT)).expect("ca")
+        );
+        assert!(n1.cert_pem.contains("BEGIN CERTIFICATE"));
+        assert!(n1.key_pem.contains("PRIVATE KEY"));
+        let wrong = read_certificate(&certs.join("n2"), "n1").expect_err("n2's dir for n1");
+        assert!(
+            wrong.contains("for node n2, not --cluster-node n1"),
+            "{wrong}"
+        );
+        let missing = read_certificate(&certs.join("n3"), "n3").expect_err("no n3");
+        assert!(missing.contains("cannot read"), "{missing}");
+        let again = init(&certs, &nodes(&["n3"])).expect_err("a second CA");
+        assert!(again.to_string().contains("already holds a cluster CA"));
+
+        let other = dir.path().join("other");
+        for (bad, why) in [
+            (nodes(&["N1"]), "is not a node id"),
+            (nodes(&["n1", "a b"]), "is not a node id"),
+            (nodes(&["n1", "n1"]), "named twice"),
+        ] {
+            let e = init(&other, &bad).expect_err("refused");
+            assert!(e.to_string().contains(why), "{bad:?}: {e}");
+            assert!(!other.exists(), "{bad:?} wrote something");
+        }
+    }
+}
