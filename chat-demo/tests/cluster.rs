@@ -3,7 +3,8 @@
 //! processes (the built binary) as nodes of one cluster. Clients of the
 //! three dialects on three different nodes share a room and see one
 //! order; incomplete cluster flags are refused with status 2; a room whose
-//! node left answers 503 while the others serve.
+//! node left answers 503 while the others serve, and a message whose
+//! sender's rate limiter was on that node is refused with the reason.
 //!
 //! Without an `etcd` binary on the PATH the test says why and returns; CI
 //! installs Debian's `etcd-server`.
@@ -523,8 +524,52 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
             other => panic!("{room}: {other} {body}"),
         }
     }
+    let (live_room, _) = rooms
+        .iter()
+        .zip(&answers)
+        .find(|(_, (status, _))| *status == 101)
+        .expect("rooms on n1 and n2 still serve");
+
+    // In a room that serves, a client whose IP's rate limiter lives on n3
+    // is refused with the reason (the limit fails closed); the others
+    // chat. Each client is another IP, so about a third of them land there.
+    let url = format!("ws://{}/api/room/{live_room}/websocket", nodes[0].addr);
+    let (mut refused, mut chatted) = (0, 0);
+    for i in 0..100 {
+        if refused > 0 && chatted > 0 {
+            break;
+        }
+        let mut ws = connect(&url).await;
+        let name = format!("u{i}");
+        send(&mut ws, json!({ "name": name }).to_string()).await;
+        send(&mut ws, json!({ "message": "hello" }).to_string()).await;
+        let outcome = async {
+            loop {
+                let frame: Value = serde_json::from_str(&text(&mut ws).await).expect("JSON");
+                if let Some(error) = frame["error"].as_str() {
+                    return Err(error.to_owned());
+                }
+                if frame["name"] == name.as_str() && frame["message"] == "hello" {
+                    return Ok(());
+                }
+            }
+        };
+        match tokio::time::timeout(HANG, outcome)
+            .await
+            .expect("an answer in time")
+        {
+            Ok(()) => chatted += 1,
+            Err(error) => {
+                assert_eq!(
+                    error,
+                    "The rate limiter for your IP is not available right now; please try again shortly."
+                );
+                refused += 1;
+            }
+        }
+    }
     assert!(
-        answers.iter().any(|(status, _)| *status == 101),
-        "rooms on n1 and n2 still serve"
+        refused > 0 && chatted > 0,
+        "refused {refused}, chatted {chatted}"
     );
 }
