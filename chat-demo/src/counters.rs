@@ -20,7 +20,7 @@ pub const CHAT_METRICS: &[(&str, &str, &str)] = &[
     (
         "chat_upgrades_refused_total",
         "counter",
-        "WebSocket upgrades answered without 101, by reason: handshake, origin, body, not_upgradable, connections_per_ip, joins_per_minute, room_busy, shutting_down, room_failed, room (the room's own refusal)",
+        "WebSocket upgrades answered without 101, by reason: handshake, origin, body, not_upgradable, connections_per_ip, joins_per_minute, room_busy, shutting_down, room_unavailable, room_failed, room (the room's own refusal)",
     ),
     (
         "chat_rate_limited_total",

@@ -39,8 +39,8 @@ pub use front::{
     DEFAULT_IPV6_PREFIX, DEFAULT_JOINS_PER_MINUTE, DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_TCP_CONNECTIONS,
     DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, DEFAULT_TRUSTED_PROXY_HOPS, HttpLimits,
-    InspectorNeedsToken, MAX_BODY_BYTES, OriginPolicy, UnknownClientIpHeader, admin_app, app,
-    install_prometheus, ip_key, origin, serve, serve_router,
+    InspectorNeedsToken, MAX_BODY_BYTES, NodeHealth, OriginPolicy, ROOM_UNAVAILABLE,
+    UnknownClientIpHeader, admin_app, app, install_prometheus, ip_key, origin, serve, serve_router,
 };
 pub use limiter::RateLimiter;
 

@@ -24,6 +24,22 @@ pub struct RateLimiter {
     options: RateLimitOptions,
 }
 
+/// What a client is told when its IP's limiter could not answer (the
+/// message or join is refused either way: the limit fails closed). In a
+/// cluster its node may be unavailable now; else it is overloaded or
+/// shutting down, and the client sees the usual rate limit text.
+pub(crate) const LIMITER_UNAVAILABLE: &str =
+    "The rate limiter for your IP is not available right now; please try again shortly.";
+
+/// The client's text for a limiter that failed with `error`.
+pub(crate) fn failure_text(error: &objects::Error) -> &'static str {
+    if error.is_unavailable() {
+        LIMITER_UNAVAILABLE
+    } else {
+        crate::protocol::limit::RATE_LIMITED
+    }
+}
+
 /// Counts a message sent at `now_ms`: `Ok(())`, or refused with
 /// `Err(cooldown_ms)`, the time until one would be allowed.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -5,6 +5,9 @@
 //! chat-demo --listen 127.0.0.1:8787 --data-dir ./data
 //! chat-demo backup --data-dir ./data --to ./backup
 //! chat-demo list|export|import --data-dir ./data
+//! chat-demo cluster init ./certs --nodes n1,n2,n3   # feature `cluster`
+//! chat-demo --cluster-node n1 --cluster-etcd http://127.0.0.1:2379 \
+//!     --cluster-quic 127.0.0.1:7001 --cluster-certs ./certs/n1 ...
 //! ```
 //!
 //! Without a subcommand it serves (`serve`); the other subcommands are the
@@ -23,6 +26,11 @@ use anyhow::Context as _;
 use chat_demo::{AppState, ChatOptions, ClientIpHeader, serve};
 use clap::{Parser, ValueEnum};
 
+#[cfg(feature = "cluster")]
+mod cluster;
+#[cfg(not(feature = "cluster"))]
+#[path = "no_cluster.rs"]
+mod cluster;
 mod logging;
 mod token_file;
 mod tools;
@@ -196,6 +204,10 @@ struct Args {
     /// 1 (what was acknowledged is on disk already).
     #[arg(long, env = "CHAT_SHUTDOWN_RUNTIME_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     shutdown_runtime_timeout_secs: u64,
+
+    // The `--cluster-*` flags (the cargo feature `cluster`; none without).
+    #[command(flatten)]
+    cluster: cluster::ClusterArgs,
 }
 
 /// `--trust-client-ip-header` values.
@@ -226,13 +238,21 @@ async fn main() -> anyhow::Result<()> {
 
     let mut args = match cli.command {
         None => cli.serve,
-        Some(tools::Command::Serve(args)) => args,
+        Some(tools::Command::Serve(args)) => *args,
         Some(tool) => {
             let default_dir = cli.serve.data_dir;
             return tokio::task::spawn_blocking(move || tools::run(tool, default_dir)).await?;
         }
     };
 
+    // Cluster flags that cannot work stop here, with status 2, as clap's
+    // own refusals do: nothing has started.
+    let cluster = match args.cluster.config() {
+        Ok(cluster) => cluster,
+        Err(problem) => <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, problem)
+            .exit(),
+    };
     if let Some(token) = args.admin_token_file.take() {
         args.admin_token = Some(token.0);
     }
@@ -259,7 +279,17 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
 
-    let rt = objects::Runtime::builder()
+    // A cluster node joins first: its runtime mints ids under the
+    // cluster's secret, so every node finds a room under the same id.
+    let node = match cluster {
+        Some(config) => Some(config.join().await?),
+        None => None,
+    };
+    let mut builder = objects::Runtime::builder();
+    if let Some(node) = &node {
+        builder = builder.id_secret(node.id_secret());
+    }
+    let rt = builder
         .options(
             objects::RuntimeOptions::default()
                 .with_mailbox_bytes(chat_demo::ROOM_MAILBOX_BYTES)
@@ -303,6 +333,12 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     println!("chat-demo listening on http://{addr}");
     tracing::info!(%addr, data_dir = %args.data_dir.display(), client_ip_header = %options.client_ip_header, max_tcp_connections = options.http.max_connections, "listening");
+    // Every namespace is registered: now this node may run objects (the
+    // listener takes connections once the server below starts).
+    if let Some(node) = &node {
+        state.set_node_health(node.health());
+        node.serve(&rt)?;
+    }
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     if let Some((admin_addr, prometheus)) = admin {
@@ -360,6 +396,9 @@ async fn main() -> anyhow::Result<()> {
         () = shutdown_signal() => {}
         result = &mut server => {
             // The server stopped by itself: an accept error.
+            if let Some(node) = &node {
+                node.leave(timeouts[2]).await;
+            }
             let _ = rt.shutdown_within(timeouts[2]).await;
             return match result {
                 Ok(Ok(())) => Ok(()),
@@ -393,6 +432,11 @@ async fn main() -> anyhow::Result<()> {
             timeouts[1]
         );
         server.abort();
+    }
+    // Out of the cluster before the runtime stops: its rooms are then
+    // unavailable (503) at once rather than answering "shutting down".
+    if let Some(node) = &node {
+        node.leave(timeouts[2]).await;
     }
     let runtime = rt.shutdown_within(timeouts[2]).await;
     if !runtime.clean {

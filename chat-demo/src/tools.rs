@@ -17,7 +17,7 @@ const PROGRESS_EVERY: usize = 1000;
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the chat server (the default when no subcommand is given).
-    Serve(crate::Args),
+    Serve(Box<crate::Args>),
     /// Copy a data dir consistently to another directory, while it is
     /// stopped or while a server runs on it. Restore by serving the copy.
     Backup(BackupArgs),
@@ -30,6 +30,11 @@ pub(crate) enum Command {
     /// Read JSON lines made by `export` from stdin into a stopped data dir
     /// (created if missing).
     Import(ImportArgs),
+    /// Cluster operations (the cargo feature `cluster`): `cluster init`
+    /// writes a CA and the nodes' certificates.
+    #[cfg(feature = "cluster")]
+    #[command(subcommand)]
+    Cluster(crate::cluster::ClusterCommand),
 }
 
 /// The data dir of a tool.
@@ -109,6 +114,8 @@ pub(crate) fn run(command: Command, default_dir: PathBuf) -> anyhow::Result<()> 
             export(&dir(a.dir), &filter, a.output.as_deref())
         }
         Command::Import(a) => import(&dir(a.dir)),
+        #[cfg(feature = "cluster")]
+        Command::Cluster(c) => crate::cluster::run(c),
     }
 }
 

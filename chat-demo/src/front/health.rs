@@ -6,15 +6,22 @@
 //! shutting down; otherwise 503 with the reason. The write goes through an
 //! object like any chat write, so it tests the same path: the runtime's
 //! mailbox, the writer thread, the fsync.
+//!
+//! On a cluster node ([`NodeHealth`]) `/readyz` also answers 503 until the
+//! node knows an owner for every shard (at start, before every node has
+//! claimed its shards and this one has read the claims: a room or rate
+//! limiter on an unknown shard would answer "unavailable"), and the probe
+//! object is one whose shard this node serves, so the write tests this
+//! node's own data dir.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::Response;
 use http::StatusCode;
-use objects::{Context, Namespace, Object, Runtime};
+use objects::{Context, Namespace, Object, ObjectId, Runtime};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -49,11 +56,27 @@ impl Object for HealthProbe {
     }
 }
 
+/// What `/readyz` asks of a cluster node (chat-demo's feature `cluster`).
+pub trait NodeHealth: Send + Sync + std::fmt::Debug {
+    /// Why this node cannot route every object yet, if it cannot.
+    fn not_ready(&self) -> Option<String>;
+    /// Whether this node runs the object `id` now (its shard is served
+    /// here).
+    fn serves(&self, id: &ObjectId) -> bool;
+}
+
+/// How many probe names are tried for one this node serves: with 64
+/// shards, a node that serves one shard finds it among 1,024 names with
+/// probability 1 - (63/64)^1024, all but certain.
+const PROBE_NAMES: usize = 1_024;
+
 /// What `/readyz` knows: the probe object, whether shutdown began, and the
 /// last verdict.
 #[derive(Debug)]
 pub(super) struct Readiness {
     probe: Namespace<HealthProbe>,
+    /// Set on a cluster node.
+    node: OnceLock<Arc<dyn NodeHealth>>,
     shutting_down: AtomicBool,
     /// The last verdict and when it was reached. A tokio mutex, held across
     /// the probe on purpose: concurrent `/readyz` requests wait for the one
@@ -65,9 +88,14 @@ impl Readiness {
     pub(super) fn new(rt: &Runtime) -> objects::Result<Readiness> {
         Ok(Readiness {
             probe: rt.namespace::<HealthProbe>(HEALTH, ())?,
+            node: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             last: Mutex::new(None),
         })
+    }
+
+    pub(super) fn set_node(&self, node: Arc<dyn NodeHealth>) {
+        let _ = self.node.set(node);
     }
 
     pub(super) fn begin_shutdown(&self) {
@@ -85,7 +113,10 @@ impl Readiness {
         {
             return verdict.clone();
         }
-        let verdict = self.probe_storage().await;
+        let verdict = match self.node.get().and_then(|n| n.not_ready()) {
+            Some(reason) => Err(reason),
+            None => self.probe_storage().await,
+        };
         *last = Some((Instant::now(), verdict.clone()));
         verdict
     }
@@ -94,7 +125,20 @@ impl Readiness {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let call = self.probe.get_by_name("readyz").call(now_ms);
+        let name = match self.node.get() {
+            None => "readyz".to_owned(),
+            // A probe object whose shard is this node's; a node that
+            // serves no shard (it joined after the shards were placed)
+            // runs no object, so there is no write of its own to test.
+            Some(node) => match (0..PROBE_NAMES)
+                .map(|k| format!("readyz-{k}"))
+                .find(|n| node.serves(&self.probe.id_from_name(n)))
+            {
+                Some(name) => name,
+                None => return Ok(()),
+            },
+        };
+        let call = self.probe.get_by_name(&name).call(now_ms);
         match tokio::time::timeout(PROBE_TIMEOUT, call).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(objects::Error::ShuttingDown)) => Err("shutting down".into()),

@@ -5,10 +5,12 @@ mod admin;
 mod client_ip;
 mod deadline;
 mod health;
+pub use health::NodeHealth;
 mod layers;
 mod listener;
 pub mod origin;
 mod rooms;
+mod unavailable;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,6 +42,7 @@ pub use listener::{
     DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, HttpLimits,
 };
 pub use origin::OriginPolicy;
+pub use unavailable::ROOM_UNAVAILABLE;
 
 /// The chat page (dialect A with our extensions).
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
@@ -164,8 +167,15 @@ impl AppState {
     /// The namespaces are already registered on this runtime.
     pub fn new(rt: &Runtime, options: ChatOptions) -> objects::Result<AppState> {
         let limiters = rt.namespace::<RateLimiter>(LIMITERS, options.rate_limit)?;
+        // In a cluster, rooms on other nodes ask these.
+        limiters.accept::<crate::limiter::Check>();
         let connections = Arc::new(Connections::new(options.max_connections_per_ip));
         let directory = rt.namespace::<Directory>(DIRECTORY, ())?;
+        use crate::directory::{List, Remove, Update};
+        directory
+            .accept::<Update>()
+            .accept::<Remove>()
+            .accept::<List>();
         let rooms = rt.namespace::<ChatRoom>(
             ROOMS,
             RoomEnv::new(
@@ -200,6 +210,11 @@ impl AppState {
     /// first thing at shutdown, so load balancers stop sending traffic.
     pub fn begin_shutdown(&self) {
         self.readiness.begin_shutdown();
+    }
+
+    /// On a cluster node: `/readyz` asks `node` too (see [`NodeHealth`]).
+    pub fn set_node_health(&self, node: Arc<dyn NodeHealth>) {
+        self.readiness.set_node(node);
     }
 
     /// Open WebSocket connections of a client IP (as the per-IP limit
@@ -639,30 +654,7 @@ async fn admit(
         }
         // The room's own refusal (a wrong password, the room full, ...).
         Ok(response) => Err(Box::new(("room", response.map(Body::from)))),
-        Err(error) if error.is_overloaded() => Err(Box::new((
-            "room_busy",
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "This room is busy; try again later.",
-            ),
-        ))),
-        Err(objects::Error::ShuttingDown) => Err(Box::new((
-            "shutting_down",
-            text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The server is shutting down.",
-            ),
-        ))),
-        Err(error) => {
-            tracing::warn!(%error, "room failed to accept a socket");
-            Err(Box::new((
-                "room_failed",
-                text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The room could not accept the connection.",
-                ),
-            )))
-        }
+        Err(error) => Err(Box::new(unavailable::fetch_failed(&error))),
     }
 }
 

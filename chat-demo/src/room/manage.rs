@@ -174,8 +174,17 @@ impl ChatRoom {
         let check = crate::limiter::Check {
             now_ms: ctx.now_ms(),
         };
-        if !matches!(limiter.ask(check).await, Ok(Ok(()))) {
-            return Ok(Some((StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED)));
+        match limiter.ask(check).await {
+            Ok(Ok(())) => {}
+            // Its node is not available now (in a cluster): 503, as for a
+            // room there; the attempt is refused either way.
+            Err(e) if e.is_unavailable() => {
+                let text = crate::limiter::LIMITER_UNAVAILABLE;
+                return Ok(Some((StatusCode::SERVICE_UNAVAILABLE, text)));
+            }
+            Ok(Err(_)) | Err(_) => {
+                return Ok(Some((StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED)));
+            }
         }
         Ok(match given {
             None => Some((

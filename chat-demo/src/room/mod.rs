@@ -528,7 +528,8 @@ impl ChatRoom {
                 // shutting down) must not turn into no limit at all.
                 tracing::warn!(socket = ws.sid(), %error, "rate limiter unavailable");
                 crate::counters::rate_limited("message");
-                ctx.send_error(sender.dialect, ws, RATE_LIMITED);
+                let text = crate::limiter::failure_text(&error);
+                ctx.send_error(sender.dialect, ws, text);
                 false
             }
         }

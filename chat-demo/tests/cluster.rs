@@ -1,0 +1,603 @@
+//! chat-demo in cluster mode, end to end: a real etcd on free loopback
+//! ports in a temp dir, `chat-demo cluster init`, and three chat-demo
+//! processes (the built binary) as nodes of one cluster. Clients of the
+//! three dialects on three different nodes share a room and see one
+//! order; incomplete cluster flags are refused with status 2; a room whose
+//! node left answers 503 while the others serve, and a message whose
+//! sender's rate limiter was on that node is refused with the reason.
+//!
+//! Without an `etcd` binary on the PATH the test says why and returns; CI
+//! installs Debian's `etcd-server`.
+
+#![cfg(feature = "cluster")]
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat-demo");
+/// Every wait is for an event (a line from a child, a frame, an answer);
+/// this only bounds a hang.
+const HANG: Duration = Duration::from_secs(60);
+/// Between two attempts of a poll (each poll is bounded by [`HANG`]).
+const POLL: Duration = Duration::from_millis(50);
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+// ------------------------------------------------------------------ etcd
+
+/// An etcd in a temp dir; killed when dropped.
+struct Etcd {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn etcd_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("etcd"))
+        .find(|p| p.is_file())
+}
+
+/// Starts etcd on free loopback ports and waits for its "serving client
+/// traffic" log line. `None` (and why, printed) without an `etcd` binary.
+async fn start_etcd() -> Option<Etcd> {
+    let Some(bin) = etcd_binary() else {
+        eprintln!("skipped: no `etcd` binary on PATH (apt-get install etcd-server)");
+        return None;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, peer) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let mut child = std::process::Command::new(bin)
+        .args(["--name", "test", "--data-dir"])
+        .arg(dir.path().join("etcd"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("test={peer_url}")])
+        .args(["--logger", "zap", "--log-outputs", "stderr"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcd");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("serving client traffic") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let etcd = Etcd {
+        child,
+        url,
+        _dir: dir,
+    };
+    tokio::time::timeout(HANG, rx.recv())
+        .await
+        .expect("etcd started in time")
+        .expect("etcd is ready");
+    Some(etcd)
+}
+
+// ----------------------------------------------------------------- nodes
+
+/// A chat-demo node; killed when dropped. Its log is in `log`, printed if
+/// the test fails.
+struct Node {
+    id: &'static str,
+    child: tokio::process::Child,
+    /// The chat address, `host:port`.
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- {} log (last lines, newest first):", self.id);
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// The flags of node `id` (its certificates from `certs`, its data in
+/// `dir`).
+fn node_args(id: &str, etcd: &str, certs: &Path, dir: &Path) -> Vec<String> {
+    let path = |p: PathBuf| p.to_str().expect("UTF-8 path").to_owned();
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--trust-client-ip-header",
+        "x-forwarded-for",
+        "--data-dir",
+        &path(dir.join(id)),
+        "--cluster-node",
+        id,
+        "--cluster-etcd",
+        etcd,
+        "--cluster-quic",
+        "127.0.0.1:0",
+        "--cluster-certs",
+        &path(certs.join(id)),
+        "--cluster-members",
+        "n1,n2,n3",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Starts node `id` and reads its two lines: the chat address, then the
+/// cluster's (it serves its shards).
+async fn start_node(id: &'static str, etcd: &str, certs: &Path, dir: &Path) -> Node {
+    let log = dir.join(format!("{id}.log"));
+    let mut child = tokio::process::Command::new(BIN)
+        .args(node_args(id, etcd, certs, dir))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn chat-demo");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut next = async || {
+        tokio::time::timeout(HANG, lines.next_line())
+            .await
+            .expect("a line in time")
+            .expect("read stdout")
+            .unwrap_or_else(|| panic!("{id} exited before it served"))
+    };
+    let first = next().await;
+    let addr = first
+        .strip_prefix("chat-demo listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_owned();
+    let second = next().await;
+    assert!(
+        second.starts_with(&format!("chat-demo cluster node {id} (quic on 127.0.0.1:")),
+        "{second}"
+    );
+    // Keep reading, so a later line never finds the pipe closed.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Node {
+        id,
+        child,
+        addr,
+        log,
+    }
+}
+
+// --------------------------------------------------------------- clients
+
+static NEXT_IP: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh client IP, so no per-IP budget is shared between clients.
+fn next_ip() -> String {
+    let [_, b, c, d] = NEXT_IP.fetch_add(1, Ordering::SeqCst).to_be_bytes();
+    format!("10.{b}.{c}.{d}")
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects to `url`; while the room's node is not serving it yet (the
+/// cluster is still claiming its shards) the upgrade answers 503, and this
+/// tries again, until [`HANG`].
+async fn connect(url: &str) -> Ws {
+    let poll = async {
+        loop {
+            let mut req = url.into_client_request().expect("request");
+            req.headers_mut()
+                .insert("x-forwarded-for", next_ip().parse().expect("header"));
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((ws, _)) => return ws,
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) if resp.status() == 503 => {
+                    tokio::time::sleep(POLL).await;
+                }
+                Err(e) => panic!("connect {url}: {e}"),
+            }
+        }
+    };
+    tokio::time::timeout(HANG, poll)
+        .await
+        .unwrap_or_else(|_| panic!("{url} still unavailable after {HANG:?}"))
+}
+
+/// The next text frame (pings and pongs skipped).
+async fn text(ws: &mut Ws) -> String {
+    let next = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => return t.as_str().to_owned(),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(HANG, next)
+        .await
+        .expect("a frame in time")
+}
+
+async fn send(ws: &mut Ws, text: String) {
+    tokio::time::timeout(HANG, ws.send(Message::text(text)))
+        .await
+        .expect("sent in time")
+        .expect("send");
+}
+
+/// The chat message a frame carries, if it is one: dialects A and C send
+/// JSON with `message` and `timestamp` (notices have no timestamp);
+/// dialect B sends `name: message`, or the message alone from a B client.
+fn chat_message(frame: &str, expected: &[String]) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<Value>(frame) {
+        return match (&v["message"], &v["timestamp"]) {
+            (Value::String(m), Value::Number(_)) => Some(m.clone()),
+            _ => None,
+        };
+    }
+    expected
+        .iter()
+        .find(|m| frame == m.as_str() || frame.ends_with(&format!(": {m}")))
+        .cloned()
+}
+
+/// Reads `ws` until it has seen `expected.len()` chat messages; returns
+/// them in the order they came.
+async fn messages(ws: &mut Ws, expected: &[String]) -> Vec<String> {
+    let read = async {
+        let mut seen = Vec::new();
+        while seen.len() < expected.len() {
+            let frame = text(ws).await;
+            if let Some(m) = chat_message(&frame, expected) {
+                seen.push(m);
+            }
+        }
+        seen
+    };
+    tokio::time::timeout(HANG, read)
+        .await
+        .unwrap_or_else(|_| panic!("not every message of {expected:?} in time"))
+}
+
+/// An upgrade sent by hand to `addr`: the status and the body.
+async fn upgrade(addr: &str, path: &str) -> (u16, String) {
+    let headers = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    request(addr, path, headers).await
+}
+
+/// Polls `/readyz` on `addr` until it answers 200 (bounded by [`HANG`]).
+async fn wait_ready(addr: &str) {
+    let poll = async {
+        loop {
+            match request(addr, "/readyz", "Connection: close\r\n").await {
+                (200, _) => return,
+                (503, _) => tokio::time::sleep(POLL).await,
+                other => panic!("/readyz on {addr}: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(HANG, poll)
+        .await
+        .unwrap_or_else(|_| panic!("{addr} not ready after {HANG:?}"));
+}
+
+/// A GET sent by hand to `addr` with `headers` (each ending in CRLF): the
+/// status and the body.
+async fn request(addr: &str, path: &str, headers: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}X-Forwarded-For: {}\r\n\r\n",
+        next_ip()
+    );
+    tcp.write_all(req.as_bytes()).await.expect("write");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(HANG, tcp.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let status: u16 = head[9..12].parse().expect("status");
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if status == 101 || body.len() >= length {
+                return (status, body.to_owned());
+            }
+        }
+        assert!(n > 0, "connection closed mid-answer: {text}");
+    }
+}
+
+/// Runs the binary to completion with `args`: status, stdout, stderr.
+async fn run(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        HANG,
+        tokio::process::Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// ----------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
+    let Some(etcd) = start_etcd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().expect("UTF-8");
+
+    // The certificates: a CA and a dir per node, keys private.
+    let (code, stdout, stderr) = run(&["cluster", "init", certs_arg, "--nodes", "n1,n2,n3"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("n1, n2, n3"), "{stdout}");
+    for key in ["ca.key", "n1/node.key", "n2/node.key", "n3/node.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join(key))
+            .expect(key)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    // A second init would replace the CA the nodes trust: refused.
+    let (code, _, stderr) = run(&["cluster", "init", certs_arg, "--nodes", "n4"]).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("already holds a cluster CA"), "{stderr}");
+
+    // Incomplete or wrong cluster flags: status 2, nothing started.
+    let data = dir.path().join("refused");
+    let data = data.to_str().expect("UTF-8");
+    let base = ["--listen", "127.0.0.1:0", "--data-dir", data];
+    let n2 = certs.join("n2");
+    let n2 = n2.to_str().expect("UTF-8");
+    for (extra, reason) in [
+        (
+            vec!["--cluster-node", "n1"],
+            "the following required arguments were not provided",
+        ),
+        (
+            vec!["--cluster-etcd", &etcd.url],
+            "the following required arguments were not provided",
+        ),
+        (
+            vec![
+                "--cluster-node",
+                "n1",
+                "--cluster-etcd",
+                &etcd.url,
+                "--cluster-quic",
+                "127.0.0.1:0",
+                "--cluster-certs",
+                n2,
+            ],
+            "these certificates are for node n2, not --cluster-node n1",
+        ),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra).collect();
+        let (code, stdout, stderr) = run(&args).await;
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+        assert_eq!(stdout, "", "{args:?}");
+        assert!(!Path::new(data).exists(), "{args:?} created the data dir");
+    }
+
+    // Three nodes, each ready: it knows an owner for every shard (until
+    // every node has claimed its shards and this one has read the claims,
+    // a room or rate limiter elsewhere would be "unavailable") and its
+    // own storage commits.
+    let mut nodes = Vec::new();
+    for id in NODES {
+        nodes.push(start_node(id, &etcd.url, &certs, dir.path()).await);
+    }
+    for node in &nodes {
+        wait_ready(&node.addr).await;
+    }
+
+    // One room, a client of each dialect, each on another node.
+    let room = "lobby";
+    let mut alice = connect(&format!("ws://{}/api/room/{room}/websocket", nodes[0].addr)).await;
+    send(&mut alice, json!({ "name": "alice" }).to_string()).await;
+    let ready = async { while text(&mut alice).await != r#"{"ready":true}"# {} };
+    tokio::time::timeout(HANG, ready)
+        .await
+        .expect("alice is ready in time");
+    let mut bee = connect(&format!("ws://{}/room/{room}/websocket", nodes[1].addr)).await;
+    let mut cat = connect(&format!("ws://{}/ws?room={room}&name=cat", nodes[2].addr)).await;
+
+    // Three messages each, interleaved across the nodes.
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        for (who, ws) in [("a", &mut alice), ("b", &mut bee), ("c", &mut cat)] {
+            let message = format!("{who}{i}");
+            let frame = if who == "b" {
+                message.clone()
+            } else {
+                json!({ "message": message }).to_string()
+            };
+            send(ws, frame).await;
+            expected.push(message);
+        }
+    }
+    let at_alice = messages(&mut alice, &expected).await;
+    let at_bee = messages(&mut bee, &expected).await;
+    // Dialect C does not echo a sender's own messages.
+    let others: Vec<String> = expected
+        .iter()
+        .filter(|m| !m.starts_with('c'))
+        .cloned()
+        .collect();
+    let at_cat = messages(&mut cat, &others).await;
+    let mut sorted = at_alice.clone();
+    sorted.sort();
+    let mut all = expected.clone();
+    all.sort();
+    assert_eq!(sorted, all, "every message, once: {at_alice:?}");
+    assert_eq!(at_bee, at_alice, "B on n2 sees A's order (on n1)");
+    let not_cat: Vec<String> = at_alice
+        .iter()
+        .filter(|m| !m.starts_with('c'))
+        .cloned()
+        .collect();
+    assert_eq!(
+        at_cat, not_cat,
+        "C on n3 sees A's order (on n1), without its own"
+    );
+    for who in ["a", "b", "c"] {
+        let own: Vec<&String> = at_alice.iter().filter(|m| m.starts_with(who)).collect();
+        assert_eq!(
+            own,
+            [&format!("{who}0"), &format!("{who}1"), &format!("{who}2")]
+        );
+    }
+    drop((alice, bee, cat));
+
+    // n3 stops (SIGTERM): it leaves the cluster and exits cleanly.
+    let mut n3 = nodes.pop().expect("n3");
+    let pid = n3.child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(HANG, n3.child.wait())
+        .await
+        .expect("n3 exits in time")
+        .expect("wait");
+    assert!(exit.success(), "n3: {exit}");
+
+    // Rooms on n3 now answer 503 with the reason, on n1; the others still
+    // take sockets. Polled until n1 has noticed n3 left.
+    let rooms: Vec<String> = (0..64).map(|i| format!("r{i}")).collect();
+    let poll = async {
+        loop {
+            let mut answers = Vec::new();
+            for room in &rooms {
+                let path = format!("/api/room/{room}/websocket");
+                answers.push(upgrade(&nodes[0].addr, &path).await);
+            }
+            if answers.iter().any(|(status, _)| *status == 503) {
+                return answers;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    let answers = tokio::time::timeout(HANG, poll)
+        .await
+        .expect("n1 notices that n3 left");
+    for (room, (status, body)) in rooms.iter().zip(&answers) {
+        match status {
+            101 => {}
+            503 => assert_eq!(body, chat_demo::ROOM_UNAVAILABLE, "{room}"),
+            other => panic!("{room}: {other} {body}"),
+        }
+    }
+    let (live_room, _) = rooms
+        .iter()
+        .zip(&answers)
+        .find(|(_, (status, _))| *status == 101)
+        .expect("rooms on n1 and n2 still serve");
+
+    // In a room that serves, a client whose IP's rate limiter lives on n3
+    // is refused with the reason (the limit fails closed); the others
+    // chat. Each client is another IP, so about a third of them land there.
+    let url = format!("ws://{}/api/room/{live_room}/websocket", nodes[0].addr);
+    let (mut refused, mut chatted) = (0, 0);
+    for i in 0..100 {
+        if refused > 0 && chatted > 0 {
+            break;
+        }
+        let mut ws = connect(&url).await;
+        let name = format!("u{i}");
+        send(&mut ws, json!({ "name": name }).to_string()).await;
+        send(&mut ws, json!({ "message": "hello" }).to_string()).await;
+        let outcome = async {
+            loop {
+                let frame: Value = serde_json::from_str(&text(&mut ws).await).expect("JSON");
+                if let Some(error) = frame["error"].as_str() {
+                    return Err(error.to_owned());
+                }
+                if frame["name"] == name.as_str() && frame["message"] == "hello" {
+                    return Ok(());
+                }
+            }
+        };
+        match tokio::time::timeout(HANG, outcome)
+            .await
+            .expect("an answer in time")
+        {
+            Ok(()) => chatted += 1,
+            Err(error) => {
+                assert_eq!(
+                    error,
+                    "The rate limiter for your IP is not available right now; please try again shortly."
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > 0 && chatted > 0,
+        "refused {refused}, chatted {chatted}"
+    );
+}
