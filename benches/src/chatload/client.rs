@@ -103,6 +103,8 @@ pub(super) struct Shared {
     /// Room sizes (clients ready), fixed when sending starts.
     pub(super) room_sizes: OnceLock<Vec<u64>>,
     pub(super) sent: AtomicU64,
+    /// Clients between announcing a send and having sent it.
+    pub(super) in_send: AtomicUsize,
     pub(super) acked: AtomicU64,
     pub(super) expected: AtomicU64,
     pub(super) delivered: AtomicU64,
@@ -356,6 +358,16 @@ pub(super) async fn client(
                 if changed.is_err() || *phase.borrow() == CLOSE { break; }
             }
             scheduled = next_tick(&mut ticker), if sending => {
+                // Announce the send, then look at the phase again: the
+                // run stops sending by setting the phase and then waiting
+                // until no send is announced, so it never counts a send
+                // that happens after it looked (whose echo the closing
+                // connection would then lose).
+                shared.in_send.fetch_add(1, Ordering::SeqCst);
+                if *phase.borrow() != SENDING {
+                    shared.in_send.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
                 let text = format!(
                     r#"{{"message":"cl {} {id} {seq} {} {}"}}"#,
                     shared.tag,
@@ -365,7 +377,9 @@ pub(super) async fn client(
                 seq += 1;
                 stats.sent += 1;
                 shared.sent.fetch_add(1, Ordering::SeqCst);
-                if ws.send(Message::text(text)).await.is_err() {
+                let sent = ws.send(Message::text(text)).await;
+                shared.in_send.fetch_sub(1, Ordering::SeqCst);
+                if sent.is_err() {
                     stats.disconnected = true;
                     break;
                 }

@@ -230,6 +230,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         epoch: Instant::now(),
         room_sizes: OnceLock::new(),
         sent: AtomicU64::new(0),
+        in_send: AtomicUsize::new(0),
         acked: AtomicU64::new(0),
         expected: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
@@ -332,11 +333,14 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
             let drain_start = Instant::now();
             drained = false;
             while drain_start.elapsed() < config.drain {
+                // First: no send in progress (a client that announces one
+                // from now on sees the phase and does not send).
+                let quiet = shared.in_send.load(Ordering::SeqCst) == 0;
                 let sent = shared.sent.load(Ordering::SeqCst);
                 let acked = shared.acked.load(Ordering::SeqCst);
                 let expected = shared.expected.load(Ordering::SeqCst);
                 let delivered = shared.delivered.load(Ordering::SeqCst);
-                if acked >= sent && delivered >= expected {
+                if quiet && acked >= sent && delivered >= expected {
                     drained = true;
                     break;
                 }
