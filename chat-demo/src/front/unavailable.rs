@@ -1,6 +1,7 @@
 //! What the front door answers when a room cannot take an upgrade: 503
-//! for what passes (a busy room, a server shutting down, a room whose node
-//! is not available now, in a cluster), 500 for a fault.
+//! for what passes (a busy room, a server shutting down, a room that did
+//! not answer in time, a room whose node is not available now, in a
+//! cluster), 500 for a fault.
 
 use axum::response::Response;
 use http::StatusCode;
@@ -21,6 +22,15 @@ pub(super) fn fetch_failed(error: &objects::Error) -> (&'static str, Response) {
         e if e.is_unavailable() => {
             tracing::warn!(error = %e, "room unavailable");
             busy("room_unavailable", ROOM_UNAVAILABLE)
+        }
+        // The room (or, in a cluster, the link to its node) did not answer
+        // within the call deadline: passing, like a busy room.
+        objects::Error::DeadlineExceeded { .. } => {
+            tracing::warn!(error = %error, "room did not answer in time");
+            busy(
+                "room_timeout",
+                "This room did not answer in time; try again shortly.",
+            )
         }
         e => {
             tracing::warn!(error = %e, "room failed to accept a socket");
