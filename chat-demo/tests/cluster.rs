@@ -12,16 +12,15 @@
 #![cfg(feature = "cluster")]
 #![cfg(unix)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use objects::testing::etcd::Etcd;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -32,86 +31,6 @@ const HANG: Duration = Duration::from_secs(60);
 /// Between two attempts of a poll (each poll is bounded by [`HANG`]).
 const POLL: Duration = Duration::from_millis(50);
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
-
-// ------------------------------------------------------------------ etcd
-
-/// An etcd in a temp dir; killed when dropped.
-struct Etcd {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("etcd"))
-        .find(|p| p.is_file())
-}
-
-/// Starts etcd on free loopback ports and waits for its "serving client
-/// traffic" log line. `None` (and why, printed) without an `etcd` binary.
-async fn start_etcd() -> Option<Etcd> {
-    let Some(bin) = etcd_binary() else {
-        eprintln!("skipped: no `etcd` binary on PATH (apt-get install etcd-server)");
-        return None;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut child = std::process::Command::new(bin)
-        .args(["--name", "test", "--data-dir"])
-        .arg(dir.path().join("etcd"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args(["--listen-peer-urls", &peer_url])
-        .args(["--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("test={peer_url}")])
-        .args(["--logger", "zap", "--log-outputs", "stderr"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcd");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("serving client traffic") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    let etcd = Etcd {
-        child,
-        url,
-        _dir: dir,
-    };
-    tokio::time::timeout(HANG, rx.recv())
-        .await
-        .expect("etcd started in time")
-        .expect("etcd is ready");
-    Some(etcd)
-}
 
 // ----------------------------------------------------------------- nodes
 
@@ -381,7 +300,7 @@ async fn run(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
-    let Some(etcd) = start_etcd().await else {
+    let Some(etcd) = Etcd::start().await else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
@@ -417,7 +336,7 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
             "the following required arguments were not provided",
         ),
         (
-            vec!["--cluster-etcd", &etcd.url],
+            vec!["--cluster-etcd", etcd.url()],
             "the following required arguments were not provided",
         ),
         (
@@ -425,7 +344,7 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
                 "--cluster-node",
                 "n1",
                 "--cluster-etcd",
-                &etcd.url,
+                etcd.url(),
                 "--cluster-quic",
                 "127.0.0.1:0",
                 "--cluster-certs",
@@ -448,7 +367,7 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
     // own storage commits.
     let mut nodes = Vec::new();
     for id in NODES {
-        nodes.push(start_node(id, &etcd.url, &certs, dir.path()).await);
+        nodes.push(start_node(id, etcd.url(), &certs, dir.path()).await);
     }
     for node in &nodes {
         wait_ready(&node.addr).await;

@@ -14,6 +14,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use objects::testing::etcd::Etcd;
 use objects::{BoxError, Cluster, ClusterCa, ClusterOptions, Context, Object, Runtime};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncBufReadExt;
@@ -393,114 +394,6 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
 
 // --------------------------------------------------------------- the parent
 
-struct Etcd {
-    child: Option<Child>,
-    bin: PathBuf,
-    args: Vec<String>,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-impl Etcd {
-    /// Kills etcd (SIGKILL); its data dir stays.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts etcd on its data dir and ports and waits for its "serving
-    /// client traffic" log line.
-    async fn launch(&mut self) {
-        let mut child = Command::new(&self.bin)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn etcd");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("serving client traffic") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        self.child = Some(child);
-        tokio::time::timeout(HANG, rx.recv())
-            .await
-            .expect("etcd started")
-            .expect("etcd is ready");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("etcd"))
-        .find(|p| p.is_file())
-}
-
-/// Starts etcd in a temp dir on free loopback ports. `None` (and why,
-/// printed) without an `etcd` binary.
-async fn start_etcd() -> Option<Etcd> {
-    let Some(bin) = etcd_binary() else {
-        eprintln!("skipped: no `etcd` binary on PATH (apt-get install etcd-server)");
-        return None;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (client, peer) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{client}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let args = [
-        "--name",
-        "test",
-        "--data-dir",
-        &dir.path().join("etcd").to_string_lossy(),
-        "--listen-client-urls",
-        &url,
-        "--advertise-client-urls",
-        &url,
-        "--listen-peer-urls",
-        &peer_url,
-        "--initial-advertise-peer-urls",
-        &peer_url,
-        "--initial-cluster",
-        &format!("test={peer_url}"),
-        "--logger",
-        "zap",
-        "--log-outputs",
-        "stderr",
-    ]
-    .map(str::to_string)
-    .to_vec();
-    let mut etcd = Etcd {
-        child: None,
-        bin,
-        args,
-        url,
-        _dir: dir,
-    };
-    etcd.launch().await;
-    Some(etcd)
-}
-
 struct Node {
     id: String,
     cfg: NodeConfig,
@@ -602,7 +495,7 @@ fn signal(child: &Child, sig: &str) {
 
 impl Cluster3 {
     async fn start(ttl_secs: u64, margin_ms: u64) -> Option<Cluster3> {
-        let etcd = start_etcd().await?;
+        let etcd = Etcd::start().await?;
         let ca = ClusterCa::generate().expect("CA");
         let shared = tempfile::tempdir().expect("tempdir");
         let data = tempfile::tempdir().expect("tempdir");
@@ -624,7 +517,7 @@ impl Cluster3 {
     fn config(&self, node: &str, ttl_secs: u64, margin_ms: u64) -> NodeConfig {
         NodeConfig {
             node: node.into(),
-            etcd: self.etcd.url.clone(),
+            etcd: self.etcd.url().to_string(),
             prefix: "/test".into(),
             data: self.data.path().join(node),
             shared: self.shared.path().to_path_buf(),
@@ -838,7 +731,7 @@ async fn without_etcd_nodes_stop_at_their_lease_and_come_back_with_it() {
     }
     // etcd is back: nodes take new leases, re-claim, and serve again, with
     // every acknowledged write.
-    c.etcd.launch().await;
+    c.etcd.restart().await;
     c.settle().await;
     assert_eq!(c.node("n2").cmd("serving", &shard.to_string()).await, "ok");
     let (ran_on, total) = ok_total(&c.nodes[0].cmd("call", &format!("{on2} 1")).await);

@@ -158,96 +158,16 @@ impl Etcd {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
     use std::time::Duration;
 
-    /// etcd on free loopback ports in a temp dir, killed on drop.
-    struct TestEtcd {
-        child: Child,
-        url: String,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Drop for TestEtcd {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    }
-
-    /// `None` (and why, printed) without an `etcd` binary on the PATH.
-    async fn start_etcd() -> Option<TestEtcd> {
-        let path = std::env::var_os("PATH")?;
-        let Some(bin) = std::env::split_paths(&path)
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-        else {
-            eprintln!("skipped: no `etcd` binary on PATH (apt-get install etcd-server)");
-            return None;
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("http://127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let data = dir.path().join("etcd");
-        let mut child = Command::new(bin)
-            .args(["--name", "t", "--data-dir"])
-            .arg(&data)
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("t={peer}")])
-            .args(["--logger", "zap", "--log-outputs", "stderr"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn etcd");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("serving client traffic")
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        let etcd = TestEtcd {
-            child,
-            url,
-            _dir: dir,
-        };
-        tokio::time::timeout(Duration::from_secs(60), rx)
-            .await
-            .expect("etcd started in time")
-            .expect("etcd is ready");
-        Some(etcd)
-    }
+    use crate::testing::etcd::Etcd as TestEtcd;
 
     #[tokio::test]
     async fn replicas_and_configurations_live_in_etcd() {
-        let Some(server) = start_etcd().await else {
+        let Some(server) = TestEtcd::start().await else {
             return;
         };
-        let mut e = Etcd::connect(std::slice::from_ref(&server.url), "/t")
+        let mut e = Etcd::connect(&[server.url().to_string()], "/t")
             .await
             .expect("connect");
         let meta = e.meta(8, &[]).await.expect("created");

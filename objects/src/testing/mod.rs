@@ -14,9 +14,13 @@
 //!
 //! - [`cluster_frames`]: the fuzz body of the cluster's wire decoders.
 //!
+//! - [`etcd::Etcd`]: a real etcd on free loopback ports, for the cluster
+//!   tests (this crate's and the chat demo's).
+//!
 //! [`Op`]: storage_model::Op
 //! [`Obs`]: storage_model::Obs
 
+pub mod etcd;
 pub mod storage_model;
 
 pub use crate::storage::journal::{Journal, Step};
