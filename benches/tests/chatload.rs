@@ -72,32 +72,72 @@ async fn fanout_against_the_relay() {
     check(&report);
 }
 
+/// The chat demo in this process, on a fresh data dir, behind `doors`
+/// front doors (listeners) sharing one runtime.
+struct Demo {
+    rt: objects::Runtime,
+    urls: Vec<String>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Demo {
+    async fn start(doors: usize) -> Demo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = objects::Runtime::builder()
+            .data_dir(dir.path())
+            .open()
+            .expect("runtime");
+        let options = ChatOptions {
+            client_ip_header: ClientIpHeader::XForwardedFor,
+            ..ChatOptions::default()
+        };
+        let state = AppState::new(&rt, options).expect("namespaces");
+        let mut demo = Demo {
+            rt,
+            urls: Vec::new(),
+            stops: Vec::new(),
+            servers: Vec::new(),
+            _dir: dir,
+        };
+        for _ in 0..doors {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            demo.urls
+                .push(format!("ws://{}", listener.local_addr().expect("addr")));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            demo.stops.push(stop);
+            demo.servers.push(tokio::spawn(chat_demo::serve(
+                listener,
+                state.clone(),
+                async move {
+                    let _ = stopped.await;
+                },
+            )));
+        }
+        demo
+    }
+
+    async fn stop(self) {
+        for stop in self.stops {
+            let _ = stop.send(());
+        }
+        self.rt.shutdown().await;
+        for server in self.servers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_against_the_chat_demo() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rt = objects::Runtime::builder()
-        .data_dir(dir.path())
-        .open()
-        .expect("runtime");
-    let options = ChatOptions {
-        client_ip_header: ClientIpHeader::XForwardedFor,
-        ..ChatOptions::default()
-    };
-    let state = AppState::new(&rt, options).expect("namespaces");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chat_demo::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    let report = chatload::run(fanout(format!("ws://{addr}")))
+    let demo = Demo::start(1).await;
+    let report = chatload::run(fanout(demo.urls[0].clone()))
         .await
         .expect("run");
-    let _ = stop.send(());
-    rt.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    demo.stop().await;
     check(&report);
 }
 
@@ -106,48 +146,16 @@ async fn fanout_against_the_chat_demo() {
 /// whichever door it came through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_spread_over_two_front_doors() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rt = objects::Runtime::builder()
-        .data_dir(dir.path())
-        .open()
-        .expect("runtime");
-    let options = ChatOptions {
-        client_ip_header: ClientIpHeader::XForwardedFor,
-        ..ChatOptions::default()
-    };
-    let state = AppState::new(&rt, options).expect("namespaces");
-    let mut urls = Vec::new();
-    let mut stops = Vec::new();
-    let mut servers = Vec::new();
-    for _ in 0..2 {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        urls.push(format!("ws://{}", listener.local_addr().expect("addr")));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        stops.push(stop);
-        servers.push(tokio::spawn(chat_demo::serve(
-            listener,
-            state.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        )));
-    }
-    let mut config = fanout(urls[0].clone());
-    config.more_urls = vec![urls[1].clone()];
+    let demo = Demo::start(2).await;
+    let mut config = fanout(demo.urls[0].clone());
+    config.more_urls = vec![demo.urls[1].clone()];
     config.server_pid = Some(std::process::id());
     config.more_pids = vec![std::process::id()];
     let report = chatload::run(config).await.expect("run");
-    for stop in stops {
-        let _ = stop.send(());
-    }
-    rt.shutdown().await;
-    for server in servers {
-        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
-    }
+    let second = demo.urls[1].clone();
+    demo.stop().await;
     check(&report);
-    assert_eq!(report.more_urls, [urls[1].clone()]);
+    assert_eq!(report.more_urls, [second]);
     assert_eq!(report.more_server_pids, [std::process::id()]);
     assert!(
         report
@@ -158,31 +166,12 @@ async fn fanout_spread_over_two_front_doors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_sees_the_backlog_of_the_chat_demo() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let rt = objects::Runtime::builder()
-        .data_dir(dir.path())
-        .open()
-        .expect("runtime");
-    let options = ChatOptions {
-        client_ip_header: ClientIpHeader::XForwardedFor,
-        ..ChatOptions::default()
-    };
-    let state = AppState::new(&rt, options).expect("namespaces");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(chat_demo::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
-    let mut config = Config::new(format!("ws://{addr}"), Scenario::Join);
+    let demo = Demo::start(1).await;
+    let mut config = Config::new(demo.urls[0].clone(), Scenario::Join);
     config.clients = 10;
     config.backlog = 20;
     let report = chatload::run(config).await.expect("run");
-    let _ = stop.send(());
-    rt.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    demo.stop().await;
     eprintln!("{}", report.summary());
     assert_eq!(report.connected, 10, "{report:?}");
     assert_eq!(report.backlog_ok, 10, "{report:?}");
