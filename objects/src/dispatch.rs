@@ -84,7 +84,7 @@ pub(crate) struct NsInner<O: Object> {
     /// ([`Namespace::accept`](crate::Namespace::accept)).
     #[cfg(feature = "cluster")]
     pub(crate) methods:
-        std::sync::RwLock<std::collections::HashMap<&'static str, crate::registry::MethodEntry<O>>>,
+        std::sync::RwLock<std::collections::HashMap<&'static str, crate::event::MethodEntry<O>>>,
 }
 
 impl<O: Object> NsInner<O> {

@@ -312,3 +312,63 @@ pub(crate) async fn guarded<T>(
         }
     }
 }
+
+// ------------------------------------------------ events from other nodes
+
+/// The answer to an event another node sent.
+#[cfg(feature = "cluster")]
+pub(crate) type RemoteAnswer =
+    std::pin::Pin<Box<dyn Future<Output = crate::remote::Answer> + Send>>;
+
+/// Turns a typed method that another node sent into the event to queue and
+/// the answer to send back (one per method a namespace accepts).
+#[cfg(feature = "cluster")]
+pub(crate) type MethodEntry<O> =
+    fn(
+        crate::id::ObjectId,
+        std::time::Duration,
+        &serde_json::value::RawValue,
+    ) -> std::result::Result<(Box<dyn Invoke<O>>, RemoteAnswer), String>;
+
+/// The [`MethodEntry`] of method `M`.
+#[cfg(feature = "cluster")]
+pub(crate) fn method_entry<O, M>(
+    id: crate::id::ObjectId,
+    deadline: std::time::Duration,
+    body: &serde_json::value::RawValue,
+) -> std::result::Result<(Box<dyn Invoke<O>>, RemoteAnswer), String>
+where
+    O: crate::object::Handler<M>,
+    M: crate::object::Method,
+{
+    let msg: M = serde_json::from_str(body.get())
+        .map_err(|e| format!("the method {} does not decode: {e}", M::name()))?;
+    let (tx, rx) = oneshot::channel();
+    let invoke = Box::new(Pending::new(msg, tx));
+    Ok((invoke, remote_answer(id, deadline, rx, |r: M::Reply| r)))
+}
+
+/// Waits for a local event's reply (at most `deadline`) and turns it into
+/// the JSON answer or refusal for the node that sent the event.
+#[cfg(feature = "cluster")]
+pub(crate) fn remote_answer<T: Send + 'static, W: serde::Serialize + 'static>(
+    id: crate::id::ObjectId,
+    deadline: std::time::Duration,
+    rx: oneshot::Receiver<Result<T>>,
+    wire: fn(T) -> W,
+) -> RemoteAnswer {
+    use crate::remote::{Refusal, refusal};
+    Box::pin(async move {
+        let r = match tokio::time::timeout(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::DeadlineExceeded { id, deadline }),
+        };
+        match r {
+            Ok(v) => serde_json::value::to_raw_value(&wire(v)).map_err(|e| Refusal::Failed {
+                message: format!("the reply does not serialise: {e}"),
+            }),
+            Err(e) => Err(refusal(&e)),
+        }
+    })
+}

@@ -64,7 +64,7 @@ impl<O: Object> Namespace<O> {
     {
         #[cfg(feature = "cluster")]
         crate::sync::write(&self.inner.methods)
-            .insert(M::name(), crate::registry::method_entry::<O, M>);
+            .insert(M::name(), crate::event::method_entry::<O, M>);
         self
     }
 

@@ -54,63 +54,10 @@ pub(crate) trait NamespaceDyn: Send + Sync {
     ) -> Result<RemoteAnswer, crate::remote::Refusal>;
 }
 
-/// The answer to an event another node sent.
 #[cfg(feature = "cluster")]
-pub(crate) type RemoteAnswer =
-    std::pin::Pin<Box<dyn Future<Output = crate::remote::Answer> + Send>>;
-
-/// Turns a typed method that another node sent into the event to queue and
-/// the answer to send back (one per method a namespace accepts).
+pub(crate) use crate::event::RemoteAnswer;
 #[cfg(feature = "cluster")]
-pub(crate) type MethodEntry<O> =
-    fn(
-        ObjectId,
-        std::time::Duration,
-        &serde_json::value::RawValue,
-    ) -> std::result::Result<(Box<dyn crate::event::Invoke<O>>, RemoteAnswer), String>;
-
-/// The [`MethodEntry`] of method `M`.
-#[cfg(feature = "cluster")]
-pub(crate) fn method_entry<O, M>(
-    id: ObjectId,
-    deadline: std::time::Duration,
-    body: &serde_json::value::RawValue,
-) -> std::result::Result<(Box<dyn crate::event::Invoke<O>>, RemoteAnswer), String>
-where
-    O: crate::object::Handler<M>,
-    M: crate::object::Method,
-{
-    let msg: M = serde_json::from_str(body.get())
-        .map_err(|e| format!("the method {} does not decode: {e}", M::name()))?;
-    let (tx, rx) = oneshot::channel();
-    let invoke = Box::new(crate::event::Pending::new(msg, tx));
-    Ok((invoke, answer(id, deadline, rx, |r: M::Reply| r)))
-}
-
-/// Waits for a local event's reply (at most `deadline`) and turns it into
-/// the JSON answer or refusal for the node that sent the event.
-#[cfg(feature = "cluster")]
-fn answer<T: Send + 'static, W: serde::Serialize + 'static>(
-    id: ObjectId,
-    deadline: std::time::Duration,
-    rx: oneshot::Receiver<Result<T>>,
-    wire: fn(T) -> W,
-) -> RemoteAnswer {
-    use crate::remote::{Refusal, refusal};
-    Box::pin(async move {
-        let r = match tokio::time::timeout(deadline, rx).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::DeadlineExceeded { id, deadline }),
-        };
-        match r {
-            Ok(v) => serde_json::value::to_raw_value(&wire(v)).map_err(|e| Refusal::Failed {
-                message: format!("the reply does not serialise: {e}"),
-            }),
-            Err(e) => Err(refusal(&e)),
-        }
-    })
-}
+use crate::event::remote_answer as answer;
 
 impl<O: Object> NamespaceDyn for NsInner<O> {
     fn deliver_alarm(
