@@ -17,7 +17,7 @@ mod replicas;
 mod sockets;
 #[cfg(test)]
 mod sockets_tests;
-mod tls;
+pub(crate) mod tls;
 mod transport;
 
 use std::collections::BTreeMap;

@@ -23,6 +23,21 @@
 pub mod etcd;
 pub mod storage_model;
 
+/// The QUIC configurations (server, client) a node builds from its
+/// certificate: TLS 1.3, mutual authentication against the cluster CA, the
+/// cluster's ALPN. For benchmarks that compare the cluster's calls with
+/// bare QUIC under the same TLS.
+///
+/// # Errors
+///
+/// A certificate or key that does not parse.
+#[cfg(feature = "cluster")]
+pub fn quic_configs(
+    cert: &crate::NodeCertificate,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), crate::ClusterError> {
+    crate::cluster::tls::quic_configs(cert)
+}
+
 pub use crate::storage::journal::{Journal, Step};
 
 /// The fuzz body for the cluster's wire decoders (the frames nodes send
