@@ -94,6 +94,17 @@ pub(crate) struct ClusterArgs {
     /// created [default: 64]. Read only by the node that creates it.
     #[arg(long, env = "CHAT_CLUSTER_SHARDS", value_name = "N", requires = "cluster_node", value_parser = clap::value_parser!(u32).range(1..=65_536))]
     cluster_shards: Option<u32>,
+
+    /// This node's failure domain (a rack or data centre, 1 to 32 of a-z,
+    /// 0-9 and -), published with its membership for the placement of
+    /// replicas. Unset: a zone of its own.
+    #[arg(
+        long,
+        env = "CHAT_CLUSTER_ZONE",
+        value_name = "ZONE",
+        requires = "cluster_node"
+    )]
+    cluster_zone: Option<String>,
 }
 
 /// A node's settings, checked, before anything starts.
@@ -128,6 +139,14 @@ impl ClusterArgs {
         }
         if let Some(shards) = self.cluster_shards {
             options = options.with_shards(shards);
+        }
+        if let Some(zone) = &self.cluster_zone {
+            if !valid_id(zone) {
+                return Err(format!(
+                    "--cluster-zone {zone:?}: use 1 to 32 of a-z, 0-9 and -"
+                ));
+            }
+            options = options.with_zone(Some(zone.clone()));
         }
         Ok(Some(Config { options }))
     }
@@ -282,12 +301,7 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<()> {
 
 /// Writes a new CA and a certificate per node into `dir`.
 fn init(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
-    let valid = |n: &str| {
-        (1..=32).contains(&n.len())
-            && n.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    if let Some(bad) = nodes.iter().find(|n| !valid(n)) {
+    if let Some(bad) = nodes.iter().find(|n| !valid_id(n)) {
         bail!("--nodes: {bad:?} is not a node id (1 to 32 of a-z, 0-9 and -)");
     }
     if let Some(twice) = nodes
@@ -323,6 +337,14 @@ fn init(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
         dir = dir.display()
     );
     Ok(())
+}
+
+/// A node id or zone: 1 to 32 of a-z, 0-9 and `-` (the node id is also
+/// the DNS name in its certificate).
+fn valid_id(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Writes a file anyone may read.

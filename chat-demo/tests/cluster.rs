@@ -78,6 +78,10 @@ fn node_args(id: &str, etcd: &str, certs: &Path, dir: &Path) -> Vec<String> {
         &path(certs.join(id)),
         "--cluster-members",
         "n1,n2,n3",
+        // A failure-domain label: accepted and published (nothing places
+        // replicas by it yet).
+        "--cluster-zone",
+        &format!("zone-{id}"),
     ]
     .map(str::to_owned)
     .to_vec()
@@ -351,6 +355,21 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
                 n2,
             ],
             "these certificates are for node n2, not --cluster-node n1",
+        ),
+        (
+            vec![
+                "--cluster-node",
+                "n2",
+                "--cluster-etcd",
+                etcd.url(),
+                "--cluster-quic",
+                "127.0.0.1:0",
+                "--cluster-certs",
+                n2,
+                "--cluster-zone",
+                "Rack A",
+            ],
+            "--cluster-zone \"Rack A\": use 1 to 32 of a-z, 0-9 and -",
         ),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();

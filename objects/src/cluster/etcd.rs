@@ -139,11 +139,12 @@ impl Etcd {
         &mut self,
         node: &str,
         addr: &str,
+        zone: Option<&str>,
         lease: i64,
     ) -> Result<(), ClusterError> {
         let value = serde_json::to_vec(&Member {
             addr: addr.to_string(),
-            zone: None,
+            zone: zone.map(str::to_string),
         })
         .map_err(|e| etcd("member", e))?;
         self.client

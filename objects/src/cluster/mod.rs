@@ -83,6 +83,11 @@ pub struct ClusterOptions {
     /// How long before the TTL runs out (by this node's clock) the node
     /// stops serving: the largest clock drift over one TTL it tolerates.
     pub lease_margin: Duration,
+    /// This node's failure domain (a rack, a data centre), published with
+    /// its membership: replicas are meant to be placed on different zones
+    /// (replication is not wired into nodes yet, so nothing reads it
+    /// today). `None`: a zone of its own.
+    pub zone: Option<String>,
 }
 
 impl ClusterOptions {
@@ -104,6 +109,7 @@ impl ClusterOptions {
             initial_members: Vec::new(),
             lease_ttl: Duration::from_secs(10),
             lease_margin: Duration::from_secs(3),
+            zone: None,
         }
     }
 }
@@ -114,6 +120,7 @@ with_setters!(ClusterOptions {
     with_initial_members => initial_members: Vec<String>,
     with_lease_ttl => lease_ttl: Duration,
     with_lease_margin => lease_margin: Duration,
+    with_zone => zone: Option<String>,
 });
 
 /// What this node knows of the cluster now.
@@ -177,6 +184,13 @@ impl Cluster {
             return Err(ClusterError::Config(
                 "the lease margin must be shorter than the lease TTL".into(),
             ));
+        }
+        if let Some(zone) = options.zone.as_deref()
+            && !shard::valid_node_id(zone)
+        {
+            return Err(ClusterError::Config(format!(
+                "zone {zone:?}: use 1 to 32 of a-z, 0-9 and -"
+            )));
         }
         let (server, client) = tls::quic_configs(&options.certificate)?;
         let mut etcd = Etcd::connect(&options.etcd, &options.prefix).await?;
@@ -366,6 +380,7 @@ async fn membership(inner: Arc<Inner>, addr: String) {
     let mut etcd = inner.etcd.clone();
     let ttl = inner.options.lease_ttl;
     let me = inner.options.node_id.clone();
+    let zone = inner.options.zone.clone();
     let mut generation = 0u64;
     let mut held: Option<i64> = None;
     'lease: while !inner.shutdown.is_cancelled() {
@@ -381,7 +396,7 @@ async fn membership(inner: Arc<Inner>, addr: String) {
             }
         };
         held = Some(lease);
-        if let Err(e) = etcd.register(&me, &addr, lease).await {
+        if let Err(e) = etcd.register(&me, &addr, zone.as_deref(), lease).await {
             tracing::warn!(error = %e, "cannot register; retrying");
             if pause(&inner, tick(ttl)).await {
                 break;

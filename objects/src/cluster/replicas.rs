@@ -220,9 +220,14 @@ mod tests {
         assert_eq!(e.configs().await.expect("configs")[&3], promote.next);
         // Members and zones.
         let lease = e.grant(Duration::from_secs(10)).await.expect("lease");
-        e.register("n1", "127.0.0.1:1", lease)
+        e.register("n1", "127.0.0.1:1", None, lease)
             .await
             .expect("register");
-        assert_eq!(e.zones().await.expect("zones").get("n1"), Some(&None));
+        e.register("n2", "127.0.0.1:2", Some("rack-b"), lease)
+            .await
+            .expect("register");
+        let zones = e.zones().await.expect("zones");
+        assert_eq!(zones.get("n1"), Some(&None));
+        assert_eq!(zones.get("n2"), Some(&Some("rack-b".to_string())));
     }
 }
