@@ -279,6 +279,11 @@ pub(crate) enum ClusterCommand {
     /// `<dir>/ca.key` (keep it offline), and `<dir>/<node>/` for each node
     /// (give it to that node's --cluster-certs).
     Init(InitArgs),
+    /// Issue certificates for more nodes from the CA in `<dir>` (written
+    /// by `cluster init`): `<dir>/<node>/` for each. A node that joins
+    /// later serves as a front door at once; it owns no shard until shards
+    /// are moved to it.
+    Issue(InitArgs),
 }
 
 /// `cluster init` flags.
@@ -296,11 +301,12 @@ pub(crate) struct InitArgs {
 pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Init(a) => init(&a.dir, &a.nodes),
+        ClusterCommand::Issue(a) => issue(&a.dir, &a.nodes),
     }
 }
 
-/// Writes a new CA and a certificate per node into `dir`.
-fn init(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
+/// Refuses node lists that are not ids or name one twice.
+fn check_nodes(nodes: &[String]) -> anyhow::Result<()> {
     if let Some(bad) = nodes.iter().find(|n| !valid_id(n)) {
         bail!("--nodes: {bad:?} is not a node id (1 to 32 of a-z, 0-9 and -)");
     }
@@ -311,6 +317,57 @@ fn init(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
     {
         bail!("--nodes: {} is named twice", twice.1);
     }
+    Ok(())
+}
+
+/// Writes `node`'s certificate dir, `<dir>/<node>/`.
+fn write_node(dir: &Path, ca: &ClusterCa, node: &str) -> anyhow::Result<()> {
+    let cert = ca.issue(node)?;
+    let node_dir = dir.join(node);
+    std::fs::create_dir_all(&node_dir)
+        .with_context(|| format!("creating {}", node_dir.display()))?;
+    write(&node_dir.join(CA_CERT), &cert.ca_pem)?;
+    write(&node_dir.join(NODE_CERT), &cert.cert_pem)?;
+    write_private(&node_dir.join(NODE_KEY), &cert.key_pem)?;
+    write(&node_dir.join(NODE_ID), &format!("{node}\n"))
+}
+
+/// Issues certificates for `nodes` from the CA in `dir`.
+fn issue(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
+    check_nodes(nodes)?;
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (`chat-demo cluster init` writes it)",
+                path.display()
+            )
+        })
+    };
+    let ca = ClusterCa {
+        cert_pem: read(CA_CERT)?,
+        key_pem: read(CA_KEY)?,
+    };
+    if let Some(has) = nodes.iter().find(|n| dir.join(n).exists()) {
+        bail!(
+            "{} already exists: node {has} has its certificates",
+            dir.join(has).display()
+        );
+    }
+    for node in nodes {
+        write_node(dir, &ca, node)?;
+    }
+    println!(
+        "wrote certificates for {} in {dir}/<node>",
+        nodes.join(", "),
+        dir = dir.display()
+    );
+    Ok(())
+}
+
+/// Writes a new CA and a certificate per node into `dir`.
+fn init(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
+    check_nodes(nodes)?;
     if dir.join(CA_KEY).exists() {
         bail!(
             "{} already holds a cluster CA: a new one would not trust the certificates issued by it",
@@ -322,14 +379,7 @@ fn init(dir: &Path, nodes: &[String]) -> anyhow::Result<()> {
     write_private(&dir.join(CA_KEY), &ca.key_pem)?;
     write(&dir.join(CA_CERT), &ca.cert_pem)?;
     for node in nodes {
-        let cert = ca.issue(node)?;
-        let node_dir = dir.join(node);
-        std::fs::create_dir_all(&node_dir)
-            .with_context(|| format!("creating {}", node_dir.display()))?;
-        write(&node_dir.join(CA_CERT), &cert.ca_pem)?;
-        write(&node_dir.join(NODE_CERT), &cert.cert_pem)?;
-        write_private(&node_dir.join(NODE_KEY), &cert.key_pem)?;
-        write(&node_dir.join(NODE_ID), &format!("{node}\n"))?;
+        write_node(dir, &ca, node)?;
     }
     println!(
         "wrote a cluster CA to {dir}/ca.pem and {dir}/ca.key (keep the key offline) and certificates for {} in {dir}/<node>",
@@ -397,6 +447,16 @@ mod tests {
         assert!(missing.contains("cannot read"), "{missing}");
         let again = init(&certs, &nodes(&["n3"])).expect_err("a second CA");
         assert!(again.to_string().contains("already holds a cluster CA"));
+
+        // More nodes later, from the same CA; never over a node's dir.
+        issue(&certs, &nodes(&["n3"])).expect("issue n3");
+        let n3 = read_certificate(&certs.join("n3"), "n3").expect("n3's certificate");
+        assert_eq!(n3.ca_pem, n1.ca_pem, "the same CA");
+        let twice = issue(&certs, &nodes(&["n4", "n1"])).expect_err("n1 exists");
+        assert!(twice.to_string().contains("node n1 has its certificates"));
+        assert!(!certs.join("n4").exists(), "nothing written when refused");
+        let no_ca = issue(&dir.path().join("none"), &nodes(&["n5"])).expect_err("no CA");
+        assert!(no_ca.to_string().contains("cluster init"), "{no_ca}");
 
         let other = dir.path().join("other");
         for (bad, why) in [

@@ -61,7 +61,7 @@ impl Drop for Node {
 /// `dir`).
 fn node_args(id: &str, etcd: &str, certs: &Path, dir: &Path) -> Vec<String> {
     let path = |p: PathBuf| p.to_str().expect("UTF-8 path").to_owned();
-    [
+    let mut args = [
         "--listen",
         "127.0.0.1:0",
         "--trust-client-ip-header",
@@ -76,15 +76,18 @@ fn node_args(id: &str, etcd: &str, certs: &Path, dir: &Path) -> Vec<String> {
         "127.0.0.1:0",
         "--cluster-certs",
         &path(certs.join(id)),
-        "--cluster-members",
-        "n1,n2,n3",
         // A failure-domain label: accepted and published (nothing places
         // replicas by it yet).
         "--cluster-zone",
         &format!("zone-{id}"),
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    // The first members; a node that joins later is not among them.
+    if NODES.contains(&id) {
+        args.extend(["--cluster-members".to_owned(), NODES.join(",")]);
+    }
+    args
 }
 
 /// Starts node `id` and reads its two lines: the chat address, then the
@@ -449,6 +452,28 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
         );
     }
     drop((alice, bee, cat));
+
+    // A node that joins later, with certificates issued then from the same
+    // CA, is a front door at once (it owns no shard): its client and one
+    // on n1 chat in the same room.
+    let (code, _, stderr) = run(&["cluster", "issue", certs_arg, "--nodes", "n4"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let n4 = start_node("n4", etcd.url(), &certs, dir.path()).await;
+    wait_ready(&n4.addr).await;
+    let mut dee = connect(&format!("ws://{}/api/room/{room}/websocket", n4.addr)).await;
+    let mut ann = connect(&format!("ws://{}/api/room/{room}/websocket", nodes[0].addr)).await;
+    for (ws, name) in [(&mut dee, "dee"), (&mut ann, "ann")] {
+        send(ws, json!({ "name": name }).to_string()).await;
+        let ready = async { while text(ws).await != r#"{"ready":true}"# {} };
+        tokio::time::timeout(HANG, ready)
+            .await
+            .expect("ready in time");
+    }
+    send(&mut dee, json!({ "message": "d0" }).to_string()).await;
+    let late = vec!["d0".to_string()];
+    assert_eq!(messages(&mut ann, &late).await, late, "n4's message on n1");
+    assert_eq!(messages(&mut dee, &late).await, late, "and its echo on n4");
+    drop((dee, ann, n4));
 
     // n3 stops (SIGTERM): it leaves the cluster and exits cleanly.
     let mut n3 = nodes.pop().expect("n3");
