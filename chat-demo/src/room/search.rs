@@ -311,19 +311,26 @@ pub(crate) fn search(
     if limit == 0 {
         return Ok((found, Some(before)));
     }
-    // The newest messages, not indexed yet: read directly.
+    // The newest messages, not indexed yet: read directly, a page at a
+    // time (fewer than a batch, unless indexing events were rolled back).
     let through = store.through()?.unwrap_or(u64::MAX);
-    for message in store.between(through, before, objects::MAX_KEYS_PER_CALL)? {
-        scanned += 1;
-        let id = message.timestamp;
-        if matches(&message.message, terms) {
-            found.push(message);
-            if found.len() == limit {
+    let mut below = before;
+    loop {
+        let page = store.between(through, below, objects::MAX_KEYS_PER_CALL)?;
+        let Some(last) = page.last() else { break };
+        below = last.timestamp;
+        for message in page {
+            scanned += 1;
+            let id = message.timestamp;
+            if matches(&message.message, terms) {
+                found.push(message);
+                if found.len() == limit {
+                    return Ok((found, Some(id)));
+                }
+            }
+            if scanned == budget {
                 return Ok((found, Some(id)));
             }
-        }
-        if scanned == budget {
-            return Ok((found, Some(id)));
         }
     }
     let indexed: String = driver.chars().take(INDEX_PREFIX_CHARS).collect();

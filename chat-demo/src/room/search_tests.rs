@@ -178,6 +178,24 @@ fn messages_are_indexed_in_batches_and_found_before_it() {
     assert!(store.keys.len() < before.len());
 }
 
+/// As after indexing events that were rolled back (the count in memory
+/// said a batch was done): far more than a batch waits, more than one page
+/// of storage; a query still finds every message.
+#[test]
+fn a_long_unindexed_tail_is_searched_whole() {
+    let mut store = Model::default();
+    for id in 1..=300 {
+        let mut said_indexed = Some(0);
+        let text = if id % 7 == 0 { "needle" } else { "hay" };
+        store.say(&message(id, text), &mut said_indexed);
+    }
+    assert!(store.keys.is_empty(), "nothing indexed");
+    let t = terms("needle").expect("terms");
+    let want: Vec<u64> = (1..=300).rev().filter(|i| i % 7 == 0).collect();
+    assert_eq!(all_pages(&store, &t, 100, 1_000), want);
+    assert_eq!(all_pages(&store, &t, 3, 50), want);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     /// Store (and index) a message of these vocabulary words.
