@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
-use crate::event::{Envelope, Event, Reply};
+use crate::event::{Envelope, Event, Finish, Reply};
 use crate::id::ObjectId;
 use crate::object::Object;
 use crate::remote::wire::{WireHttp, WireMethod};
@@ -41,18 +41,11 @@ pub(crate) fn send<O: Object>(
     match envelope.event {
         Event::Call(call, reply) => {
             let body = to_raw(id, &call)?;
-            start::<O::Reply, _>(
-                route,
-                ns,
-                id,
-                node,
-                epoch,
-                Kind::Call,
-                chain,
-                body,
+            let reply = Typed {
                 reply,
-                Ok,
-            )
+                convert: Ok::<O::Reply, String>,
+            };
+            start(route, ns, id, node, epoch, Kind::Call, chain, body, reply)
         }
         Event::Fetch(req, reply)
             if crate::websocket::remote::is_upgrade(&req)
@@ -84,18 +77,11 @@ pub(crate) fn send<O: Object>(
         }
         Event::Fetch(req, reply) => {
             let body = to_raw(id, &WireHttp::from_request(&req))?;
-            start::<WireHttp, _>(
-                route,
-                ns,
-                id,
-                node,
-                epoch,
-                Kind::Fetch,
-                chain,
-                body,
+            let reply = Typed {
                 reply,
-                |w| w.into_response(),
-            )
+                convert: WireHttp::into_response,
+            };
+            start(route, ns, id, node, epoch, Kind::Fetch, chain, body, reply)
         }
         Event::Method(m) => {
             let call = m.into_remote();
@@ -110,10 +96,8 @@ pub(crate) fn send<O: Object>(
                     body: request,
                 },
             )?;
-            // The typed reply is decoded where the caller is: the answer
-            // travels as JSON to this task, which hands it over.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            start::<Box<RawValue>, _>(
+            // The method's own code decodes the reply into its type.
+            start(
                 route,
                 ns,
                 id,
@@ -122,16 +106,8 @@ pub(crate) fn send<O: Object>(
                 Kind::Method,
                 chain,
                 body,
-                tx,
-                Ok,
-            )?;
-            let id = id.clone();
-            let finish = call.finish;
-            tokio::spawn(async move {
-                let answer = rx.await.unwrap_or(Err(Error::ShuttingDown));
-                finish(&id, answer);
-            });
-            Ok(())
+                call.finish,
+            )
         }
         // Alarms fire where the data is, and sockets live on the node that
         // accepted them: neither is sent on. The owner has its own.
@@ -149,8 +125,54 @@ fn to_raw<T: Serialize>(id: &ObjectId, v: &T) -> Result<Box<RawValue>> {
     })
 }
 
+/// Where the owner's answer goes.
+trait Answerer: Send + 'static {
+    /// Resolves once the caller gave up (never, when it cannot tell).
+    fn closed(&mut self) -> impl Future<Output = ()> + Send;
+    /// Hands over the owner's answer, as JSON, or the error.
+    fn answer(self, id: &ObjectId, answer: Result<Box<RawValue>>);
+}
+
+/// A call's or fetch's reply channel: the answer is decoded as `W` and
+/// converted to the caller's `T`.
+struct Typed<W, T> {
+    reply: Reply<T>,
+    convert: fn(W) -> std::result::Result<T, String>,
+}
+
+impl<W: DeserializeOwned + 'static, T: Send + 'static> Answerer for Typed<W, T> {
+    fn closed(&mut self) -> impl Future<Output = ()> + Send {
+        self.reply.closed()
+    }
+
+    fn answer(self, id: &ObjectId, answer: Result<Box<RawValue>>) {
+        let result = answer.and_then(|raw| {
+            serde_json::from_str::<W>(raw.get())
+                .map_err(|e| e.to_string())
+                .and_then(self.convert)
+                .map_err(|e| Error::Unavailable {
+                    id: id.clone(),
+                    reason: format!("the owner's reply does not decode: {e}"),
+                })
+        });
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A typed method: its own code decodes the answer into its reply type.
+/// A caller that gives up is not seen here (the owner's deadline applies).
+impl Answerer for Finish {
+    fn closed(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
+    fn answer(self, id: &ObjectId, answer: Result<Box<RawValue>>) {
+        self(id, answer);
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
-fn start<W: DeserializeOwned + 'static, T: Send + 'static>(
+fn start(
     route: &Arc<dyn Route>,
     ns: &Arc<str>,
     id: &ObjectId,
@@ -159,8 +181,7 @@ fn start<W: DeserializeOwned + 'static, T: Send + 'static>(
     kind: Kind,
     chain: Vec<[u8; 32]>,
     body: Box<RawValue>,
-    mut reply: Reply<T>,
-    convert: fn(W) -> std::result::Result<T, String>,
+    mut reply: impl Answerer,
 ) -> Result<()> {
     let out = Outgoing {
         ns: ns.clone(),
@@ -205,17 +226,7 @@ fn start<W: DeserializeOwned + 'static, T: Send + 'static>(
                 other => break other,
             }
         };
-        let result = match answer {
-            Ok(raw) => serde_json::from_str::<W>(raw.get())
-                .map_err(|e| e.to_string())
-                .and_then(convert)
-                .map_err(|e| Error::Unavailable {
-                    id: id.clone(),
-                    reason: format!("the owner's reply does not decode: {e}"),
-                }),
-            Err(r) => Err(remote::into_error(r, &id)),
-        };
-        let _ = reply.send(result);
+        reply.answer(&id, answer.map_err(|r| remote::into_error(r, &id)));
     });
     Ok(())
 }

@@ -57,7 +57,7 @@ pub(crate) trait NamespaceDyn: Send + Sync {
 #[cfg(feature = "cluster")]
 pub(crate) use crate::event::RemoteAnswer;
 #[cfg(feature = "cluster")]
-use crate::event::remote_answer as answer;
+use crate::event::remote_answer;
 
 impl<O: Object> NamespaceDyn for NsInner<O> {
     fn deliver_alarm(
@@ -154,7 +154,7 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
                     chain,
                 };
                 crate::dispatch::enqueue_local(&self, &id, envelope).map_err(|e| refusal(&e))?;
-                Ok(answer(id, deadline, rx, |r| r))
+                Ok(remote_answer(id, deadline, rx, |r| r))
             }
             Kind::Fetch => {
                 let req = serde_json::from_str::<crate::remote::wire::WireHttp>(body.get())
@@ -167,9 +167,12 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
                     chain,
                 };
                 crate::dispatch::enqueue_local(&self, &id, envelope).map_err(|e| refusal(&e))?;
-                Ok(answer(id, deadline, rx, |r: crate::http::Response| {
-                    crate::remote::wire::WireHttp::from_response(&r)
-                }))
+                Ok(remote_answer(
+                    id,
+                    deadline,
+                    rx,
+                    |r: crate::http::Response| crate::remote::wire::WireHttp::from_response(&r),
+                ))
             }
             Kind::Upgrade => {
                 let up: crate::remote::socket_wire::WireUpgrade = serde_json::from_str(body.get())
@@ -195,9 +198,12 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
                     chain,
                 };
                 crate::dispatch::enqueue_local(&self, &id, envelope).map_err(|e| refusal(&e))?;
-                Ok(answer(id, deadline, rx, |r: crate::http::Response| {
-                    crate::remote::wire::WireHttp::from_response(&r)
-                }))
+                Ok(remote_answer(
+                    id,
+                    deadline,
+                    rx,
+                    |r: crate::http::Response| crate::remote::wire::WireHttp::from_response(&r),
+                ))
             }
         }
     }
