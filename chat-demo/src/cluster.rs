@@ -224,8 +224,16 @@ impl chat_demo::NodeHealth for Health {
         })
     }
 
-    fn serves(&self, id: &objects::ObjectId) -> bool {
-        self.0.status().serving.contains(&self.0.shard_of(id))
+    fn shards(&self) -> u32 {
+        self.0.shards()
+    }
+
+    fn serving(&self) -> Vec<u32> {
+        self.0.status().serving
+    }
+
+    fn shard_of(&self, id: &objects::ObjectId) -> u32 {
+        self.0.shard_of(id)
     }
 }
 

@@ -60,15 +60,19 @@ impl Object for HealthProbe {
 pub trait NodeHealth: Send + Sync + std::fmt::Debug {
     /// Why this node cannot route every object yet, if it cannot.
     fn not_ready(&self) -> Option<String>;
-    /// Whether this node runs the object `id` now (its shard is served
-    /// here).
-    fn serves(&self, id: &ObjectId) -> bool;
+    /// The cluster's number of shards.
+    fn shards(&self) -> u32;
+    /// The shards this node serves now.
+    fn serving(&self) -> Vec<u32>;
+    /// The shard of object `id`.
+    fn shard_of(&self, id: &ObjectId) -> u32;
 }
 
-/// How many probe names are tried for one this node serves: with 64
-/// shards, a node that serves one shard finds it among 1,024 names with
-/// probability 1 - (63/64)^1024, all but certain.
-const PROBE_NAMES: usize = 1_024;
+/// Probe names tried per shard of the cluster when looking for one this
+/// node serves: a node serving one shard of N misses it among 32·N names
+/// with probability about e^-32. The name found is kept while its shard
+/// stays here.
+const PROBE_NAMES_PER_SHARD: u64 = 32;
 
 /// What `/readyz` knows: the probe object, whether shutdown began, and the
 /// last verdict.
@@ -77,6 +81,9 @@ pub(super) struct Readiness {
     probe: Namespace<HealthProbe>,
     /// Set on a cluster node.
     node: OnceLock<Arc<dyn NodeHealth>>,
+    /// On a cluster node: the probe object's name, one of this node's
+    /// shards (found once, kept while the shard stays here).
+    probe_name: std::sync::Mutex<Option<String>>,
     shutting_down: AtomicBool,
     /// The last verdict and when it was reached. A tokio mutex, held across
     /// the probe on purpose: concurrent `/readyz` requests wait for the one
@@ -89,6 +96,7 @@ impl Readiness {
         Ok(Readiness {
             probe: rt.namespace::<HealthProbe>(HEALTH, ())?,
             node: OnceLock::new(),
+            probe_name: std::sync::Mutex::new(None),
             shutting_down: AtomicBool::new(false),
             last: Mutex::new(None),
         })
@@ -130,10 +138,7 @@ impl Readiness {
             // A probe object whose shard is this node's; a node that
             // serves no shard (it joined after the shards were placed)
             // runs no object, so there is no write of its own to test.
-            Some(node) => match (0..PROBE_NAMES)
-                .map(|k| format!("readyz-{k}"))
-                .find(|n| node.serves(&self.probe.id_from_name(n)))
-            {
+            Some(node) => match self.local_probe(node.as_ref()) {
                 Some(name) => name,
                 None => return Ok(()),
             },
@@ -147,6 +152,24 @@ impl Readiness {
                 "storage did not commit a write within {PROBE_TIMEOUT:?}"
             )),
         }
+    }
+}
+
+impl Readiness {
+    /// A probe name whose object this node runs, if it runs any shard.
+    fn local_probe(&self, node: &dyn NodeHealth) -> Option<String> {
+        let serving: std::collections::HashSet<u32> = node.serving().into_iter().collect();
+        let here = |name: &str| serving.contains(&node.shard_of(&self.probe.id_from_name(name)));
+        let mut kept = self
+            .probe_name
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !kept.as_deref().is_some_and(here) && !serving.is_empty() {
+            *kept = (0..u64::from(node.shards()) * PROBE_NAMES_PER_SHARD)
+                .map(|k| format!("readyz-{k}"))
+                .find(|name| here(name));
+        }
+        kept.clone().filter(|name| here(name))
     }
 }
 
