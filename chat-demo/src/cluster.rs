@@ -1,6 +1,6 @@
 //! Cluster mode (the cargo feature `cluster`): the chat server as one node
-//! of several sharing rooms, and `chat-demo cluster init`, which writes the
-//! cluster's certificates. See `docs/cluster.md`, "chat-demo on three
+//! of several sharing rooms, and `chat-demo cluster init` and `cluster
+//! issue`, which write the cluster's certificates. See `docs/cluster.md`, "chat-demo on three
 //! nodes".
 //!
 //! Every node registers the same namespaces (rooms, rate limiters, the
@@ -120,6 +120,11 @@ impl ClusterArgs {
         let Some(node) = &self.cluster_node else {
             return Ok(None);
         };
+        if !valid_id(node) {
+            return Err(format!(
+                "--cluster-node {node:?}: use 1 to 32 of a-z, 0-9 and -"
+            ));
+        }
         let (Some(quic), Some(certs)) = (self.cluster_quic, &self.cluster_certs) else {
             return Err("--cluster-node needs --cluster-quic and --cluster-certs".into());
         };

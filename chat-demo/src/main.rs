@@ -6,6 +6,7 @@
 //! chat-demo backup --data-dir ./data --to ./backup
 //! chat-demo list|export|import --data-dir ./data
 //! chat-demo cluster init ./certs --nodes n1,n2,n3   # feature `cluster`
+//! chat-demo cluster issue ./certs --nodes n4
 //! chat-demo --cluster-node n1 --cluster-etcd http://127.0.0.1:2379 \
 //!     --cluster-quic 127.0.0.1:7001 --cluster-certs ./certs/n1 ...
 //! ```

@@ -31,7 +31,8 @@ pub(crate) enum Command {
     /// (created if missing).
     Import(ImportArgs),
     /// Cluster operations (the cargo feature `cluster`): `cluster init`
-    /// writes a CA and the nodes' certificates.
+    /// writes a CA and the nodes' certificates, `cluster issue` more
+    /// nodes' certificates from that CA.
     #[cfg(feature = "cluster")]
     #[command(subcommand)]
     Cluster(crate::cluster::ClusterCommand),
