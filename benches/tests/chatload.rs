@@ -149,8 +149,7 @@ async fn fanout_spread_over_two_front_doors() {
     let demo = Demo::start(2).await;
     let mut config = fanout(demo.urls[0].clone());
     config.more_urls = vec![demo.urls[1].clone()];
-    config.server_pid = Some(std::process::id());
-    config.more_pids = vec![std::process::id()];
+    config.server_pids = vec![std::process::id(), std::process::id()];
     let report = chatload::run(config).await.expect("run");
     let second = demo.urls[1].clone();
     demo.stop().await;

@@ -101,9 +101,7 @@ async fn main() -> anyhow::Result<()> {
     config.connect_concurrency = a.connect_concurrency;
     config.connect_timeout = seconds(a.connect_timeout, "connect-timeout")?;
     config.drain = seconds(a.drain, "drain")?;
-    let mut pids = a.server_pid.into_iter();
-    config.server_pid = pids.next();
-    config.more_pids = pids.collect();
+    config.server_pids = a.server_pid;
     config.progress = (a.progress_secs > 0.0)
         .then(|| seconds(a.progress_secs, "progress-secs"))
         .transpose()?;

@@ -148,7 +148,7 @@ impl Shared {
     }
 
     pub(super) async fn connect(&self, target: usize, room: &str, ip: &str) -> anyhow::Result<Ws> {
-        let target = &self.targets[target % self.targets.len()];
+        let target = &self.targets[target];
         let url = format!(
             "ws://{}{}/api/room/{room}/websocket",
             target.authority, target.prefix

@@ -93,7 +93,7 @@ impl ServerCpu {
     /// Ends the window; a failure (the server exited) is reported, not
     /// returned.
     pub(super) fn stop(&mut self) {
-        if let (false, Some(_)) = (self.pids.is_empty(), self.start) {
+        if !self.pids.is_empty() && self.start.is_some() {
             let now = Instant::now();
             self.end = Some(
                 CpuTimes::of_pids(&self.pids)

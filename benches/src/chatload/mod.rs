@@ -29,7 +29,7 @@
 //! that trusts it gives each client its own rate budget; that IP is header
 //! text only: every connection goes to the loopback address of `url`.
 //!
-//! With [`Config::server_pid`], the server process's CPU time (user and
+//! With [`Config::server_pids`], the server process's CPU time (user and
 //! system, from `/proc/<pid>/stat`) is read at the start and the end of the
 //! measured window: for fanout and rooms from the start of sending until
 //! drained, for join the ramp, for idle the hold. The report then gives the
@@ -114,12 +114,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// After sending stops, how long to wait for the last deliveries.
     pub drain: Duration,
-    /// Process id of the server (same machine): its CPU time over the
-    /// measured window goes into the report.
-    pub server_pid: Option<u32>,
-    /// More server processes (the other nodes): their CPU time is added
-    /// to `server_pid`'s.
-    pub more_pids: Vec<u32>,
+    /// Process ids of the server (same machine; one per node of a
+    /// cluster): their CPU time over the measured window, summed, goes
+    /// into the report.
+    pub server_pids: Vec<u32>,
     /// Print a progress line on stderr this often (`None`: never).
     pub progress: Option<Duration>,
 }
@@ -141,8 +139,7 @@ impl Config {
             connect_concurrency: 64,
             connect_timeout: Duration::from_secs(30),
             drain: Duration::from_secs(10),
-            server_pid: None,
-            more_pids: Vec::new(),
+            server_pids: Vec::new(),
             progress: None,
         }
     }
@@ -174,13 +171,8 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     if config.backlog > MAX_BACKLOG {
         bail!("backlog is at most {MAX_BACKLOG}");
     }
-    if config.server_pid.is_none() && !config.more_pids.is_empty() {
-        bail!("more server pids need a first one");
-    }
-    for pid in config.server_pid.iter().chain(&config.more_pids) {
-        // Fail early, before any connection, if the pid cannot be read.
-        CpuTimes::of_pid(*pid)?;
-    }
+    // Fail early, before any connection, if a pid cannot be read.
+    CpuTimes::of_pids(&config.server_pids)?;
     let rooms = config.rooms.clamp(1, config.clients);
     let mut targets = vec![target(&config.url).await?];
     for url in &config.more_urls {
@@ -262,13 +254,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let sends = matches!(config.scenario, Scenario::Fanout | Scenario::Rooms) && config.rate > 0.0;
     let period = sends.then(|| Duration::from_secs_f64(1.0 / config.rate));
     let (phase_tx, phase_rx) = watch::channel(JOINING);
-    let pids: Vec<u32> = config
-        .server_pid
-        .iter()
-        .chain(&config.more_pids)
-        .copied()
-        .collect();
-    let mut server_cpu = ServerCpu::new(pids);
+    let mut server_cpu = ServerCpu::new(config.server_pids.clone());
     if config.scenario == Scenario::Join {
         server_cpu.start();
     }
