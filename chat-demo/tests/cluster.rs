@@ -12,6 +12,8 @@
 #![cfg(feature = "cluster")]
 #![cfg(unix)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -284,23 +286,7 @@ async fn request(addr: &str, path: &str, headers: &str) -> (u16, String) {
 
 /// Runs the binary to completion with `args`: status, stdout, stderr.
 async fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::time::timeout(
-        HANG,
-        tokio::process::Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("exits in time")
-    .expect("run");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_binary(args, HANG).await
 }
 
 // ----------------------------------------------------------------- tests
@@ -337,6 +323,19 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
     let base = ["--listen", "127.0.0.1:0", "--data-dir", data];
     let n2 = certs.join("n2");
     let n2 = n2.to_str().expect("UTF-8");
+    // Every flag a node needs, as node `node` with n2's certificates.
+    let complete = |node: &'static str| -> Vec<&str> {
+        vec![
+            "--cluster-node",
+            node,
+            "--cluster-etcd",
+            etcd.url(),
+            "--cluster-quic",
+            "127.0.0.1:0",
+            "--cluster-certs",
+            n2,
+        ]
+    };
     for (extra, reason) in [
         (
             vec!["--cluster-node", "n1"],
@@ -347,32 +346,16 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
             "the following required arguments were not provided",
         ),
         (
-            vec![
-                "--cluster-node",
-                "n1",
-                "--cluster-etcd",
-                etcd.url(),
-                "--cluster-quic",
-                "127.0.0.1:0",
-                "--cluster-certs",
-                n2,
-            ],
+            complete("n1"),
             "these certificates are for node n2, not --cluster-node n1",
         ),
         (
-            vec![
-                "--cluster-node",
-                "n2",
-                "--cluster-etcd",
-                etcd.url(),
-                "--cluster-quic",
-                "127.0.0.1:0",
-                "--cluster-certs",
-                n2,
-                "--cluster-zone",
-                "Rack A",
-            ],
+            [complete("n2"), vec!["--cluster-zone", "Rack A"]].concat(),
             "--cluster-zone \"Rack A\": use 1 to 32 of a-z, 0-9 and -",
+        ),
+        (
+            complete("N2"),
+            "--cluster-node \"N2\": use 1 to 32 of a-z, 0-9 and -",
         ),
     ] {
         let args: Vec<&str> = base.iter().copied().chain(extra).collect();

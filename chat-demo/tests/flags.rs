@@ -7,6 +7,8 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,26 +22,9 @@ use tokio_tungstenite::tungstenite::Message;
 const PATIENCE: Duration = Duration::from_secs(20);
 const BIN: &str = env!("CARGO_BIN_EXE_chat-demo");
 
-/// Runs the binary to completion with `args`; returns the exit code and
-/// what it printed.
+/// Runs the binary to completion with `args`: status, stdout, stderr.
 async fn run(args: &[&str]) -> (Option<i32>, String, String) {
-    let out = tokio::time::timeout(
-        PATIENCE,
-        Command::new(BIN)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("exits in time")
-    .expect("run");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_binary(args, PATIENCE).await
 }
 
 /// A refused start: exit code 2, the reason on stderr, nothing on stdout

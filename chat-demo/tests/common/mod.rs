@@ -367,6 +367,28 @@ pub(crate) fn chat_of(frame: &Value) -> (String, String, u64) {
     )
 }
 
+/// Runs the built `chat-demo` binary to completion with `args` (no
+/// `RUST_LOG`, no stdin), at most `within`: its status, stdout, stderr.
+pub(crate) async fn run_binary(args: &[&str], within: Duration) -> (Option<i32>, String, String) {
+    let out = tokio::time::timeout(
+        within,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-demo"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Starts the built `chat-demo` binary (the default `serve`) on `dir`,
 /// listening on 127.0.0.1:0 and trusting `X-Forwarded-For`; returns the
 /// child and the `host:port` it printed.
