@@ -146,18 +146,24 @@ def calm_user(addr, xff=None, source="127.0.0.2"):
         return f"no echo ({e})"
 
 
+def fill_heavy_room(addr):
+    """Room "big": 100 messages of 256 x U+0001 (1.5 KB of JSON each),
+    each from its own IP."""
+    heavy = "\u0001" * 256
+    for i in range(100):
+        s = join_a(addr, "big", "f", xff=f"10.1.{i}.1")
+        send_text(s, json.dumps({"message": heavy}))
+        recv_json_until(s, lambda f: "timestamp" in f)
+        s.close()
+
+
 def attack_history(binary):
     """100 messages of 256 x U+0001; one client asks for 1,000 pages of
     100 and never reads."""
     with tempfile.TemporaryDirectory() as d:
         proc, addr = start(binary, d, trust_xff=True)
         try:
-            heavy = "\u0001" * 256
-            for i in range(100):
-                s = join_a(addr, "big", "f", xff=f"10.1.{i}.1")
-                send_text(s, json.dumps({"message": heavy}))
-                recv_json_until(s, lambda f: "timestamp" in f)
-                s.close()
+            fill_heavy_room(addr)
             base = rss_kb(proc.pid)
             eve = join_a(addr, "big", "eve", xff="10.2.0.1", ext=["history"])
             request = json.dumps({"history": {"before": 2**53, "limit": 100}})
@@ -297,12 +303,7 @@ def busy_sockets(binary, n=50, pages=3):
         proc, addr = start(binary, d, trust_xff=True,
                            extra=["--history-pages-per-minute", "0"])
         try:
-            heavy = "\u0001" * 256
-            for i in range(100):
-                s = join_a(addr, "big", "f", xff=f"10.1.{i}.1")
-                send_text(s, json.dumps({"message": heavy}))
-                recv_json_until(s, lambda f: "timestamp" in f)
-                s.close()
+            fill_heavy_room(addr)
             time.sleep(1)
             base = rss_kb(proc.pid)
             request = json.dumps({"history": {"before": 2**53, "limit": 100}})
