@@ -235,9 +235,13 @@ pub(crate) fn enqueue<O: Object>(
 ) -> Result<()> {
     #[cfg(feature = "cluster")]
     if let Some(route) = ns.shared.route.get() {
-        match route.place(id.as_bytes()) {
-            crate::remote::Place::Local { .. } => {}
+        let view = crate::sync::read(route.view());
+        let shard = crate::remote::shard::shard_of(id.as_bytes(), view.shards);
+        match view.place(shard, std::time::Instant::now()) {
+            // Activated under the view's lock: see `Route::view`.
+            crate::remote::Place::Local { .. } => return enqueue_local(ns, id, envelope),
             crate::remote::Place::Remote { node, epoch } => {
+                drop(view);
                 return crate::forward::send(
                     route, &ns.shared, &ns.name, id, &node, epoch, envelope,
                 );
@@ -249,9 +253,60 @@ pub(crate) fn enqueue<O: Object>(
                 };
                 return Err(e);
             }
+            crate::remote::Place::Moving => {
+                drop(view);
+                let (ns2, id2) = (ns.clone(), id.clone());
+                // Sent again, in order, once the hand-off ends: to the new
+                // owner, or here if it did not happen.
+                let then = Box::new(move || {
+                    if let Err(e) = enqueue(&ns2, &id2, envelope) {
+                        tracing::debug!(error = %e, "an event held during a hand-off was refused");
+                    }
+                });
+                return route
+                    .hold(id.as_bytes(), then)
+                    .map_err(|capacity| Error::Overloaded {
+                        id: id.clone(),
+                        capacity,
+                    });
+            }
         }
     }
     enqueue_local(ns, id, envelope)
+}
+
+/// The view's read lock, if the object is served here now.
+#[cfg(feature = "cluster")]
+fn local_view<'a>(
+    route: &'a dyn crate::remote::Route,
+    key: &[u8; 32],
+) -> Option<std::sync::RwLockReadGuard<'a, crate::remote::shard::View>> {
+    let view = crate::sync::read(route.view());
+    let shard = crate::remote::shard::shard_of(key, view.shards);
+    matches!(
+        view.place(shard, std::time::Instant::now()),
+        crate::remote::Place::Local { .. }
+    )
+    .then_some(view)
+}
+
+/// Where a socket's events may run: `Ok` here (the caller activates under
+/// the view's lock, see `Route::view`), after waiting out a hand-off of the
+/// object's shard; `Err` when this node does not serve the object.
+#[cfg(feature = "cluster")]
+async fn socket_place(route: &Arc<dyn crate::remote::Route>, id: &ObjectId) -> Result<()> {
+    loop {
+        match route.place(id.as_bytes()) {
+            crate::remote::Place::Local { .. } => return Ok(()),
+            crate::remote::Place::Moving => route.settled(id.as_bytes()).await,
+            _ => {
+                return Err(Error::Unavailable {
+                    id: id.clone(),
+                    reason: "this node does not serve the object of this socket".into(),
+                });
+            }
+        }
+    }
 }
 
 /// Puts an envelope in the object's mailbox here, starting its task if
@@ -377,16 +432,8 @@ pub(crate) async fn enqueue_wait<O: Object>(
     // paused node that wakes up with open sockets runs nothing of an
     // object it lost (the socket task then drops the connection).
     #[cfg(feature = "cluster")]
-    if let Some(route) = ns.shared.route.get()
-        && !matches!(
-            route.place(id.as_bytes()),
-            crate::remote::Place::Local { .. }
-        )
-    {
-        return Err(Error::Unavailable {
-            id: id.clone(),
-            reason: "this node does not serve the object of this socket".into(),
-        });
+    if let Some(route) = ns.shared.route.get() {
+        socket_place(route, id).await?;
     }
     let key = *id.as_bytes();
     loop {
@@ -405,6 +452,25 @@ pub(crate) async fn enqueue_wait<O: Object>(
                 }
             },
             None => {
+                // The place may have changed while this waited for room: a
+                // new activation happens only where the object is served,
+                // under the view's lock (see `Route::view`).
+                #[cfg(feature = "cluster")]
+                if let Some(route) = ns.shared.route.get()
+                    && !matches!(route.place(&key), crate::remote::Place::Local { .. })
+                {
+                    socket_place(route, id).await?;
+                    continue;
+                }
+                #[cfg(feature = "cluster")]
+                let _view = match ns.shared.route.get() {
+                    Some(route) => match local_view(route.as_ref(), &key) {
+                        Some(view) => Some(view),
+                        // It changed again since: look once more.
+                        None => continue,
+                    },
+                    None => None,
+                };
                 let activated = match ns.live.entry(key) {
                     dashmap::Entry::Occupied(_) => continue,
                     dashmap::Entry::Vacant(v) => activate(ns, id, v, envelope),

@@ -41,6 +41,16 @@ pub(crate) trait NamespaceDyn: Send + Sync {
     #[cfg(feature = "admin")]
     fn view(&self, id: &str, opts: &ViewOptions) -> Result<ObjectView>;
 
+    /// Asks the live objects `pick` selects to leave memory (as at an idle
+    /// timeout: each goes once its mailbox is empty) and returns how many
+    /// of them are live now.
+    #[cfg(feature = "cluster")]
+    fn evict_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool) -> usize;
+
+    /// Closes the accepted sockets of the objects `pick` selects.
+    #[cfg(feature = "cluster")]
+    fn close_sockets_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool, code: u16, reason: &str);
+
     /// Queues an event that another node sent (its shard is this node's):
     /// queued before this returns, so events keep the order they arrived
     /// in; the future is the answer, as JSON or a refusal.
@@ -90,6 +100,29 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
 
     fn stats(&self) -> NamespaceStats {
         NsInner::stats(self)
+    }
+
+    #[cfg(feature = "cluster")]
+    fn evict_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool) -> usize {
+        let mut live = 0;
+        for slot in self.live.iter() {
+            if pick(slot.key()) {
+                live += 1;
+                slot.evict.notify_one();
+            }
+        }
+        live
+    }
+
+    #[cfg(feature = "cluster")]
+    fn close_sockets_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool, code: u16, reason: &str) {
+        for table in self.sockets.iter() {
+            if pick(table.key()) {
+                for h in crate::sync::lock(&table).handles() {
+                    h.close(code, reason.to_string());
+                }
+            }
+        }
     }
 
     #[cfg(feature = "admin")]
@@ -174,6 +207,7 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
                     |r: crate::http::Response| crate::remote::wire::WireHttp::from_response(&r),
                 ))
             }
+            Kind::HandOff => Err(failed("a hand-off is not an event of an object".into())),
             Kind::Upgrade => {
                 let up: crate::remote::socket_wire::WireUpgrade = serde_json::from_str(body.get())
                     .map_err(|e| failed(format!("the upgrade does not decode: {e}")))?;

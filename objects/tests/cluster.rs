@@ -53,6 +53,8 @@ struct ProbeEnv {
     node: String,
     shared: PathBuf,
     release: tokio::sync::Notify,
+    /// `Hold` calls waiting for `release` now.
+    holding: std::sync::atomic::AtomicUsize,
 }
 
 struct Probe {
@@ -103,7 +105,12 @@ impl Object for Probe {
     async fn call(&mut self, ctx: &mut Context, call: ProbeCall) -> Result<ProbeReply, BoxError> {
         match call {
             ProbeCall::Fail => return Err("boom".into()),
-            ProbeCall::Hold => self.env.release.notified().await,
+            ProbeCall::Hold => {
+                use std::sync::atomic::Ordering::SeqCst;
+                self.env.holding.fetch_add(1, SeqCst);
+                self.env.release.notified().await;
+                self.env.holding.fetch_sub(1, SeqCst);
+            }
             _ => {}
         }
         let total = self.run(ctx, call)?;
@@ -196,6 +203,7 @@ fn cluster_node_child() {
                     node: cfg.node.clone(),
                     shared: cfg.shared.clone(),
                     release: tokio::sync::Notify::new(),
+                    holding: std::sync::atomic::AtomicUsize::new(0),
                 },
             )
             .expect("namespace");
@@ -388,8 +396,62 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             Ok(done) => format!("ok {done}"),
             Err(e) => format!("err etcd {e}"),
         },
+        // Moving shards (graceful hand-off).
+        "handoff" => match cluster.hand_off(num(2) as u32, &arg(3)).await {
+            Ok(r) => format!("ok {} {} {}", r.to, r.objects, r.held),
+            Err(e) => format!("err handoff {e}"),
+        },
+        "drain" => match cluster.drain().await {
+            Ok(moved) => format!("ok {}", moved.len()),
+            Err(e) => format!("err drain {e}"),
+        },
+        "rebalance" => match cluster.rebalance().await {
+            Ok(moved) => format!("ok {}", moved.len()),
+            Err(e) => format!("err rebalance {e}"),
+        },
+        "served" => format!("ok {}", cluster.status().serving.len()),
+        // A call that holds the object until its owner's `release`.
+        "hold" => fmt(probes.get_by_name(&arg(2)).call(ProbeCall::Hold).await),
+        // Until this node is handing shard `n` away. (Polled: nothing
+        // signals it to a test.)
+        "moving" => {
+            let shard = num(2) as u32;
+            poll(|| cluster.status().moving.contains(&shard)).await
+        }
+        // Until a `Hold` call waits here.
+        "holding" => {
+            let env = probes.env();
+            poll(|| env.holding.load(std::sync::atomic::Ordering::SeqCst) > 0).await
+        }
+        // `count` calls through one stub, each awaited before the next (as
+        // a client does): every one must be answered, each total above the
+        // last.
+        "load" => {
+            let stub = probes.get_by_name(&arg(2));
+            let mut last = 0;
+            for i in 0..num(3) {
+                match stub.call(ProbeCall::Add(1)).await {
+                    Ok(p) if p.total > last => last = p.total,
+                    Ok(p) => return format!("err order {} after {last}", p.total),
+                    Err(e) => return format!("err {} after {i}: {e}", error_kind(&e)),
+                }
+            }
+            format!("ok {} {last}", num(3))
+        }
         other => format!("err unknown {other}"),
     }
+}
+
+/// "ok" once `state` holds (checked every 2 ms, for at most 10 s): for
+/// states nothing signals to a test.
+async fn poll(state: impl Fn() -> bool) -> String {
+    for _ in 0..5000 {
+        if state() {
+            return "ok".into();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    "err the state never came".into()
 }
 
 // --------------------------------------------------------------- the parent
@@ -400,6 +462,7 @@ struct Node {
     child: Child,
     stdin: ChildStdin,
     lines: mpsc::UnboundedReceiver<String>,
+    unread: Vec<String>,
     next: u64,
 }
 
@@ -446,18 +509,30 @@ impl Node {
             child,
             stdin,
             lines: rx,
+            unread: Vec::new(),
             next: 0,
         };
         node.wait_line("started ").await;
         node
     }
 
+    /// The rest of the first line holding `prefix`; lines read past on
+    /// the way are kept for later waits (replies come in any order).
     async fn wait_line(&mut self, prefix: &str) -> String {
+        // The harness may print "test … " on the same line first.
+        let after = |line: &str| {
+            line.find(prefix)
+                .map(|at| line[at + prefix.len()..].to_string())
+        };
+        if let Some(i) = self.unread.iter().position(|l| after(l).is_some()) {
+            let line = self.unread.remove(i);
+            return after(&line).unwrap_or_default();
+        }
         let found = tokio::time::timeout(HANG, async {
             while let Some(line) = self.lines.recv().await {
-                // The harness may print "test … " on the same line first.
-                if let Some(at) = line.find(prefix) {
-                    return line[at + prefix.len()..].to_string();
+                match after(&line) {
+                    Some(rest) => return rest,
+                    None => self.unread.push(line),
                 }
             }
             panic!("node {} ended before {prefix:?}", self.id);
@@ -737,4 +812,69 @@ async fn without_etcd_nodes_stop_at_their_lease_and_come_back_with_it() {
     let (ran_on, total) = ok_total(&c.nodes[0].cmd("call", &format!("{on2} 1")).await);
     assert_eq!((ran_on.as_str(), total), ("n2", acked + 1));
     assert_eq!(c.violations(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_move_under_load_without_losing_or_repeating_a_call() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut c) = Cluster3::start(6, 2000).await else {
+        return;
+    };
+    let (on3, shard3, _) = object_on(&mut c, "n3", "move").await;
+    let (on1, _, _) = object_on(&mut c, "n1", "move").await;
+    // A node joins: it owns nothing until shards are moved to it.
+    let cfg4 = c.config("n4", 6, 2000);
+    c.nodes.push(Node::spawn(cfg4).await);
+    c.settle().await;
+    assert_eq!(c.node("n4").cmd("served", "").await, "ok 0");
+    // n3's object is busy with a call that waits for a release, so every
+    // node's calls to it are still to run when n3 starts handing its shard
+    // to n4: some run on n3 before it lets go, the rest are held and go to
+    // n4. Meanwhile every node calls both objects, one call after another,
+    // and after the hand-off n3 drains and n1 rebalances.
+    let hold = c.node("n2").send("hold", &on3);
+    assert_eq!(c.node("n3").cmd("holding", "").await, "ok");
+    const CALLS: u64 = 150;
+    let mut loads = Vec::new();
+    for node in &mut c.nodes {
+        for name in [&on3, &on1] {
+            loads.push((
+                node.id.clone(),
+                node.send("load", &format!("{name} {CALLS}")),
+            ));
+        }
+    }
+    let handoff = c.node("n3").send("handoff", &format!("{shard3} n4"));
+    assert_eq!(c.node("n3").cmd("moving", &shard3.to_string()).await, "ok");
+    assert_eq!(c.node("n3").cmd("release", "").await, "ok");
+    let (ran_on, _) = ok_total(&c.node("n2").wait_line(&format!("reply {hold} ")).await);
+    assert_eq!(ran_on, "n3");
+    let r = c.node("n3").wait_line(&format!("reply {handoff} ")).await;
+    let w: Vec<&str> = r.split_whitespace().collect();
+    assert_eq!(w[..2], ["ok", "n4"], "{r}");
+    let held: usize = w[3].parse().expect("held");
+    assert!(held >= 4, "each node's next call waited out the move: {r}");
+    let drain = c.node("n3").send("drain", "");
+    let r = c.node("n1").cmd("rebalance", "").await;
+    assert!(r.starts_with("ok "), "{r}");
+    let r = c.node("n3").wait_line(&format!("reply {drain} ")).await;
+    assert!(r.starts_with("ok "), "{r}");
+    assert_eq!(c.node("n3").cmd("served", "").await, "ok 0", "n3 drained");
+    for (node, req) in loads {
+        let r = c.node(&node).wait_line(&format!("reply {req} ")).await;
+        assert!(r.starts_with(&format!("ok {CALLS} ")), "{node}: {r}");
+    }
+    // No call lost or run twice: each object counted every call once.
+    let nodes = c.nodes.len() as u64;
+    for name in [&on3, &on1] {
+        let (ran_on, total) = ok_total(&c.nodes[0].cmd("get", name).await);
+        assert_eq!(total, CALLS * nodes, "{name}");
+        assert_ne!(ran_on, "n3", "{name} left the drained node");
+    }
+    let (ran_on, _) = ok_total(&c.node("n2").cmd("get", &on3).await);
+    assert_eq!(
+        ran_on, "n4",
+        "the shard handed by hand went to n4 and stayed"
+    );
+    assert_eq!(c.violations(), "", "two live instances of one object");
 }

@@ -44,7 +44,13 @@ pub(super) struct Member {
     /// The node's failure domain, if the operator labelled it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) zone: Option<String>,
+    /// The node is handing its shards away: nobody moves shards to it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) draining: bool,
 }
+
+/// Live members: QUIC addresses by node id, and those draining.
+pub(crate) type Members = (BTreeMap<String, String>, std::collections::BTreeSet<String>);
 
 #[derive(Clone)]
 pub(crate) struct Etcd {
@@ -140,11 +146,13 @@ impl Etcd {
         node: &str,
         addr: &str,
         zone: Option<&str>,
+        draining: bool,
         lease: i64,
     ) -> Result<(), ClusterError> {
         let value = serde_json::to_vec(&Member {
             addr: addr.to_string(),
             zone: zone.map(str::to_string),
+            draining,
         })
         .map_err(|e| etcd("member", e))?;
         self.client
@@ -158,9 +166,9 @@ impl Etcd {
         Ok(())
     }
 
-    /// Live members (their keys outlive them by at most the lease TTL) and
-    /// their QUIC addresses.
-    pub(crate) async fn members(&mut self) -> Result<BTreeMap<String, String>, ClusterError> {
+    /// Live members (their keys outlive them by at most the lease TTL),
+    /// their QUIC addresses, and which of them are draining.
+    pub(crate) async fn members(&mut self) -> Result<Members, ClusterError> {
         let prefix = self.key("members/");
         let resp = self
             .client
@@ -168,6 +176,7 @@ impl Etcd {
             .await
             .map_err(|e| etcd("members", e))?;
         let mut out = BTreeMap::new();
+        let mut draining = std::collections::BTreeSet::new();
         for kv in resp.kvs() {
             let Some(node) = kv.key().strip_prefix(prefix.as_bytes()) else {
                 continue;
@@ -178,9 +187,12 @@ impl Etcd {
             ) else {
                 continue;
             };
+            if m.draining {
+                draining.insert(node.to_string());
+            }
             out.insert(node.to_string(), m.addr);
         }
-        Ok(out)
+        Ok((out, draining))
     }
 
     pub(crate) async fn owners(&mut self) -> Result<BTreeMap<u32, Owner>, ClusterError> {

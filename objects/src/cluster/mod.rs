@@ -10,6 +10,7 @@
 
 mod edge;
 mod etcd;
+mod handoff;
 mod node;
 // The etcd records of replication; not wired into the membership loop yet.
 #[cfg_attr(not(test), allow(dead_code))]
@@ -20,9 +21,9 @@ mod sockets_tests;
 pub(crate) mod tls;
 mod transport;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -32,6 +33,7 @@ use crate::id::ObjectId;
 use crate::remote::shard::{self, Lease, Place, View};
 use crate::runtime::Runtime;
 
+pub use handoff::HandOffReport;
 pub use tls::{ClusterCa, NodeCertificate};
 
 use etcd::Etcd;
@@ -54,6 +56,10 @@ pub enum ClusterError {
     /// The QUIC endpoint could not be set up.
     #[error("cluster transport: {0}")]
     Transport(String),
+    /// A hand-off was refused or called off (the shard stays where it
+    /// was, unless the text says its outcome is unknown).
+    #[error("hand-off of {0}")]
+    HandOff(String),
 }
 
 /// How a node takes part in a cluster.
@@ -133,6 +139,9 @@ pub struct ClusterStatus {
     pub owners: Vec<Option<(String, u64)>>,
     /// The shards this node serves now.
     pub serving: Vec<u32>,
+    /// The shards this node is handing to another node now (their events
+    /// wait).
+    pub moving: Vec<u32>,
     /// How much longer, by this node's clock, it may serve without another
     /// successful lease renewal (`None`: it holds no live lease).
     pub serve_for: Option<Duration>,
@@ -149,6 +158,10 @@ struct Inner {
     refreshed: watch::Sender<u64>,
     /// The membership loop, awaited by `leave` (it revokes the lease).
     membership: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The lease held now, and the QUIC address registered under it (for
+    /// `drain`, which re-registers as draining).
+    lease: std::sync::Mutex<Option<i64>>,
+    addr: std::sync::OnceLock<String>,
 }
 
 /// One node's membership in a cluster. Cheap to clone.
@@ -219,12 +232,12 @@ impl Cluster {
         view.initial = meta.members.clone();
         Ok(Cluster {
             inner: Arc::new(Inner {
-                node: Arc::new(Node {
-                    me: options.node_id.clone(),
-                    shards: meta.shards.max(1),
-                    view: RwLock::new(view),
-                    peers: Peers::new(endpoint.clone(), shutdown.clone()),
-                }),
+                node: Arc::new(Node::new(
+                    &options.node_id,
+                    meta.shards.max(1),
+                    view,
+                    Peers::new(endpoint.clone(), shutdown.clone()),
+                )),
                 shards: meta.shards.max(1),
                 secret,
                 endpoint,
@@ -232,6 +245,8 @@ impl Cluster {
                 shutdown,
                 refreshed: watch::Sender::new(0),
                 membership: std::sync::Mutex::new(None),
+                lease: std::sync::Mutex::new(None),
+                addr: std::sync::OnceLock::new(),
                 options,
             }),
         })
@@ -282,6 +297,7 @@ impl Cluster {
             serving: (0..view.shards)
                 .filter(|s| matches!(view.place(*s, now), Place::Local { .. }))
                 .collect(),
+            moving: view.moving.iter().copied().collect(),
             serve_for: view
                 .lease
                 .serve_until()
@@ -317,6 +333,7 @@ impl Cluster {
             self.inner.shutdown.clone(),
         )?;
         let addr = self.quic_addr()?.to_string();
+        let _ = self.inner.addr.set(addr.clone());
         let task = tokio::spawn(membership(self.inner.clone(), addr));
         *crate::sync::lock(&self.inner.membership) = Some(task);
         Ok(())
@@ -364,6 +381,93 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Moves `shard`, which this node serves, to the live member `to`
+    /// without losing or repeating an event: see `docs/cluster.md`,
+    /// "Moving shards". The shard's events wait meanwhile (the report
+    /// says how long); its sockets are closed with 1012 (reconnect).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::HandOff`]: this node does not serve the shard, `to`
+    /// is not a live member, a live object did not leave memory in time,
+    /// or `to` refused or did not answer. The shard then stays here.
+    pub async fn hand_off(&self, shard: u32, to: &str) -> Result<HandOffReport, ClusterError> {
+        let mut etcd = self.inner.etcd.clone();
+        handoff::hand_off(&self.inner.node, &mut etcd, shard, to).await
+    }
+
+    /// Hands every shard this node serves to the other live members (each
+    /// to the one rendezvous hashing picks among those not draining), one
+    /// shard at a time, before the node is stopped for good or for
+    /// maintenance. From then on the node is marked draining in etcd, so
+    /// no shard is moved to it, until it restarts. Shards it does not
+    /// serve now (its lease lapsed) are not moved.
+    ///
+    /// # Errors
+    ///
+    /// etcd unreachable, or the first hand-off that failed (the shards
+    /// moved before it stay moved).
+    pub async fn drain(&self) -> Result<Vec<HandOffReport>, ClusterError> {
+        self.inner.node.draining.store(true, Ordering::Release);
+        let lease = *crate::sync::lock(&self.inner.lease);
+        if let (Some(lease), Some(addr)) = (lease, self.inner.addr.get()) {
+            let mut etcd = self.inner.etcd.clone();
+            let zone = self.inner.options.zone.as_deref();
+            etcd.register(self.node_id(), addr, zone, true, lease)
+                .await?;
+        }
+        self.move_shards().await
+    }
+
+    /// Moves to other live members the shards this node serves that
+    /// rendezvous hashing over the live members not draining gives to
+    /// them (after a node joined, about 1/N of each node's shards), one
+    /// at a time. Moves nothing while this node drains.
+    ///
+    /// # Errors
+    ///
+    /// The first hand-off that failed (the shards moved before it stay
+    /// moved).
+    pub async fn rebalance(&self) -> Result<Vec<HandOffReport>, ClusterError> {
+        if self.inner.node.draining.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        self.move_shards().await
+    }
+
+    /// Hands off each served shard whose rendezvous winner, among the live
+    /// members that are not draining (nor this node, if it drains), is
+    /// another node.
+    async fn move_shards(&self) -> Result<Vec<HandOffReport>, ClusterError> {
+        let me = self.node_id().to_string();
+        let leaving = self.inner.node.draining.load(Ordering::Acquire);
+        let moves: Vec<(u32, String)> = {
+            let view = crate::sync::read(&self.inner.node.view);
+            let now = Instant::now();
+            let targets: Vec<&str> = view
+                .members
+                .keys()
+                .filter(|m| !(view.draining.contains(*m) || (leaving && **m == me)))
+                .map(String::as_str)
+                .collect();
+            (0..view.shards)
+                .filter(|s| matches!(view.place(*s, now), Place::Local { .. }))
+                .filter_map(|s| {
+                    shard::rendezvous(s, targets.iter().copied())
+                        .filter(|to| *to != me)
+                        .map(|to| (s, to.to_string()))
+                })
+                .collect()
+        };
+        let mut done = Vec::with_capacity(moves.len());
+        for (s, to) in moves {
+            done.push(self.hand_off(s, &to).await?);
+        }
+        Ok(done)
+    }
+}
+
 /// Keep-alives sent without an answer before the node gives the lease up
 /// and takes a new one.
 const MAX_UNANSWERED: usize = 3;
@@ -396,7 +500,12 @@ async fn membership(inner: Arc<Inner>, addr: String) {
             }
         };
         held = Some(lease);
-        if let Err(e) = etcd.register(&me, &addr, zone.as_deref(), lease).await {
+        *crate::sync::lock(&inner.lease) = Some(lease);
+        let draining = inner.node.draining.load(Ordering::Acquire);
+        if let Err(e) = etcd
+            .register(&me, &addr, zone.as_deref(), draining, lease)
+            .await
+        {
             tracing::warn!(error = %e, "cannot register; retrying");
             if pause(&inner, tick(ttl)).await {
                 break;
@@ -474,11 +583,12 @@ async fn pause(inner: &Inner, d: Duration) -> bool {
 
 /// Reads members and owners, then makes the claims the rules allow.
 async fn refresh(inner: &Inner, etcd: &mut Etcd) -> Result<(), crate::cluster::ClusterError> {
-    let members: BTreeMap<String, String> = etcd.members().await?;
+    let (members, draining) = etcd.members().await?;
     let owners = etcd.owners().await?;
     let claims = {
         let mut view = crate::sync::write(&inner.node.view);
         view.members = members;
+        view.draining = draining;
         view.owners = owners;
         view.claims(Instant::now())
     };

@@ -24,6 +24,23 @@ pub(crate) struct Node {
     pub(crate) shards: u32,
     pub(crate) view: RwLock<View>,
     pub(crate) peers: Peers,
+    /// Hand-offs this node is making or receiving (`handoff.rs`).
+    pub(crate) handoff: super::handoff::State,
+    /// The node is handing its shards away (`Cluster::drain`).
+    pub(crate) draining: std::sync::atomic::AtomicBool,
+}
+
+impl Node {
+    pub(crate) fn new(me: &str, shards: u32, view: View, peers: Peers) -> Node {
+        Node {
+            me: me.to_string(),
+            shards,
+            view: RwLock::new(view),
+            peers,
+            handoff: super::handoff::State::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// Routes `runtime`'s events through `node` and answers peers on
@@ -41,6 +58,7 @@ pub(crate) fn attach(
         .set(route)
         .map_err(|_| ClusterError::Config("this runtime already serves a cluster".into()))?;
     let registry = runtime.registry().clone();
+    node.handoff.attach(runtime);
     let handler: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync> = {
         let node = node.clone();
         Arc::new(move |req| handle(&node, &registry, req))
@@ -52,7 +70,10 @@ pub(crate) fn attach(
 
 /// The server side of one request: checks this node owns the shard at
 /// that epoch, then queues the event (in arrival order).
-fn handle(node: &Node, registry: &Registry, req: WireRequest) -> Handled {
+fn handle(node: &Arc<Node>, registry: &Arc<Registry>, req: WireRequest) -> Handled {
+    if req.kind == crate::remote::Kind::HandOff {
+        return super::handoff::receive(node, req);
+    }
     let Ok(id) = crate::id::parse_hex(&req.id) else {
         return Handled::Now(Err(Refusal::Failed {
             message: "malformed object id".into(),
@@ -73,6 +94,7 @@ fn handle(node: &Node, registry: &Registry, req: WireRequest) -> Handled {
         Err(Place::Unavailable(reason)) => {
             return Handled::Now(Err(Refusal::Unavailable { reason }));
         }
+        Err(Place::Moving) => return held(node, registry, shard, req),
         Err(Place::Local { epoch }) => {
             return Handled::Now(Err(Refusal::Unavailable {
                 reason: format!(
@@ -93,12 +115,87 @@ fn handle(node: &Node, registry: &Registry, req: WireRequest) -> Handled {
     }
 }
 
+/// A peer's request for a shard this node is handing off: held with the
+/// local events, in arrival order. When the move ends it is sent on to the
+/// new owner from here (so requests keep their order), or run here if the
+/// move did not happen. An upgrade is answered "moved" instead: its socket
+/// link runs between the edge and the owner.
+fn held(node: &Arc<Node>, registry: &Arc<Registry>, shard: u32, req: WireRequest) -> Handled {
+    let (tx, rx) = oneshot::channel::<crate::remote::Answer>();
+    let then = {
+        let (node, registry) = (node.clone(), registry.clone());
+        Box::new(move || {
+            let place = crate::sync::read(&node.view).place(shard, Instant::now());
+            let addr = |owner: &str| {
+                let view = crate::sync::read(&node.view);
+                view.members
+                    .get(owner)
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            };
+            match place {
+                Place::Remote { node: owner, epoch }
+                    if req.kind != crate::remote::Kind::Upgrade =>
+                {
+                    let Some(addr) = addr(&owner) else {
+                        let _ = tx.send(Err(Refusal::Moved { owner, epoch }));
+                        return;
+                    };
+                    match node.peers.send(&owner, addr, WireRequest { epoch, ..req }) {
+                        Ok(answer) => {
+                            tokio::spawn(async move {
+                                let a = answer.await.unwrap_or_else(|_| {
+                                    Err(Refusal::Unavailable {
+                                        reason: "the connection to the new owner was lost".into(),
+                                    })
+                                });
+                                let _ = tx.send(a);
+                            });
+                        }
+                        Err(r) => {
+                            let _ = tx.send(Err(r));
+                        }
+                    }
+                }
+                _ => match handle(&node, &registry, req) {
+                    Handled::Now(a) => {
+                        let _ = tx.send(a);
+                    }
+                    Handled::Later(a) => {
+                        tokio::spawn(async move {
+                            let _ = tx.send(a.await);
+                        });
+                    }
+                },
+            }
+        })
+    };
+    if let Err(capacity) = node.handoff.hold(shard, then) {
+        return Handled::Now(Err(Refusal::Overloaded { capacity }));
+    }
+    Handled::Later(Box::pin(async move {
+        rx.await.unwrap_or_else(|_| {
+            Err(Refusal::Unavailable {
+                reason: "the event was dropped during a hand-off".into(),
+            })
+        })
+    }))
+}
+
 struct ClusterRoute(Arc<Node>);
 
 impl Route for ClusterRoute {
-    fn place(&self, id: &[u8; 32]) -> Place {
-        let shard = shard::shard_of(id, self.0.shards);
-        crate::sync::read(&self.0.view).place(shard, Instant::now())
+    fn view(&self) -> &RwLock<View> {
+        &self.0.view
+    }
+
+    fn hold(&self, id: &[u8; 32], then: Box<dyn FnOnce() + Send>) -> Result<(), usize> {
+        self.0
+            .handoff
+            .hold(shard::shard_of(id, self.0.shards), then)
+    }
+
+    fn settled(&self, id: &[u8; 32]) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(self.0.handoff.settled(shard::shard_of(id, self.0.shards)))
     }
 
     fn send(
@@ -215,12 +312,12 @@ mod tests {
         let shutdown = CancellationToken::new();
         let mut lease = Lease::new(Duration::from_secs(600), Duration::from_secs(1));
         lease.renewed(Instant::now());
-        let node = Arc::new(Node {
-            me: name.to_string(),
-            shards: SHARDS,
-            view: RwLock::new(View::new(name, SHARDS, lease)),
-            peers: Peers::new(ep.clone(), shutdown.clone()),
-        });
+        let node = Arc::new(Node::new(
+            name,
+            SHARDS,
+            View::new(name, SHARDS, lease),
+            Peers::new(ep.clone(), shutdown.clone()),
+        ));
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = Runtime::builder()
             .data_dir(dir.path())

@@ -220,10 +220,10 @@ mod tests {
         assert_eq!(e.configs().await.expect("configs")[&3], promote.next);
         // Members and zones.
         let lease = e.grant(Duration::from_secs(10)).await.expect("lease");
-        e.register("n1", "127.0.0.1:1", None, lease)
+        e.register("n1", "127.0.0.1:1", None, false, lease)
             .await
             .expect("register");
-        e.register("n2", "127.0.0.1:2", Some("rack-b"), lease)
+        e.register("n2", "127.0.0.1:2", Some("rack-b"), false, lease)
             .await
             .expect("register");
         let zones = e.zones().await.expect("zones");

@@ -3,8 +3,8 @@
 //! connect to any node, their room runs on its owner.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -121,12 +121,12 @@ async fn start(name: &str, ca: &ClusterCa, secret: [u8; 32]) -> TestNode {
     let shutdown = CancellationToken::new();
     let mut lease = Lease::new(Duration::from_secs(600), Duration::from_secs(1));
     lease.renewed(Instant::now());
-    let node = Arc::new(Node {
-        me: name.to_string(),
-        shards: SHARDS,
-        view: RwLock::new(View::new(name, SHARDS, lease)),
-        peers: Peers::new(ep.clone(), shutdown.clone()),
-    });
+    let node = Arc::new(Node::new(
+        name,
+        SHARDS,
+        View::new(name, SHARDS, lease),
+        Peers::new(ep.clone(), shutdown.clone()),
+    ));
     let dir = tempfile::tempdir().expect("tempdir");
     let rt = Runtime::builder()
         .data_dir(dir.path())

@@ -6,6 +6,7 @@
 //! the pure replication state machine (primary, followers, epochs).
 
 // The replication state machine is not wired into the cluster yet.
+pub(crate) mod handoff_wire;
 #[cfg_attr(not(test), allow(dead_code, unused_imports))]
 pub(crate) mod replica;
 pub(crate) mod shard;
@@ -39,7 +40,27 @@ pub(crate) type Answer = Result<Box<RawValue>, Refusal>;
 /// Where events go in a cluster, and how they get there.
 pub(crate) trait Route: Send + Sync {
     /// Where the object's events go now (by this node's monotonic clock).
-    fn place(&self, id: &[u8; 32]) -> Place;
+    fn place(&self, id: &[u8; 32]) -> Place {
+        let view = crate::sync::read(self.view());
+        view.place(shard::shard_of(id, view.shards), std::time::Instant::now())
+    }
+
+    /// The node's view. A sender that finds an object local activates it
+    /// under the view's read lock, so a hand-off (which marks the shard
+    /// under the write lock, then waits for its objects to leave memory)
+    /// never misses an activation that slipped in between.
+    fn view(&self) -> &std::sync::RwLock<shard::View>;
+
+    /// Runs `then` once the hand-off of the object's shard has ended (at
+    /// once when none is under way), after the events held before it.
+    ///
+    /// # Errors
+    ///
+    /// Too many events are held already: the bound, for `Overloaded`.
+    fn hold(&self, id: &[u8; 32], then: Box<dyn FnOnce() + Send>) -> Result<(), usize>;
+
+    /// Resolves once no hand-off of the object's shard is under way.
+    fn settled(&self, id: &[u8; 32]) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
     /// Queues `out` for `node`, to be sent after everything queued for that
     /// node before it (so calls through one stub keep their order).

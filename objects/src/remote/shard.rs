@@ -110,6 +110,9 @@ pub(crate) enum Place {
     Remote { node: String, epoch: u64 },
     /// Nobody may serve it now; the text says why.
     Unavailable(String),
+    /// This node owns it and is handing it to another node: events wait
+    /// until the hand-off ends, then go where the shard went.
+    Moving,
 }
 
 /// What one node knows of the cluster: members with a live lease (and
@@ -130,6 +133,14 @@ pub(crate) struct View {
     /// owner is chosen among them (whatever order they start in), so the
     /// first node up does not take every shard. Empty: among live members.
     pub(crate) initial: Vec<String>,
+    /// Shards this node is handing to another node: it runs none of
+    /// their events meanwhile.
+    pub(crate) moving: std::collections::BTreeSet<u32>,
+    /// Counts the leases this node has held: a hand-off received under
+    /// one lease is not taken under the next.
+    pub(crate) lease_gen: u64,
+    /// Members handing their shards away: no shard is moved to them.
+    pub(crate) draining: std::collections::BTreeSet<String>,
 }
 
 impl View {
@@ -142,6 +153,9 @@ impl View {
             lease,
             claimed: BTreeMap::new(),
             initial: Vec::new(),
+            moving: std::collections::BTreeSet::new(),
+            lease_gen: 0,
+            draining: std::collections::BTreeSet::new(),
         }
     }
 
@@ -166,6 +180,7 @@ impl View {
                 ));
             }
             return match self.claimed.get(&shard) {
+                Some(&e) if e == owner.epoch && self.moving.contains(&shard) => Place::Moving,
                 Some(&e) if e == owner.epoch => Place::Local { epoch: e },
                 _ => Place::Unavailable(format!(
                     "shard {shard}: this node is re-claiming it under its new lease"
@@ -247,6 +262,45 @@ impl View {
     /// A new lease: nothing claimed under the old one counts any more.
     pub(crate) fn new_lease(&mut self) {
         self.claimed.clear();
+        self.lease_gen += 1;
+    }
+
+    /// The previous owner moved `shard` to this node (`next`, one
+    /// transaction it made after this node had made the shard's data
+    /// durable): serve it from now, as if claimed, if the lease the data
+    /// arrived under (`lease_gen`) is still the one held and alive, and this
+    /// node knows of no later owner. Otherwise this node re-claims it
+    /// (or not) by the usual rules. Returns whether it serves it now.
+    pub(crate) fn handed(
+        &mut self,
+        shard: u32,
+        next: &Owner,
+        lease_gen: u64,
+        now: Instant,
+    ) -> bool {
+        if next.node != self.me || lease_gen != self.lease_gen || !self.lease.alive(now) {
+            return false;
+        }
+        if self
+            .owners
+            .get(&shard)
+            .is_some_and(|o| o.epoch > next.epoch)
+        {
+            return false;
+        }
+        self.owners.insert(shard, next.clone());
+        self.claimed.insert(shard, next.epoch);
+        true
+    }
+
+    /// The hand-off of `shard` to `to` went through at `epoch` (this node
+    /// made the transaction): it is `to`'s now.
+    pub(crate) fn handed_away(&mut self, shard: u32, next: Owner) {
+        self.moving.remove(&shard);
+        self.claimed.remove(&shard);
+        if self.owners.get(&shard).is_none_or(|o| o.epoch < next.epoch) {
+            self.owners.insert(shard, next);
+        }
     }
 }
 
@@ -416,11 +470,16 @@ mod tests {
         fn claims_never_make_two_servers(
             members in names(),
             steps in proptest::collection::vec(
-                (any::<prop::sample::Index>(), 0u8..5, any::<prop::sample::Index>()), 1..80),
+                (any::<prop::sample::Index>(), 0u8..8, any::<prop::sample::Index>()), 1..80),
         ) {
             let shards = 6;
             let t0 = Instant::now();
             let mut etcd: BTreeMap<u32, Owner> = BTreeMap::new();
+            // Hand-offs under way: (shard, from, to, epoch, to's lease
+            // generation when its data arrived), and moves made in etcd
+            // whose "you own it" message is still on its way.
+            let mut handing: Vec<(u32, usize, usize, u64, u64)> = Vec::new();
+            let mut told: Vec<(u32, usize, Owner, u64)> = Vec::new();
             let mut views: Vec<View> = members.iter().map(|m| {
                 let refs: Vec<&str> = members.iter().map(String::as_str).collect();
                 view(m, &refs, shards, t0)
@@ -445,6 +504,35 @@ mod tests {
                     2 => if views[i].lease.alive(now) { views[i].lease.renewed(now) },
                     // A new lease (after a lapse, or a restart).
                     3 => { views[i].lease.renewed(now); views[i].new_lease(); }
+                    // Node i starts handing a shard it serves to another
+                    // node, which receives the data (under its lease now).
+                    5 => {
+                        let s = what.index(shards as usize) as u32;
+                        let j = (i + 1 + what.index(views.len().max(2) - 1)) % views.len();
+                        if j != i && let Place::Local { epoch } = views[i].place(s, now) {
+                            views[i].moving.insert(s);
+                            handing.push((s, i, j, epoch, views[j].lease_gen));
+                        }
+                    }
+                    // The oldest hand-off ends: the old owner's
+                    // transaction (comparing its epoch), then its view.
+                    6 => if !handing.is_empty() {
+                        let (s, from, to, epoch, lg) = handing.remove(0);
+                        let prev = Owner { node: views[from].me.clone(), epoch };
+                        if etcd.get(&s) == Some(&prev) {
+                            let c = reassign(s, prev, &views[to].me);
+                            etcd.insert(s, c.next.clone());
+                            views[from].handed_away(s, c.next.clone());
+                            told.push((s, to, c.next, lg));
+                        } else {
+                            views[from].moving.remove(&s);
+                        }
+                    },
+                    // The new owner learns it owns the shard.
+                    7 => if !told.is_empty() {
+                        let (s, to, next, lg) = told.remove(what.index(told.len()));
+                        views[to].handed(s, &next, lg, now);
+                    },
                     // The operator moves a shard whose owner's lease is
                     // gone (etcd expires it no earlier than the owner
                     // stops) to node i.

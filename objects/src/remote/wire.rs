@@ -30,6 +30,9 @@ pub(crate) enum Kind {
     Upgrade,
     /// A typed method (`Stub::ask`): `body` is a [`WireMethod`].
     Method,
+    /// A step of a shard's hand-off to the receiver (`ns` and `id` are
+    /// empty): `body` is a `handoff_wire::WireHandOff`.
+    HandOff,
 }
 
 /// A typed method on the wire: its name ([`Method::name`](crate::Method::name))

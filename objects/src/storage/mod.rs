@@ -13,6 +13,8 @@ pub(crate) mod journal;
 pub(crate) mod layout;
 mod list;
 mod overlay;
+#[cfg(feature = "cluster")]
+pub(crate) mod shard_copy;
 mod store;
 pub(crate) mod timers;
 mod value;

@@ -49,4 +49,6 @@ pub fn cluster_frames(data: &[u8]) {
     crate::remote::wire::fuzz_frames(data);
     crate::remote::socket_wire::fuzz_link(data);
     crate::remote::replica::wire::fuzz_frames(data);
+    let shard = u32::from(data.first().copied().unwrap_or(0) % 8);
+    crate::remote::handoff_wire::fuzz_body(data.get(1..).unwrap_or_default(), shard, 8);
 }

@@ -1,0 +1,592 @@
+//! Graceful hand-off: the owner of a shard moves it to another live node
+//! without losing or repeating an event.
+//!
+//! 1. The owner marks the shard *moving* (under the view's write lock):
+//!    from then on it runs none of the shard's events. Events that arrive
+//!    are held here, in order (local ones), or answered later (a peer's).
+//! 2. It closes the shard's sockets (1012, "reconnect") and asks the
+//!    shard's live objects to leave memory; each goes once the events
+//!    already in its mailbox have run and committed.
+//! 3. It reads the shard's data (keys, alarms, names), a bounded part at a
+//!    time, and sends each part to the new owner, which writes it through
+//!    its writer (replacing whatever it held of those objects) and answers
+//!    once it is durable.
+//! 4. One etcd transaction, comparing the old owner and epoch, names the
+//!    new owner at epoch + 1. The new owner is told and serves at once.
+//! 5. The held events go where the shard went; peers that ask the old
+//!    owner are answered "moved". Then the old owner deletes its copy.
+//!
+//! If anything fails before the transaction, the move is called off: the
+//! receiver drops what it got and the old owner serves on, running the
+//! held events itself. If the transaction's outcome is unknown (etcd did
+//! not answer), the old owner drops its claim and lets its next reading
+//! of etcd decide, as after a lease lapse: it never serves a shard etcd
+//! may have given away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use super::ClusterError;
+use super::etcd::Etcd;
+use super::node::Node;
+use super::transport::Handled;
+use crate::alarm::AlarmKey;
+use crate::registry::Registry;
+use crate::remote::handoff_wire::{CopiedObject, PART_BYTES, WireHandOff, WireObject};
+use crate::remote::shard::{self, Owner, Place};
+use crate::remote::wire::WireRequest;
+use crate::remote::{Kind, Refusal};
+use crate::runtime::Runtime;
+use crate::shared::Shared;
+use crate::storage::shard_copy::{self, commit_all};
+
+/// Most events held for one shard while it moves; past it, `Overloaded`.
+pub(crate) const MAX_HELD: usize = 65_536;
+/// How long the shard's live objects get to finish and leave memory.
+const EVICT_WITHIN: Duration = Duration::from_secs(30);
+/// How long one step (a part, the commit) may take on the receiver.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The close code sockets of a moving object get: reconnect.
+const CLOSE_MOVING: u16 = 1012;
+
+/// What one hand-off moved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandOffReport {
+    /// The shard moved.
+    pub shard: u32,
+    /// Its new owner.
+    pub to: String,
+    /// The epoch the new owner serves it at.
+    pub epoch: u64,
+    /// Objects copied.
+    pub objects: usize,
+    /// Keys copied.
+    pub keys: usize,
+    /// Bytes of keys and values copied.
+    pub bytes: usize,
+    /// Parts sent.
+    pub parts: u32,
+    /// Events that arrived here during the move and were sent on.
+    pub held: usize,
+    /// How long this node served none of the shard's events.
+    pub paused: Duration,
+}
+
+/// One node's hand-offs, as sender and as receiver.
+#[derive(Default)]
+pub(crate) struct State {
+    holds: Mutex<HashMap<u32, Hold>>,
+    receiving: Mutex<HashMap<u32, Receiving>>,
+    runtime: OnceLock<(Weak<Shared>, Weak<Registry>)>,
+}
+
+/// Events held for a moving shard, and the signal that it stopped moving
+/// (the sender is dropped).
+struct Hold {
+    queue: Vec<Box<dyn FnOnce() + Send>>,
+    done: watch::Sender<()>,
+}
+
+/// A shard being received.
+struct Receiving {
+    from: String,
+    epoch: u64,
+    next_part: u32,
+    /// The lease generation the first part arrived under.
+    lease_gen_at: u64,
+    /// Alarms of the copied objects, scheduled once the shard is ours.
+    alarms: Vec<(AlarmKey, u64)>,
+}
+
+impl State {
+    pub(crate) fn attach(&self, runtime: &Runtime) {
+        let _ = self.runtime.set((
+            Arc::downgrade(runtime.shared()),
+            Arc::downgrade(runtime.registry()),
+        ));
+    }
+
+    fn runtime(&self) -> Result<(Arc<Shared>, Arc<Registry>), String> {
+        let (s, r) = self
+            .runtime
+            .get()
+            .ok_or_else(|| "this node serves no runtime".to_string())?;
+        Option::zip(s.upgrade(), r.upgrade()).ok_or_else(|| "the runtime is gone".to_string())
+    }
+
+    /// Holds `then` until the shard's move ends; runs it now if the shard
+    /// is not moving.
+    pub(crate) fn hold(&self, shard: u32, then: Box<dyn FnOnce() + Send>) -> Result<(), usize> {
+        let mut holds = crate::sync::lock(&self.holds);
+        match holds.get_mut(&shard) {
+            Some(h) if h.queue.len() >= MAX_HELD => Err(MAX_HELD),
+            Some(h) => {
+                h.queue.push(then);
+                Ok(())
+            }
+            None => {
+                drop(holds);
+                then();
+                Ok(())
+            }
+        }
+    }
+
+    /// Resolves once the shard is not moving.
+    pub(crate) fn settled(&self, shard: u32) -> impl Future<Output = ()> + Send + 'static {
+        let rx = crate::sync::lock(&self.holds)
+            .get(&shard)
+            .map(|h| h.done.subscribe());
+        async move {
+            if let Some(mut rx) = rx {
+                while rx.changed().await.is_ok() {}
+            }
+        }
+    }
+
+    /// Starts holding the shard's events; false if it is already moving.
+    fn begin(&self, shard: u32) -> bool {
+        let mut holds = crate::sync::lock(&self.holds);
+        if holds.contains_key(&shard) {
+            return false;
+        }
+        holds.insert(
+            shard,
+            Hold {
+                queue: Vec::new(),
+                done: watch::Sender::new(()),
+            },
+        );
+        true
+    }
+
+    /// Sends the held events on, in order (the view no longer says
+    /// "moving", so none is held again), and wakes the waiters. Under the
+    /// lock, so an event held later cannot overtake them. Returns how many
+    /// there were.
+    fn end(&self, shard: u32) -> usize {
+        let mut holds = crate::sync::lock(&self.holds);
+        let Some(hold) = holds.remove(&shard) else {
+            return 0;
+        };
+        let n = hold.queue.len();
+        for then in hold.queue {
+            then();
+        }
+        n
+    }
+}
+
+/// Moves `shard` from this node to `to`. See the module's comment.
+pub(crate) async fn hand_off(
+    node: &Arc<Node>,
+    etcd: &mut Etcd,
+    shard: u32,
+    to: &str,
+) -> Result<HandOffReport, ClusterError> {
+    let refused = |m: String| ClusterError::HandOff(format!("shard {shard} to {to}: {m}"));
+    let (shared, registry) = node.handoff.runtime().map_err(refused)?;
+    let (epoch, addr) = {
+        let view = crate::sync::read(&node.view);
+        if shard >= view.shards {
+            return Err(refused(format!("there are {} shards", view.shards)));
+        }
+        if to == node.me {
+            return Err(refused("it is this node".into()));
+        }
+        let Some(addr) = view.members.get(to).and_then(|a| a.parse().ok()) else {
+            return Err(refused("not a live member".into()));
+        };
+        if view.draining.contains(to) {
+            return Err(refused("it is draining".into()));
+        }
+        match view.place(shard, Instant::now()) {
+            Place::Local { epoch } => (epoch, addr),
+            other => return Err(refused(format!("this node does not serve it ({other:?})"))),
+        }
+    };
+    if !node.handoff.begin(shard) {
+        return Err(refused("it is moving already".into()));
+    }
+    let started = Instant::now();
+    {
+        let mut view = crate::sync::write(&node.view);
+        // Still ours at that epoch? (The view may have changed since.)
+        if !matches!(view.place(shard, Instant::now()), Place::Local { epoch: e } if e == epoch) {
+            drop(view);
+            node.handoff.end(shard);
+            return Err(refused("the shard changed hands meanwhile".into()));
+        }
+        view.moving.insert(shard);
+    }
+    let peer = Peer {
+        node,
+        to,
+        addr,
+        shard,
+        epoch,
+    };
+    let copied = match prepare_and_copy(&peer, &shared, &registry).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Nothing moved in etcd: the receiver drops what it got, and
+            // this node serves on.
+            let _ = peer.step(WireHandOff::Abort).await;
+            crate::sync::write(&node.view).moving.remove(&shard);
+            node.handoff.end(shard);
+            return Err(refused(e));
+        }
+    };
+    let claim = shard::reassign(
+        shard,
+        Owner {
+            node: node.me.clone(),
+            epoch,
+        },
+        to,
+    );
+    match etcd.apply(&claim).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = peer.step(WireHandOff::Abort).await;
+            crate::sync::write(&node.view).moving.remove(&shard);
+            node.handoff.end(shard);
+            return Err(refused(
+                "etcd no longer names this node the owner at that epoch".into(),
+            ));
+        }
+        Err(e) => {
+            // Unknown outcome: serve nothing of it until etcd is read
+            // again (the refresh re-claims it if it is still ours).
+            {
+                let mut view = crate::sync::write(&node.view);
+                view.moving.remove(&shard);
+                view.claimed.remove(&shard);
+            }
+            node.handoff.end(shard);
+            return Err(refused(format!("the ownership transaction failed: {e}")));
+        }
+    }
+    crate::sync::write(&node.view).handed_away(shard, claim.next.clone());
+    // Told before the held events go, so it serves when they arrive; if
+    // this is lost, it re-claims the shard at its next reading of etcd.
+    if let Err(e) = peer
+        .step(WireHandOff::Commit {
+            epoch: claim.next.epoch,
+        })
+        .await
+    {
+        tracing::warn!(shard, to, error = %e, "the new owner did not confirm; it re-claims the shard from etcd");
+    }
+    let held = node.handoff.end(shard);
+    let paused = started.elapsed();
+    if let Err(e) = remove_local(&shared, shard, node.shards).await {
+        tracing::warn!(shard, error = %e, "the moved shard's local copy was not deleted");
+    }
+    Ok(HandOffReport {
+        shard,
+        to: to.to_string(),
+        epoch: claim.next.epoch,
+        objects: copied.objects,
+        keys: copied.keys,
+        bytes: copied.bytes,
+        parts: copied.parts,
+        held,
+        paused,
+    })
+}
+
+/// The receiving end, as the sender addresses it.
+struct Peer<'a> {
+    node: &'a Arc<Node>,
+    to: &'a str,
+    addr: std::net::SocketAddr,
+    shard: u32,
+    epoch: u64,
+}
+
+impl Peer<'_> {
+    /// Sends one step and waits for the receiver's answer.
+    async fn step(&self, body: WireHandOff) -> Result<(), String> {
+        let body = serde_json::value::to_raw_value(&body).map_err(|e| e.to_string())?;
+        let req = WireRequest {
+            seq: 0,
+            ns: String::new(),
+            id: String::new(),
+            shard: self.shard,
+            epoch: self.epoch,
+            kind: Kind::HandOff,
+            chain: Vec::new(),
+            body,
+        };
+        let rx = self
+            .node
+            .peers
+            .send(self.to, self.addr, req)
+            .map_err(|r| format!("{r:?}"))?;
+        match tokio::time::timeout(STEP_TIMEOUT, rx).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(r))) => Err(format!("{} refused: {r:?}", self.to)),
+            Ok(Err(_)) => Err(format!("the connection to {} was lost", self.to)),
+            Err(_) => Err(format!(
+                "{} did not answer within {STEP_TIMEOUT:?}",
+                self.to
+            )),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Copied {
+    objects: usize,
+    keys: usize,
+    bytes: usize,
+    parts: u32,
+}
+
+/// Steps 2 and 3: empties memory of the shard's objects, then sends its
+/// data.
+async fn prepare_and_copy(
+    peer: &Peer<'_>,
+    shared: &Arc<Shared>,
+    registry: &Arc<Registry>,
+) -> Result<Copied, String> {
+    let (shard, shards) = (peer.shard, peer.node.shards);
+    let pick = move |id: &[u8; 32]| shard::shard_of(id, shards) == shard;
+    let namespaces = registry.all();
+    for ns in &namespaces {
+        ns.close_sockets_where(&pick, CLOSE_MOVING, "the object is moving to another node");
+    }
+    let deadline = Instant::now() + EVICT_WITHIN;
+    loop {
+        let live: usize = namespaces.iter().map(|ns| ns.evict_where(&pick)).sum();
+        if live == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{live} of its objects did not leave memory within {EVICT_WITHIN:?} (background work or a streamed body still running)"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let store = shared.store.clone();
+    let objects = blocking(move || store.objects_where(&pick)).await?;
+    let mut copied = Copied {
+        objects: objects.len(),
+        ..Copied::default()
+    };
+    let mut part: Vec<WireObject> = Vec::new();
+    let mut part_bytes = 0;
+    for (id, ns, name) in objects {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let store = shared.store.clone();
+            let from = after.clone();
+            let budget = PART_BYTES.saturating_sub(part_bytes).max(1);
+            let first = after.is_none();
+            let (page, alarm) = blocking(move || {
+                let page = store.object_page(&id, from.as_deref(), budget)?;
+                let alarm = if first { store.alarm(&id)? } else { None };
+                Ok((page, alarm))
+            })
+            .await?;
+            copied.keys += page.keys.len();
+            copied.bytes += page.bytes;
+            part_bytes += page.bytes + 64;
+            after = page.keys.last().map(|(k, _)| k.clone()).or(after);
+            let more = page.more;
+            part.push(WireObject::encode(&CopiedObject {
+                ns: ns.clone(),
+                id,
+                name: name.clone(),
+                first,
+                alarm,
+                keys: page.keys,
+            }));
+            if part_bytes >= PART_BYTES {
+                send_part(peer, &mut copied, std::mem::take(&mut part)).await?;
+                part_bytes = 0;
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+    if !part.is_empty() || copied.parts == 0 {
+        send_part(peer, &mut copied, part).await?;
+    }
+    Ok(copied)
+}
+
+async fn send_part(
+    peer: &Peer<'_>,
+    copied: &mut Copied,
+    objects: Vec<WireObject>,
+) -> Result<(), String> {
+    peer.step(WireHandOff::Part {
+        from: peer.node.me.clone(),
+        epoch: peer.epoch,
+        part: copied.parts,
+        objects,
+    })
+    .await?;
+    copied.parts += 1;
+    Ok(())
+}
+
+/// Runs a store read on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::storage::StorageError> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Deletes every object of `shard` here, alarms included.
+async fn remove_local(shared: &Arc<Shared>, shard: u32, shards: u32) -> Result<(), String> {
+    let store = shared.store.clone();
+    let objects =
+        blocking(move || store.objects_where(&|id| shard::shard_of(id, shards) == shard)).await?;
+    let batches = objects
+        .iter()
+        .map(|(id, ns, _)| shard_copy::removal_batch(*id, ns))
+        .collect();
+    commit_all(&shared.store, batches)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (id, ns, _) in objects {
+        let key = AlarmKey {
+            id,
+            namespace: ns.into(),
+        };
+        shared.alarms.committed(key, None);
+    }
+    Ok(())
+}
+
+/// A peer's hand-off step, on the receiving node.
+pub(crate) fn receive(node: &Arc<Node>, req: WireRequest) -> Handled {
+    let node = node.clone();
+    Handled::Later(Box::pin(async move {
+        received(&node, req)
+            .await
+            .map(|()| serde_json::value::to_raw_value(&true).unwrap_or_default())
+            .map_err(|message| Refusal::Failed { message })
+    }))
+}
+
+async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
+    let shard = req.shard;
+    if shard >= node.shards {
+        return Err(format!("there are {} shards", node.shards));
+    }
+    let body: WireHandOff = serde_json::from_str(req.body.get())
+        .map_err(|e| format!("the hand-off does not decode: {e}"))?;
+    let (shared, _) = node.handoff.runtime()?;
+    let serving = || {
+        matches!(
+            crate::sync::read(&node.view).place(shard, Instant::now()),
+            Place::Local { .. } | Place::Moving
+        )
+    };
+    match body {
+        WireHandOff::Part {
+            from,
+            epoch,
+            part,
+            objects,
+        } => {
+            if serving() {
+                return Err(format!("this node serves shard {shard} already"));
+            }
+            if node.draining.load(std::sync::atomic::Ordering::Acquire) {
+                return Err("this node is draining".into());
+            }
+            let mut decoded = Vec::with_capacity(objects.len());
+            for o in objects {
+                decoded.push(o.decode(shard, node.shards)?);
+            }
+            if part == 0 {
+                // Whatever this node held of the shard (from an earlier
+                // time it owned it) is replaced, not merged.
+                remove_local(&shared, shard, node.shards).await?;
+                let lease_gen_at = crate::sync::read(&node.view).lease_gen;
+                crate::sync::lock(&node.handoff.receiving).insert(
+                    shard,
+                    Receiving {
+                        from: from.clone(),
+                        epoch,
+                        next_part: 0,
+                        lease_gen_at,
+                        alarms: Vec::new(),
+                    },
+                );
+            }
+            {
+                let receiving = crate::sync::lock(&node.handoff.receiving);
+                match receiving.get(&shard) {
+                    Some(r) if r.from == from && r.epoch == epoch && r.next_part == part => {}
+                    _ => return Err(format!("part {part} of shard {shard} is out of order")),
+                }
+            }
+            let mut alarms = Vec::new();
+            let batches = decoded
+                .into_iter()
+                .map(|o| {
+                    if let Some(at) = o.alarm {
+                        alarms.push((
+                            AlarmKey {
+                                id: o.id,
+                                namespace: o.ns.as_str().into(),
+                            },
+                            at,
+                        ));
+                    }
+                    shard_copy::copy_batch(o.id, &o.ns, o.name.as_deref(), o.first, o.alarm, o.keys)
+                })
+                .collect();
+            commit_all(&shared.store, batches)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut receiving = crate::sync::lock(&node.handoff.receiving);
+            if let Some(r) = receiving.get_mut(&shard) {
+                r.next_part += 1;
+                r.alarms.extend(alarms);
+            }
+            Ok(())
+        }
+        WireHandOff::Commit { epoch } => {
+            let r = crate::sync::lock(&node.handoff.receiving).remove(&shard);
+            let Some(r) = r else {
+                return Err(format!("no hand-off of shard {shard} is under way"));
+            };
+            let next = Owner {
+                node: node.me.clone(),
+                epoch,
+            };
+            let serves =
+                crate::sync::write(&node.view).handed(shard, &next, r.lease_gen_at, Instant::now());
+            if !serves {
+                tracing::info!(shard, "a handed shard waits for this node to re-claim it");
+            }
+            for (key, at) in r.alarms {
+                shared.alarms.committed(key, Some(at));
+            }
+            Ok(())
+        }
+        WireHandOff::Abort => {
+            crate::sync::lock(&node.handoff.receiving).remove(&shard);
+            if !serving() {
+                remove_local(&shared, shard, node.shards).await?;
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Copying a set of objects out of one store and into another, as a
+//! cluster hand-off moves a shard: the sender reads the objects' committed
+//! keys and alarms a bounded page at a time; the receiver writes each
+//! object as a batch that first clears what it held of that object, through
+//! the one writer (so the copy is group-committed and durable like any
+//! event's writes). Nothing here knows about shards or the network.
+
+use bytes::Bytes;
+
+use super::layout::{self, ID_LEN};
+use super::overlay::Changes;
+use super::{Batch, StorageError, Store};
+
+/// An object's entry in the catalog: id, namespace, name.
+pub(crate) type Catalogued = ([u8; 32], String, Option<String>);
+
+/// One object's part of a copy: its keys from `after` on, as stored.
+pub(crate) struct Page {
+    /// Raw keys (without the id) and values (with their tag byte).
+    pub(crate) keys: Vec<(Vec<u8>, Bytes)>,
+    /// Bytes of keys and values in `keys`.
+    pub(crate) bytes: usize,
+    /// More keys follow the last one.
+    pub(crate) more: bool,
+}
+
+impl Store {
+    /// Every catalogued object whose id `pick` selects, and every object
+    /// with an alarm but no catalog record (none should exist; a copy
+    /// must not leave one behind).
+    pub(crate) fn objects_where(
+        &self,
+        pick: &dyn Fn(&[u8; 32]) -> bool,
+    ) -> Result<Vec<Catalogued>, StorageError> {
+        let rtxn = self
+            .env
+            .read_txn()
+            .map_err(|e| StorageError::lmdb("read", e))?;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for item in self
+            .dbs
+            .catalog
+            .iter(&rtxn)
+            .map_err(|e| StorageError::lmdb("catalog", e))?
+        {
+            let (k, v) = item.map_err(|e| StorageError::lmdb("catalog", e))?;
+            let id = <[u8; 32]>::try_from(k)
+                .map_err(|_| StorageError::Corrupt("catalog key is not an id".into()))?;
+            if !pick(&id) {
+                continue;
+            }
+            let (ns, name) = layout::parse_catalog_record(v)
+                .ok_or_else(|| StorageError::Corrupt("catalog record".into()))?;
+            seen.insert(id);
+            out.push((id, ns.to_string(), name.map(str::to_string)));
+        }
+        for item in self
+            .dbs
+            .alarms
+            .iter(&rtxn)
+            .map_err(|e| StorageError::lmdb("alarms", e))?
+        {
+            let (k, v) = item.map_err(|e| StorageError::lmdb("alarms", e))?;
+            let Ok(id) = <[u8; 32]>::try_from(k) else {
+                continue;
+            };
+            if pick(&id)
+                && !seen.contains(&id)
+                && let Some((_, ns)) = layout::parse_alarm_record(v)
+            {
+                out.push((id, ns.to_string(), None));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to about `budget` bytes of one object's keys, after `after` (from
+    /// the first key when `None`); at least one key when any is left.
+    pub(crate) fn object_page(
+        &self,
+        id: &[u8; 32],
+        after: Option<&[u8]>,
+        budget: usize,
+    ) -> Result<Page, StorageError> {
+        use std::ops::Bound;
+        let rtxn = self
+            .env
+            .read_txn()
+            .map_err(|e| StorageError::lmdb("read", e))?;
+        let lo = match after {
+            Some(a) => Bound::Excluded(layout::data_key(id, a)),
+            None => Bound::Included(id.to_vec()),
+        };
+        let hi = match super::list::successor(id) {
+            Some(next) => Bound::Excluded(next),
+            None => Bound::Unbounded,
+        };
+        let bounds = (as_ref(&lo), as_ref(&hi));
+        let mut page = Page {
+            keys: Vec::new(),
+            bytes: 0,
+            more: false,
+        };
+        for item in self
+            .dbs
+            .data
+            .range(&rtxn, &bounds)
+            .map_err(|e| StorageError::lmdb("copy", e))?
+        {
+            let (k, v) = item.map_err(|e| StorageError::lmdb("copy", e))?;
+            if !page.keys.is_empty() && page.bytes + k.len() + v.len() > budget {
+                page.more = true;
+                break;
+            }
+            page.bytes += k.len() + v.len();
+            page.keys.push((
+                k.get(ID_LEN..).unwrap_or_default().to_vec(),
+                Bytes::copy_from_slice(v),
+            ));
+        }
+        Ok(page)
+    }
+}
+
+/// The batch that writes one object's copied part: its first part clears
+/// what the receiver held of it and sets its alarm (or none); later parts
+/// add keys.
+pub(crate) fn copy_batch(
+    id: [u8; 32],
+    namespace: &str,
+    name: Option<&str>,
+    first: bool,
+    alarm: Option<u64>,
+    keys: Vec<(Vec<u8>, Bytes)>,
+) -> Batch {
+    Batch {
+        id,
+        namespace: namespace.into(),
+        name: name.map(Into::into),
+        record_catalog: true,
+        changes: Changes {
+            cleared: first,
+            writes: keys.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+            alarm: if first { Some(alarm) } else { None },
+        },
+    }
+}
+
+/// The batch that removes an object: its keys, catalog record and alarm.
+pub(crate) fn removal_batch(id: [u8; 32], namespace: &str) -> Batch {
+    copy_batch(id, namespace, None, true, None, Vec::new())
+}
+
+fn as_ref(b: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {
+    match b {
+        std::ops::Bound::Included(v) => std::ops::Bound::Included(v.as_slice()),
+        std::ops::Bound::Excluded(v) => std::ops::Bound::Excluded(v.as_slice()),
+        std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
+    }
+}
+
+/// Commits `batches` through the store's writer (one group when they
+/// queue together) and waits until all are durable.
+pub(crate) async fn commit_all(store: &Store, batches: Vec<Batch>) -> Result<(), StorageError> {
+    let mut waits = Vec::with_capacity(batches.len());
+    for b in batches {
+        let place = store.writer.reserve().await?;
+        waits.push(place.send(b));
+    }
+    for w in waits {
+        w.await.map_err(|_| StorageError::Closed)??;
+    }
+    Ok(())
+}
