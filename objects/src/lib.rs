@@ -126,7 +126,8 @@ pub use background::SpawnError;
 pub use clock::{Clock, TokioClock};
 #[cfg(feature = "cluster")]
 pub use cluster::{
-    Cluster, ClusterCa, ClusterError, ClusterOptions, ClusterStatus, HandOffReport, NodeCertificate,
+    Cluster, ClusterCa, ClusterError, ClusterOptions, ClusterStatus, HandOffReport,
+    NodeCertificate, RestoreReport,
 };
 pub use context::Context;
 pub use error::{Aborted, BoxError, Error, EventTimeout, Result};

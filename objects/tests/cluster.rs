@@ -409,7 +409,25 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             Ok(moved) => format!("ok {}", moved.len()),
             Err(e) => format!("err rebalance {e}"),
         },
+        "restore" => match cluster.restore_shard(num(2) as u32, arg(3)).await {
+            Ok(r) => format!("ok {} {}", r.objects, r.keys),
+            Err(e) => format!("err restore {e}"),
+        },
         "served" => format!("ok {}", cluster.status().serving.len()),
+        // Until this node has read that shard `n` is `node`'s.
+        "owned" => {
+            let shard = num(2) as usize;
+            for _ in 0..300 {
+                if cluster.status().owners[shard]
+                    .as_ref()
+                    .is_some_and(|o| o.0 == arg(3))
+                {
+                    return "ok".into();
+                }
+                cluster.refreshed().await;
+            }
+            "err owned never".into()
+        }
         // A call that holds the object until its owner's `release`.
         "hold" => fmt(probes.get_by_name(&arg(2)).call(ProbeCall::Hold).await),
         // Until this node is handing shard `n` away. (Polled: nothing
@@ -877,4 +895,49 @@ async fn shards_move_under_load_without_losing_or_repeating_a_call() {
         "the shard handed by hand went to n4 and stayed"
     );
     assert_eq!(c.violations(), "", "two live instances of one object");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_s_shard_is_restored_elsewhere_from_a_backup() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut c) = Cluster3::start(4, 1500).await else {
+        return;
+    };
+    let (on3, shard, _) = object_on(&mut c, "n3", "restore").await;
+    for _ in 0..5 {
+        ok_total(&c.nodes[0].cmd("call", &format!("{on3} 1")).await);
+    }
+    // A backup of n3's data dir taken while it runs, then n3 is lost.
+    let backup = c.data.path().join("n3-backup");
+    objects::Admin::backup_live(&c.node("n3").cfg.data, &backup).expect("backup");
+    let cfg3 = c.node("n3").cfg.clone();
+    c.nodes.retain(|n| n.id != "n3");
+    assert_eq!(c.node("n2").cmd("gone", "n3").await, "ok");
+    // A restore while the owner is live is refused; here it is not.
+    let r = c
+        .node("n2")
+        .cmd("restore", &format!("{shard} {}", backup.display()))
+        .await;
+    assert!(r.starts_with("ok "), "{r}");
+    assert_eq!(
+        c.node("n1").cmd("owned", &format!("{shard} n2")).await,
+        "ok"
+    );
+    let (ran_on, total) = ok_total(&c.node("n1").cmd("call", &format!("{on3} 1")).await);
+    assert_eq!(
+        (ran_on.as_str(), total),
+        ("n2", 6),
+        "the backup's writes are there"
+    );
+    // n3 comes back with its old data dir: the shard stays with n2.
+    c.nodes.push(Node::spawn(cfg3).await);
+    c.settle().await;
+    let (ran_on, total) = ok_total(&c.node("n3").cmd("call", &format!("{on3} 1")).await);
+    assert_eq!((ran_on.as_str(), total), ("n2", 7));
+    let r = c
+        .node("n1")
+        .cmd("restore", &format!("{shard} {}", backup.display()))
+        .await;
+    assert!(r.starts_with("err restore ") && r.contains("live"), "{r}");
+    assert_eq!(c.violations(), "");
 }

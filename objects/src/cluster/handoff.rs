@@ -341,7 +341,7 @@ impl Peer<'_> {
 }
 
 #[derive(Default)]
-struct Copied {
+pub(super) struct Copied {
     objects: usize,
     keys: usize,
     bytes: usize,
@@ -374,20 +374,66 @@ async fn prepare_and_copy(
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let store = shared.store.clone();
-    let objects = blocking(move || store.objects_where(&pick)).await?;
-    let mut copied = Copied {
-        objects: objects.len(),
-        ..Copied::default()
-    };
-    let mut part: Vec<WireObject> = Vec::new();
-    let mut part_bytes = 0;
-    for (id, ns, name) in objects {
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let store = shared.store.clone();
+    let mut reader = ShardReader::new(shared.store.clone(), shard, shards).await?;
+    while let Some(objects) = reader.next_part().await? {
+        peer.step(WireHandOff::Part {
+            from: peer.node.me.clone(),
+            epoch: peer.epoch,
+            part: reader.copied.parts - 1,
+            objects: objects.iter().map(WireObject::encode).collect(),
+        })
+        .await?;
+    }
+    Ok(reader.copied)
+}
+
+/// Reads every object of a shard from a store, a bounded part at a time.
+pub(super) struct ShardReader {
+    store: Arc<crate::storage::Store>,
+    objects: std::vec::IntoIter<crate::storage::shard_copy::Catalogued>,
+    /// The object being read, and its last key read.
+    current: Option<(crate::storage::shard_copy::Catalogued, Option<Vec<u8>>)>,
+    copied: Copied,
+}
+
+impl ShardReader {
+    pub(super) async fn new(
+        store: Arc<crate::storage::Store>,
+        shard: u32,
+        shards: u32,
+    ) -> Result<ShardReader, String> {
+        let objects = {
+            let store = store.clone();
+            blocking(move || store.objects_where(&|id| shard::shard_of(id, shards) == shard))
+                .await?
+        };
+        Ok(ShardReader {
+            store,
+            copied: Copied {
+                objects: objects.len(),
+                ..Copied::default()
+            },
+            objects: objects.into_iter(),
+            current: None,
+        })
+    }
+
+    /// The next part (about `PART_BYTES` of keys and values); the first is
+    /// returned even when empty. `None` once everything was read.
+    pub(super) async fn next_part(&mut self) -> Result<Option<Vec<CopiedObject>>, String> {
+        let mut out: Vec<CopiedObject> = Vec::new();
+        let mut out_bytes = 0;
+        while out_bytes < PART_BYTES {
+            let ((id, ns, name), after) = match self.current.take() {
+                Some(c) => c,
+                None => match self.objects.next() {
+                    Some(o) => (o, None),
+                    None => break,
+                },
+            };
+            let store = self.store.clone();
             let from = after.clone();
-            let budget = PART_BYTES.saturating_sub(part_bytes).max(1);
+            let budget = PART_BYTES.saturating_sub(out_bytes).max(1);
             let first = after.is_none();
             let (page, alarm) = blocking(move || {
                 let page = store.object_page(&id, from.as_deref(), budget)?;
@@ -395,48 +441,58 @@ async fn prepare_and_copy(
                 Ok((page, alarm))
             })
             .await?;
-            copied.keys += page.keys.len();
-            copied.bytes += page.bytes;
-            part_bytes += page.bytes + 64;
-            after = page.keys.last().map(|(k, _)| k.clone()).or(after);
-            let more = page.more;
-            part.push(WireObject::encode(&CopiedObject {
-                ns: ns.clone(),
+            self.copied.keys += page.keys.len();
+            self.copied.bytes += page.bytes;
+            out_bytes += page.bytes + 64;
+            if page.more {
+                let last = page.keys.last().map(|(k, _)| k.clone()).or(after);
+                self.current = Some(((id, ns.clone(), name.clone()), last));
+            }
+            out.push(CopiedObject {
+                ns,
                 id,
-                name: name.clone(),
+                name,
                 first,
                 alarm,
                 keys: page.keys,
-            }));
-            if part_bytes >= PART_BYTES {
-                send_part(peer, &mut copied, std::mem::take(&mut part)).await?;
-                part_bytes = 0;
-            }
-            if !more {
-                break;
-            }
+            });
         }
+        if out.is_empty() && self.copied.parts > 0 {
+            return Ok(None);
+        }
+        self.copied.parts += 1;
+        Ok(Some(out))
     }
-    if !part.is_empty() || copied.parts == 0 {
-        send_part(peer, &mut copied, part).await?;
-    }
-    Ok(copied)
 }
 
-async fn send_part(
-    peer: &Peer<'_>,
-    copied: &mut Copied,
-    objects: Vec<WireObject>,
-) -> Result<(), String> {
-    peer.step(WireHandOff::Part {
-        from: peer.node.me.clone(),
-        epoch: peer.epoch,
-        part: copied.parts,
-        objects,
-    })
-    .await?;
-    copied.parts += 1;
-    Ok(())
+/// Writes copied objects (each first part replacing what this node held
+/// of its object) and waits until they are durable. Returns their alarms,
+/// to schedule once the shard is this node's.
+pub(super) async fn write_objects(
+    shared: &Shared,
+    objects: Vec<CopiedObject>,
+) -> Result<Vec<(AlarmKey, u64)>, String> {
+    let mut alarms = Vec::new();
+    let batches = objects
+        .into_iter()
+        .map(|o| {
+            if let Some(at) = o.alarm {
+                let namespace = o.ns.as_str().into();
+                alarms.push((
+                    AlarmKey {
+                        id: o.id,
+                        namespace,
+                    },
+                    at,
+                ));
+            }
+            shard_copy::copy_batch(o.id, &o.ns, o.name.as_deref(), o.first, o.alarm, o.keys)
+        })
+        .collect();
+    commit_all(&shared.store, batches)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(alarms)
 }
 
 /// Runs a store read on the blocking pool.
@@ -536,25 +592,7 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
                     _ => return Err(format!("part {part} of shard {shard} is out of order")),
                 }
             }
-            let mut alarms = Vec::new();
-            let batches = decoded
-                .into_iter()
-                .map(|o| {
-                    if let Some(at) = o.alarm {
-                        alarms.push((
-                            AlarmKey {
-                                id: o.id,
-                                namespace: o.ns.as_str().into(),
-                            },
-                            at,
-                        ));
-                    }
-                    shard_copy::copy_batch(o.id, &o.ns, o.name.as_deref(), o.first, o.alarm, o.keys)
-                })
-                .collect();
-            commit_all(&shared.store, batches)
-                .await
-                .map_err(|e| e.to_string())?;
+            let alarms = write_objects(&shared, decoded).await?;
             let mut receiving = crate::sync::lock(&node.handoff.receiving);
             if let Some(r) = receiving.get_mut(&shard) {
                 r.next_part += 1;
@@ -589,4 +627,119 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// What a restore brought back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// The shard restored.
+    pub shard: u32,
+    /// The epoch this node serves it at.
+    pub epoch: u64,
+    /// Objects copied from the backup.
+    pub objects: usize,
+    /// Keys copied.
+    pub keys: usize,
+    /// Bytes of keys and values copied.
+    pub bytes: usize,
+}
+
+/// Brings `shard` of a lost node back on this one from a backup of that
+/// node's data dir: copies the shard's objects in (durably, replacing
+/// whatever this node held of them), then one etcd transaction, comparing
+/// the lost owner and its epoch, names this node the owner.
+pub(crate) async fn restore(
+    node: &Arc<Node>,
+    etcd: &mut Etcd,
+    shard: u32,
+    backup: &std::path::Path,
+) -> Result<RestoreReport, ClusterError> {
+    let refused = |m: String| ClusterError::HandOff(format!("restore of shard {shard}: {m}"));
+    let (shared, _) = node.handoff.runtime().map_err(refused)?;
+    let (prev, lease_gen_at) = {
+        let view = crate::sync::read(&node.view);
+        if shard >= view.shards {
+            return Err(refused(format!("there are {} shards", view.shards)));
+        }
+        let Some(prev) = view.owners.get(&shard).cloned() else {
+            return Err(refused("it has no owner yet: nothing was lost".into()));
+        };
+        if prev.node == node.me {
+            return Err(refused(
+                "this node owns it: restore a node's own data dir while it is stopped (Admin::import or a copy of the backup)".into(),
+            ));
+        }
+        if view.members.contains_key(&prev.node) {
+            return Err(refused(format!(
+                "its owner {} is live: hand it off instead",
+                prev.node
+            )));
+        }
+        if !view.lease.alive(Instant::now()) {
+            return Err(refused("this node holds no live lease".into()));
+        }
+        (prev, view.lease_gen)
+    };
+    if node.draining.load(std::sync::atomic::Ordering::Acquire) {
+        return Err(refused("this node is draining".into()));
+    }
+    if !backup.join("data.mdb").is_file() {
+        return Err(refused(format!("{} holds no data.mdb", backup.display())));
+    }
+    let dir = backup.to_path_buf();
+    let opts = crate::storage::StoreOptions::default();
+    let store = blocking(move || crate::storage::Store::open(&dir, &opts))
+        .await
+        .map_err(refused)?;
+    let shards = node.shards;
+    let mut alarms = Vec::new();
+    let copied = async {
+        remove_local(&shared, shard, shards).await?;
+        let mut reader = ShardReader::new(store.clone(), shard, shards).await?;
+        while let Some(objects) = reader.next_part().await? {
+            alarms.extend(write_objects(&shared, objects).await?);
+        }
+        Ok::<Copied, String>(reader.copied)
+    }
+    .await;
+    store.writer.close().await;
+    let copied = match copied {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = remove_local(&shared, shard, shards).await;
+            return Err(refused(e));
+        }
+    };
+    let claim = shard::reassign(shard, prev, &node.me);
+    match etcd.apply(&claim).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let _ = remove_local(&shared, shard, shards).await;
+            return Err(refused("its owner changed meanwhile".into()));
+        }
+        Err(e) => {
+            return Err(refused(format!(
+                "the ownership transaction's outcome is unknown ({e}); this node re-claims the shard at its next reading of etcd if it went through"
+            )));
+        }
+    }
+    let serves =
+        crate::sync::write(&node.view).handed(shard, &claim.next, lease_gen_at, Instant::now());
+    if !serves {
+        tracing::info!(
+            shard,
+            "the restored shard waits for this node to re-claim it"
+        );
+    }
+    for (key, at) in alarms {
+        shared.alarms.committed(key, Some(at));
+    }
+    Ok(RestoreReport {
+        shard,
+        epoch: claim.next.epoch,
+        objects: copied.objects,
+        keys: copied.keys,
+        bytes: copied.bytes,
+    })
 }

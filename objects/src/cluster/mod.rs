@@ -33,7 +33,7 @@ use crate::id::ObjectId;
 use crate::remote::shard::{self, Lease, Place, View};
 use crate::runtime::Runtime;
 
-pub use handoff::HandOffReport;
+pub use handoff::{HandOffReport, RestoreReport};
 pub use tls::{ClusterCa, NodeCertificate};
 
 use etcd::Etcd;
@@ -395,6 +395,30 @@ impl Cluster {
     pub async fn hand_off(&self, shard: u32, to: &str) -> Result<HandOffReport, ClusterError> {
         let mut etcd = self.inner.etcd.clone();
         handoff::hand_off(&self.inner.node, &mut etcd, shard, to).await
+    }
+
+    /// Restores `shard`, whose owner is down (not a live member), on this
+    /// node from `backup`, a copy of the lost owner's data dir
+    /// (`Admin::backup_live`, `Runtime::backup`, or the dir itself): its
+    /// objects' keys, alarms and names are copied in (replacing what this
+    /// node held of them) and made durable, then one etcd transaction,
+    /// comparing the old owner and epoch, names this node the owner.
+    /// Writes made on the old owner after the backup are lost; if the old
+    /// owner comes back, it serves nothing of the shard (etcd names this
+    /// node).
+    ///
+    /// # Errors
+    ///
+    /// [`ClusterError::HandOff`]: the owner is live (hand the shard off
+    /// instead), this node owns it, the backup does not open, or the
+    /// owner changed meanwhile.
+    pub async fn restore_shard(
+        &self,
+        shard: u32,
+        backup: impl AsRef<std::path::Path>,
+    ) -> Result<RestoreReport, ClusterError> {
+        let mut etcd = self.inner.etcd.clone();
+        handoff::restore(&self.inner.node, &mut etcd, shard, backup.as_ref()).await
     }
 
     /// Hands every shard this node serves to the other live members (each
