@@ -242,7 +242,69 @@ impl chat_demo::NodeHealth for Health {
     }
 }
 
+/// The admin listener's cluster operations (`POST /cluster/*`).
+struct Ops(Cluster);
+
+impl Ops {
+    fn moved(
+        result: Result<Vec<objects::HandOffReport>, objects::ClusterError>,
+    ) -> Result<String, String> {
+        let moved = result.map_err(|e| e.to_string())?;
+        let mut report = format!("{} shards moved\n", moved.len());
+        for m in moved {
+            report.push_str(&format!(
+                "shard {} to {} (epoch {}): {} objects, {} keys, {} bytes, {} events waited {} ms\n",
+                m.shard,
+                m.to,
+                m.epoch,
+                m.objects,
+                m.keys,
+                m.bytes,
+                m.held,
+                m.paused.as_millis()
+            ));
+        }
+        Ok(report)
+    }
+}
+
+impl chat_demo::ClusterOps for Ops {
+    fn drain(&self) -> chat_demo::OpFuture {
+        let cluster = self.0.clone();
+        Box::pin(async move { Ops::moved(cluster.drain().await) })
+    }
+
+    fn rebalance(&self) -> chat_demo::OpFuture {
+        let cluster = self.0.clone();
+        Box::pin(async move { Ops::moved(cluster.rebalance().await) })
+    }
+
+    fn restore_shard(&self, shard: u32, backup: PathBuf) -> chat_demo::OpFuture {
+        let cluster = self.0.clone();
+        Box::pin(async move {
+            let r = cluster
+                .restore_shard(shard, &backup)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "shard {} restored from {} (epoch {}): {} objects, {} keys, {} bytes\n",
+                r.shard,
+                backup.display(),
+                r.epoch,
+                r.objects,
+                r.keys,
+                r.bytes
+            ))
+        })
+    }
+}
+
 impl Node {
+    /// The admin listener's cluster operations on this node.
+    pub(crate) fn ops(&self) -> std::sync::Arc<dyn chat_demo::ClusterOps> {
+        std::sync::Arc::new(Ops(self.cluster.clone()))
+    }
+
     /// What `/readyz` asks of this node.
     pub(crate) fn health(&self) -> std::sync::Arc<dyn chat_demo::NodeHealth> {
         std::sync::Arc::new(Health(self.cluster.clone()))
@@ -297,6 +359,16 @@ pub(crate) enum ClusterCommand {
     /// later serves as a front door at once; it owns no shard until shards
     /// are moved to it.
     Issue(InitArgs),
+    /// Ask a running node (through its admin listener) to hand every
+    /// shard it serves to the other nodes, one at a time, before it is
+    /// stopped; no shard moves to it afterwards until it restarts.
+    Drain(crate::operate::AdminArgs),
+    /// Ask a running node to hand the other nodes the shards rendezvous
+    /// hashing now gives them (after a node joined).
+    Rebalance(crate::operate::AdminArgs),
+    /// Ask a running node to take a shard of a lost node, from a backup of
+    /// that node's data dir.
+    RestoreShard(crate::operate::RestoreArgs),
 }
 
 /// `cluster init` flags.
@@ -315,6 +387,9 @@ pub(crate) fn run(command: ClusterCommand) -> anyhow::Result<()> {
     match command {
         ClusterCommand::Init(a) => init(&a.dir, &a.nodes),
         ClusterCommand::Issue(a) => issue(&a.dir, &a.nodes),
+        ClusterCommand::Drain(a) => crate::operate::run(crate::operate::Op::Drain(a)),
+        ClusterCommand::Rebalance(a) => crate::operate::run(crate::operate::Op::Rebalance(a)),
+        ClusterCommand::RestoreShard(a) => crate::operate::run(crate::operate::Op::Restore(a)),
     }
 }
 

@@ -34,12 +34,12 @@ mod room;
 pub use counters::CHAT_METRICS;
 pub use directory::Directory;
 pub use front::{
-    AdminOptions, AppState, ChatOptions, ClientIpHeader, DEFAULT_BODY_TIMEOUT,
+    AdminOptions, AppState, ChatOptions, ClientIpHeader, ClusterOps, DEFAULT_BODY_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_HISTORY_MAX_MESSAGES, DEFAULT_HISTORY_PAGES_PER_MINUTE,
     DEFAULT_IPV6_PREFIX, DEFAULT_JOINS_PER_MINUTE, DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_TCP_CONNECTIONS,
     DEFAULT_MAX_TCP_CONNECTIONS_PER_IP, DEFAULT_TRUSTED_PROXY_HOPS, HttpLimits,
-    InspectorNeedsToken, MAX_BODY_BYTES, NodeHealth, OriginPolicy, ROOM_UNAVAILABLE,
+    InspectorNeedsToken, MAX_BODY_BYTES, NodeHealth, OpFuture, OriginPolicy, ROOM_UNAVAILABLE,
     UnknownClientIpHeader, admin_app, app, install_prometheus, ip_key, origin, serve, serve_router,
 };
 pub use limiter::RateLimiter;

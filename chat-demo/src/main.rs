@@ -33,6 +33,8 @@ mod cluster;
 #[path = "no_cluster.rs"]
 mod cluster;
 mod logging;
+#[cfg(feature = "cluster")]
+mod operate;
 mod token_file;
 mod tools;
 
@@ -354,6 +356,7 @@ async fn main() -> anyhow::Result<()> {
                 inspector: args.inspector,
                 prometheus: Some(prometheus),
                 listen: Some(admin_addr),
+                cluster: node.as_ref().map(cluster::Node::ops),
             },
         )?;
         println!("chat-demo admin on http://{admin_addr} (metrics at /metrics)");

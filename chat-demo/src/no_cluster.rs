@@ -43,6 +43,10 @@ impl Node {
         match *self {}
     }
 
+    pub(crate) fn ops(&self) -> std::sync::Arc<dyn chat_demo::ClusterOps> {
+        match *self {}
+    }
+
     pub(crate) async fn leave(&self, _: Duration) {
         match *self {}
     }

@@ -32,7 +32,8 @@ pub(crate) enum Command {
     Import(ImportArgs),
     /// Cluster operations (the cargo feature `cluster`): `cluster init`
     /// writes a CA and the nodes' certificates, `cluster issue` more
-    /// nodes' certificates from that CA.
+    /// nodes' certificates from that CA; `drain`, `rebalance` and
+    /// `restore-shard` ask a running node to move shards.
     #[cfg(feature = "cluster")]
     #[command(subcommand)]
     Cluster(crate::cluster::ClusterCommand),

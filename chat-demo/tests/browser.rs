@@ -772,6 +772,7 @@ async fn inspector_shows_rooms_as_text() {
             inspector: true,
             prometheus: Some(prometheus),
             listen: None,
+            cluster: None,
         },
     )
     .expect("admin routes");

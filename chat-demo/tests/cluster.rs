@@ -4,7 +4,9 @@
 //! three dialects on three different nodes share a room and see one
 //! order; incomplete cluster flags are refused with status 2; a room whose
 //! node left answers 503 while the others serve, and a message whose
-//! sender's rate limiter was on that node is refused with the reason.
+//! sender's rate limiter was on that node is refused with the reason. A
+//! node drained with `chat-demo cluster drain` hands its rooms over with
+//! their history.
 //!
 //! Without an `etcd` binary on the PATH the test says why and returns; CI
 //! installs Debian's `etcd-server`.
@@ -95,9 +97,36 @@ fn node_args(id: &str, etcd: &str, certs: &Path, dir: &Path) -> Vec<String> {
 /// Starts node `id` and reads its two lines: the chat address, then the
 /// cluster's (it serves its shards).
 async fn start_node(id: &'static str, etcd: &str, certs: &Path, dir: &Path) -> Node {
+    start_node_with(id, etcd, certs, dir, &[]).await.0
+}
+
+/// The admin token of nodes started with an admin listener.
+const TOKEN: &str = "operator-secret";
+
+/// Like [`start_node`], with an admin listener (token [`TOKEN`]) too:
+/// also returns its address.
+async fn start_admin_node(
+    id: &'static str,
+    etcd: &str,
+    certs: &Path,
+    dir: &Path,
+) -> (Node, String) {
+    let admin = ["--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN];
+    let (node, admin) = start_node_with(id, etcd, certs, dir, &admin).await;
+    (node, admin.expect("the admin line"))
+}
+
+async fn start_node_with(
+    id: &'static str,
+    etcd: &str,
+    certs: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> (Node, Option<String>) {
     let log = dir.join(format!("{id}.log"));
     let mut child = tokio::process::Command::new(BIN)
         .args(node_args(id, etcd, certs, dir))
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"))
@@ -122,14 +151,25 @@ async fn start_node(id: &'static str, etcd: &str, certs: &Path, dir: &Path) -> N
         second.starts_with(&format!("chat-demo cluster node {id} (quic on 127.0.0.1:")),
         "{second}"
     );
+    let admin = if extra.contains(&"--admin-listen") {
+        let line = next().await;
+        let addr = line
+            .strip_prefix("chat-demo admin on http://")
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected admin line: {line}"));
+        Some(addr.to_owned())
+    } else {
+        None
+    };
     // Keep reading, so a later line never finds the pipe closed.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Node {
+    let node = Node {
         id,
         child,
         addr,
         log,
-    }
+    };
+    (node, admin)
 }
 
 // --------------------------------------------------------------- clients
@@ -546,4 +586,119 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
         refused > 0 && chatted > 0,
         "refused {refused}, chatted {chatted}"
     );
+}
+
+/// Joins `room` on `addr` as `name` (dialect A) and returns the socket and
+/// the chat messages it was sent before `ready` (the room's history).
+async fn join(addr: &str, room: &str, name: &str) -> (Ws, Vec<String>) {
+    let mut ws = connect(&format!("ws://{addr}/api/room/{room}/websocket")).await;
+    send(&mut ws, json!({ "name": name }).to_string()).await;
+    let mut history = Vec::new();
+    let read = async {
+        loop {
+            let frame = text(&mut ws).await;
+            if frame == r#"{"ready":true}"# {
+                return;
+            }
+            if let Some(m) = chat_message(&frame, &[]) {
+                history.push(m);
+            }
+        }
+    };
+    tokio::time::timeout(HANG, read)
+        .await
+        .expect("ready in time");
+    (ws, history)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_its_rooms_over_with_their_history() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().expect("UTF-8");
+    let (code, _, stderr) = run(&["cluster", "init", certs_arg, "--nodes", "n1,n2,n3"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut nodes = Vec::new();
+    let mut admins = Vec::new();
+    for id in NODES {
+        let (node, admin) = start_admin_node(id, etcd.url(), &certs, dir.path()).await;
+        nodes.push(node);
+        admins.push(admin);
+    }
+    for node in &nodes {
+        wait_ready(&node.addr).await;
+    }
+    // 24 rooms (about a third of them on n3: none there has a chance of
+    // (2/3)^24, under 1 in 10,000), three messages each,
+    // every one seen by its sender.
+    let rooms: Vec<String> = (0..24).map(|i| format!("drain{i}")).collect();
+    let mut sockets = Vec::new();
+    for room in &rooms {
+        let (mut ws, _) = join(&nodes[0].addr, room, "ann").await;
+        let sent: Vec<String> = (0..3).map(|i| format!("{room}-m{i}")).collect();
+        for m in &sent {
+            send(&mut ws, json!({ "message": m }).to_string()).await;
+        }
+        assert_eq!(messages(&mut ws, &sent).await, sent);
+        sockets.push(ws);
+    }
+    // A wrong token is refused and moves nothing.
+    let n3_admin = admins[2].as_str();
+    let (code, stdout, stderr) = run(&[
+        "cluster",
+        "drain",
+        "--admin",
+        n3_admin,
+        "--admin-token",
+        "wrong",
+    ])
+    .await;
+    assert_eq!(code, Some(1), "{stdout} {stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    // n3 drains: each of its shards goes to n1 or n2.
+    let (code, stdout, stderr) = run(&[
+        "cluster",
+        "drain",
+        "--admin",
+        n3_admin,
+        "--admin-token",
+        TOKEN,
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    assert!(stdout.contains("shards moved"), "{stdout}");
+    // Rebalancing from n1 afterwards moves nothing to the draining n3.
+    let (code, stdout, stderr) = run(&[
+        "cluster",
+        "rebalance",
+        "--admin",
+        &admins[0],
+        "--admin-token",
+        TOKEN,
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{stdout} {stderr}");
+    // Every room keeps its history and takes new messages, through every
+    // node, n3 included (a front door now).
+    for (i, room) in rooms.iter().enumerate() {
+        let via = &nodes[i % 3].addr;
+        let (mut ws, history) = join(via, room, "bo").await;
+        let sent: Vec<String> = (0..3).map(|i| format!("{room}-m{i}")).collect();
+        assert_eq!(history, sent, "{room} through {via}");
+        let after = vec![format!("{room}-after")];
+        send(&mut ws, json!({ "message": after[0] }).to_string()).await;
+        assert_eq!(messages(&mut ws, &after).await, after, "{room}");
+    }
+    // A drained node serves no room: with n3 stopped, every room still
+    // takes sockets.
+    let mut n3 = nodes.pop().expect("n3");
+    n3.child.kill().await.expect("kill n3");
+    drop(sockets);
+    for room in &rooms {
+        let (status, body) = upgrade(&nodes[0].addr, &format!("/api/room/{room}/websocket")).await;
+        assert_eq!(status, 101, "{room}: {body}");
+    }
 }

@@ -589,6 +589,7 @@ async fn admin_sessions_sign_in_budget_and_host_check() {
             inspector: true,
             prometheus: None,
             listen: Some(listen),
+            cluster: None,
         },
     )
     .expect("admin");

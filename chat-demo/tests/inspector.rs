@@ -19,6 +19,7 @@ fn options(inspector: bool, token: Option<&str>) -> AdminOptions {
         inspector,
         prometheus: None,
         listen: None,
+        cluster: None,
     }
 }
 
@@ -324,4 +325,104 @@ async fn the_binary_serves_admin_routes_only_when_asked() {
     let (status, _) = http_get(&admin, "/inspector/api/summary", None).await;
     assert!(status.contains("401"), "{status}");
     child.kill().await.expect("kill");
+}
+
+/// Records which operation ran; answers a fixed report (the operations
+/// themselves run on real nodes in `tests/cluster.rs`).
+#[derive(Default)]
+struct Ops(std::sync::Mutex<Vec<String>>);
+
+impl chat_demo::ClusterOps for Ops {
+    fn drain(&self) -> chat_demo::OpFuture {
+        self.0.lock().expect("lock").push("drain".into());
+        Box::pin(async { Ok("0 shards moved\n".to_owned()) })
+    }
+    fn rebalance(&self) -> chat_demo::OpFuture {
+        self.0.lock().expect("lock").push("rebalance".into());
+        Box::pin(async { Err("no live member to move to".to_owned()) })
+    }
+    fn restore_shard(&self, shard: u32, backup: std::path::PathBuf) -> chat_demo::OpFuture {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("restore {shard} {}", backup.display()));
+        Box::pin(async { Ok("restored\n".to_owned()) })
+    }
+}
+
+#[tokio::test]
+async fn cluster_operations_need_the_token_as_a_bearer_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Setup::default()).await;
+    let ops = std::sync::Arc::new(Ops::default());
+    let with = |token: Option<&str>| AdminOptions {
+        cluster: Some(ops.clone()),
+        ..options(true, token)
+    };
+    let post = |path: &str| Request::post(path);
+    // No token configured: refused, even though every other admin route
+    // would be open.
+    let open = admin_app(&server.rt, options(false, None)).expect("admin");
+    let open_ops = admin_app(
+        &server.rt,
+        AdminOptions {
+            cluster: Some(ops.clone()),
+            ..options(false, None)
+        },
+    )
+    .expect("admin");
+    let (status, _, _) = send(&open, empty(post("/cluster/drain"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "not a cluster node");
+    let (status, _, body) = send(&open_ops, empty(post("/cluster/drain"))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // A token: the inspector's session cookie is not enough.
+    let admin = admin_app(&server.rt, with(Some(TOKEN))).expect("admin");
+    let login = Request::post("/inspector/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(format!("token={TOKEN}")))
+        .expect("request");
+    let (_, headers, _) = send(&admin, login).await;
+    let cookie = headers[header::SET_COOKIE].to_str().expect("ascii");
+    let pair = cookie.split(';').next().expect("name=value").to_owned();
+    let (status, _, _) = send(
+        &admin,
+        empty(post("/cluster/drain").header(header::COOKIE, &pair)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a cookie alone");
+    let bearer = |path: &str, token: &str| {
+        empty(post(path).header(header::AUTHORIZATION, format!("Bearer {token}")))
+    };
+    let (status, _, _) = send(&admin, bearer("/cluster/drain", "guess")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong token");
+    assert!(ops.0.lock().expect("lock").is_empty(), "nothing ran so far");
+    // The bearer token runs them: a report, or 409 with the reason.
+    let (status, _, body) = send(&admin, bearer("/cluster/drain", TOKEN)).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "0 shards moved\n")
+    );
+    let (status, _, body) = send(&admin, bearer("/cluster/rebalance", TOKEN)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(body, "no live member to move to");
+    let path = "/cluster/restore-shard?shard=12&backup=%2Ftmp%2Fn3%20copy";
+    let (status, _, _) = send(&admin, bearer(path, TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = send(&admin, bearer("/cluster/restore-shard?shard=x", TOKEN)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a bad query");
+    let (status, _, _) = send(
+        &admin,
+        empty(get("/cluster/drain").header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "a GET moves nothing"
+    );
+    assert_eq!(
+        *ops.0.lock().expect("lock"),
+        ["drain", "rebalance", "restore 12 /tmp/n3 copy"]
+    );
+    server.stop().await;
 }

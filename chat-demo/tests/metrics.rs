@@ -117,6 +117,7 @@ async fn metrics_follow_a_chat_session() {
             inspector: false,
             prometheus: Some(prometheus),
             listen: None,
+            cluster: None,
         },
     )
     .expect("admin routes");

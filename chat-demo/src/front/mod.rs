@@ -33,7 +33,9 @@ use crate::protocol::limit::RateLimitOptions;
 use crate::protocol::{Dialect, RoomNameError, RoomRef, c, parse_room};
 use crate::room::{ChatRoom, RoomEnv, StoreGuard};
 
-pub use admin::{AdminOptions, InspectorNeedsToken, admin_app, install_prometheus};
+pub use admin::{
+    AdminOptions, ClusterOps, InspectorNeedsToken, OpFuture, admin_app, install_prometheus,
+};
 use client_ip::ClientIp;
 pub use client_ip::{ClientIpHeader, UnknownClientIpHeader, ip_key};
 use listener::{ConnectionHold, TcpSlots};

@@ -466,6 +466,14 @@ impl Cluster {
     async fn move_shards(&self) -> Result<Vec<HandOffReport>, ClusterError> {
         let me = self.node_id().to_string();
         let leaving = self.inner.node.draining.load(Ordering::Acquire);
+        // Fresh from etcd: a node that started draining a moment ago is
+        // not picked.
+        let (members, draining) = self.inner.etcd.clone().members().await?;
+        {
+            let mut view = crate::sync::write(&self.inner.node.view);
+            view.members = members;
+            view.draining = draining;
+        }
         let moves: Vec<(u32, String)> = {
             let view = crate::sync::read(&self.inner.node.view);
             let now = Instant::now();

@@ -41,7 +41,10 @@ pub(crate) type Answer = Result<Box<RawValue>, Refusal>;
 pub(crate) trait Route: Send + Sync {
     /// Where the object's events go now (by this node's monotonic clock).
     fn place(&self, id: &[u8; 32]) -> Place {
-        let view = crate::sync::read(self.view());
+        let view = self
+            .view()
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         view.place(shard::shard_of(id, view.shards), std::time::Instant::now())
     }
 

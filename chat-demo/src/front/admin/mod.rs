@@ -3,9 +3,11 @@
 //! API. Every route needs the admin token (or a signed-in session) when a
 //! token is configured; the inspector cannot be enabled without one. Every
 //! request must name the admin address in `Host`, so a web page cannot
-//! reach it through DNS rebinding. All of it reads; nothing here changes
-//! an object.
+//! reach it through DNS rebinding. All of it reads, except the cluster
+//! operations of a cluster node (`cluster_ops`), which move shards and need
+//! the token as a bearer header.
 
+mod cluster_ops;
 #[cfg(target_os = "linux")]
 mod process;
 mod session;
@@ -46,7 +48,12 @@ pub struct AdminOptions {
     /// else 421. `None`: no check (routes served some other way, as in
     /// tests).
     pub listen: Option<SocketAddr>,
+    /// On a cluster node: the operations `POST /cluster/*` run (see
+    /// [`ClusterOps`]); `None` serves none.
+    pub cluster: Option<Arc<dyn ClusterOps>>,
 }
+
+pub use cluster_ops::{ClusterOps, OpFuture};
 
 impl std::fmt::Debug for AdminOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +62,7 @@ impl std::fmt::Debug for AdminOptions {
             .field("inspector", &self.inspector)
             .field("prometheus", &self.prometheus.is_some())
             .field("listen", &self.listen)
+            .field("cluster", &self.cluster.is_some())
             .finish()
     }
 }
@@ -71,6 +79,7 @@ struct Admin {
     prometheus: Option<PrometheusHandle>,
     sign_ins: Arc<session::SignIns>,
     listen: Option<SocketAddr>,
+    cluster: Option<Arc<dyn ClusterOps>>,
 }
 
 /// The admin routes over `rt`:
@@ -83,6 +92,7 @@ struct Admin {
 /// | `GET /inspector/api/summary` | namespaces, state figures, metrics text |
 /// | `GET /inspector/api/objects?ns=&after=&limit=` | a page of objects |
 /// | `GET /inspector/api/object?ns=&id=&prefix=&after=&limit=` | one object |
+/// | `POST /cluster/drain`, `/cluster/rebalance`, `/cluster/restore-shard` | a cluster node's operations (`cluster_ops`; bearer token only) |
 ///
 /// # Errors
 ///
@@ -98,6 +108,7 @@ pub fn admin_app(rt: &Runtime, options: AdminOptions) -> Result<Router, Inspecto
         prometheus: options.prometheus,
         sign_ins: Arc::new(session::SignIns::new()),
         listen: options.listen,
+        cluster: options.cluster.clone(),
     };
     // Data routes: the token is checked once, in front of all of them.
     let mut router = Router::new().route("/metrics", get(metrics));
@@ -111,6 +122,8 @@ pub fn admin_app(rt: &Runtime, options: AdminOptions) -> Result<Router, Inspecto
         state.clone(),
         require_token,
     ));
+    // Cluster operations check the bearer token themselves (no cookie).
+    router = cluster_ops::routes(router, options.cluster.as_ref());
     // The page (which sends strangers to sign in) and the sign-in itself.
     if options.inspector {
         router = router
