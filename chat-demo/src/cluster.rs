@@ -105,6 +105,13 @@ pub(crate) struct ClusterArgs {
         requires = "cluster_node"
     )]
     cluster_zone: Option<String>,
+
+    /// Rebalance by itself: when a node joins, hand it the rooms whose
+    /// shards hashing now gives it (each room pauses while it moves, and
+    /// its sockets reconnect). Off: shards move only when an operator
+    /// runs `chat-demo cluster rebalance` or `drain`.
+    #[arg(long, env = "CHAT_CLUSTER_REBALANCE", requires = "cluster_node")]
+    cluster_rebalance: bool,
 }
 
 /// A node's settings, checked, before anything starts.
@@ -153,6 +160,7 @@ impl ClusterArgs {
             }
             options = options.with_zone(Some(zone.clone()));
         }
+        options = options.with_rebalance(self.cluster_rebalance);
         Ok(Some(Config { options }))
     }
 }

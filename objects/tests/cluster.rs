@@ -148,6 +148,8 @@ struct NodeConfig {
     ca_key: String,
     ttl_secs: u64,
     margin_ms: u64,
+    /// `ClusterOptions::rebalance`.
+    rebalance: bool,
 }
 
 fn error_kind(e: &objects::Error) -> String {
@@ -187,7 +189,8 @@ fn cluster_node_child() {
         .with_shards(SHARDS)
         .with_initial_members(vec!["n1".into(), "n2".into(), "n3".into()])
         .with_lease_ttl(Duration::from_secs(cfg.ttl_secs))
-        .with_lease_margin(Duration::from_millis(cfg.margin_ms));
+        .with_lease_margin(Duration::from_millis(cfg.margin_ms))
+        .with_rebalance(cfg.rebalance);
         let cluster = Cluster::join(options).await.expect("join");
         let runtime = Runtime::builder()
             .data_dir(&cfg.data)
@@ -414,6 +417,16 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             Err(e) => format!("err restore {e}"),
         },
         "served" => format!("ok {}", cluster.status().serving.len()),
+        // Until this node serves some shard.
+        "serves" => {
+            for _ in 0..300 {
+                if !cluster.status().serving.is_empty() {
+                    return "ok".into();
+                }
+                cluster.refreshed().await;
+            }
+            "err serves never".into()
+        }
         // Until this node has read that shard `n` is `node`'s.
         "owned" => {
             let shard = num(2) as usize;
@@ -497,6 +510,8 @@ struct Cluster3 {
     shared: tempfile::TempDir,
     data: tempfile::TempDir,
     ca: ClusterCa,
+    /// Nodes rebalance by themselves when a member joins.
+    rebalance: bool,
 }
 
 impl Node {
@@ -588,6 +603,10 @@ fn signal(child: &Child, sig: &str) {
 
 impl Cluster3 {
     async fn start(ttl_secs: u64, margin_ms: u64) -> Option<Cluster3> {
+        Cluster3::start_with(ttl_secs, margin_ms, false).await
+    }
+
+    async fn start_with(ttl_secs: u64, margin_ms: u64, rebalance: bool) -> Option<Cluster3> {
         let etcd = Etcd::start().await?;
         let ca = ClusterCa::generate().expect("CA");
         let shared = tempfile::tempdir().expect("tempdir");
@@ -598,6 +617,7 @@ impl Cluster3 {
             shared,
             data,
             ca,
+            rebalance,
         };
         for n in ["n1", "n2", "n3"] {
             let cfg = c.config(n, ttl_secs, margin_ms);
@@ -618,6 +638,7 @@ impl Cluster3 {
             ca_key: self.ca.key_pem.clone(),
             ttl_secs,
             margin_ms,
+            rebalance: self.rebalance,
         }
     }
 
@@ -939,5 +960,36 @@ async fn a_lost_node_s_shard_is_restored_elsewhere_from_a_backup() {
         .cmd("restore", &format!("{shard} {}", backup.display()))
         .await;
     assert!(r.starts_with("err restore ") && r.contains("live"), "{r}");
+    assert_eq!(c.violations(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_node_gets_its_share_when_nodes_rebalance_by_themselves() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut c) = Cluster3::start_with(6, 2000, true).await else {
+        return;
+    };
+    let (on1, _, _) = object_on(&mut c, "n1", "auto").await;
+    for _ in 0..3 {
+        ok_total(&c.nodes[1].cmd("call", &format!("{on1} 1")).await);
+    }
+    let cfg4 = c.config("n4", 6, 2000);
+    c.nodes.push(Node::spawn(cfg4).await);
+    c.settle().await;
+    // The others notice it joined and hand it the shards hashing gives it.
+    assert_eq!(c.node("n4").cmd("serves", "").await, "ok");
+    let (on4, _, _) = object_on(&mut c, "n4", "auto").await;
+    for (i, node) in c.nodes.iter_mut().enumerate() {
+        let (ran_on, total) = ok_total(&node.cmd("call", &format!("{on4} 1")).await);
+        assert_eq!(
+            (ran_on.as_str(), total),
+            ("n4", i as u64 + 1),
+            "{}",
+            node.id
+        );
+    }
+    // An object that stayed, or moved, kept its count.
+    let (_, total) = ok_total(&c.node("n4").cmd("call", &format!("{on1} 1")).await);
+    assert_eq!(total, 4);
     assert_eq!(c.violations(), "");
 }

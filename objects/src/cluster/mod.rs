@@ -11,10 +11,12 @@
 mod edge;
 mod etcd;
 mod handoff;
+mod moves;
 mod node;
 // The etcd records of replication; not wired into the membership loop yet.
 #[cfg_attr(not(test), allow(dead_code))]
 mod replicas;
+mod restore;
 mod sockets;
 #[cfg(test)]
 mod sockets_tests;
@@ -33,7 +35,8 @@ use crate::id::ObjectId;
 use crate::remote::shard::{self, Lease, Place, View};
 use crate::runtime::Runtime;
 
-pub use handoff::{HandOffReport, RestoreReport};
+pub use handoff::HandOffReport;
+pub use restore::RestoreReport;
 pub use tls::{ClusterCa, NodeCertificate};
 
 use etcd::Etcd;
@@ -94,6 +97,11 @@ pub struct ClusterOptions {
     /// (replication is not wired into nodes yet, so nothing reads it
     /// today). `None`: a zone of its own.
     pub zone: Option<String>,
+    /// Rebalance by itself: when a member joins (one that is not
+    /// draining), hand it the shards of this node that rendezvous hashing
+    /// now gives it ([`Cluster::rebalance`]). Off by default: a move pauses
+    /// its shard and closes its objects' sockets (they reconnect).
+    pub rebalance: bool,
 }
 
 impl ClusterOptions {
@@ -116,6 +124,7 @@ impl ClusterOptions {
             lease_ttl: Duration::from_secs(10),
             lease_margin: Duration::from_secs(3),
             zone: None,
+            rebalance: false,
         }
     }
 }
@@ -127,6 +136,7 @@ with_setters!(ClusterOptions {
     with_lease_ttl => lease_ttl: Duration,
     with_lease_margin => lease_margin: Duration,
     with_zone => zone: Option<String>,
+    with_rebalance => rebalance: bool,
 });
 
 /// What this node knows of the cluster now.
@@ -162,6 +172,8 @@ struct Inner {
     /// `drain`, which re-registers as draining).
     lease: std::sync::Mutex<Option<i64>>,
     addr: std::sync::OnceLock<String>,
+    /// Rebalancing by itself (`ClusterOptions::rebalance`).
+    rebalancing: moves::Auto,
 }
 
 /// One node's membership in a cluster. Cheap to clone.
@@ -247,6 +259,7 @@ impl Cluster {
                 membership: std::sync::Mutex::new(None),
                 lease: std::sync::Mutex::new(None),
                 addr: std::sync::OnceLock::new(),
+                rebalancing: moves::Auto::default(),
                 options,
             }),
         })
@@ -381,125 +394,6 @@ impl Cluster {
     }
 }
 
-impl Cluster {
-    /// Moves `shard`, which this node serves, to the live member `to`
-    /// without losing or repeating an event: see `docs/cluster.md`,
-    /// "Moving shards". The shard's events wait meanwhile (the report
-    /// says how long); its sockets are closed with 1012 (reconnect).
-    ///
-    /// # Errors
-    ///
-    /// [`ClusterError::HandOff`]: this node does not serve the shard, `to`
-    /// is not a live member, a live object did not leave memory in time,
-    /// or `to` refused or did not answer. The shard then stays here.
-    pub async fn hand_off(&self, shard: u32, to: &str) -> Result<HandOffReport, ClusterError> {
-        let mut etcd = self.inner.etcd.clone();
-        handoff::hand_off(&self.inner.node, &mut etcd, shard, to).await
-    }
-
-    /// Restores `shard`, whose owner is down (not a live member), on this
-    /// node from `backup`, a copy of the lost owner's data dir
-    /// (`Admin::backup_live`, `Runtime::backup`, or the dir itself): its
-    /// objects' keys, alarms and names are copied in (replacing what this
-    /// node held of them) and made durable, then one etcd transaction,
-    /// comparing the old owner and epoch, names this node the owner.
-    /// Writes made on the old owner after the backup are lost; if the old
-    /// owner comes back, it serves nothing of the shard (etcd names this
-    /// node).
-    ///
-    /// # Errors
-    ///
-    /// [`ClusterError::HandOff`]: the owner is live (hand the shard off
-    /// instead), this node owns it, the backup does not open, or the
-    /// owner changed meanwhile.
-    pub async fn restore_shard(
-        &self,
-        shard: u32,
-        backup: impl AsRef<std::path::Path>,
-    ) -> Result<RestoreReport, ClusterError> {
-        let mut etcd = self.inner.etcd.clone();
-        handoff::restore(&self.inner.node, &mut etcd, shard, backup.as_ref()).await
-    }
-
-    /// Hands every shard this node serves to the other live members (each
-    /// to the one rendezvous hashing picks among those not draining), one
-    /// shard at a time, before the node is stopped for good or for
-    /// maintenance. From then on the node is marked draining in etcd, so
-    /// no shard is moved to it, until it restarts. Shards it does not
-    /// serve now (its lease lapsed) are not moved.
-    ///
-    /// # Errors
-    ///
-    /// etcd unreachable, or the first hand-off that failed (the shards
-    /// moved before it stay moved).
-    pub async fn drain(&self) -> Result<Vec<HandOffReport>, ClusterError> {
-        self.inner.node.draining.store(true, Ordering::Release);
-        let lease = *crate::sync::lock(&self.inner.lease);
-        if let (Some(lease), Some(addr)) = (lease, self.inner.addr.get()) {
-            let mut etcd = self.inner.etcd.clone();
-            let zone = self.inner.options.zone.as_deref();
-            etcd.register(self.node_id(), addr, zone, true, lease)
-                .await?;
-        }
-        self.move_shards().await
-    }
-
-    /// Moves to other live members the shards this node serves that
-    /// rendezvous hashing over the live members not draining gives to
-    /// them (after a node joined, about 1/N of each node's shards), one
-    /// at a time. Moves nothing while this node drains.
-    ///
-    /// # Errors
-    ///
-    /// The first hand-off that failed (the shards moved before it stay
-    /// moved).
-    pub async fn rebalance(&self) -> Result<Vec<HandOffReport>, ClusterError> {
-        if self.inner.node.draining.load(Ordering::Acquire) {
-            return Ok(Vec::new());
-        }
-        self.move_shards().await
-    }
-
-    /// Hands off each served shard whose rendezvous winner, among the live
-    /// members that are not draining (nor this node, if it drains), is
-    /// another node.
-    async fn move_shards(&self) -> Result<Vec<HandOffReport>, ClusterError> {
-        let me = self.node_id().to_string();
-        let leaving = self.inner.node.draining.load(Ordering::Acquire);
-        // Fresh from etcd: a node that started draining a moment ago is
-        // not picked.
-        let (members, draining) = self.inner.etcd.clone().members().await?;
-        {
-            let mut view = crate::sync::write(&self.inner.node.view);
-            view.members = members;
-            view.draining = draining;
-        }
-        let moves: Vec<(u32, String)> = {
-            let view = crate::sync::read(&self.inner.node.view);
-            let now = Instant::now();
-            let targets: Vec<&str> = view
-                .members
-                .keys()
-                .filter(|m| !(view.draining.contains(*m) || (leaving && **m == me)))
-                .map(String::as_str)
-                .collect();
-            (0..view.shards)
-                .filter(|s| matches!(view.place(*s, now), Place::Local { .. }))
-                .filter_map(|s| {
-                    shard::rendezvous(s, targets.iter().copied())
-                        .filter(|to| *to != me)
-                        .map(|to| (s, to.to_string()))
-                })
-                .collect()
-        };
-        let mut done = Vec::with_capacity(moves.len());
-        for (s, to) in moves {
-            done.push(self.hand_off(s, &to).await?);
-        }
-        Ok(done)
-    }
-}
-
 /// Keep-alives sent without an answer before the node gives the lease up
 /// and takes a new one.
 const MAX_UNANSWERED: usize = 3;
@@ -560,6 +454,9 @@ async fn membership(inner: Arc<Inner>, addr: String) {
             if refresh(&inner, &mut etcd).await.is_ok() {
                 generation += 1;
                 inner.refreshed.send_replace(generation);
+                if inner.options.rebalance {
+                    moves::after_refresh(&inner);
+                }
             }
             if pause(&inner, tick(ttl)).await {
                 break 'lease;
