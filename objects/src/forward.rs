@@ -64,6 +64,7 @@ pub(crate) fn send<O: Object>(
                 .map_err(|r| remote::into_error(r, id))?;
             let id = id.clone();
             let mut reply = reply;
+            let route = route.clone();
             tokio::spawn(async move {
                 let answer = tokio::select! {
                     a = rx => a.unwrap_or_else(|_| Err(Refusal::Unavailable {
@@ -71,6 +72,11 @@ pub(crate) fn send<O: Object>(
                     })),
                     () = reply.closed() => return,
                 };
+                // Not followed (the connection is bound to this attempt):
+                // the client's retry goes to the owner named.
+                if let Err(Refusal::Moved { owner, epoch }) = &answer {
+                    route.learned(id.as_bytes(), owner, *epoch);
+                }
                 let _ = reply.send(answer.map_err(|r| remote::into_error(r, &id)));
             });
             Ok(())
@@ -210,6 +216,7 @@ fn start(
                 Err(Refusal::Moved { owner, epoch })
                     if moves < MAX_MOVES && owner != route.me() =>
                 {
+                    route.learned(id.as_bytes(), &owner, epoch);
                     moves += 1;
                     let out = Outgoing {
                         ns: ns.clone(),

@@ -377,6 +377,14 @@ mod tests {
         believe(&c, &all, shard, "c", 2);
         let ran_on = a.ns.get(&id).call(false).await.expect("answered");
         assert_eq!(ran_on, "c", "b answered moved and a followed it to c");
+        assert_eq!(
+            crate::sync::read(&a.node.view).place(shard, Instant::now()),
+            Place::Remote {
+                node: "c".into(),
+                epoch: 2
+            },
+            "a learned where the shard is"
+        );
 
         // b and c each name the other: a gives up after MAX_MOVES.
         believe(&c, &all, shard, "b", 3);

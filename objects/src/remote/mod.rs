@@ -81,6 +81,20 @@ pub(crate) trait Route: Send + Sync {
 
     /// This node's id.
     fn me(&self) -> &str;
+
+    /// A peer answered that `owner` has the object's shard at `epoch`.
+    fn learned(&self, id: &[u8; 32], owner: &str, epoch: u64) {
+        let mut view = self
+            .view()
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shard = shard::shard_of(id, view.shards);
+        let owner = shard::Owner {
+            node: owner.to_string(),
+            epoch,
+        };
+        view.learned(shard, owner);
+    }
 }
 
 /// The cause of a [`Error::Reset`] that happened on another node: its text.

@@ -293,6 +293,22 @@ impl View {
         true
     }
 
+    /// A peer answered "moved: `owner` has `shard`": remember it, if it is
+    /// newer than what this node knows and names another node (this
+    /// node's own ownership comes only from etcd), so later events go
+    /// there directly until the next reading of etcd.
+    pub(crate) fn learned(&mut self, shard: u32, owner: Owner) {
+        if owner.node != self.me
+            && shard < self.shards
+            && self
+                .owners
+                .get(&shard)
+                .is_none_or(|o| o.epoch < owner.epoch)
+        {
+            self.owners.insert(shard, owner);
+        }
+    }
+
     /// The hand-off of `shard` to `to` went through at `epoch` (this node
     /// made the transaction): it is `to`'s now.
     pub(crate) fn handed_away(&mut self, shard: u32, next: Owner) {
@@ -340,6 +356,35 @@ mod tests {
             v.members.insert((*m).to_string(), format!("{m}:1"));
         }
         v
+    }
+
+    #[test]
+    fn moved_answers_teach_newer_owners_of_other_nodes_only() {
+        let now = Instant::now();
+        let mut v = view("a", &["a", "b", "c"], 4, now);
+        let owner = |node: &str, epoch| Owner {
+            node: node.into(),
+            epoch,
+        };
+        v.owners.insert(1, owner("b", 3));
+        v.learned(1, owner("c", 2));
+        assert_eq!(v.owners[&1], owner("b", 3), "older news is ignored");
+        v.learned(1, owner("c", 4));
+        assert_eq!(
+            v.place(1, now),
+            Place::Remote {
+                node: "c".into(),
+                epoch: 4
+            }
+        );
+        v.learned(1, owner("a", 5));
+        assert_eq!(
+            v.owners[&1],
+            owner("c", 4),
+            "its own ownership comes from etcd"
+        );
+        v.learned(9, owner("c", 1));
+        assert!(!v.owners.contains_key(&9), "no such shard");
     }
 
     #[test]
