@@ -993,3 +993,41 @@ async fn a_joining_node_gets_its_share_when_nodes_rebalance_by_themselves() {
     assert_eq!(total, 4);
     assert_eq!(c.violations(), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_whose_new_owner_dies_is_called_off_and_nothing_is_lost() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut c) = Cluster3::start(6, 2000).await else {
+        return;
+    };
+    let (on3, shard3, _) = object_on(&mut c, "n3", "abort").await;
+    let cfg4 = c.config("n4", 6, 2000);
+    c.nodes.push(Node::spawn(cfg4).await);
+    c.settle().await;
+    // The object is busy, calls from n1 and n2 queue up, and n3 starts
+    // handing the shard to n4; then n4 dies before it got anything.
+    let hold = c.node("n1").send("hold", &on3);
+    assert_eq!(c.node("n3").cmd("holding", "").await, "ok");
+    const CALLS: u64 = 20;
+    let mut loads = Vec::new();
+    for node in ["n1", "n2"] {
+        loads.push((node, c.node(node).send("load", &format!("{on3} {CALLS}"))));
+    }
+    let handoff = c.node("n3").send("handoff", &format!("{shard3} n4"));
+    assert_eq!(c.node("n3").cmd("moving", &shard3.to_string()).await, "ok");
+    c.nodes.retain(|n| n.id != "n4"); // SIGKILL
+    assert_eq!(c.node("n3").cmd("release", "").await, "ok");
+    let (ran_on, _) = ok_total(&c.node("n1").wait_line(&format!("reply {hold} ")).await);
+    assert_eq!(ran_on, "n3");
+    // The copy gets no answer: the hand-off is called off, n3 serves on
+    // and runs the calls that waited.
+    let r = c.node("n3").wait_line(&format!("reply {handoff} ")).await;
+    assert!(r.starts_with("err handoff "), "{r}");
+    for (node, req) in loads {
+        let r = c.node(node).wait_line(&format!("reply {req} ")).await;
+        assert!(r.starts_with(&format!("ok {CALLS} ")), "{node}: {r}");
+    }
+    let (ran_on, total) = ok_total(&c.node("n2").cmd("get", &on3).await);
+    assert_eq!((ran_on.as_str(), total), ("n3", 2 * CALLS));
+    assert_eq!(c.violations(), "");
+}

@@ -233,11 +233,9 @@ pub(crate) async fn hand_off(
     let copied = match prepare_and_copy(&peer, &shared, &registry).await {
         Ok(c) => c,
         Err(e) => {
-            // Nothing moved in etcd: the receiver drops what it got, and
-            // this node serves on.
-            let _ = peer.step(WireHandOff::Abort).await;
-            crate::sync::write(&node.view).moving.remove(&shard);
-            node.handoff.end(shard);
+            // Nothing moved in etcd: this node serves on at once, and the
+            // receiver is told to drop what it got.
+            call_off(&peer);
             return Err(refused(e));
         }
     };
@@ -252,9 +250,7 @@ pub(crate) async fn hand_off(
     match etcd.apply(&claim).await {
         Ok(true) => {}
         Ok(false) => {
-            let _ = peer.step(WireHandOff::Abort).await;
-            crate::sync::write(&node.view).moving.remove(&shard);
-            node.handoff.end(shard);
+            call_off(&peer);
             return Err(refused(
                 "etcd no longer names this node the owner at that epoch".into(),
             ));
@@ -298,6 +294,35 @@ pub(crate) async fn hand_off(
         held,
         paused,
     })
+}
+
+/// Calls the move off: the shard's events run here again (the held ones
+/// first, in order), and the receiver is told, in the background (it may
+/// be what failed), to drop what it got.
+fn call_off(peer: &Peer<'_>) {
+    crate::sync::write(&peer.node.view)
+        .moving
+        .remove(&peer.shard);
+    peer.node.handoff.end(peer.shard);
+    let (node, to, addr, shard, epoch) = (
+        peer.node.clone(),
+        peer.to.to_string(),
+        peer.addr,
+        peer.shard,
+        peer.epoch,
+    );
+    tokio::spawn(async move {
+        let peer = Peer {
+            node: &node,
+            to: &to,
+            addr,
+            shard,
+            epoch,
+        };
+        if let Err(e) = peer.step(WireHandOff::Abort).await {
+            tracing::warn!(shard, to, error = %e, "the receiver of a called-off hand-off was not told; it keeps a copy it does not serve");
+        }
+    });
 }
 
 /// The receiving end, as the sender addresses it.
