@@ -274,6 +274,18 @@ mod tests {
         }
     }
 
+    /// A typed method whose reply is `()`: it crosses as `null`.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Nothing;
+    impl crate::Method for Nothing {
+        type Reply = ();
+    }
+    impl crate::Handler<Nothing> for Where {
+        async fn handle(&mut self, _: &mut Context, _: Nothing) -> Result<(), BoxError> {
+            Ok(())
+        }
+    }
+
     /// A typed method no node accepts.
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Unlisted;
@@ -329,6 +341,7 @@ mod tests {
             .namespace::<Where>("where", name.to_string())
             .expect("namespace");
         ns.accept::<Whence>();
+        ns.accept::<Nothing>();
         let addr = ep.local_addr().expect("addr");
         attach(&node, &rt, ep, shutdown.clone()).expect("attach");
         TestNode {
@@ -581,6 +594,7 @@ mod tests {
         assert_eq!(call.await.expect("call"), "b");
         let want: Vec<(String, u32)> = (0..50).map(|n| ("b".to_string(), n)).collect();
         assert_eq!(got, want);
+        stub.ask(Nothing).await.expect("a reply of () crosses");
         // A method the owner did not accept is refused, naming it; the
         // same method is fine in one process.
         let err = stub.ask(Unlisted).await.expect_err("not accepted on b");

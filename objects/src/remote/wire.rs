@@ -103,10 +103,21 @@ pub(crate) enum Refusal {
 #[serde(deny_unknown_fields)]
 pub(crate) struct WireReply {
     pub(crate) seq: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Present, even as `null` (a reply of `()` or `None`), means success.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub(crate) ok: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) err: Option<Refusal>,
+}
+
+/// A field that is there, whatever its value (`null` included): plain
+/// `Option` would read `"ok": null` as absent.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 impl WireReply {
@@ -264,6 +275,24 @@ mod tests {
             })
         );
         fuzz_frames(&[a.clone(), b.clone()].concat());
+    }
+
+    #[test]
+    fn a_null_reply_is_a_reply() {
+        // A call whose reply is `()` or `None` answers `null`.
+        let null = RawValue::from_string("null".into()).expect("json");
+        let frame = encode(&WireReply::new(3, Ok(null))).expect("encode");
+        let (rep, _) = decode::<WireReply>(&frame).expect("ok").expect("whole");
+        let ok = rep.into_result().expect("one part").expect("a success");
+        assert_eq!(ok.get(), "null");
+        // Neither part, or both, is still malformed.
+        for bad in [
+            r#"{"seq":1}"#,
+            r#"{"seq":1,"ok":null,"err":{"refusal":"call_cycle"}}"#,
+        ] {
+            let rep: WireReply = serde_json::from_str(bad).expect("parses");
+            assert!(rep.into_result().is_err(), "{bad}");
+        }
     }
 
     #[test]
