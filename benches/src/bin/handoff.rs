@@ -125,7 +125,7 @@ async fn measure(
     let (slowest, n) = calls.await??;
     let mb = r.bytes as f64 / 1e6;
     println!(
-        "{label}: {} objects, {} keys, {mb:.1} MB in {} parts; events waited {:.1} ms, the hand-off took {:.1} ms ({:.0} MB/s); slowest of {n} calls during it {:.1} ms; {} calls waited",
+        "{label}: {} objects, {} keys, {mb:.1} MB in {} parts; events waited {:.1} ms, the hand-off took {:.1} ms ({:.0} MB/s); slowest of {n} calls (the move and 200 ms either side) {:.1} ms; {} calls waited",
         r.objects,
         r.keys,
         r.parts,
