@@ -41,4 +41,6 @@ pub fn bench_tokio() -> tokio::runtime::Runtime {
 }
 
 pub mod chatload;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod relay;

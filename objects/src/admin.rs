@@ -24,7 +24,7 @@ use crate::id::{IdError, ObjectId, parse_hex};
 mod import;
 pub(crate) mod inspect;
 mod line;
-use crate::storage::layout::{self, FORMAT_VERSION};
+use crate::storage::layout::FORMAT_VERSION;
 use crate::storage::{ListOptions, StorageError, Store, StoreOptions, StoredValue};
 pub use line::MAX_LINE_BYTES;
 
@@ -276,26 +276,12 @@ impl Admin {
 
     /// Every catalog entry, in id order.
     fn catalog(&self) -> Result<Vec<ObjectInfo>> {
-        let env = &self.store.env;
-        let rtxn = env
-            .read_txn()
-            .map_err(|e| StorageError::lmdb("catalog", e))?;
-        let mut out = Vec::new();
-        for item in self
+        Ok(self
             .store
-            .dbs
-            .catalog
-            .iter(&rtxn)
-            .map_err(|e| StorageError::lmdb("catalog", e))?
-        {
-            let (k, v) = item.map_err(|e| StorageError::lmdb("catalog", e))?;
-            let id = <[u8; 32]>::try_from(k)
-                .map_err(|_| StorageError::Corrupt("catalog key is not an id".into()))?;
-            let (ns, name) = layout::parse_catalog_record(v)
-                .ok_or_else(|| StorageError::Corrupt("catalog record".into()))?;
-            out.push(ObjectInfo::new(ns, id, name.map(str::to_string)));
-        }
-        Ok(out)
+            .catalogued()?
+            .into_iter()
+            .map(|(id, ns, name)| ObjectInfo::new(ns, id, name))
+            .collect())
     }
 
     /// The store's format and secret.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use objects::testing::etcd::Etcd;
-use objects::{BoxError, Cluster, ClusterCa, ClusterOptions, Context, Namespace, Object, Runtime};
+use objects::{BoxError, ClusterCa, Context, Namespace, Object};
 
 /// Cross-node call round trips against bare QUIC (loopback).
 #[derive(Debug, Parser)]
@@ -43,39 +43,7 @@ impl Object for Where {
     }
 }
 
-struct Node {
-    cluster: Cluster,
-    rt: Runtime,
-    ns: Namespace<Where>,
-    _dir: tempfile::TempDir,
-}
-
 const WARM_UP: usize = 500;
-
-async fn node(name: &str, etcd: &Etcd, ca: &ClusterCa) -> anyhow::Result<Node> {
-    let options = ClusterOptions::new(
-        name,
-        vec![etcd.url().to_string()],
-        "127.0.0.1:0".parse()?,
-        ca.issue(name)?,
-    )
-    .with_shards(8)
-    .with_initial_members(vec!["a".into(), "b".into()]);
-    let cluster = Cluster::join(options).await?;
-    let dir = tempfile::tempdir()?;
-    let rt = Runtime::builder()
-        .data_dir(dir.path())
-        .id_secret(cluster.id_secret())
-        .open()?;
-    let ns = rt.namespace::<Where>("where", name.to_string())?;
-    cluster.serve(&rt)?;
-    Ok(Node {
-        cluster,
-        rt,
-        ns,
-        _dir: dir,
-    })
-}
 
 /// Mean, p50 and p99 of `t`, printed; the mean returned.
 fn report(what: &str, mut t: Vec<Duration>) -> Duration {
@@ -156,19 +124,13 @@ async fn main() -> anyhow::Result<()> {
         bare_quic(&ca, args.calls).await?,
     );
 
-    let a = node("a", &etcd, &ca).await?;
-    let b = node("b", &etcd, &ca).await?;
+    let node = |name| {
+        benches::cluster::node::<Where>(name, &["a", "b"], 8, &etcd, &ca, "where", name.into())
+    };
+    let a = node("a").await?;
+    let b = node("b").await?;
     // Both nodes must know every shard's owner before calls route.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while [&a, &b]
-        .iter()
-        .any(|n| n.cluster.status().owners.iter().any(Option::is_none))
-    {
-        if Instant::now() > deadline {
-            bail!("the shards were not claimed within 60 s");
-        }
-        a.cluster.refreshed().await;
-    }
+    benches::cluster::claimed(&[&a.cluster, &b.cluster]).await?;
     // An object b owns: a's calls to it cross, b's are local.
     let owners = b.cluster.status().owners;
     let name = (0..1000)
@@ -194,8 +156,7 @@ async fn main() -> anyhow::Result<()> {
         local.as_secs_f64() / bare.as_secs_f64()
     );
     for n in [a, b] {
-        n.cluster.leave().await;
-        n.rt.shutdown().await;
+        n.stop().await;
     }
     Ok(())
 }

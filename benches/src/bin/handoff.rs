@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use objects::testing::etcd::Etcd;
-use objects::{BoxError, Cluster, ClusterCa, ClusterOptions, Context, Namespace, Object, Runtime};
+use objects::{BoxError, ClusterCa, Context, Namespace, Object};
 
 /// Shard hand-off pause against the shard's data size (loopback).
 #[derive(Debug, Parser)]
@@ -57,39 +57,9 @@ impl Object for Kv {
     }
 }
 
-struct Node {
-    cluster: Cluster,
-    rt: Runtime,
-    ns: Namespace<Kv>,
-    _dir: tempfile::TempDir,
-}
+type Node = benches::cluster::Node<Kv>;
 
 const SHARDS: u32 = 8;
-
-async fn node(name: &str, etcd: &Etcd, ca: &ClusterCa) -> anyhow::Result<Node> {
-    let options = ClusterOptions::new(
-        name,
-        vec![etcd.url().to_string()],
-        "127.0.0.1:0".parse()?,
-        ca.issue(name)?,
-    )
-    .with_shards(SHARDS)
-    .with_initial_members(vec!["a".into(), "b".into()]);
-    let cluster = Cluster::join(options).await?;
-    let dir = tempfile::tempdir()?;
-    let rt = Runtime::builder()
-        .data_dir(dir.path())
-        .id_secret(cluster.id_secret())
-        .open()?;
-    let ns = rt.namespace::<Kv>("kv", ())?;
-    cluster.serve(&rt)?;
-    Ok(Node {
-        cluster,
-        rt,
-        ns,
-        _dir: dir,
-    })
-}
 
 /// Moves `shard` from `from` to `to` while `caller` calls `name` in a
 /// loop; prints the report and the slowest call.
@@ -145,18 +115,10 @@ async fn main() -> anyhow::Result<()> {
         bail!("no etcd binary on PATH (apt-get install etcd-server)");
     };
     let ca = ClusterCa::generate()?;
-    let a = node("a", &etcd, &ca).await?;
-    let b = node("b", &etcd, &ca).await?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while [&a, &b]
-        .iter()
-        .any(|n| n.cluster.status().owners.iter().any(Option::is_none))
-    {
-        if Instant::now() > deadline {
-            bail!("the shards were not claimed within 60 s");
-        }
-        a.cluster.refreshed().await;
-    }
+    let node = |name| benches::cluster::node::<Kv>(name, &["a", "b"], SHARDS, &etcd, &ca, "kv", ());
+    let a = node("a").await?;
+    let b = node("b").await?;
+    benches::cluster::claimed(&[&a.cluster, &b.cluster]).await?;
     let shard = *a
         .cluster
         .status()
@@ -198,8 +160,7 @@ async fn main() -> anyhow::Result<()> {
     }
     measure("b -> a", &b, "a", shard, &a.ns, &names[0]).await?;
     for n in [a, b] {
-        n.cluster.leave().await;
-        n.rt.shutdown().await;
+        n.stop().await;
     }
     Ok(())
 }

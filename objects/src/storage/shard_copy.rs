@@ -11,8 +11,7 @@ use super::layout::{self, ID_LEN};
 use super::overlay::Changes;
 use super::{Batch, StorageError, Store};
 
-/// An object's entry in the catalog: id, namespace, name.
-pub(crate) type Catalogued = ([u8; 32], String, Option<String>);
+pub(crate) use super::store::Catalogued;
 
 /// One object's part of a copy: its keys from `after` on, as stored.
 pub(crate) struct Page {
@@ -32,44 +31,15 @@ impl Store {
         &self,
         pick: &dyn Fn(&[u8; 32]) -> bool,
     ) -> Result<Vec<Catalogued>, StorageError> {
-        let rtxn = self
-            .env
-            .read_txn()
-            .map_err(|e| StorageError::lmdb("read", e))?;
-        let mut out = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for item in self
-            .dbs
-            .catalog
-            .iter(&rtxn)
-            .map_err(|e| StorageError::lmdb("catalog", e))?
-        {
-            let (k, v) = item.map_err(|e| StorageError::lmdb("catalog", e))?;
-            let id = <[u8; 32]>::try_from(k)
-                .map_err(|_| StorageError::Corrupt("catalog key is not an id".into()))?;
-            if !pick(&id) {
-                continue;
-            }
-            let (ns, name) = layout::parse_catalog_record(v)
-                .ok_or_else(|| StorageError::Corrupt("catalog record".into()))?;
-            seen.insert(id);
-            out.push((id, ns.to_string(), name.map(str::to_string)));
-        }
-        for item in self
-            .dbs
-            .alarms
-            .iter(&rtxn)
-            .map_err(|e| StorageError::lmdb("alarms", e))?
-        {
-            let (k, v) = item.map_err(|e| StorageError::lmdb("alarms", e))?;
-            let Ok(id) = <[u8; 32]>::try_from(k) else {
-                continue;
-            };
-            if pick(&id)
-                && !seen.contains(&id)
-                && let Some((_, ns)) = layout::parse_alarm_record(v)
-            {
-                out.push((id, ns.to_string(), None));
+        let mut out: Vec<Catalogued> = self
+            .catalogued()?
+            .into_iter()
+            .filter(|(id, _, _)| pick(id))
+            .collect();
+        let seen: std::collections::HashSet<[u8; 32]> = out.iter().map(|(id, _, _)| *id).collect();
+        for (ns, id, _) in self.all_alarms()? {
+            if pick(&id) && !seen.contains(&id) {
+                out.push((id, ns, None));
             }
         }
         Ok(out)

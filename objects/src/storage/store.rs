@@ -81,6 +81,9 @@ with_setters!(StoreOptions {
     with_max_group => max_group: usize,
 });
 
+/// An object's catalog entry: id, namespace, name.
+pub(crate) type Catalogued = ([u8; 32], String, Option<String>);
+
 /// The handles of every database in the environment.
 #[derive(Clone, Copy)]
 pub(crate) struct Dbs {
@@ -309,6 +312,27 @@ impl Store {
             .get(&rtxn, id)
             .map_err(|e| StorageError::lmdb("get alarm", e))?;
         Ok(v.and_then(layout::parse_alarm_record).map(|(t, _)| t))
+    }
+
+    /// Every catalog entry, in id order.
+    #[cfg_attr(not(any(feature = "admin", feature = "cluster")), allow(dead_code))]
+    pub(crate) fn catalogued(&self) -> Result<Vec<Catalogued>, StorageError> {
+        let rtxn = self.rtxn()?;
+        let mut out = Vec::new();
+        for item in self
+            .dbs
+            .catalog
+            .iter(&rtxn)
+            .map_err(|e| StorageError::lmdb("catalog", e))?
+        {
+            let (k, v) = item.map_err(|e| StorageError::lmdb("catalog", e))?;
+            let id = <[u8; 32]>::try_from(k)
+                .map_err(|_| StorageError::Corrupt("catalog key is not an id".into()))?;
+            let (ns, name) = layout::parse_catalog_record(v)
+                .ok_or_else(|| StorageError::Corrupt("catalog record".into()))?;
+            out.push((id, ns.to_string(), name.map(str::to_string)));
+        }
+        Ok(out)
     }
 
     /// Every stored alarm: (namespace, id, time).

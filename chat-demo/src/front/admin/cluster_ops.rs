@@ -23,10 +23,10 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::post;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use super::{Admin, plain, same};
+use super::{Admin, plain};
 
 /// A boxed future, as the operations return.
 pub type OpFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
@@ -68,19 +68,13 @@ async fn run(
     headers: &HeaderMap,
     op: impl FnOnce(&dyn ClusterOps) -> OpFuture,
 ) -> Response {
-    let Some(token) = &admin.token else {
+    if admin.token.is_none() {
         return plain(
             StatusCode::FORBIDDEN,
             "Cluster operations need an admin token (--admin-token).",
         );
-    };
-    let bearer = headers
-        .get_all(header::AUTHORIZATION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.strip_prefix("Bearer "))
-        .any(|given| same(given.trim().as_bytes(), token.as_bytes()));
-    if !bearer {
+    }
+    if !admin.bearer(headers) {
         return plain(
             StatusCode::UNAUTHORIZED,
             "Cluster operations need the admin token as `Authorization: Bearer`.",

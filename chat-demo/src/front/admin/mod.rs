@@ -146,16 +146,24 @@ impl Admin {
     /// the cookie of an open session; always true without a configured
     /// token.
     fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else {
+        if self.token.is_none() {
             return true;
+        }
+        self.bearer(headers) || session_cookie(headers).any(|id| self.sign_ins.is_open(id))
+    }
+
+    /// Whether the request carries the token as `Authorization: Bearer`
+    /// (false without a configured token).
+    fn bearer(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return false;
         };
-        let bearer = headers
+        headers
             .get_all(header::AUTHORIZATION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .filter_map(|v| v.strip_prefix("Bearer "))
-            .any(|given| same(given.trim().as_bytes(), token.as_bytes()));
-        bearer || session_cookie(headers).any(|id| self.sign_ins.is_open(id))
+            .any(|given| same(given.trim().as_bytes(), token.as_bytes()))
     }
 
     /// Whether `Host` names the admin address.
