@@ -291,22 +291,21 @@ fn local_view<'a>(
 }
 
 /// Where a socket's events may run: `Ok` here (the caller activates under
-/// the view's lock, see `Route::view`), after waiting out a hand-off of the
-/// object's shard; `Err` when this node does not serve the object.
+/// the view's lock, see `Route::view`); `Err` when this node does not serve
+/// the object, or is handing it to another node. Not waited out: a moving
+/// object's sockets are being closed (1012), and a frame held here would
+/// hold up every other frame on its socket link.
 #[cfg(feature = "cluster")]
-async fn socket_place(route: &Arc<dyn crate::remote::Route>, id: &ObjectId) -> Result<()> {
-    loop {
-        match route.place(id.as_bytes()) {
-            crate::remote::Place::Local { .. } => return Ok(()),
-            crate::remote::Place::Moving => route.settled(id.as_bytes()).await,
-            _ => {
-                return Err(Error::Unavailable {
-                    id: id.clone(),
-                    reason: "this node does not serve the object of this socket".into(),
-                });
-            }
-        }
-    }
+fn socket_place(route: &Arc<dyn crate::remote::Route>, id: &ObjectId) -> Result<()> {
+    let reason = match route.place(id.as_bytes()) {
+        crate::remote::Place::Local { .. } => return Ok(()),
+        crate::remote::Place::Moving => "the object of this socket is moving to another node",
+        _ => "this node does not serve the object of this socket",
+    };
+    Err(Error::Unavailable {
+        id: id.clone(),
+        reason: reason.into(),
+    })
 }
 
 /// Puts an envelope in the object's mailbox here, starting its task if
@@ -433,7 +432,7 @@ pub(crate) async fn enqueue_wait<O: Object>(
     // object it lost (the socket task then drops the connection).
     #[cfg(feature = "cluster")]
     if let Some(route) = ns.shared.route.get() {
-        socket_place(route, id).await?;
+        socket_place(route, id)?;
     }
     let key = *id.as_bytes();
     loop {
@@ -459,7 +458,7 @@ pub(crate) async fn enqueue_wait<O: Object>(
                 if let Some(route) = ns.shared.route.get()
                     && !matches!(route.place(&key), crate::remote::Place::Local { .. })
                 {
-                    socket_place(route, id).await?;
+                    socket_place(route, id)?;
                     continue;
                 }
                 #[cfg(feature = "cluster")]

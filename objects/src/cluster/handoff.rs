@@ -2,8 +2,10 @@
 //! without losing or repeating an event.
 //!
 //! 1. The owner marks the shard *moving* (under the view's write lock):
-//!    from then on it runs none of the shard's events. Events that arrive
-//!    are held here, in order (local ones), or answered later (a peer's).
+//!    from then on it runs none of the shard's events. Calls, fetches,
+//!    methods and alarms that arrive are held here, in arrival order (a
+//!    peer's are answered later); socket frames are refused (step 2
+//!    closes their sockets).
 //! 2. It closes the shard's sockets (1012, "reconnect") and asks the
 //!    shard's live objects to leave memory; each goes once the events
 //!    already in its mailbox have run and committed.
@@ -26,8 +28,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
-
-use tokio::sync::watch;
 
 use super::ClusterError;
 use super::etcd::Etcd;
@@ -84,11 +84,9 @@ pub(crate) struct State {
     runtime: OnceLock<(Weak<Shared>, Weak<Registry>)>,
 }
 
-/// Events held for a moving shard, and the signal that it stopped moving
-/// (the sender is dropped).
+/// Events held for a moving shard, in arrival order.
 struct Hold {
     queue: Vec<Box<dyn FnOnce() + Send>>,
-    done: watch::Sender<()>,
 }
 
 /// A shard being received.
@@ -136,36 +134,18 @@ impl State {
         }
     }
 
-    /// Resolves once the shard is not moving.
-    pub(crate) fn settled(&self, shard: u32) -> impl Future<Output = ()> + Send + 'static {
-        let rx = crate::sync::lock(&self.holds)
-            .get(&shard)
-            .map(|h| h.done.subscribe());
-        async move {
-            if let Some(mut rx) = rx {
-                while rx.changed().await.is_ok() {}
-            }
-        }
-    }
-
     /// Starts holding the shard's events; false if it is already moving.
     fn begin(&self, shard: u32) -> bool {
         let mut holds = crate::sync::lock(&self.holds);
         if holds.contains_key(&shard) {
             return false;
         }
-        holds.insert(
-            shard,
-            Hold {
-                queue: Vec::new(),
-                done: watch::Sender::new(()),
-            },
-        );
+        holds.insert(shard, Hold { queue: Vec::new() });
         true
     }
 
     /// Sends the held events on, in order (the view no longer says
-    /// "moving", so none is held again), and wakes the waiters. Under the
+    /// "moving", so none is held again). Under the
     /// lock, so an event held later cannot overtake them. Returns how many
     /// there were.
     fn end(&self, shard: u32) -> usize {

@@ -194,10 +194,6 @@ impl Route for ClusterRoute {
             .hold(shard::shard_of(id, self.0.shards), then)
     }
 
-    fn settled(&self, id: &[u8; 32]) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        Box::pin(self.0.handoff.settled(shard::shard_of(id, self.0.shards)))
-    }
-
     fn send(
         &self,
         node: &str,

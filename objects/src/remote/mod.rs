@@ -62,9 +62,6 @@ pub(crate) trait Route: Send + Sync {
     /// Too many events are held already: the bound, for `Overloaded`.
     fn hold(&self, id: &[u8; 32], then: Box<dyn FnOnce() + Send>) -> Result<(), usize>;
 
-    /// Resolves once no hand-off of the object's shard is under way.
-    fn settled(&self, id: &[u8; 32]) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
     /// Queues `out` for `node`, to be sent after everything queued for that
     /// node before it (so calls through one stub keep their order).
     ///
