@@ -256,10 +256,28 @@ pub(crate) fn enqueue<O: Object>(
             crate::remote::Place::Moving => {
                 drop(view);
                 let (ns2, id2) = (ns.clone(), id.clone());
-                // Sent again, in order, once the hand-off ends: to the new
+                // Sent on, in order, once the hand-off ends: to the new
                 // owner, or here if it did not happen.
-                let then = Box::new(move || {
-                    if let Err(e) = enqueue(&ns2, &id2, envelope) {
+                let then: crate::remote::Held = Box::new(move |release| {
+                    let sent = match release {
+                        crate::remote::Release::Here => enqueue_local(&ns2, &id2, envelope),
+                        crate::remote::Release::To { node, epoch } => {
+                            match ns2.shared.route.get() {
+                                Some(route) => crate::forward::send(
+                                    route,
+                                    &ns2.shared,
+                                    &ns2.name,
+                                    &id2,
+                                    node,
+                                    epoch,
+                                    envelope,
+                                ),
+                                None => enqueue_local(&ns2, &id2, envelope),
+                            }
+                        }
+                        crate::remote::Release::Again => enqueue(&ns2, &id2, envelope),
+                    };
+                    if let Err(e) = sent {
                         tracing::debug!(error = %e, "an event held during a hand-off was refused");
                     }
                 });

@@ -417,6 +417,22 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             Err(e) => format!("err restore {e}"),
         },
         "served" => format!("ok {}", cluster.status().serving.len()),
+        // `count` calls through one stub, all queued before any is
+        // awaited, among other callers' calls: E-order means each total is
+        // above the one before.
+        "pipeline" => {
+            let stub = probes.get_by_name(&arg(2));
+            let futs: Vec<_> = (0..num(3)).map(|_| stub.call(ProbeCall::Add(1))).collect();
+            let mut last = 0;
+            for f in futs {
+                match f.await {
+                    Ok(p) if p.total > last => last = p.total,
+                    Ok(p) => return format!("err order {} after {last}", p.total),
+                    Err(e) => return format!("err {} {e}", error_kind(&e)),
+                }
+            }
+            format!("ok {} {last}", num(3))
+        }
         // Until this node serves some shard.
         "serves" => {
             for _ in 0..300 {
@@ -885,6 +901,13 @@ async fn shards_move_under_load_without_losing_or_repeating_a_call() {
     }
     let handoff = c.node("n3").send("handoff", &format!("{shard3} n4"));
     assert_eq!(c.node("n3").cmd("moving", &shard3.to_string()).await, "ok");
+    // Calls queued through one stub while the shard moves, on the old
+    // owner itself and on another node: they keep their order.
+    const PIPELINED: u64 = 100;
+    for node in ["n1", "n3"] {
+        let req = c.node(node).send("pipeline", &format!("{on3} {PIPELINED}"));
+        loads.push((node.to_string(), req));
+    }
     assert_eq!(c.node("n3").cmd("release", "").await, "ok");
     let (ran_on, _) = ok_total(&c.node("n2").wait_line(&format!("reply {hold} ")).await);
     assert_eq!(ran_on, "n3");
@@ -901,13 +924,16 @@ async fn shards_move_under_load_without_losing_or_repeating_a_call() {
     assert_eq!(c.node("n3").cmd("served", "").await, "ok 0", "n3 drained");
     for (node, req) in loads {
         let r = c.node(&node).wait_line(&format!("reply {req} ")).await;
-        assert!(r.starts_with(&format!("ok {CALLS} ")), "{node}: {r}");
+        assert!(
+            r.starts_with(&format!("ok {CALLS} ")) || r.starts_with(&format!("ok {PIPELINED} ")),
+            "{node}: {r}"
+        );
     }
     // No call lost or run twice: each object counted every call once.
     let nodes = c.nodes.len() as u64;
-    for name in [&on3, &on1] {
+    for (name, extra) in [(&on3, 2 * PIPELINED), (&on1, 0)] {
         let (ran_on, total) = ok_total(&c.nodes[0].cmd("get", name).await);
-        assert_eq!(total, CALLS * nodes, "{name}");
+        assert_eq!(total, CALLS * nodes + extra, "{name}");
         assert_ne!(ran_on, "n3", "{name} left the drained node");
     }
     let (ran_on, _) = ok_total(&c.node("n2").cmd("get", &on3).await);

@@ -15,8 +15,11 @@
 //!    once it is durable.
 //! 4. One etcd transaction, comparing the old owner and epoch, names the
 //!    new owner at epoch + 1. The new owner is told and serves at once.
-//! 5. The held events go where the shard went; peers that ask the old
-//!    owner are answered "moved". Then the old owner deletes its copy.
+//! 5. The held events go to the new owner, in order (peers' requests are
+//!    forwarded from here), and only then does this node's view say the
+//!    shard is elsewhere: an event that was not held is queued behind
+//!    them, never ahead. Peers that ask later are answered "moved". Then
+//!    the old owner deletes its copy.
 //!
 //! If anything fails before the transaction, the move is called off: the
 //! receiver drops what it got and the old owner serves on, running the
@@ -38,7 +41,7 @@ use crate::registry::Registry;
 use crate::remote::handoff_wire::{CopiedObject, PART_BYTES, WireHandOff, WireObject};
 use crate::remote::shard::{self, Owner, Place};
 use crate::remote::wire::WireRequest;
-use crate::remote::{Kind, Refusal};
+use crate::remote::{Held, Kind, Refusal, Release};
 use crate::runtime::Runtime;
 use crate::shared::Shared;
 use crate::storage::shard_copy::{self, commit_all};
@@ -86,7 +89,7 @@ pub(crate) struct State {
 
 /// Events held for a moving shard, in arrival order.
 struct Hold {
-    queue: Vec<Box<dyn FnOnce() + Send>>,
+    queue: Vec<Held>,
 }
 
 /// A shard being received.
@@ -118,7 +121,7 @@ impl State {
 
     /// Holds `then` until the shard's move ends; runs it now if the shard
     /// is not moving.
-    pub(crate) fn hold(&self, shard: u32, then: Box<dyn FnOnce() + Send>) -> Result<(), usize> {
+    pub(crate) fn hold(&self, shard: u32, then: Held) -> Result<(), usize> {
         let mut holds = crate::sync::lock(&self.holds);
         match holds.get_mut(&shard) {
             Some(h) if h.queue.len() >= MAX_HELD => Err(MAX_HELD),
@@ -127,8 +130,9 @@ impl State {
                 Ok(())
             }
             None => {
+                // The move ended between the caller's look and now.
                 drop(holds);
-                then();
+                then(Release::Again);
                 Ok(())
             }
         }
@@ -144,19 +148,29 @@ impl State {
         true
     }
 
-    /// Sends the held events on, in order (the view no longer says
-    /// "moving", so none is held again). Under the
-    /// lock, so an event held later cannot overtake them. Returns how many
-    /// there were.
-    fn end(&self, shard: u32) -> usize {
+    /// Ends the hold: sends the held events on as `release` says, in
+    /// order, and changes the view with `flip` (which ends "moving"), all
+    /// under the lock `hold` takes, so an event held meanwhile waits and
+    /// then goes after them. Sent to a node or run here, they go before
+    /// the flip (an event that is not held cannot overtake them: it is
+    /// queued behind them); placed `Again`, after it (else they would be
+    /// held again). Returns how many there were.
+    fn end(&self, shard: u32, release: Release<'_>, flip: impl FnOnce()) -> usize {
         let mut holds = crate::sync::lock(&self.holds);
-        let Some(hold) = holds.remove(&shard) else {
-            return 0;
-        };
-        let n = hold.queue.len();
-        for then in hold.queue {
-            then();
+        let queue = holds.remove(&shard).map(|h| h.queue).unwrap_or_default();
+        let n = queue.len();
+        if matches!(release, Release::Again) {
+            flip();
+            for then in queue {
+                then(release);
+            }
+        } else {
+            for then in queue {
+                then(release);
+            }
+            flip();
         }
+        drop(holds);
         n
     }
 }
@@ -198,7 +212,7 @@ pub(crate) async fn hand_off(
         // Still ours at that epoch? (The view may have changed since.)
         if !matches!(view.place(shard, Instant::now()), Place::Local { epoch: e } if e == epoch) {
             drop(view);
-            node.handoff.end(shard);
+            node.handoff.end(shard, Release::Again, || {});
             return Err(refused("the shard changed hands meanwhile".into()));
         }
         view.moving.insert(shard);
@@ -238,16 +252,14 @@ pub(crate) async fn hand_off(
         Err(e) => {
             // Unknown outcome: serve nothing of it until etcd is read
             // again (the refresh re-claims it if it is still ours).
-            {
+            node.handoff.end(shard, Release::Again, || {
                 let mut view = crate::sync::write(&node.view);
                 view.moving.remove(&shard);
                 view.claimed.remove(&shard);
-            }
-            node.handoff.end(shard);
+            });
             return Err(refused(format!("the ownership transaction failed: {e}")));
         }
     }
-    crate::sync::write(&node.view).handed_away(shard, claim.next.clone());
     // Told before the held events go, so it serves when they arrive; if
     // this is lost, it re-claims the shard at its next reading of etcd.
     if let Err(e) = peer
@@ -258,7 +270,14 @@ pub(crate) async fn hand_off(
     {
         tracing::warn!(shard, to, error = %e, "the new owner did not confirm; it re-claims the shard from etcd");
     }
-    let held = node.handoff.end(shard);
+    let next = claim.next.clone();
+    let release = Release::To {
+        node: to,
+        epoch: next.epoch,
+    };
+    let held = node.handoff.end(shard, release, || {
+        crate::sync::write(&node.view).handed_away(shard, next);
+    });
     let paused = started.elapsed();
     if let Err(e) = remove_local(&shared, shard, node.shards).await {
         tracing::warn!(shard, error = %e, "the moved shard's local copy was not deleted");
@@ -280,10 +299,11 @@ pub(crate) async fn hand_off(
 /// first, in order), and the receiver is told, in the background (it may
 /// be what failed), to drop what it got.
 fn call_off(peer: &Peer<'_>) {
-    crate::sync::write(&peer.node.view)
-        .moving
-        .remove(&peer.shard);
-    peer.node.handoff.end(peer.shard);
+    peer.node.handoff.end(peer.shard, Release::Here, || {
+        crate::sync::write(&peer.node.view)
+            .moving
+            .remove(&peer.shard);
+    });
     let (node, to, addr, shard, epoch) = (
         peer.node.clone(),
         peer.to.to_string(),

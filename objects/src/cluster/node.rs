@@ -15,7 +15,7 @@ use super::transport::{self, Handled, Peers};
 use crate::registry::Registry;
 use crate::remote::shard::{self, Place, View};
 use crate::remote::wire::WireRequest;
-use crate::remote::{Answer, Outgoing, Refusal, Route};
+use crate::remote::{Answer, Kind, Outgoing, Refusal, Release, Route};
 use crate::runtime::Runtime;
 
 /// What serving needs: who this node is, what it knows, its peers.
@@ -71,7 +71,7 @@ pub(crate) fn attach(
 /// The server side of one request: checks this node owns the shard at
 /// that epoch, then queues the event (in arrival order).
 fn handle(node: &Arc<Node>, registry: &Arc<Registry>, req: WireRequest) -> Handled {
-    if req.kind == crate::remote::Kind::HandOff {
+    if req.kind == Kind::HandOff {
         return super::handoff::receive(node, req);
     }
     let Ok(id) = crate::id::parse_hex(&req.id) else {
@@ -104,6 +104,11 @@ fn handle(node: &Arc<Node>, registry: &Arc<Registry>, req: WireRequest) -> Handl
             }));
         }
     }
+    run_here(node, registry, &req)
+}
+
+/// Queues an admitted request's event into its namespace here.
+fn run_here(node: &Node, registry: &Registry, req: &WireRequest) -> Handled {
     let Some(ns) = registry.get(&req.ns) else {
         return Handled::Now(Err(Refusal::Failed {
             message: format!("namespace {:?} is not registered on {}", req.ns, node.me),
@@ -122,50 +127,52 @@ fn handle(node: &Arc<Node>, registry: &Arc<Registry>, req: WireRequest) -> Handl
 /// link runs between the edge and the owner.
 fn held(node: &Arc<Node>, registry: &Arc<Registry>, shard: u32, req: WireRequest) -> Handled {
     let (tx, rx) = oneshot::channel::<crate::remote::Answer>();
-    let then = {
+    let then: crate::remote::Held = {
         let (node, registry) = (node.clone(), registry.clone());
-        Box::new(move || {
-            let place = crate::sync::read(&node.view).place(shard, Instant::now());
-            let addr = |owner: &str| {
-                let view = crate::sync::read(&node.view);
-                view.members
-                    .get(owner)
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            };
-            match place {
-                Place::Remote { node: owner, epoch }
-                    if req.kind != crate::remote::Kind::Upgrade =>
-                {
-                    let Some(addr) = addr(&owner) else {
-                        let _ = tx.send(Err(Refusal::Moved { owner, epoch }));
-                        return;
+        Box::new(move |release| {
+            let handled = match release {
+                Release::To { node: owner, epoch } if req.kind == Kind::Upgrade => {
+                    Handled::Now(Err(Refusal::Moved {
+                        owner: owner.to_string(),
+                        epoch,
+                    }))
+                }
+                Release::To { node: owner, epoch } => {
+                    let addr = crate::sync::read(&node.view)
+                        .members
+                        .get(owner)
+                        .and_then(|a| a.parse::<SocketAddr>().ok());
+                    let sent = match addr {
+                        Some(addr) => node.peers.send(owner, addr, WireRequest { epoch, ..req }),
+                        None => Err(Refusal::Moved {
+                            owner: owner.to_string(),
+                            epoch,
+                        }),
                     };
-                    match node.peers.send(&owner, addr, WireRequest { epoch, ..req }) {
-                        Ok(answer) => {
-                            tokio::spawn(async move {
-                                let a = answer.await.unwrap_or_else(|_| {
-                                    Err(Refusal::Unavailable {
-                                        reason: "the connection to the new owner was lost".into(),
-                                    })
-                                });
-                                let _ = tx.send(a);
-                            });
-                        }
-                        Err(r) => {
-                            let _ = tx.send(Err(r));
-                        }
+                    match sent {
+                        Ok(answer) => Handled::Later(Box::pin(async move {
+                            answer.await.unwrap_or_else(|_| {
+                                Err(Refusal::Unavailable {
+                                    reason: "the connection to the new owner was lost".into(),
+                                })
+                            })
+                        })),
+                        Err(r) => Handled::Now(Err(r)),
                     }
                 }
-                _ => match handle(&node, &registry, req) {
-                    Handled::Now(a) => {
-                        let _ = tx.send(a);
-                    }
-                    Handled::Later(a) => {
-                        tokio::spawn(async move {
-                            let _ = tx.send(a.await);
-                        });
-                    }
-                },
+                // Admitted before the hand-off began.
+                Release::Here => run_here(&node, &registry, &req),
+                Release::Again => handle(&node, &registry, req),
+            };
+            match handled {
+                Handled::Now(a) => {
+                    let _ = tx.send(a);
+                }
+                Handled::Later(a) => {
+                    tokio::spawn(async move {
+                        let _ = tx.send(a.await);
+                    });
+                }
             }
         })
     };
@@ -188,7 +195,7 @@ impl Route for ClusterRoute {
         &self.0.view
     }
 
-    fn hold(&self, id: &[u8; 32], then: Box<dyn FnOnce() + Send>) -> Result<(), usize> {
+    fn hold(&self, id: &[u8; 32], then: crate::remote::Held) -> Result<(), usize> {
         self.0
             .handoff
             .hold(shard::shard_of(id, self.0.shards), then)

@@ -25,6 +25,22 @@ use crate::id::ObjectId;
 pub(crate) use shard::Place;
 pub(crate) use wire::{Kind, Refusal};
 
+/// Where an event held during a hand-off goes when the hand-off ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Release<'a> {
+    /// The move was called off: run it here.
+    Here,
+    /// The shard moved: send it to `node` at `epoch` (before any event
+    /// that was not held, so a stub's events keep their order).
+    To { node: &'a str, epoch: u64 },
+    /// Place it again, as a new event (the move ended some other way, or
+    /// it was never held).
+    Again,
+}
+
+/// An event held during a hand-off.
+pub(crate) type Held = Box<dyn FnOnce(Release<'_>) + Send>;
+
 /// An event on its way to the node that owns its object.
 pub(crate) struct Outgoing {
     pub(crate) ns: Arc<str>,
@@ -55,12 +71,13 @@ pub(crate) trait Route: Send + Sync {
     fn view(&self) -> &std::sync::RwLock<shard::View>;
 
     /// Runs `then` once the hand-off of the object's shard has ended (at
-    /// once when none is under way), after the events held before it.
+    /// once, with [`Release::Again`], when none is under way), after the
+    /// events held before it.
     ///
     /// # Errors
     ///
     /// Too many events are held already: the bound, for `Overloaded`.
-    fn hold(&self, id: &[u8; 32], then: Box<dyn FnOnce() + Send>) -> Result<(), usize>;
+    fn hold(&self, id: &[u8; 32], then: Held) -> Result<(), usize>;
 
     /// Queues `out` for `node`, to be sent after everything queued for that
     /// node before it (so calls through one stub keep their order).

@@ -170,6 +170,11 @@ impl View {
 
     /// Where an event for `shard` goes at `now`.
     pub(crate) fn place(&self, shard: u32, now: Instant) -> Place {
+        // Until the hand-off releases what it holds, whatever etcd says by
+        // now: a later event must not overtake a held one.
+        if self.moving.contains(&shard) {
+            return Place::Moving;
+        }
         let Some(owner) = self.owners.get(&shard) else {
             return Place::Unavailable(format!("shard {shard} has no owner yet"));
         };
@@ -180,7 +185,6 @@ impl View {
                 ));
             }
             return match self.claimed.get(&shard) {
-                Some(&e) if e == owner.epoch && self.moving.contains(&shard) => Place::Moving,
                 Some(&e) if e == owner.epoch => Place::Local { epoch: e },
                 _ => Place::Unavailable(format!(
                     "shard {shard}: this node is re-claiming it under its new lease"
