@@ -72,8 +72,9 @@ pub(crate) fn send<O: Object>(
                     })),
                     () = reply.closed() => return,
                 };
-                // Not followed (the connection is bound to this attempt):
-                // the client's retry goes to the owner named.
+                // Still "moved" after the edge followed it (`edge.rs`) as
+                // far as it may: the client's retry goes to the last owner
+                // named.
                 if let Err(Refusal::Moved { owner, epoch }) = &answer {
                     route.learned(id.as_bytes(), owner, *epoch);
                 }

@@ -272,13 +272,20 @@ async fn read_from_owner(
     conn.close(0u32.into(), b"link closed");
 }
 
-/// Where the socket tasks of sockets connected here deliver: the link.
+/// Where the socket tasks of sockets connected here deliver: the link
+/// (another one if the upgrade was answered "moved" and followed).
 struct EdgeDeliver {
-    link: Arc<Uplink>,
+    link: Mutex<Arc<Uplink>>,
     links: Arc<Links>,
     shared: Arc<crate::shared::Shared>,
     /// The socket counters of the object's namespace, as on its owner.
     metrics: crate::metrics::Metrics,
+}
+
+impl EdgeDeliver {
+    fn link(&self) -> Arc<Uplink> {
+        crate::sync::lock(&self.link).clone()
+    }
 }
 
 impl Deliver for EdgeDeliver {
@@ -307,9 +314,10 @@ impl Deliver for EdgeDeliver {
                 ),
                 SocketEvent::Error(e) => (WireEvent::Error(e), false),
             };
-            let sent = self.link.send(&ToOwner::Event { esid, event }).await;
+            let link = self.link();
+            let sent = link.send(&ToOwner::Event { esid, event }).await;
             if close {
-                crate::sync::lock(&self.link.sockets).remove(&esid);
+                crate::sync::lock(&link.sockets).remove(&esid);
                 self.links.uplinks.forget(&id, esid);
                 return true;
             }
@@ -324,11 +332,28 @@ impl Deliver for EdgeDeliver {
 
     fn auto_responded(&self, _id: [u8; 32], esid: u64, ms: u64) {
         // A timestamp: if the link is full, the next one will do.
-        self.link.try_send(&ToOwner::Stamp { esid, ms });
+        self.link().try_send(&ToOwner::Stamp { esid, ms });
     }
 
     fn metrics(&self) -> &crate::metrics::Metrics {
         &self.metrics
+    }
+}
+
+/// Sends an upgrade request on `link` and waits for `owner`'s answer.
+async fn ask_owner(link: &Uplink, owner: &str, req: WireRequest) -> Answer {
+    let (tx, rx) = oneshot::channel();
+    crate::sync::lock(&link.pending).insert(req.seq, tx);
+    if link.send(&ToOwner::Upgrade { req }).await {
+        rx.await.unwrap_or_else(|_| {
+            Err(Refusal::Unavailable {
+                reason: "the link to the owner was lost".into(),
+            })
+        })
+    } else {
+        Err(Refusal::Unavailable {
+            reason: format!("the link to {owner} was lost"),
+        })
     }
 }
 
@@ -387,7 +412,7 @@ async fn run_upgrade(
     let id = target.id;
     let esid = shared.next_sid.fetch_add(1, Ordering::Relaxed);
     let deliver = Arc::new(EdgeDeliver {
-        link: link.clone(),
+        link: Mutex::new(link.clone()),
         links: links.clone(),
         shared: shared.clone(),
         metrics: crate::metrics::Metrics::register(&target.ns),
@@ -397,7 +422,7 @@ async fn run_upgrade(
         let table = tables.entry(id).or_default().clone();
         let handle = socket::spawn(
             shared.socket_tasks.token(),
-            deliver,
+            deliver.clone(),
             table.clone(),
             id,
             esid,
@@ -413,40 +438,62 @@ async fn run_upgrade(
         (table, handle)
     };
     crate::sync::lock(&link.sockets).insert(esid, handle.clone());
-    let seq = link.next_seq.fetch_add(1, Ordering::Relaxed);
-    let (atx, arx) = oneshot::channel();
-    crate::sync::lock(&link.pending).insert(seq, atx);
-    let answer = match serde_json::value::to_raw_value(&WireUpgrade {
+    let body = serde_json::value::to_raw_value(&WireUpgrade {
         edge: links.node.me.clone(),
         esid,
         http,
-    }) {
-        Ok(body) => {
-            let req = WireRequest {
-                seq,
-                ns: target.ns.to_string(),
-                id: crate::id::hex(&id),
-                shard: shard::shard_of(&id, links.node.shards),
-                epoch: target.epoch,
-                kind: Kind::Upgrade,
-                chain: target.chain.iter().map(crate::id::hex).collect(),
-                body,
-            };
-            if link.send(&ToOwner::Upgrade { req }).await {
-                arx.await.unwrap_or_else(|_| {
-                    Err(Refusal::Unavailable {
-                        reason: "the link to the owner was lost".into(),
-                    })
-                })
-            } else {
-                Err(Refusal::Unavailable {
-                    reason: format!("the link to {owner} was lost"),
-                })
+    });
+    let (mut link, mut owner, mut epoch) = (link, owner.to_string(), target.epoch);
+    let mut moves = 0;
+    let answer = loop {
+        let answer = match &body {
+            Ok(body) => {
+                let req = WireRequest {
+                    seq: link.next_seq.fetch_add(1, Ordering::Relaxed),
+                    ns: target.ns.to_string(),
+                    id: crate::id::hex(&id),
+                    shard: shard::shard_of(&id, links.node.shards),
+                    epoch,
+                    kind: Kind::Upgrade,
+                    chain: target.chain.iter().map(crate::id::hex).collect(),
+                    body: body.clone(),
+                };
+                ask_owner(&link, &owner, req).await
             }
+            Err(e) => Err(Refusal::Failed {
+                message: e.to_string(),
+            }),
+        };
+        // Moved: the socket (not live yet: the client has no 101) goes to
+        // the owner named, a bounded number of times.
+        match answer {
+            Err(Refusal::Moved {
+                owner: next,
+                epoch: at,
+            }) if moves < crate::forward::MAX_MOVES && next != links.node.me => {
+                moves += 1;
+                {
+                    let mut view = crate::sync::write(&links.node.view);
+                    let shard = shard::shard_of(&id, view.shards);
+                    view.learned(
+                        shard,
+                        shard::Owner {
+                            node: next.clone(),
+                            epoch: at,
+                        },
+                    );
+                }
+                let next_link = match uplink(links, &next).await {
+                    Ok(l) => l,
+                    Err(r) => break Err(r),
+                };
+                crate::sync::lock(&link.sockets).remove(&esid);
+                crate::sync::lock(&next_link.sockets).insert(esid, handle.clone());
+                *crate::sync::lock(&deliver.link) = next_link.clone();
+                (link, owner, epoch) = (next_link, next, at);
+            }
+            other => break other,
         }
-        Err(e) => Err(Refusal::Failed {
-            message: e.to_string(),
-        }),
     };
     let response = answer.and_then(|raw| {
         serde_json::from_str::<WireHttp>(raw.get())

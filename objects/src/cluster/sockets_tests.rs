@@ -319,6 +319,49 @@ async fn clients_on_any_node_talk_to_a_room_on_its_owner() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_answered_moved_is_followed_to_the_owner_named() {
+    let ca = ClusterCa::generate().expect("CA");
+    let secret = [6u8; 32];
+    let a = start("a", &ca, secret).await;
+    let b = start("b", &ca, secret).await;
+    let c = start("c", &ca, secret).await;
+    let all = [&a, &b, &c];
+    place_lobby(&all, "c");
+    // a still thinks b owns the lobby; b knows c has it.
+    let shard = shard::shard_of(a.rooms.id_from_name("lobby").as_bytes(), SHARDS);
+    crate::sync::write(&a.node.view).owners.insert(
+        shard,
+        Owner {
+            node: "b".into(),
+            epoch: 0,
+        },
+    );
+    let mut a1 = connect(&a, "x", "a1").await;
+    assert_eq!(ask(&mut a1, "echo hi").await, "echo hi");
+    assert_eq!(ask(&mut a1, "count x").await, "n=1 x=1 me=a1 tags=x");
+    let activations = |n: &TestNode| n.rooms.env().load(Ordering::SeqCst);
+    assert_eq!(
+        (activations(&b), activations(&c)),
+        (0, 1),
+        "the room ran on c only"
+    );
+    // a learned where the lobby is: the next client goes there directly.
+    assert_eq!(
+        crate::sync::read(&a.node.view).owners[&shard].node,
+        "c",
+        "a learned the owner"
+    );
+    let mut a2 = connect(&a, "x", "a2").await;
+    a2.send(Ws::text("all both")).await.expect("send");
+    assert_eq!(next_text(&mut a1).await, "both");
+    assert_eq!(next_text(&mut a2).await, "both");
+    for n in all {
+        n.shutdown.cancel();
+        n.rt.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_that_stops_serving_closes_remote_sockets_with_a_close_frame() {
     let ca = ClusterCa::generate().expect("CA");
     let secret = [8u8; 32];
