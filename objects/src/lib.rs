@@ -46,7 +46,7 @@
 //! |---|---|---|
 //! | `metrics` | on | counters, histograms and gauges through the [`metrics`](https://docs.rs/metrics) facade (`METRICS`, `Runtime::publish_metrics`); without it the same calls compile to nothing and the `metrics` crate is not built |
 //! | `admin` | on | the operator's tools: `Admin` (offline backup, listing, export and import of a data dir) and the inspector's views (`Runtime::list_objects`, `Runtime::view_object`) |
-//! | `cluster` | off | objects placed across nodes: ownership in etcd, calls over QUIC with mutual TLS (`Cluster`); needs `protoc` to build |
+//! | `cluster` | off | objects placed across nodes: ownership in etcd, calls over QUIC with mutual TLS, shards handed between live nodes (`Cluster`); needs `protoc` to build |
 //! | `testing` | off | test hooks: the storage model and interpreter (`objects::testing`), `Runtime::inject_commit_failures`; not for production |
 //!
 //! `objects = { version = "0.1", default-features = false }` leaves out
