@@ -433,6 +433,21 @@ async fn command(cluster: &Cluster, probes: &objects::Namespace<Probe>, w: &[Str
             }
             format!("ok {} {last}", num(3))
         }
+        // Until this node knows `node` owns some shard.
+        "sees" => {
+            for _ in 0..300 {
+                let owns = cluster
+                    .status()
+                    .owners
+                    .iter()
+                    .any(|o| o.as_ref().is_some_and(|(n, _)| *n == arg(2)));
+                if owns {
+                    return "ok".into();
+                }
+                cluster.refreshed().await;
+            }
+            "err sees never".into()
+        }
         // Until this node serves some shard.
         "serves" => {
             for _ in 0..300 {
@@ -1004,6 +1019,8 @@ async fn a_joining_node_gets_its_share_when_nodes_rebalance_by_themselves() {
     c.settle().await;
     // The others notice it joined and hand it the shards hashing gives it.
     assert_eq!(c.node("n4").cmd("serves", "").await, "ok");
+    // object_on asks n1 where objects are: once it has read that.
+    assert_eq!(c.node("n1").cmd("sees", "n4").await, "ok");
     let (on4, _, _) = object_on(&mut c, "n4", "auto").await;
     for (i, node) in c.nodes.iter_mut().enumerate() {
         let (ran_on, total) = ok_total(&node.cmd("call", &format!("{on4} 1")).await);
