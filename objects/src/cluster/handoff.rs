@@ -48,6 +48,9 @@ use crate::storage::shard_copy::{self, commit_all};
 
 /// Most events held for one shard while it moves; past it, `Overloaded`.
 pub(crate) const MAX_HELD: usize = 65_536;
+/// Most bytes of peers' requests held for one shard while it moves (a
+/// peer's request may carry up to a frame, 8 MiB); past it, `Overloaded`.
+pub(crate) const MAX_HELD_BYTES: usize = 64 << 20;
 /// How long the shard's live objects get to finish and leave memory.
 const EVICT_WITHIN: Duration = Duration::from_secs(30);
 /// How long one step (a part, the commit) may take on the receiver.
@@ -88,8 +91,11 @@ pub(crate) struct State {
 }
 
 /// Events held for a moving shard, in arrival order.
+#[derive(Default)]
 struct Hold {
     queue: Vec<Held>,
+    /// Bytes of the peers' requests among them.
+    bytes: usize,
 }
 
 /// A shard being received.
@@ -121,12 +127,17 @@ impl State {
 
     /// Holds `then` until the shard's move ends; runs it now if the shard
     /// is not moving.
-    pub(crate) fn hold(&self, shard: u32, then: Held) -> Result<(), usize> {
+    /// `bytes`: what the event holds that came from a peer (its request
+    /// body), counted against [`MAX_HELD_BYTES`]. `Err` carries the bound
+    /// for `Overloaded`.
+    pub(crate) fn hold(&self, shard: u32, bytes: usize, then: Held) -> Result<(), usize> {
         let mut holds = crate::sync::lock(&self.holds);
         match holds.get_mut(&shard) {
             Some(h) if h.queue.len() >= MAX_HELD => Err(MAX_HELD),
+            Some(h) if h.bytes.saturating_add(bytes) > MAX_HELD_BYTES => Err(MAX_HELD),
             Some(h) => {
                 h.queue.push(then);
+                h.bytes += bytes;
                 Ok(())
             }
             None => {
@@ -144,7 +155,7 @@ impl State {
         if holds.contains_key(&shard) {
             return false;
         }
-        holds.insert(shard, Hold { queue: Vec::new() });
+        holds.insert(shard, Hold::default());
         true
     }
 
@@ -655,5 +666,81 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A held event that records its number and how it was released.
+    fn record(log: &Arc<Mutex<Vec<String>>>, n: usize) -> Held {
+        let log = log.clone();
+        Box::new(move |release| {
+            let how = match release {
+                Release::Here => "here".to_string(),
+                Release::To { node, epoch } => format!("to {node}@{epoch}"),
+                Release::Again => "again".to_string(),
+            };
+            crate::sync::lock(&log).push(format!("{n} {how}"));
+        })
+    }
+
+    #[test]
+    fn held_events_are_bounded_in_count_and_bytes_and_released_in_order() {
+        let state = State::default();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        // Not moving: runs at once, to be placed again.
+        state.hold(7, 0, record(&log, 0)).expect("runs");
+        assert_eq!(*crate::sync::lock(&log), ["0 again"]);
+        crate::sync::lock(&log).clear();
+
+        assert!(state.begin(1));
+        assert!(!state.begin(1), "one move of a shard at a time");
+        for n in 0..MAX_HELD {
+            state.hold(1, 0, record(&log, n)).expect("room");
+        }
+        assert_eq!(state.hold(1, 0, record(&log, 0)).err(), Some(MAX_HELD));
+        assert!(crate::sync::lock(&log).is_empty(), "nothing ran while held");
+        let flipped = Arc::new(Mutex::new(0));
+        let held = state.end(
+            1,
+            Release::To {
+                node: "b",
+                epoch: 3,
+            },
+            || {
+                *crate::sync::lock(&flipped) = crate::sync::lock(&log).len();
+            },
+        );
+        assert_eq!(held, MAX_HELD);
+        let log_now = crate::sync::lock(&log).clone();
+        assert_eq!(log_now.len(), MAX_HELD);
+        assert_eq!(log_now[0], "0 to b@3");
+        assert_eq!(log_now[MAX_HELD - 1], format!("{} to b@3", MAX_HELD - 1));
+        assert_eq!(
+            *crate::sync::lock(&flipped),
+            MAX_HELD,
+            "the view flips after the held events went"
+        );
+        crate::sync::lock(&log).clear();
+
+        // Bytes: a peer's requests past the byte bound are refused.
+        assert!(state.begin(2));
+        state
+            .hold(2, MAX_HELD_BYTES, record(&log, 1))
+            .expect("room");
+        assert!(state.hold(2, 1, record(&log, 2)).is_err());
+        state
+            .hold(2, 0, record(&log, 3))
+            .expect("local events carry no peer bytes");
+        // Placed again: the view flips first (else they would be held again).
+        let order = log.clone();
+        state.end(2, Release::Again, || {
+            crate::sync::lock(&order).push("flip".into())
+        });
+        assert_eq!(*crate::sync::lock(&log), ["flip", "1 again", "3 again"]);
     }
 }

@@ -126,6 +126,7 @@ fn run_here(node: &Node, registry: &Registry, req: &WireRequest) -> Handled {
 /// move did not happen. An upgrade is answered "moved" instead: its socket
 /// link runs between the edge and the owner.
 fn held(node: &Arc<Node>, registry: &Arc<Registry>, shard: u32, req: WireRequest) -> Handled {
+    let bytes = req.body.get().len();
     let (tx, rx) = oneshot::channel::<crate::remote::Answer>();
     let then: crate::remote::Held = {
         let (node, registry) = (node.clone(), registry.clone());
@@ -176,7 +177,7 @@ fn held(node: &Arc<Node>, registry: &Arc<Registry>, shard: u32, req: WireRequest
             }
         })
     };
-    if let Err(capacity) = node.handoff.hold(shard, then) {
+    if let Err(capacity) = node.handoff.hold(shard, bytes, then) {
         return Handled::Now(Err(Refusal::Overloaded { capacity }));
     }
     Handled::Later(Box::pin(async move {
@@ -198,7 +199,7 @@ impl Route for ClusterRoute {
     fn hold(&self, id: &[u8; 32], then: crate::remote::Held) -> Result<(), usize> {
         self.0
             .handoff
-            .hold(shard::shard_of(id, self.0.shards), then)
+            .hold(shard::shard_of(id, self.0.shards), 0, then)
     }
 
     fn send(
