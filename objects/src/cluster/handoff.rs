@@ -35,13 +35,12 @@ use std::time::{Duration, Instant};
 use super::ClusterError;
 use super::etcd::Etcd;
 use super::node::Node;
-use super::transport::Handled;
 use crate::alarm::AlarmKey;
 use crate::registry::Registry;
 use crate::remote::handoff_wire::{CopiedObject, PART_BYTES, WireHandOff, WireObject};
 use crate::remote::shard::{self, Owner, Place};
 use crate::remote::wire::WireRequest;
-use crate::remote::{Held, Kind, Refusal, Release};
+use crate::remote::{Held, Kind, Release};
 use crate::runtime::Runtime;
 use crate::shared::Shared;
 use crate::storage::shard_copy::{self, commit_all};
@@ -86,7 +85,7 @@ pub struct HandOffReport {
 #[derive(Default)]
 pub(crate) struct State {
     holds: Mutex<HashMap<u32, Hold>>,
-    receiving: Mutex<HashMap<u32, Receiving>>,
+    pub(super) receiving: Mutex<HashMap<u32, Receiving>>,
     runtime: OnceLock<(Weak<Shared>, Weak<Registry>)>,
 }
 
@@ -99,14 +98,14 @@ struct Hold {
 }
 
 /// A shard being received.
-struct Receiving {
-    from: String,
-    epoch: u64,
-    next_part: u32,
+pub(super) struct Receiving {
+    pub(super) from: String,
+    pub(super) epoch: u64,
+    pub(super) next_part: u32,
     /// The lease generation the first part arrived under.
-    lease_gen_at: u64,
+    pub(super) lease_gen_at: u64,
     /// Alarms of the copied objects, scheduled once the shard is ours.
-    alarms: Vec<(AlarmKey, u64)>,
+    pub(super) alarms: Vec<(AlarmKey, u64)>,
 }
 
 impl State {
@@ -565,108 +564,6 @@ pub(super) async fn remove_local(
         shared.alarms.committed(key, None);
     }
     Ok(())
-}
-
-/// A peer's hand-off step, on the receiving node.
-pub(crate) fn receive(node: &Arc<Node>, req: WireRequest) -> Handled {
-    let node = node.clone();
-    Handled::Later(Box::pin(async move {
-        received(&node, req)
-            .await
-            .map(|()| serde_json::value::to_raw_value(&true).unwrap_or_default())
-            .map_err(|message| Refusal::Failed { message })
-    }))
-}
-
-async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
-    let shard = req.shard;
-    if shard >= node.shards {
-        return Err(format!("there are {} shards", node.shards));
-    }
-    let body: WireHandOff = serde_json::from_str(req.body.get())
-        .map_err(|e| format!("the hand-off does not decode: {e}"))?;
-    let (shared, _) = node.handoff.runtime()?;
-    let serving = || {
-        matches!(
-            crate::sync::read(&node.view).place(shard, Instant::now()),
-            Place::Local { .. } | Place::Moving
-        )
-    };
-    match body {
-        WireHandOff::Part {
-            from,
-            epoch,
-            part,
-            objects,
-        } => {
-            if serving() {
-                return Err(format!("this node serves shard {shard} already"));
-            }
-            if node.draining.load(std::sync::atomic::Ordering::Acquire) {
-                return Err("this node is draining".into());
-            }
-            let mut decoded = Vec::with_capacity(objects.len());
-            for o in objects {
-                decoded.push(o.decode(shard, node.shards)?);
-            }
-            if part == 0 {
-                // Whatever this node held of the shard (from an earlier
-                // time it owned it) is replaced, not merged.
-                remove_local(&shared, shard, node.shards).await?;
-                let lease_gen_at = crate::sync::read(&node.view).lease_gen;
-                crate::sync::lock(&node.handoff.receiving).insert(
-                    shard,
-                    Receiving {
-                        from: from.clone(),
-                        epoch,
-                        next_part: 0,
-                        lease_gen_at,
-                        alarms: Vec::new(),
-                    },
-                );
-            }
-            {
-                let receiving = crate::sync::lock(&node.handoff.receiving);
-                match receiving.get(&shard) {
-                    Some(r) if r.from == from && r.epoch == epoch && r.next_part == part => {}
-                    _ => return Err(format!("part {part} of shard {shard} is out of order")),
-                }
-            }
-            let alarms = write_objects(&shared, decoded).await?;
-            let mut receiving = crate::sync::lock(&node.handoff.receiving);
-            if let Some(r) = receiving.get_mut(&shard) {
-                r.next_part += 1;
-                r.alarms.extend(alarms);
-            }
-            Ok(())
-        }
-        WireHandOff::Commit { epoch } => {
-            let r = crate::sync::lock(&node.handoff.receiving).remove(&shard);
-            let Some(r) = r else {
-                return Err(format!("no hand-off of shard {shard} is under way"));
-            };
-            let next = Owner {
-                node: node.me.clone(),
-                epoch,
-            };
-            let serves =
-                crate::sync::write(&node.view).handed(shard, &next, r.lease_gen_at, Instant::now());
-            if !serves {
-                tracing::info!(shard, "a handed shard waits for this node to re-claim it");
-            }
-            for (key, at) in r.alarms {
-                shared.alarms.committed(key, Some(at));
-            }
-            Ok(())
-        }
-        WireHandOff::Abort => {
-            crate::sync::lock(&node.handoff.receiving).remove(&shard);
-            if !serving() {
-                remove_local(&shared, shard, node.shards).await?;
-            }
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod etcd;
 mod handoff;
 mod moves;
 mod node;
+mod receive;
 // The etcd records of replication; not wired into the membership loop yet.
 #[cfg_attr(not(test), allow(dead_code))]
 mod replicas;

@@ -72,7 +72,7 @@ pub(crate) fn attach(
 /// that epoch, then queues the event (in arrival order).
 fn handle(node: &Arc<Node>, registry: &Arc<Registry>, req: WireRequest) -> Handled {
     if req.kind == Kind::HandOff {
-        return super::handoff::receive(node, req);
+        return super::receive::receive(node, req);
     }
     let Ok(id) = crate::id::parse_hex(&req.id) else {
         return Handled::Now(Err(Refusal::Failed {
