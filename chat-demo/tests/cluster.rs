@@ -670,6 +670,14 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
     .await;
     assert_eq!(code, Some(0), "{stdout} {stderr}");
     assert!(stdout.contains("shards moved"), "{stdout}");
+    // n3's metrics count the moves.
+    let auth = format!("Authorization: Bearer {TOKEN}\r\nConnection: close\r\n");
+    let (status, metrics) = request(n3_admin, "/metrics", &auth).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("objects_shard_handoffs_total{outcome=\"moved\"}"),
+        "{metrics}"
+    );
     // Rebalancing from n1 afterwards moves nothing to the draining n3.
     let (code, stdout, stderr) = run(&[
         "cluster",

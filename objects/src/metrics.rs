@@ -135,6 +135,16 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "WebSocket messages queued to peers (a broadcast counts each recipient)",
     ),
+    (
+        "objects_shard_handoffs_total",
+        "counter",
+        "shards this node handed to another node (cluster), by outcome: moved or called_off",
+    ),
+    (
+        "objects_shard_handoff_pause_seconds",
+        "histogram",
+        "how long a shard's events waited while this node handed it off (cluster)",
+    ),
     ("objects_live", "gauge", "objects in memory, per namespace"),
     (
         "objects_hibernated",
@@ -283,6 +293,18 @@ mod off {
     impl Histogram {
         pub(crate) fn record(&self, _: f64) {}
     }
+}
+
+/// Records a hand-off this node made: `moved` or `called_off`, and how
+/// long the shard's events waited.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) fn shard_handoff(outcome: &'static str, paused: std::time::Duration) {
+    counter(
+        "objects_shard_handoffs_total",
+        &[("outcome", outcome.to_owned())],
+    )
+    .increment(1);
+    histogram("objects_shard_handoff_pause_seconds", &[]).record(paused.as_secs_f64());
 }
 
 /// Counts an alarm of `namespace` scheduled again after a failure the

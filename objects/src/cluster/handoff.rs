@@ -239,7 +239,7 @@ pub(crate) async fn hand_off(
         Err(e) => {
             // Nothing moved in etcd: this node serves on at once, and the
             // receiver is told to drop what it got.
-            call_off(&peer);
+            call_off(&peer, started);
             return Err(refused(e));
         }
     };
@@ -254,7 +254,7 @@ pub(crate) async fn hand_off(
     match etcd.apply(&claim).await {
         Ok(true) => {}
         Ok(false) => {
-            call_off(&peer);
+            call_off(&peer, started);
             return Err(refused(
                 "etcd no longer names this node the owner at that epoch".into(),
             ));
@@ -289,6 +289,7 @@ pub(crate) async fn hand_off(
         crate::sync::write(&node.view).handed_away(shard, next);
     });
     let paused = started.elapsed();
+    crate::metrics::shard_handoff("moved", paused);
     if let Err(e) = remove_local(&shared, shard, node.shards).await {
         tracing::warn!(shard, error = %e, "the moved shard's local copy was not deleted");
     }
@@ -308,7 +309,8 @@ pub(crate) async fn hand_off(
 /// Calls the move off: the shard's events run here again (the held ones
 /// first, in order), and the receiver is told, in the background (it may
 /// be what failed), to drop what it got.
-fn call_off(peer: &Peer<'_>) {
+fn call_off(peer: &Peer<'_>, started: Instant) {
+    crate::metrics::shard_handoff("called_off", started.elapsed());
     peer.node.handoff.end(peer.shard, Release::Here, || {
         crate::sync::write(&peer.node.view)
             .moving
