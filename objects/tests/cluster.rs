@@ -956,6 +956,22 @@ async fn shards_move_under_load_without_losing_or_repeating_a_call() {
         ran_on, "n4",
         "the shard handed by hand went to n4 and stayed"
     );
+    // n1 and n2 drain too: everything ends on n4, which has nobody left
+    // to drain to.
+    for node in ["n1", "n2"] {
+        let r = c.node(node).cmd("drain", "").await;
+        assert!(r.starts_with("ok "), "{node}: {r}");
+    }
+    let r = c.node("n4").cmd("drain", "").await;
+    assert!(r.contains("no other live member"), "{r}");
+    for (name, extra) in [(&on3, 2 * PIPELINED), (&on1, 0)] {
+        let (ran_on, total) = ok_total(&c.node("n1").cmd("get", name).await);
+        assert_eq!(
+            (ran_on.as_str(), total),
+            ("n4", CALLS * nodes + extra),
+            "{name}"
+        );
+    }
     assert_eq!(c.violations(), "", "two live instances of one object");
 }
 

@@ -62,8 +62,9 @@ impl Cluster {
     ///
     /// # Errors
     ///
-    /// etcd unreachable, or the first hand-off that failed (the shards
-    /// moved before it stay moved).
+    /// etcd unreachable, no other live member that is not draining, or
+    /// the first hand-off that failed (the shards moved before it stay
+    /// moved).
     pub async fn drain(&self) -> Result<Vec<HandOffReport>, ClusterError> {
         self.inner.node.draining.store(true, Ordering::Release);
         let lease = *crate::sync::lock(&self.inner.lease);
@@ -115,6 +116,11 @@ impl Cluster {
                 .filter(|m| !(view.draining.contains(*m) || (leaving && **m == me)))
                 .map(String::as_str)
                 .collect();
+            if leaving && targets.is_empty() {
+                return Err(ClusterError::HandOff(
+                    "drain: no other live member that is not draining takes shards".into(),
+                ));
+            }
             (0..view.shards)
                 .filter(|s| matches!(view.place(*s, now), Place::Local { .. }))
                 .filter_map(|s| {
