@@ -1037,7 +1037,8 @@ async fn a_joining_node_gets_its_share_when_nodes_rebalance_by_themselves() {
     assert_eq!(c.node("n4").cmd("serves", "").await, "ok");
     // object_on asks n1 where objects are: once it has read that.
     assert_eq!(c.node("n1").cmd("sees", "n4").await, "ok");
-    let (on4, _, _) = object_on(&mut c, "n4", "auto").await;
+    // A name never called before (an `auto-` one may be on1, moved).
+    let (on4, _, _) = object_on(&mut c, "n4", "fresh").await;
     for (i, node) in c.nodes.iter_mut().enumerate() {
         let (ran_on, total) = ok_total(&node.cmd("call", &format!("{on4} 1")).await);
         assert_eq!(
