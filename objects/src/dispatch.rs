@@ -275,7 +275,20 @@ pub(crate) fn enqueue<O: Object>(
                                 None => enqueue_local(&ns2, &id2, envelope),
                             }
                         }
-                        crate::remote::Release::Again => enqueue(&ns2, &id2, envelope),
+                        crate::remote::Release::Again => {
+                            // Nobody may serve it now (the move's outcome is
+                            // unknown): the caller hears why.
+                            let place = ns2.shared.route.get().map(|r| r.place(id2.as_bytes()));
+                            if let Some(crate::remote::Place::Unavailable(reason)) = place {
+                                envelope.event.refuse(Error::Unavailable {
+                                    id: id2.clone(),
+                                    reason,
+                                });
+                                Ok(())
+                            } else {
+                                enqueue(&ns2, &id2, envelope)
+                            }
+                        }
                     };
                     if let Err(e) = sent {
                         tracing::debug!(error = %e, "an event held during a hand-off was refused");

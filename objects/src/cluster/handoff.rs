@@ -149,7 +149,7 @@ impl State {
     }
 
     /// Starts holding the shard's events; false if it is already moving.
-    fn begin(&self, shard: u32) -> bool {
+    pub(super) fn begin(&self, shard: u32) -> bool {
         let mut holds = crate::sync::lock(&self.holds);
         if holds.contains_key(&shard) {
             return false;
@@ -165,7 +165,7 @@ impl State {
     /// the flip (an event that is not held cannot overtake them: it is
     /// queued behind them); placed `Again`, after it (else they would be
     /// held again). Returns how many there were.
-    fn end(&self, shard: u32, release: Release<'_>, flip: impl FnOnce()) -> usize {
+    pub(super) fn end(&self, shard: u32, release: Release<'_>, flip: impl FnOnce()) -> usize {
         let mut holds = crate::sync::lock(&self.holds);
         let queue = holds.remove(&shard).map(|h| h.queue).unwrap_or_default();
         let n = queue.len();

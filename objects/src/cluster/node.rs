@@ -576,6 +576,46 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_held_by_a_hand_off_run_here_or_hear_why_they_cannot() {
+        let ca = ClusterCa::generate().expect("CA");
+        let a = start("a", &ca, [4u8; 32]).await;
+        let id = a.ns.id_from_name("held");
+        let shard = shard::shard_of(id.as_bytes(), SHARDS);
+        believe(&a, &[&a], shard, "a", 1);
+        let moving = |on: bool| {
+            let mut v = crate::sync::write(&a.node.view);
+            if on {
+                v.moving.insert(shard);
+            } else {
+                v.moving.remove(&shard);
+            }
+        };
+        // Called off: the held call runs here.
+        assert!(a.node.handoff.begin(shard));
+        moving(true);
+        let call = a.ns.get(&id).call(false);
+        assert_eq!(
+            a.node.handoff.end(shard, Release::Here, || moving(false)),
+            1
+        );
+        assert_eq!(call.await.expect("ran"), "a");
+        // The outcome unknown: the claim is dropped and the held call is
+        // told why it cannot run (not dropped as if the runtime stopped).
+        assert!(a.node.handoff.begin(shard));
+        moving(true);
+        let call = a.ns.get(&id).call(false);
+        let held = a.node.handoff.end(shard, Release::Again, || {
+            moving(false);
+            crate::sync::write(&a.node.view).claimed.remove(&shard);
+        });
+        assert_eq!(held, 1);
+        let err = call.await.expect_err("nobody serves it now");
+        assert!(err.is_unavailable(), "{err}");
+        a.shutdown.cancel();
+        a.rt.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn typed_methods_cross_nodes_in_order() {
         let ca = ClusterCa::generate().expect("CA");
         let secret = [6u8; 32];
