@@ -112,12 +112,20 @@ pub(crate) struct ClusterArgs {
     /// runs `chat-demo cluster rebalance` or `drain`.
     #[arg(long, env = "CHAT_CLUSTER_REBALANCE", requires = "cluster_node")]
     cluster_rebalance: bool,
+
+    /// On SIGINT or SIGTERM, first hand every room of this node to the
+    /// other nodes (as `chat-demo cluster drain`), so its rooms stay
+    /// available while it is down (a rolling restart); within
+    /// --shutdown-runtime-timeout-secs, then the usual shutdown.
+    #[arg(long, env = "CHAT_CLUSTER_DRAIN_ON_STOP", requires = "cluster_node")]
+    cluster_drain_on_stop: bool,
 }
 
 /// A node's settings, checked, before anything starts.
 #[derive(Debug)]
 pub(crate) struct Config {
     options: ClusterOptions,
+    drain_on_stop: bool,
 }
 
 impl ClusterArgs {
@@ -161,7 +169,10 @@ impl ClusterArgs {
             options = options.with_zone(Some(zone.clone()));
         }
         options = options.with_rebalance(self.cluster_rebalance);
-        Ok(Some(Config { options }))
+        Ok(Some(Config {
+            options,
+            drain_on_stop: self.cluster_drain_on_stop,
+        }))
     }
 }
 
@@ -197,6 +208,7 @@ fn read_certificate(dir: &Path, node: &str) -> Result<NodeCertificate, String> {
 #[derive(Debug)]
 pub(crate) struct Node {
     cluster: Cluster,
+    drain_on_stop: bool,
 }
 
 impl Config {
@@ -208,7 +220,10 @@ impl Config {
         let cluster = Cluster::join(self.options)
             .await
             .with_context(|| format!("joining the cluster as {node} (etcd {etcd})"))?;
-        Ok(Node { cluster })
+        Ok(Node {
+            cluster,
+            drain_on_stop: self.drain_on_stop,
+        })
     }
 }
 
@@ -337,6 +352,29 @@ impl Node {
         );
         tracing::info!(node = self.cluster.node_id(), %quic, shards = self.cluster.shards(), "cluster node serving");
         Ok(())
+    }
+
+    /// With --cluster-drain-on-stop: hands this node's rooms to the other
+    /// nodes before it stops, within `within` (what is not moved by then
+    /// stays here, unavailable until the node returns).
+    pub(crate) async fn drain_on_stop(&self, within: Duration) {
+        if !self.drain_on_stop {
+            return;
+        }
+        match tokio::time::timeout(within, self.cluster.drain()).await {
+            Ok(Ok(moved)) => {
+                tracing::info!(
+                    shards = moved.len(),
+                    "shutting down: handed this node's rooms to the others"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "shutting down: the drain stopped; rooms still here are unavailable until this node returns");
+            }
+            Err(_) => {
+                tracing::warn!("shutting down: the drain took over {within:?}; going on");
+            }
+        }
     }
 
     /// Leaves the cluster (its lease revoked: its rooms are unavailable at

@@ -412,9 +412,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     // The sequence, each wait bounded by its flag (docs/operations.md,
-    // "Stopping"): stop accepting, close the WebSockets with 1001, drain
-    // in-flight HTTP requests, then stop the runtime (events finish and
-    // commit, the writer flushes).
+    // "Stopping"): in a cluster with --cluster-drain-on-stop, hand the
+    // rooms to the other nodes first (while this one still forwards);
+    // stop accepting, close the WebSockets with 1001, drain in-flight
+    // HTTP requests, then stop the runtime (events finish and commit, the
+    // writer flushes).
+    if let Some(node) = &node {
+        node.drain_on_stop(timeouts[2]).await;
+    }
     readiness.begin_shutdown();
     stop.send_replace(true);
     tracing::info!("shutting down: /readyz is 503, no new connections");

@@ -47,6 +47,10 @@ impl Node {
         match *self {}
     }
 
+    pub(crate) async fn drain_on_stop(&self, _: Duration) {
+        match *self {}
+    }
+
     pub(crate) async fn leave(&self, _: Duration) {
         match *self {}
     }

@@ -710,3 +710,60 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
         connect(&format!("ws://{}/api/room/{room}/websocket", nodes[0].addr)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_drain_on_stop_leaves_its_rooms_available() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().expect("UTF-8");
+    let (code, _, stderr) = run(&["cluster", "init", certs_arg, "--nodes", "n1,n2,n3"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut nodes = Vec::new();
+    for id in NODES {
+        // Only n3 drains when it stops.
+        let extra: &[&str] = if id == "n3" {
+            &["--cluster-drain-on-stop"]
+        } else {
+            &[]
+        };
+        nodes.push(
+            start_node_with(id, etcd.url(), &certs, dir.path(), extra)
+                .await
+                .0,
+        );
+    }
+    for node in &nodes {
+        wait_ready(&node.addr).await;
+    }
+    // 24 rooms with a message each (about a third of them on n3).
+    let rooms: Vec<String> = (0..24).map(|i| format!("stop{i}")).collect();
+    for room in &rooms {
+        let (mut ws, _) = join(&nodes[0].addr, room, "ann").await;
+        let sent = vec![format!("{room}-m")];
+        send(&mut ws, json!({ "message": sent[0] }).to_string()).await;
+        assert_eq!(messages(&mut ws, &sent).await, sent);
+    }
+    // SIGTERM n3: it hands its rooms over, then stops cleanly.
+    let mut n3 = nodes.pop().expect("n3");
+    let pid = n3.child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(HANG, n3.child.wait())
+        .await
+        .expect("n3 exits in time")
+        .expect("wait");
+    assert!(exit.success(), "n3: {exit}");
+    // Every room is still there, with its message, while n3 is down (a
+    // room left on n3 would answer 503 until it returned, and `connect`
+    // would give up).
+    for room in &rooms {
+        let (_ws, history) = join(&nodes[1].addr, room, "bo").await;
+        assert_eq!(history, [format!("{room}-m")], "{room}");
+    }
+}
