@@ -8,6 +8,17 @@ use anyhow::bail;
 use objects::testing::etcd::Etcd;
 use objects::{Cluster, ClusterCa, ClusterOptions, Namespace, Object, Runtime};
 
+/// A real etcd on free loopback ports in a temp dir.
+///
+/// # Errors
+///
+/// No `etcd` binary on the PATH.
+pub async fn etcd() -> anyhow::Result<Etcd> {
+    Etcd::start()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no etcd binary on PATH (apt-get install etcd-server)"))
+}
+
 /// One node serving one namespace of `O`.
 pub struct Node<O: Object> {
     /// Its membership.

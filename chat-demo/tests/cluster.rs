@@ -103,17 +103,25 @@ async fn start_node(id: &'static str, etcd: &str, certs: &Path, dir: &Path) -> N
 /// The admin token of nodes started with an admin listener.
 const TOKEN: &str = "operator-secret";
 
-/// Like [`start_node`], with an admin listener (token [`TOKEN`]) too:
-/// also returns its address.
-async fn start_admin_node(
-    id: &'static str,
-    etcd: &str,
-    certs: &Path,
+/// `chat-demo cluster init` in `dir`, then n1, n2 and n3 with `extra(id)`
+/// flags, each ready; with an admin listener, its address too.
+async fn three_nodes(
+    etcd: &Etcd,
     dir: &Path,
-) -> (Node, String) {
-    let admin = ["--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN];
-    let (node, admin) = start_node_with(id, etcd, certs, dir, &admin).await;
-    (node, admin.expect("the admin line"))
+    extra: impl Fn(&str) -> Vec<&'static str>,
+) -> Vec<(Node, Option<String>)> {
+    let certs = dir.join("certs");
+    let certs_arg = certs.to_str().expect("UTF-8");
+    let (code, _, stderr) = run(&["cluster", "init", certs_arg, "--nodes", "n1,n2,n3"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut nodes = Vec::new();
+    for id in NODES {
+        nodes.push(start_node_with(id, etcd.url(), &certs, dir, &extra(id)).await);
+    }
+    for (node, _) in &nodes {
+        wait_ready(&node.addr).await;
+    }
+    nodes
 }
 
 async fn start_node_with(
@@ -324,6 +332,21 @@ async fn request(addr: &str, path: &str, headers: &str) -> (u16, String) {
     }
 }
 
+/// Stops `node` with SIGTERM; it must exit cleanly, in time.
+async fn terminate(mut node: Node) {
+    let pid = node.child.id().expect("pid").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(HANG, node.child.wait())
+        .await
+        .expect("the node exits in time")
+        .expect("wait");
+    assert!(exit.success(), "{}: {exit}", node.id);
+}
+
 /// Runs the binary to completion with `args`: status, stdout, stderr.
 async fn run(args: &[&str]) -> (Option<i32>, String, String) {
     common::run_binary(args, HANG).await
@@ -499,18 +522,7 @@ async fn three_dialects_on_three_nodes_share_a_room_in_one_order() {
     drop((dee, ann, n4));
 
     // n3 stops (SIGTERM): it leaves the cluster and exits cleanly.
-    let mut n3 = nodes.pop().expect("n3");
-    let pid = n3.child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = tokio::time::timeout(HANG, n3.child.wait())
-        .await
-        .expect("n3 exits in time")
-        .expect("wait");
-    assert!(exit.success(), "n3: {exit}");
+    terminate(nodes.pop().expect("n3")).await;
 
     // Rooms on n3 now answer 503 with the reason, on n1; the others still
     // take sockets. Polled until n1 has noticed n3 left.
@@ -617,20 +629,12 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    let certs_arg = certs.to_str().expect("UTF-8");
-    let (code, _, stderr) = run(&["cluster", "init", certs_arg, "--nodes", "n1,n2,n3"]).await;
-    assert_eq!(code, Some(0), "{stderr}");
-    let mut nodes = Vec::new();
-    let mut admins = Vec::new();
-    for id in NODES {
-        let (node, admin) = start_admin_node(id, etcd.url(), &certs, dir.path()).await;
-        nodes.push(node);
-        admins.push(admin);
-    }
-    for node in &nodes {
-        wait_ready(&node.addr).await;
-    }
+    let admin = |_: &str| vec!["--admin-listen", "127.0.0.1:0", "--admin-token", TOKEN];
+    let (mut nodes, admins): (Vec<Node>, Vec<String>) = three_nodes(&etcd, dir.path(), admin)
+        .await
+        .into_iter()
+        .map(|(node, admin)| (node, admin.expect("the admin line")))
+        .unzip();
     // 24 rooms (about a third of them on n3: none there has a chance of
     // (2/3)^24, under 1 in 10,000), three messages each,
     // every one seen by its sender.
@@ -717,27 +721,16 @@ async fn a_node_stopped_with_drain_on_stop_leaves_its_rooms_available() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dir.path().join("certs");
-    let certs_arg = certs.to_str().expect("UTF-8");
-    let (code, _, stderr) = run(&["cluster", "init", certs_arg, "--nodes", "n1,n2,n3"]).await;
-    assert_eq!(code, Some(0), "{stderr}");
-    let mut nodes = Vec::new();
-    for id in NODES {
-        // Only n3 drains when it stops.
-        let extra: &[&str] = if id == "n3" {
-            &["--cluster-drain-on-stop"]
-        } else {
-            &[]
-        };
-        nodes.push(
-            start_node_with(id, etcd.url(), &certs, dir.path(), extra)
-                .await
-                .0,
-        );
-    }
-    for node in &nodes {
-        wait_ready(&node.addr).await;
-    }
+    // Only n3 drains when it stops.
+    let extra = |id: &str| match id {
+        "n3" => vec!["--cluster-drain-on-stop"],
+        _ => Vec::new(),
+    };
+    let mut nodes: Vec<Node> = three_nodes(&etcd, dir.path(), extra)
+        .await
+        .into_iter()
+        .map(|(node, _)| node)
+        .collect();
     // 24 rooms with a message each (about a third of them on n3).
     let rooms: Vec<String> = (0..24).map(|i| format!("stop{i}")).collect();
     for room in &rooms {
@@ -747,18 +740,7 @@ async fn a_node_stopped_with_drain_on_stop_leaves_its_rooms_available() {
         assert_eq!(messages(&mut ws, &sent).await, sent);
     }
     // SIGTERM n3: it hands its rooms over, then stops cleanly.
-    let mut n3 = nodes.pop().expect("n3");
-    let pid = n3.child.id().expect("pid").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = tokio::time::timeout(HANG, n3.child.wait())
-        .await
-        .expect("n3 exits in time")
-        .expect("wait");
-    assert!(exit.success(), "n3: {exit}");
+    terminate(nodes.pop().expect("n3")).await;
     // Every room is still there, with its message, while n3 is down (a
     // room left on n3 would answer 503 until it returned, and `connect`
     // would give up).

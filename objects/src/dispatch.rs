@@ -255,40 +255,33 @@ pub(crate) fn enqueue<O: Object>(
             }
             crate::remote::Place::Moving => {
                 drop(view);
-                let (ns2, id2) = (ns.clone(), id.clone());
+                let (ns2, id2, route2) = (ns.clone(), id.clone(), route.clone());
                 // Sent on, in order, once the hand-off ends: to the new
                 // owner, or here if it did not happen.
                 let then: crate::remote::Held = Box::new(move |release| {
                     let sent = match release {
                         crate::remote::Release::Here => enqueue_local(&ns2, &id2, envelope),
-                        crate::remote::Release::To { node, epoch } => {
-                            match ns2.shared.route.get() {
-                                Some(route) => crate::forward::send(
-                                    route,
-                                    &ns2.shared,
-                                    &ns2.name,
-                                    &id2,
-                                    node,
-                                    epoch,
-                                    envelope,
-                                ),
-                                None => enqueue_local(&ns2, &id2, envelope),
-                            }
-                        }
-                        crate::remote::Release::Again => {
-                            // Nobody may serve it now (the move's outcome is
-                            // unknown): the caller hears why.
-                            let place = ns2.shared.route.get().map(|r| r.place(id2.as_bytes()));
-                            if let Some(crate::remote::Place::Unavailable(reason)) = place {
+                        crate::remote::Release::To { node, epoch } => crate::forward::send(
+                            &route2,
+                            &ns2.shared,
+                            &ns2.name,
+                            &id2,
+                            node,
+                            epoch,
+                            envelope,
+                        ),
+                        // Nobody may serve it now (the move's outcome is
+                        // unknown): the caller hears why.
+                        crate::remote::Release::Again => match route2.place(id2.as_bytes()) {
+                            crate::remote::Place::Unavailable(reason) => {
                                 envelope.event.refuse(Error::Unavailable {
                                     id: id2.clone(),
                                     reason,
                                 });
                                 Ok(())
-                            } else {
-                                enqueue(&ns2, &id2, envelope)
                             }
-                        }
+                            _ => enqueue(&ns2, &id2, envelope),
+                        },
                     };
                     if let Err(e) = sent {
                         tracing::debug!(error = %e, "an event held during a hand-off was refused");
@@ -486,18 +479,14 @@ pub(crate) async fn enqueue_wait<O: Object>(
                 // new activation happens only where the object is served,
                 // under the view's lock (see `Route::view`).
                 #[cfg(feature = "cluster")]
-                if let Some(route) = ns.shared.route.get()
-                    && !matches!(route.place(&key), crate::remote::Place::Local { .. })
-                {
-                    socket_place(route, id)?;
-                    continue;
-                }
-                #[cfg(feature = "cluster")]
                 let _view = match ns.shared.route.get() {
                     Some(route) => match local_view(route.as_ref(), &key) {
                         Some(view) => Some(view),
-                        // It changed again since: look once more.
-                        None => continue,
+                        None => {
+                            socket_place(route, id)?;
+                            // Local again since: look once more.
+                            continue;
+                        }
                     },
                     None => None,
                 };

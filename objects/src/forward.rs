@@ -64,7 +64,7 @@ pub(crate) fn send<O: Object>(
                 .map_err(|r| remote::into_error(r, id))?;
             let id = id.clone();
             let mut reply = reply;
-            let route = route.clone();
+            // The edge (`edge.rs`) follows and remembers "moved" answers.
             tokio::spawn(async move {
                 let answer = tokio::select! {
                     a = rx => a.unwrap_or_else(|_| Err(Refusal::Unavailable {
@@ -72,12 +72,6 @@ pub(crate) fn send<O: Object>(
                     })),
                     () = reply.closed() => return,
                 };
-                // Still "moved" after the edge followed it (`edge.rs`) as
-                // far as it may: the client's retry goes to the last owner
-                // named.
-                if let Err(Refusal::Moved { owner, epoch }) = &answer {
-                    route.learned(id.as_bytes(), owner, *epoch);
-                }
                 let _ = reply.send(answer.map_err(|r| remote::into_error(r, &id)));
             });
             Ok(())

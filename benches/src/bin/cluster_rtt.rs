@@ -14,9 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::Parser;
-use objects::testing::etcd::Etcd;
 use objects::{BoxError, ClusterCa, Context, Namespace, Object};
 
 /// Cross-node call round trips against bare QUIC (loopback).
@@ -115,9 +114,7 @@ async fn calls(ns: &Namespace<Where>, name: &str, calls: usize) -> anyhow::Resul
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let Some(etcd) = Etcd::start().await else {
-        bail!("no etcd binary on PATH (apt-get install etcd-server)");
-    };
+    let etcd = benches::cluster::etcd().await?;
     let ca = ClusterCa::generate()?;
     let bare = report(
         "bare QUIC request/response",

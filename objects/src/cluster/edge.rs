@@ -464,25 +464,17 @@ async fn run_upgrade(
                 message: e.to_string(),
             }),
         };
-        // Moved: the socket (not live yet: the client has no 101) goes to
-        // the owner named, a bounded number of times.
+        // Moved: remembered, and the socket (not live yet: the client has
+        // no 101) goes to the owner named, a bounded number of times.
+        if let (Err(Refusal::Moved { owner, epoch }), Some(route)) = (&answer, shared.route.get()) {
+            route.learned(&id, owner, *epoch);
+        }
         match answer {
             Err(Refusal::Moved {
                 owner: next,
                 epoch: at,
             }) if moves < crate::forward::MAX_MOVES && next != links.node.me => {
                 moves += 1;
-                {
-                    let mut view = crate::sync::write(&links.node.view);
-                    let shard = shard::shard_of(&id, view.shards);
-                    view.learned(
-                        shard,
-                        shard::Owner {
-                            node: next.clone(),
-                            epoch: at,
-                        },
-                    );
-                }
                 let next_link = match uplink(links, &next).await {
                     Ok(l) => l,
                     Err(r) => break Err(r),

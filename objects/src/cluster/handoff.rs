@@ -22,11 +22,11 @@
 //!    the old owner deletes its copy.
 //!
 //! If anything fails before the transaction, the move is called off: the
-//! receiver drops what it got and the old owner serves on, running the
-//! held events itself. If the transaction's outcome is unknown (etcd did
-//! not answer), the old owner drops its claim and lets its next reading
-//! of etcd decide, as after a lease lapse: it never serves a shard etcd
-//! may have given away.
+//! old owner serves on at once, running the held events itself, and tells
+//! the receiver (in the background) to drop what it got. If the
+//! transaction's outcome is unknown (etcd did not answer), the old owner
+//! drops its claim and lets its next reading of etcd decide, as after a
+//! lease lapse: it never serves a shard etcd may have given away.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -424,13 +424,64 @@ async fn prepare_and_copy(
     Ok(reader.copied)
 }
 
-/// Reads every object of a shard from a store, a bounded part at a time.
+/// Reads every object of a shard from a store, a bounded part at a time
+/// (each part in one trip to the blocking pool).
 pub(super) struct ShardReader {
     store: Arc<crate::storage::Store>,
-    objects: std::vec::IntoIter<crate::storage::shard_copy::Catalogued>,
-    /// The object being read, and its last key read.
-    current: Option<(crate::storage::shard_copy::Catalogued, Option<Vec<u8>>)>,
+    cursor: Cursor,
     pub(super) copied: Copied,
+}
+
+/// Where a [`ShardReader`] is: the objects still to read, and the one
+/// being read with its last key read.
+#[derive(Default)]
+struct Cursor {
+    objects: std::vec::IntoIter<crate::storage::shard_copy::Catalogued>,
+    current: Option<(crate::storage::shard_copy::Catalogued, Option<Vec<u8>>)>,
+}
+
+/// What an object adds to a part besides its keys and values (its id,
+/// namespace, name and alarm), counted against `PART_BYTES`.
+const OBJECT_BYTES: usize = 64;
+
+impl Cursor {
+    /// About `PART_BYTES` of keys and values: the objects, and the keys
+    /// and bytes they hold.
+    fn read(
+        &mut self,
+        store: &crate::storage::Store,
+    ) -> Result<(Vec<CopiedObject>, usize, usize), crate::storage::StorageError> {
+        let (mut out, mut keys, mut bytes, mut budget_used) = (Vec::new(), 0, 0, 0);
+        while budget_used < PART_BYTES {
+            let ((id, ns, name), after) = match self.current.take() {
+                Some(c) => c,
+                None => match self.objects.next() {
+                    Some(o) => (o, None),
+                    None => break,
+                },
+            };
+            let first = after.is_none();
+            let budget = PART_BYTES.saturating_sub(budget_used).max(1);
+            let page = store.object_page(&id, after.as_deref(), budget)?;
+            let alarm = if first { store.alarm(&id)? } else { None };
+            keys += page.keys.len();
+            bytes += page.bytes;
+            budget_used += page.bytes + OBJECT_BYTES;
+            if page.more {
+                let last = page.keys.last().map(|(k, _)| k.clone()).or(after);
+                self.current = Some(((id, ns.clone(), name.clone()), last));
+            }
+            out.push(CopiedObject {
+                ns,
+                id,
+                name,
+                first,
+                alarm,
+                keys: page.keys,
+            });
+        }
+        Ok((out, keys, bytes))
+    }
 }
 
 impl ShardReader {
@@ -450,55 +501,33 @@ impl ShardReader {
                 objects: objects.len(),
                 ..Copied::default()
             },
-            objects: objects.into_iter(),
-            current: None,
+            cursor: Cursor {
+                objects: objects.into_iter(),
+                current: None,
+            },
         })
     }
 
-    /// The next part (about `PART_BYTES` of keys and values); the first is
-    /// returned even when empty. `None` once everything was read.
+    /// The next part; the first is returned even when empty. `None` once
+    /// everything was read.
     pub(super) async fn next_part(&mut self) -> Result<Option<Vec<CopiedObject>>, String> {
-        let mut out: Vec<CopiedObject> = Vec::new();
-        let mut out_bytes = 0;
-        while out_bytes < PART_BYTES {
-            let ((id, ns, name), after) = match self.current.take() {
-                Some(c) => c,
-                None => match self.objects.next() {
-                    Some(o) => (o, None),
-                    None => break,
-                },
-            };
-            let store = self.store.clone();
-            let from = after.clone();
-            let budget = PART_BYTES.saturating_sub(out_bytes).max(1);
-            let first = after.is_none();
-            let (page, alarm) = blocking(move || {
-                let page = store.object_page(&id, from.as_deref(), budget)?;
-                let alarm = if first { store.alarm(&id)? } else { None };
-                Ok((page, alarm))
-            })
-            .await?;
-            self.copied.keys += page.keys.len();
-            self.copied.bytes += page.bytes;
-            out_bytes += page.bytes + 64;
-            if page.more {
-                let last = page.keys.last().map(|(k, _)| k.clone()).or(after);
-                self.current = Some(((id, ns.clone(), name.clone()), last));
-            }
-            out.push(CopiedObject {
-                ns,
-                id,
-                name,
-                first,
-                alarm,
-                keys: page.keys,
-            });
-        }
-        if out.is_empty() && self.copied.parts > 0 {
+        let store = self.store.clone();
+        let mut cursor = std::mem::take(&mut self.cursor);
+        let (cursor, read) = tokio::task::spawn_blocking(move || {
+            let read = cursor.read(&store);
+            (cursor, read)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        self.cursor = cursor;
+        let (objects, keys, bytes) = read.map_err(|e| e.to_string())?;
+        if objects.is_empty() && self.copied.parts > 0 {
             return Ok(None);
         }
+        self.copied.keys += keys;
+        self.copied.bytes += bytes;
         self.copied.parts += 1;
-        Ok(Some(out))
+        Ok(Some(objects))
     }
 }
 
@@ -569,77 +598,5 @@ pub(super) async fn remove_local(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-
-    use super::*;
-
-    /// A held event that records its number and how it was released.
-    fn record(log: &Arc<Mutex<Vec<String>>>, n: usize) -> Held {
-        let log = log.clone();
-        Box::new(move |release| {
-            let how = match release {
-                Release::Here => "here".to_string(),
-                Release::To { node, epoch } => format!("to {node}@{epoch}"),
-                Release::Again => "again".to_string(),
-            };
-            crate::sync::lock(&log).push(format!("{n} {how}"));
-        })
-    }
-
-    #[test]
-    fn held_events_are_bounded_in_count_and_bytes_and_released_in_order() {
-        let state = State::default();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // Not moving: runs at once, to be placed again.
-        state.hold(7, 0, record(&log, 0)).expect("runs");
-        assert_eq!(*crate::sync::lock(&log), ["0 again"]);
-        crate::sync::lock(&log).clear();
-
-        assert!(state.begin(1));
-        assert!(!state.begin(1), "one move of a shard at a time");
-        for n in 0..MAX_HELD {
-            state.hold(1, 0, record(&log, n)).expect("room");
-        }
-        assert_eq!(state.hold(1, 0, record(&log, 0)).err(), Some(MAX_HELD));
-        assert!(crate::sync::lock(&log).is_empty(), "nothing ran while held");
-        let flipped = Arc::new(Mutex::new(0));
-        let held = state.end(
-            1,
-            Release::To {
-                node: "b",
-                epoch: 3,
-            },
-            || {
-                *crate::sync::lock(&flipped) = crate::sync::lock(&log).len();
-            },
-        );
-        assert_eq!(held, MAX_HELD);
-        let log_now = crate::sync::lock(&log).clone();
-        assert_eq!(log_now.len(), MAX_HELD);
-        assert_eq!(log_now[0], "0 to b@3");
-        assert_eq!(log_now[MAX_HELD - 1], format!("{} to b@3", MAX_HELD - 1));
-        assert_eq!(
-            *crate::sync::lock(&flipped),
-            MAX_HELD,
-            "the view flips after the held events went"
-        );
-        crate::sync::lock(&log).clear();
-
-        // Bytes: a peer's requests past the byte bound are refused.
-        assert!(state.begin(2));
-        state
-            .hold(2, MAX_HELD_BYTES, record(&log, 1))
-            .expect("room");
-        assert!(state.hold(2, 1, record(&log, 2)).is_err());
-        state
-            .hold(2, 0, record(&log, 3))
-            .expect("local events carry no peer bytes");
-        // Placed again: the view flips first (else they would be held again).
-        let order = log.clone();
-        state.end(2, Release::Again, || {
-            crate::sync::lock(&order).push("flip".into())
-        });
-        assert_eq!(*crate::sync::lock(&log), ["flip", "1 again", "3 again"]);
-    }
-}
+#[path = "handoff_tests.rs"]
+mod tests;

@@ -169,10 +169,9 @@ struct Inner {
     refreshed: watch::Sender<u64>,
     /// The membership loop, awaited by `leave` (it revokes the lease).
     membership: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// The lease held now, and the QUIC address registered under it (for
-    /// `drain`, which re-registers as draining).
+    /// The lease held now (for `drain`, which re-registers under it as
+    /// draining; `None` before `serve`).
     lease: std::sync::Mutex<Option<i64>>,
-    addr: std::sync::OnceLock<String>,
     /// Rebalancing by itself (`ClusterOptions::rebalance`).
     rebalancing: moves::Auto,
 }
@@ -259,7 +258,6 @@ impl Cluster {
                 refreshed: watch::Sender::new(0),
                 membership: std::sync::Mutex::new(None),
                 lease: std::sync::Mutex::new(None),
-                addr: std::sync::OnceLock::new(),
                 rebalancing: moves::Auto::default(),
                 options,
             }),
@@ -347,7 +345,6 @@ impl Cluster {
             self.inner.shutdown.clone(),
         )?;
         let addr = self.quic_addr()?.to_string();
-        let _ = self.inner.addr.set(addr.clone());
         let task = tokio::spawn(membership(self.inner.clone(), addr));
         *crate::sync::lock(&self.inner.membership) = Some(task);
         Ok(())

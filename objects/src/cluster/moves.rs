@@ -68,10 +68,11 @@ impl Cluster {
     pub async fn drain(&self) -> Result<Vec<HandOffReport>, ClusterError> {
         self.inner.node.draining.store(true, Ordering::Release);
         let lease = *crate::sync::lock(&self.inner.lease);
-        if let (Some(lease), Some(addr)) = (lease, self.inner.addr.get()) {
+        if let Some(lease) = lease {
+            let addr = self.quic_addr()?.to_string();
             let mut etcd = self.inner.etcd.clone();
             let zone = self.inner.options.zone.as_deref();
-            etcd.register(self.node_id(), addr, zone, true, lease)
+            etcd.register(self.node_id(), &addr, zone, true, lease)
                 .await?;
         }
         self.move_shards().await

@@ -110,8 +110,8 @@ pub(crate) enum Place {
     Remote { node: String, epoch: u64 },
     /// Nobody may serve it now; the text says why.
     Unavailable(String),
-    /// This node owns it and is handing it to another node: events wait
-    /// until the hand-off ends, then go where the shard went.
+    /// This node is handing it to another node: events wait until the
+    /// hand-off ends, then go where the shard went.
     Moving,
 }
 

@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::layout::{self, ID_LEN};
+use super::list::KeyRange;
 use super::overlay::Changes;
 use super::{Batch, StorageError, Store};
 
@@ -54,41 +54,26 @@ impl Store {
         budget: usize,
     ) -> Result<Page, StorageError> {
         use std::ops::Bound;
-        let rtxn = self
-            .env
-            .read_txn()
-            .map_err(|e| StorageError::lmdb("read", e))?;
-        let lo = match after {
-            Some(a) => Bound::Excluded(layout::data_key(id, a)),
-            None => Bound::Included(id.to_vec()),
+        let range = KeyRange {
+            lower: after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_vec())),
+            upper: Bound::Unbounded,
+            reverse: false,
+            limit: None,
         };
-        let hi = match super::list::successor(id) {
-            Some(next) => Bound::Excluded(next),
-            None => Bound::Unbounded,
-        };
-        let bounds = (as_ref(&lo), as_ref(&hi));
         let mut page = Page {
             keys: Vec::new(),
             bytes: 0,
             more: false,
         };
-        for item in self
-            .dbs
-            .data
-            .range(&rtxn, &bounds)
-            .map_err(|e| StorageError::lmdb("copy", e))?
-        {
-            let (k, v) = item.map_err(|e| StorageError::lmdb("copy", e))?;
+        self.scan(id, &range, &mut |k, v| {
             if !page.keys.is_empty() && page.bytes + k.len() + v.len() > budget {
                 page.more = true;
-                break;
+                return false;
             }
             page.bytes += k.len() + v.len();
-            page.keys.push((
-                k.get(ID_LEN..).unwrap_or_default().to_vec(),
-                Bytes::copy_from_slice(v),
-            ));
-        }
+            page.keys.push((k, v));
+            true
+        })?;
         Ok(page)
     }
 }
@@ -120,14 +105,6 @@ pub(crate) fn copy_batch(
 /// The batch that removes an object: its keys, catalog record and alarm.
 pub(crate) fn removal_batch(id: [u8; 32], namespace: &str) -> Batch {
     copy_batch(id, namespace, None, true, None, Vec::new())
-}
-
-fn as_ref(b: &std::ops::Bound<Vec<u8>>) -> std::ops::Bound<&[u8]> {
-    match b {
-        std::ops::Bound::Included(v) => std::ops::Bound::Included(v.as_slice()),
-        std::ops::Bound::Excluded(v) => std::ops::Bound::Excluded(v.as_slice()),
-        std::ops::Bound::Unbounded => std::ops::Bound::Unbounded,
-    }
 }
 
 /// Commits `batches` through the store's writer (one group when they
