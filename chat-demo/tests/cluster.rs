@@ -18,7 +18,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -135,7 +136,10 @@ async fn start_node_with(
     let mut child = tokio::process::Command::new(BIN)
         .args(node_args(id, etcd, certs, dir))
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("NODE_LOG").unwrap_or("warn".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"))
         .kill_on_drop(true)
@@ -639,7 +643,11 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
     // (2/3)^24, under 1 in 10,000), three messages each,
     // every one seen by its sender.
     let rooms: Vec<String> = (0..24).map(|i| format!("drain{i}")).collect();
-    let mut sockets = Vec::new();
+    // Each room has a member through each node (ann on n1, cy on n2, di
+    // on n3): when a room moves, one of them is the old owner's own
+    // client, one may be the new owner's, one another node's.
+    let mut anns = Vec::new();
+    let mut others = Vec::new();
     for room in &rooms {
         let (mut ws, _) = join(&nodes[0].addr, room, "ann").await;
         let sent: Vec<String> = (0..3).map(|i| format!("{room}-m{i}")).collect();
@@ -647,7 +655,12 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
             send(&mut ws, json!({ "message": m }).to_string()).await;
         }
         assert_eq!(messages(&mut ws, &sent).await, sent);
-        sockets.push(ws);
+        anns.push(ws);
+        let (cy, history) = join(&nodes[1].addr, room, "cy").await;
+        assert_eq!(history, sent);
+        let (di, history) = join(&nodes[2].addr, room, "di").await;
+        assert_eq!(history, sent);
+        others.push([cy, di]);
     }
     // A wrong token is refused and moves nothing.
     let n3_admin = admins[2].as_str();
@@ -662,6 +675,30 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
     .await;
     assert_eq!(code, Some(1), "{stdout} {stderr}");
     assert!(stderr.contains("401"), "{stderr}");
+    // Until n3 has drained, every room keeps hearing messages: each from
+    // a newcomer through n1 (a fresh client, so no rate limit stops it),
+    // sent once the one before was echoed.
+    let drained = Arc::new(AtomicBool::new(false));
+    let talkers: Vec<_> = rooms
+        .iter()
+        .map(|room| {
+            let (room, drained, n1) = (room.clone(), drained.clone(), nodes[0].addr.clone());
+            tokio::spawn(async move {
+                let mut said = Vec::new();
+                for k in 0..40 {
+                    if k > 0 && drained.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let (mut ws, _) = join(&n1, &room, &format!("eve{k}")).await;
+                    let m = vec![format!("{room}-d{k}")];
+                    send(&mut ws, json!({ "message": m[0] }).to_string()).await;
+                    assert_eq!(messages(&mut ws, &m).await, m, "{room}");
+                    said.extend(m);
+                }
+                said
+            })
+        })
+        .collect();
     // n3 drains: each of its shards goes to n1 or n2.
     let (code, stdout, stderr) = run(&[
         "cluster",
@@ -674,6 +711,17 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
     .await;
     assert_eq!(code, Some(0), "{stdout} {stderr}");
     assert!(stdout.contains("shards moved"), "{stdout}");
+    drained.store(true, Ordering::SeqCst);
+    let mut saids = Vec::new();
+    for ((talker, members), ann) in talkers.into_iter().zip(&mut others).zip(&mut anns) {
+        let said = talker.await.expect("talker");
+        // The sockets stayed open through the move, and every message
+        // reached every member once, in order.
+        for ws in members.iter_mut().chain([ann]) {
+            assert_eq!(messages(ws, &said).await, said);
+        }
+        saids.push(said);
+    }
     // n3's metrics count the moves.
     let auth = format!("Authorization: Bearer {TOKEN}\r\nConnection: close\r\n");
     let (status, metrics) = request(n3_admin, "/metrics", &auth).await;
@@ -698,18 +746,31 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
     for (i, room) in rooms.iter().enumerate() {
         let via = &nodes[i % 3].addr;
         let (mut ws, history) = join(via, room, "bo").await;
-        let sent: Vec<String> = (0..3).map(|i| format!("{room}-m{i}")).collect();
+        let sent: Vec<String> = (0..3)
+            .map(|i| format!("{room}-m{i}"))
+            .chain(saids[i].iter().cloned())
+            .collect();
         assert_eq!(history, sent, "{room} through {via}");
         let after = vec![format!("{room}-after")];
         send(&mut ws, json!({ "message": after[0] }).to_string()).await;
         assert_eq!(messages(&mut ws, &after).await, after, "{room}");
+        // The members from before the move hear it, and are heard.
+        let [cy, di] = &mut others[i];
+        for member in [&mut anns[i], cy, di] {
+            assert_eq!(messages(member, &after).await, after, "{room}");
+        }
+        let late = vec![format!("{room}-late")];
+        send(di, json!({ "message": late[0] }).to_string()).await;
+        for member in [&mut ws, &mut anns[i], cy, di] {
+            assert_eq!(messages(member, &late).await, late, "{room}");
+        }
     }
     // A drained node serves no room: with n3 stopped, every room still
     // takes sockets (once n1 has read the new owners from etcd: until
     // then, an upgrade it sends to n3 gets 503 and `connect` retries).
     let mut n3 = nodes.pop().expect("n3");
     n3.child.kill().await.expect("kill n3");
-    drop(sockets);
+    drop((anns, others));
     for room in &rooms {
         connect(&format!("ws://{}/api/room/{room}/websocket", nodes[0].addr)).await;
     }

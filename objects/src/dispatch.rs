@@ -169,6 +169,47 @@ async fn charge<O: Object>(
     }
 }
 
+/// In a cluster, where a socket's event goes when its object moves: a
+/// socket connected here whose object is moving waits for the move to
+/// end (its events are held like calls); once the object has moved away,
+/// this node is the socket's edge and its events go to the new owner
+/// (the returned deliverer). `None`: deliver here as usual (or be
+/// refused if the object is not served here).
+#[cfg(feature = "cluster")]
+async fn follow<O: Object>(
+    ns: &Arc<NsInner<O>>,
+    id: &[u8; 32],
+    sid: u64,
+) -> Option<Arc<dyn Deliver>> {
+    let route = ns.shared.route.get()?;
+    loop {
+        if let Some(edge) = ns.shared.socket_links.get().and_then(|l| l.forwarded(sid)) {
+            return Some(edge);
+        }
+        if !matches!(route.place(id), crate::remote::Place::Moving) {
+            return None;
+        }
+        // Sockets connected to other nodes are paused there instead.
+        let here = ns.sockets.get(id).is_some_and(|t| {
+            crate::sync::lock(&t)
+                .any_handle(sid)
+                .is_some_and(|h| h.remote_parts().is_none())
+        });
+        if !here {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let then: crate::remote::Held = Box::new(move |_| {
+            let _ = tx.send(());
+        });
+        if route.hold(id, then).is_err() {
+            return None;
+        }
+        // Over (whichever way): look again.
+        let _ = rx.await;
+    }
+}
+
 /// Delivers socket events of one namespace's objects.
 pub(crate) struct NsDeliver<O: Object>(pub(crate) Arc<NsInner<O>>);
 
@@ -180,6 +221,10 @@ impl<O: Object> Deliver for NsDeliver<O> {
         event: SocketEvent,
     ) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
         Box::pin(async move {
+            #[cfg(feature = "cluster")]
+            if let Some(edge) = follow(&self.0, &id, sid).await {
+                return edge.deliver(id, sid, event).await;
+            }
             let oid = ObjectId::from_parts(id, None);
             let charge = match charge(&self.0, &id, &event).await {
                 Ok(charge) => charge,

@@ -208,9 +208,8 @@ fn start(
                 () = reply.closed() => return,
             };
             match answer {
-                Err(Refusal::Moved { owner, epoch })
-                    if moves < MAX_MOVES && owner != route.me() =>
-                {
+                // Possibly to this node (the shard came here meanwhile).
+                Err(Refusal::Moved { owner, epoch }) if moves < MAX_MOVES => {
                     route.learned(id.as_bytes(), &owner, epoch);
                     moves += 1;
                     let out = Outgoing {

@@ -47,9 +47,32 @@ pub(crate) trait NamespaceDyn: Send + Sync {
     #[cfg(feature = "cluster")]
     fn evict_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool) -> usize;
 
-    /// Closes the accepted sockets of the objects `pick` selects.
+    /// This namespace's name.
     #[cfg(feature = "cluster")]
-    fn close_sockets_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool, code: u16, reason: &str);
+    fn name(&self) -> &str;
+
+    /// The socket tables of the objects `pick` selects.
+    #[cfg(feature = "cluster")]
+    fn socket_tables(
+        &self,
+        pick: &dyn Fn(&[u8; 32]) -> bool,
+    ) -> Vec<([u8; 32], Arc<crate::websocket::socket::Table>)>;
+
+    /// Takes the object's socket table out of this namespace (its object
+    /// moved away; the table goes on serving its sockets as an edge's).
+    #[cfg(feature = "cluster")]
+    fn take_socket_table(&self, id: &[u8; 32]) -> Option<Arc<crate::websocket::socket::Table>>;
+
+    /// The object's socket table (made if there is none) and where its
+    /// sockets' events go: for sockets that move here with their object.
+    #[cfg(feature = "cluster")]
+    fn socket_table(
+        self: Arc<Self>,
+        id: &[u8; 32],
+    ) -> (
+        Arc<crate::websocket::socket::Table>,
+        Arc<dyn crate::websocket::socket::Deliver>,
+    );
 
     /// Queues an event that another node sent (its shard is this node's):
     /// queued before this returns, so events keep the order they arrived
@@ -115,14 +138,37 @@ impl<O: Object> NamespaceDyn for NsInner<O> {
     }
 
     #[cfg(feature = "cluster")]
-    fn close_sockets_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool, code: u16, reason: &str) {
-        for table in self.sockets.iter() {
-            if pick(table.key()) {
-                for h in crate::sync::lock(&table).handles() {
-                    h.close(code, reason.to_string());
-                }
-            }
-        }
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    #[cfg(feature = "cluster")]
+    fn socket_tables(
+        &self,
+        pick: &dyn Fn(&[u8; 32]) -> bool,
+    ) -> Vec<([u8; 32], Arc<crate::websocket::socket::Table>)> {
+        self.sockets
+            .iter()
+            .filter(|t| pick(t.key()))
+            .map(|t| (*t.key(), t.value().clone()))
+            .collect()
+    }
+
+    #[cfg(feature = "cluster")]
+    fn take_socket_table(&self, id: &[u8; 32]) -> Option<Arc<crate::websocket::socket::Table>> {
+        self.sockets.remove(id).map(|(_, t)| t)
+    }
+
+    #[cfg(feature = "cluster")]
+    fn socket_table(
+        self: Arc<Self>,
+        id: &[u8; 32],
+    ) -> (
+        Arc<crate::websocket::socket::Table>,
+        Arc<dyn crate::websocket::socket::Deliver>,
+    ) {
+        let table = self.sockets.entry(*id).or_default().clone();
+        (table, Arc::new(crate::dispatch::NsDeliver(self)))
     }
 
     #[cfg(feature = "admin")]

@@ -20,6 +20,8 @@ use crate::remote::wire::{self, WireHttp, WireRequest};
 use crate::remote::{Answer, Kind, Refusal, shard};
 use crate::websocket::socket::{self, Deliver, Outgoing, SocketEvent, SocketHandle, Table};
 
+/// Pauses and moves from one owner waiting to be carried out.
+const CONTROL_QUEUE: usize = 64;
 /// Messages queued on one link to an owner and not yet written.
 pub(crate) const UPLINK_QUEUE: usize = 4096;
 /// Bytes queued on one link to an owner; a socket task waits for room
@@ -39,7 +41,12 @@ pub(crate) struct Uplinks {
     links: Mutex<HashMap<String, UplinkSlot>>,
     /// Per object with sockets here: their entries and the object's
     /// auto-response pair (as the owner last sent it).
-    tables: Mutex<HashMap<[u8; 32], Arc<Table>>>,
+    pub(super) tables: Mutex<HashMap<[u8; 32], Arc<Table>>>,
+    /// Where each socket connected here sends its events, by its id here.
+    pub(super) delivers: Mutex<HashMap<u64, Arc<EdgeDeliver>>>,
+    /// Per object with sockets here: the gate that pauses their events
+    /// while it moves (sockets that connect meanwhile wait too).
+    gates: Mutex<HashMap<[u8; 32], Arc<Gate>>>,
     /// `Frames` messages received from owners (a broadcast is one).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) frames_in: AtomicU64,
@@ -56,9 +63,15 @@ impl Uplinks {
         }
     }
 
+    /// The object's gate, if it has sockets here.
+    pub(super) fn gate(&self, id: &[u8; 32]) -> Option<Arc<Gate>> {
+        crate::sync::lock(&self.gates).get(id).cloned()
+    }
+
     /// The socket is gone: out of its object's table (and the table out of
     /// the map once empty).
     fn forget(&self, id: &[u8; 32], esid: u64) {
+        crate::sync::lock(&self.delivers).remove(&esid);
         let mut tables = crate::sync::lock(&self.tables);
         if let Some(t) = tables.get(id) {
             let empty = {
@@ -68,6 +81,7 @@ impl Uplinks {
             };
             if empty {
                 tables.remove(id);
+                crate::sync::lock(&self.gates).remove(id);
             }
         }
     }
@@ -75,11 +89,13 @@ impl Uplinks {
 
 /// One link to an owner.
 pub(crate) struct Uplink {
+    /// The owner node.
+    pub(super) owner: String,
     tx: mpsc::Sender<(Vec<u8>, OwnedSemaphorePermit)>,
     bytes: Arc<Semaphore>,
     dead: CancellationToken,
     /// The sockets connected here whose objects that owner runs.
-    sockets: Mutex<HashMap<u64, SocketHandle>>,
+    pub(super) sockets: Mutex<HashMap<u64, SocketHandle>>,
     /// Upgrades waiting for the owner's answer, by sequence number.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     next_seq: AtomicU64,
@@ -87,7 +103,7 @@ pub(crate) struct Uplink {
 
 impl Uplink {
     /// Queues `msg`, waiting for room; false if the link is gone.
-    async fn send(&self, msg: &ToOwner) -> bool {
+    pub(super) async fn send(&self, msg: &ToOwner) -> bool {
         let Ok(frame) = wire::encode(msg) else {
             return false;
         };
@@ -117,7 +133,7 @@ impl Uplink {
 }
 
 /// The link to `owner`, made if there is none.
-async fn uplink(links: &Arc<Links>, owner: &str) -> Result<Arc<Uplink>, Refusal> {
+pub(super) async fn uplink(links: &Arc<Links>, owner: &str) -> Result<Arc<Uplink>, Refusal> {
     let slot = crate::sync::lock(&links.uplinks.links)
         .entry(owner.to_string())
         .or_default()
@@ -157,6 +173,7 @@ async fn uplink(links: &Arc<Links>, owner: &str) -> Result<Arc<Uplink>, Refusal>
         .map_err(|e| unavailable(format!("cannot reach {owner} at {addr}: {e}")))?;
     let (tx, rx) = mpsc::channel(UPLINK_QUEUE);
     let link = Arc::new(Uplink {
+        owner: owner.to_string(),
         tx,
         bytes: Arc::new(Semaphore::new(UPLINK_BYTES)),
         dead: CancellationToken::new(),
@@ -211,6 +228,10 @@ async fn read_from_owner(
     conn: quinn::Connection,
 ) {
     let mut reader = FrameReader::new(recv);
+    // Pauses and moves, in the order the owner sent them, each waited out
+    // before the next (this loop goes on handing frames over meanwhile).
+    let (control, moves) = mpsc::channel(CONTROL_QUEUE);
+    super::follow::spawn_control(links.clone(), link.clone(), moves);
     loop {
         let msg = tokio::select! {
             m = reader.next::<ToEdge>() => m,
@@ -218,6 +239,11 @@ async fn read_from_owner(
         };
         let Some(msg) = msg else { break };
         match msg {
+            m @ (ToEdge::Pause { .. } | ToEdge::Moved { .. }) => {
+                if control.send(m).await.is_err() {
+                    break;
+                }
+            }
             ToEdge::Reply { reply } => {
                 let seq = reply.seq;
                 let answer = reply.into_result().unwrap_or_else(|e| {
@@ -261,9 +287,15 @@ async fn read_from_owner(
         }
     }
     link.dead.cancel();
-    for h in crate::sync::lock(&link.sockets).values() {
-        h.close(1012, LINK_LOST.into());
-    }
+    let esids: Vec<u64> = {
+        let sockets = crate::sync::lock(&link.sockets);
+        for h in sockets.values() {
+            h.close(1012, LINK_LOST.into());
+        }
+        sockets.keys().copied().collect()
+    };
+    // Paused sockets go on (to find the link gone and end).
+    super::follow::resume(&links, &esids).await;
     for (_, tx) in crate::sync::lock(&link.pending).drain() {
         let _ = tx.send(Err(Refusal::Unavailable {
             reason: "the link to the owner was lost".into(),
@@ -272,19 +304,72 @@ async fn read_from_owner(
     conn.close(0u32.into(), b"link closed");
 }
 
-/// Where the socket tasks of sockets connected here deliver: the link
-/// (another one if the upgrade was answered "moved" and followed).
-struct EdgeDeliver {
+/// Pauses the events of an object's sockets connected here.
+#[derive(Default)]
+pub(super) struct Gate {
+    /// Held for reading while an event goes on a link; held for writing
+    /// while the object's sockets are paused.
+    lock: Arc<tokio::sync::RwLock<()>>,
+    paused: tokio::sync::Mutex<Option<tokio::sync::OwnedRwLockWriteGuard<()>>>,
+}
+
+impl Gate {
+    /// Stops the events (once those being sent are on their link).
+    pub(super) async fn pause(&self) {
+        let mut paused = self.paused.lock().await;
+        if paused.is_none() {
+            *paused = Some(self.lock.clone().write_owned().await);
+        }
+    }
+
+    /// Lets the events go again.
+    pub(super) async fn resume(&self) {
+        self.paused.lock().await.take();
+    }
+}
+
+/// Where a socket connected here delivers its events: the link to its
+/// object's owner (another one if the upgrade was answered "moved" and
+/// followed, or the object moved). Paused while its object moves.
+pub(super) struct EdgeDeliver {
+    pub(super) id: [u8; 32],
     link: Mutex<Arc<Uplink>>,
-    links: Arc<Links>,
+    gate: Arc<Gate>,
+    /// Weak: the links hold this (in `Uplinks::delivers`).
+    links: std::sync::Weak<Links>,
     shared: Arc<crate::shared::Shared>,
     /// The socket counters of the object's namespace, as on its owner.
     metrics: crate::metrics::Metrics,
 }
 
 impl EdgeDeliver {
-    fn link(&self) -> Arc<Uplink> {
+    pub(super) fn new(
+        id: [u8; 32],
+        link: Arc<Uplink>,
+        links: &Arc<Links>,
+        shared: Arc<crate::shared::Shared>,
+        metrics: crate::metrics::Metrics,
+    ) -> Arc<EdgeDeliver> {
+        let gate = crate::sync::lock(&links.uplinks.gates)
+            .entry(id)
+            .or_default()
+            .clone();
+        Arc::new(EdgeDeliver {
+            id,
+            link: Mutex::new(link),
+            gate,
+            links: Arc::downgrade(links),
+            shared,
+            metrics,
+        })
+    }
+
+    pub(super) fn link(&self) -> Arc<Uplink> {
         crate::sync::lock(&self.link).clone()
+    }
+
+    pub(super) fn set_link(&self, link: Arc<Uplink>) {
+        *crate::sync::lock(&self.link) = link;
     }
 }
 
@@ -314,11 +399,15 @@ impl Deliver for EdgeDeliver {
                 ),
                 SocketEvent::Error(e) => (WireEvent::Error(e), false),
             };
+            let open = self.gate.lock.read().await;
             let link = self.link();
             let sent = link.send(&ToOwner::Event { esid, event }).await;
+            drop(open);
             if close {
                 crate::sync::lock(&link.sockets).remove(&esid);
-                self.links.uplinks.forget(&id, esid);
+                if let Some(links) = self.links.upgrade() {
+                    links.uplinks.forget(&id, esid);
+                }
                 return true;
             }
             sent
@@ -411,12 +500,13 @@ async fn run_upgrade(
     let link = uplink(links, owner).await?;
     let id = target.id;
     let esid = shared.next_sid.fetch_add(1, Ordering::Relaxed);
-    let deliver = Arc::new(EdgeDeliver {
-        link: Mutex::new(link.clone()),
-        links: links.clone(),
-        shared: shared.clone(),
-        metrics: crate::metrics::Metrics::register(&target.ns),
-    });
+    let deliver = EdgeDeliver::new(
+        id,
+        link.clone(),
+        links,
+        shared.clone(),
+        crate::metrics::Metrics::register(&target.ns),
+    );
     let (table, handle) = {
         let mut tables = crate::sync::lock(&links.uplinks.tables);
         let table = tables.entry(id).or_default().clone();
@@ -437,6 +527,7 @@ async fn run_upgrade(
         }
         (table, handle)
     };
+    crate::sync::lock(&links.uplinks.delivers).insert(esid, deliver.clone());
     crate::sync::lock(&link.sockets).insert(esid, handle.clone());
     let body = serde_json::value::to_raw_value(&WireUpgrade {
         edge: links.node.me.clone(),
@@ -481,7 +572,7 @@ async fn run_upgrade(
                 };
                 crate::sync::lock(&link.sockets).remove(&esid);
                 crate::sync::lock(&next_link.sockets).insert(esid, handle.clone());
-                *crate::sync::lock(&deliver.link) = next_link.clone();
+                deliver.set_link(next_link.clone());
                 (link, owner, epoch) = (next_link, next, at);
             }
             other => break other,

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 
 use super::ClusterError;
 use super::etcd::Etcd;
+use super::follow;
 use super::node::Node;
 use crate::alarm::AlarmKey;
 use crate::registry::Registry;
@@ -54,8 +55,6 @@ pub(crate) const MAX_HELD_BYTES: usize = 64 << 20;
 const EVICT_WITHIN: Duration = Duration::from_secs(30);
 /// How long one step (a part, the commit) may take on the receiver.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-/// The close code sockets of a moving object get: reconnect.
-const CLOSE_MOVING: u16 = 1012;
 
 /// What one hand-off moved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +86,7 @@ pub(crate) struct State {
     holds: Mutex<HashMap<u32, Hold>>,
     pub(super) receiving: Mutex<HashMap<u32, Receiving>>,
     runtime: OnceLock<(Weak<Shared>, Weak<Registry>)>,
+    links: OnceLock<Weak<super::sockets::Links>>,
 }
 
 /// Events held for a moving shard, in arrival order.
@@ -106,6 +106,8 @@ pub(super) struct Receiving {
     pub(super) lease_gen_at: u64,
     /// Alarms of the copied objects, scheduled once the shard is ours.
     pub(super) alarms: Vec<(AlarmKey, u64)>,
+    /// The objects' open sockets, kept once the shard is ours.
+    pub(super) sockets: Vec<crate::websocket::moved::MovedSockets>,
 }
 
 impl State {
@@ -114,6 +116,15 @@ impl State {
             Arc::downgrade(runtime.shared()),
             Arc::downgrade(runtime.registry()),
         ));
+    }
+
+    pub(super) fn attach_links(&self, links: &Arc<super::sockets::Links>) {
+        let _ = self.links.set(Arc::downgrade(links));
+    }
+
+    /// The socket links (none in tests that run no links).
+    pub(super) fn links(&self) -> Option<Arc<super::sockets::Links>> {
+        self.links.get().and_then(Weak::upgrade)
     }
 
     pub(super) fn runtime(&self) -> Result<(Arc<Shared>, Arc<Registry>), String> {
@@ -213,9 +224,18 @@ pub(crate) async fn hand_off(
             other => return Err(refused(format!("this node does not serve it ({other:?})"))),
         }
     };
+    let links = node
+        .handoff
+        .links()
+        .ok_or_else(|| refused("this node has no socket links".into()))?;
     if !node.handoff.begin(shard) {
         return Err(refused("it is moving already".into()));
     }
+    let shards = node.shards;
+    let pick = move |id: &[u8; 32]| shard::shard_of(id, shards) == shard;
+    // Sockets on other nodes stop sending first (the shard still serves
+    // what they sent), so they can follow it (`follow.rs`).
+    let paused = follow::pause_edges(&links, &registry, &pick).await;
     let started = Instant::now();
     {
         let mut view = crate::sync::write(&node.view);
@@ -223,6 +243,7 @@ pub(crate) async fn hand_off(
         if !matches!(view.place(shard, Instant::now()), Place::Local { epoch: e } if e == epoch) {
             drop(view);
             node.handoff.end(shard, Release::Again, || {});
+            follow::resume_edges(&links, &pick, &paused);
             return Err(refused("the shard changed hands meanwhile".into()));
         }
         view.moving.insert(shard);
@@ -234,12 +255,13 @@ pub(crate) async fn hand_off(
         shard,
         epoch,
     };
-    let copied = match prepare_and_copy(&peer, &shared, &registry).await {
+    let copied = match prepare_and_copy(&peer, &shared, &registry, &paused).await {
         Ok(c) => c,
         Err(e) => {
             // Nothing moved in etcd: this node serves on at once, and the
             // receiver is told to drop what it got.
             call_off(&peer, started);
+            follow::resume_edges(&links, &pick, &paused);
             return Err(refused(e));
         }
     };
@@ -255,6 +277,7 @@ pub(crate) async fn hand_off(
         Ok(true) => {}
         Ok(false) => {
             call_off(&peer, started);
+            follow::resume_edges(&links, &pick, &paused);
             return Err(refused(
                 "etcd no longer names this node the owner at that epoch".into(),
             ));
@@ -262,6 +285,7 @@ pub(crate) async fn hand_off(
         Err(e) => {
             // Unknown outcome: serve nothing of it until etcd is read
             // again (the refresh re-claims it if it is still ours).
+            follow::give_up(&links, &registry, &pick, &paused);
             node.handoff.end(shard, Release::Again, || {
                 let mut view = crate::sync::write(&node.view);
                 view.moving.remove(&shard);
@@ -272,13 +296,19 @@ pub(crate) async fn hand_off(
     }
     // Told before the held events go, so it serves when they arrive; if
     // this is lost, it re-claims the shard at its next reading of etcd.
-    if let Err(e) = peer
+    match peer
         .step(WireHandOff::Commit {
             epoch: claim.next.epoch,
         })
         .await
     {
-        tracing::warn!(shard, to, error = %e, "the new owner did not confirm; it re-claims the shard from etcd");
+        // Before the held events go: this node's own clients' events
+        // among them then go to the new owner as an edge's.
+        Ok(()) => follow::hand_over(&links, &registry, &shared, &pick, to, &paused).await,
+        Err(e) => {
+            tracing::warn!(shard, to, error = %e, "the new owner did not confirm; it re-claims the shard from etcd (and the shard's sockets close)");
+            follow::give_up(&links, &registry, &pick, &paused);
+        }
     }
     let next = claim.next.clone();
     let release = Release::To {
@@ -391,13 +421,12 @@ async fn prepare_and_copy(
     peer: &Peer<'_>,
     shared: &Arc<Shared>,
     registry: &Arc<Registry>,
+    paused: &follow::Paused,
 ) -> Result<Copied, String> {
     let (shard, shards) = (peer.shard, peer.node.shards);
     let pick = move |id: &[u8; 32]| shard::shard_of(id, shards) == shard;
     let namespaces = registry.all();
-    for ns in &namespaces {
-        ns.close_sockets_where(&pick, CLOSE_MOVING, "the object is moving to another node");
-    }
+    follow::close_unmoved(registry, &pick, paused);
     let deadline = Instant::now() + EVICT_WITHIN;
     loop {
         let live: usize = namespaces.iter().map(|ns| ns.evict_where(&pick)).sum();
@@ -420,6 +449,11 @@ async fn prepare_and_copy(
             objects: objects.iter().map(WireObject::encode).collect(),
         })
         .await?;
+    }
+    // Then the sockets that follow their objects (the objects are out of
+    // memory: their tables no longer change but for closes).
+    for part in follow::socket_parts(registry, &pick, &peer.node.me, peer.epoch, paused) {
+        peer.step(part).await?;
     }
     Ok(reader.copied)
 }

@@ -10,6 +10,7 @@
 
 mod edge;
 mod etcd;
+mod follow;
 mod handoff;
 mod moves;
 mod node;
@@ -516,7 +517,7 @@ async fn refresh(inner: &Inner, etcd: &mut Etcd) -> Result<(), crate::cluster::C
         let mut view = crate::sync::write(&inner.node.view);
         view.members = members;
         view.draining = draining;
-        view.owners = owners;
+        view.read_owners(owners);
         view.claims(Instant::now())
     };
     for claim in claims {

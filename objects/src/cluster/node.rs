@@ -224,11 +224,28 @@ impl Route for ClusterRoute {
             chain: out.chain.iter().map(crate::id::hex).collect(),
             body: out.body,
         };
+        if node == self.0.me {
+            // "Moved" here: the shard came to this node after the event
+            // left. It runs as a peer's would (the epoch checked).
+            let (_, registry) = self
+                .0
+                .handoff
+                .runtime()
+                .map_err(|reason| Refusal::Unavailable { reason })?;
+            let (tx, rx) = oneshot::channel();
+            match handle(&self.0, &registry, req) {
+                Handled::Now(a) => {
+                    let _ = tx.send(a);
+                }
+                Handled::Later(answer) => {
+                    tokio::spawn(async move {
+                        let _ = tx.send(answer.await);
+                    });
+                }
+            }
+            return Ok(rx);
+        }
         self.0.peers.send(node, addr, req)
-    }
-
-    fn me(&self) -> &str {
-        &self.0.me
     }
 }
 

@@ -12,6 +12,10 @@ use crate::remote::Refusal;
 use crate::remote::handoff_wire::WireHandOff;
 use crate::remote::shard::{Owner, Place};
 use crate::remote::wire::WireRequest;
+use crate::websocket::moved::MovedSockets;
+
+/// Most sockets one shard's hand-off may bring.
+const MAX_MOVED_SOCKETS: usize = 1 << 20;
 
 /// A peer's hand-off step, on the receiving node.
 pub(crate) fn receive(node: &Arc<Node>, req: WireRequest) -> Handled {
@@ -68,6 +72,7 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
                         next_part: 0,
                         lease_gen_at,
                         alarms: Vec::new(),
+                        sockets: Vec::new(),
                     },
                 );
             }
@@ -86,6 +91,37 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
             }
             Ok(())
         }
+        WireHandOff::Sockets {
+            from,
+            epoch,
+            objects,
+        } => {
+            let mut decoded = Vec::with_capacity(objects.len());
+            for o in objects {
+                decoded.push(MovedSockets::decode(o, shard, node.shards)?);
+            }
+            let mut receiving = crate::sync::lock(&node.handoff.receiving);
+            match receiving.get_mut(&shard) {
+                Some(r) if r.from == from && r.epoch == epoch => {
+                    let total: usize = r
+                        .sockets
+                        .iter()
+                        .chain(&decoded)
+                        .map(|m| m.sockets.len())
+                        .sum();
+                    if total > MAX_MOVED_SOCKETS {
+                        return Err(format!(
+                            "more than {MAX_MOVED_SOCKETS} sockets in one shard"
+                        ));
+                    }
+                    r.sockets.extend(decoded);
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "no hand-off of shard {shard} from {from} is under way"
+                )),
+            }
+        }
         WireHandOff::Commit { epoch } => {
             let r = crate::sync::lock(&node.handoff.receiving).remove(&shard);
             let Some(r) = r else {
@@ -95,6 +131,18 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
                 node: node.me.clone(),
                 epoch,
             };
+            // The sockets are in their tables before the shard serves.
+            if !r.sockets.is_empty() {
+                match (node.handoff.links(), node.handoff.runtime()) {
+                    (Some(links), Ok((shared, registry))) => {
+                        super::follow::install(&links, &registry, &shared, r.sockets);
+                    }
+                    _ => tracing::warn!(
+                        shard,
+                        "sockets moved here, but this node has no socket links"
+                    ),
+                }
+            }
             let serves =
                 crate::sync::write(&node.view).handed(shard, &next, r.lease_gen_at, Instant::now());
             if !serves {

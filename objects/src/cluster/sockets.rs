@@ -50,7 +50,12 @@ pub(crate) struct Links {
     pub(crate) endpoint: quinn::Endpoint,
     handler: Handler,
     /// Owner side: the link from each edge.
-    from_edges: Mutex<HashMap<String, Arc<FromEdge>>>,
+    pub(super) from_edges: Mutex<HashMap<String, Arc<FromEdge>>>,
+    /// Owner side: sockets that moved here with their objects, until
+    /// their edge claims them, by edge and socket id there.
+    pub(super) parked: Mutex<HashMap<(String, u64), super::follow::Parked>>,
+    /// Tokens of the pauses this node asks edges for.
+    pub(super) next_pause: std::sync::atomic::AtomicU64,
     /// Edge side: links to owners, sockets connected here.
     pub(crate) uplinks: Uplinks,
 }
@@ -70,8 +75,11 @@ pub(crate) fn attach(
         endpoint,
         handler,
         from_edges: Mutex::new(HashMap::new()),
+        parked: Mutex::new(HashMap::new()),
+        next_pause: std::sync::atomic::AtomicU64::new(1),
         uplinks: Uplinks::default(),
     });
+    node.handoff.attach_links(&links);
     shared
         .socket_links
         .set(Arc::new(LinksHandle(links.clone())))
@@ -129,6 +137,13 @@ impl SocketLinks for LinksHandle {
         crate::remote::Refusal,
     > {
         super::edge::upgrade(&self.0, ns, id, owner, epoch, chain, req)
+    }
+
+    fn forwarded(&self, sid: u64) -> Option<Arc<dyn crate::websocket::socket::Deliver>> {
+        let d = crate::sync::lock(&self.0.uplinks.delivers)
+            .get(&sid)
+            .cloned()?;
+        Some(d as Arc<dyn crate::websocket::socket::Deliver>)
     }
 
     #[cfg(test)]
@@ -203,6 +218,8 @@ pub(crate) fn from_wire(frame: WireFrame) -> Option<WsMessage> {
 pub(crate) struct FromEdge {
     edge: String,
     state: Mutex<OwnerState>,
+    /// Pauses asked of the edge and not yet answered, by token.
+    pauses: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<()>>>,
     wake: Notify,
     /// The runtime stops: write what is queued, then end the link.
     closing: CancellationToken,
@@ -223,6 +240,32 @@ impl FromEdge {
 
     fn forget(&self, esid: u64) -> Option<RemoteSocket> {
         crate::sync::lock(&self.state).sockets.remove(&esid)
+    }
+
+    /// Forgets the sockets of the objects `pick` selects (they moved).
+    pub(super) fn forget_where(&self, pick: &dyn Fn(&[u8; 32]) -> bool) {
+        crate::sync::lock(&self.state)
+            .sockets
+            .retain(|_, s| !pick(&s.id));
+    }
+
+    /// Queues a message for the edge behind what is queued.
+    pub(super) fn tell(&self, msg: ToEdge) {
+        crate::sync::lock(&self.state).queue.push(msg);
+        self.wake.notify_one();
+    }
+
+    /// Asks the edge to pause the sockets of `ids`; the receiver fires
+    /// when it answers.
+    pub(super) fn pause(&self, token: u64, ids: Vec<String>) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        crate::sync::lock(&self.pauses).insert(token, tx);
+        self.tell(ToEdge::Pause { token, ids });
+        rx
+    }
+
+    pub(super) fn is_dead(&self) -> bool {
+        self.dead.is_cancelled()
     }
 
     fn reply(&self, seq: u64, answer: Answer) {
@@ -368,6 +411,7 @@ async fn serve_link(links: Arc<Links>, send: quinn::SendStream, recv: quinn::Rec
             kills: BTreeMap::new(),
             sockets: HashMap::new(),
         }),
+        pauses: Mutex::new(HashMap::new()),
         wake: Notify::new(),
         closing: CancellationToken::new(),
         dead: CancellationToken::new(),
@@ -453,6 +497,12 @@ async fn serve_link(links: Arc<Links>, send: quinn::SendStream, recv: quinn::Rec
                     s.abandoned();
                 }
             }
+            ToOwner::Paused { token } => {
+                if let Some(tx) = crate::sync::lock(&from.pauses).remove(&token) {
+                    let _ = tx.send(());
+                }
+            }
+            ToOwner::Claim { esids } => super::follow::claim(&links, &from, &esids),
         }
     }
     from.dead.cancel();

@@ -29,6 +29,14 @@ pub(crate) enum WireHandOff {
         part: u32,
         objects: Vec<WireObject>,
     },
+    /// Open sockets of the shard's objects, sent after the data: the
+    /// receiver keeps them (parked until their edge claims them) once the
+    /// move commits.
+    Sockets {
+        from: String,
+        epoch: u64,
+        objects: Vec<WireSockets>,
+    },
     /// The move went through in etcd: the receiver owns the shard at
     /// `epoch` from now.
     Commit { epoch: u64 },
@@ -84,16 +92,7 @@ impl WireObject {
     /// Checks the object belongs to `shard` (of `shards`) and its keys and
     /// values are within the storage limits.
     pub(crate) fn decode(self, shard: u32, shards: u32) -> Result<CopiedObject, String> {
-        let id = crate::id::parse_hex(&self.id).map_err(|e| e.to_string())?;
-        if crate::id::hex(&id) != self.id {
-            return Err("an object id is not lower-case hex".into());
-        }
-        if super::shard::shard_of(&id, shards) != shard {
-            return Err(format!("object {} is not in shard {shard}", self.id));
-        }
-        if self.ns.is_empty() || self.ns.len() > 255 {
-            return Err("a namespace name is empty or too long".into());
-        }
+        let id = checked_id(&self.id, &self.ns, shard, shards)?;
         if !self.first && self.alarm.is_some() {
             return Err("only an object's first part carries its alarm".into());
         }
@@ -125,6 +124,52 @@ impl WireObject {
     }
 }
 
+/// One object's open sockets, as they move with it.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireSockets {
+    pub(crate) ns: String,
+    /// 64 lower-case hex digits.
+    pub(crate) id: String,
+    /// The object's auto-response pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pair: Option<(String, String)>,
+    pub(crate) sockets: Vec<WireSocket>,
+}
+
+/// One socket: the node its connection is on (its edge) and its id there,
+/// and what the object knows of it.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireSocket {
+    pub(crate) edge: String,
+    pub(crate) esid: u64,
+    pub(crate) tags: Vec<String>,
+    /// Base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) attachment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) auto_ms: Option<u64>,
+    /// Closed, its close event not yet run by the object.
+    pub(crate) closed: bool,
+}
+
+/// An object id sent by a peer: lower-case hex, in `shard`, with a
+/// plausible namespace name.
+pub(crate) fn checked_id(hex: &str, ns: &str, shard: u32, shards: u32) -> Result<[u8; 32], String> {
+    let id = crate::id::parse_hex(hex).map_err(|e| e.to_string())?;
+    if crate::id::hex(&id) != hex {
+        return Err("an object id is not lower-case hex".into());
+    }
+    if super::shard::shard_of(&id, shards) != shard {
+        return Err(format!("object {hex} is not in shard {shard}"));
+    }
+    if ns.is_empty() || ns.len() > 255 {
+        return Err("a namespace name is empty or too long".into());
+    }
+    Ok(id)
+}
+
 /// Decodes a hand-off body and, for a part, each of its objects: what the
 /// receiver runs on every body a peer sends (and what the fuzz target
 /// feeds). Every decoded body encodes back to the same JSON.
@@ -136,6 +181,7 @@ pub(crate) fn fuzz_body(data: &[u8], shard: u32, shards: u32) {
     let again = serde_json::to_string(&body).expect("a decoded hand-off encodes");
     let back: WireHandOff = serde_json::from_str(&again).expect("and decodes");
     assert_eq!(back, body);
+    // Sockets' objects are checked by `websocket::moved`'s fuzz body.
     if let WireHandOff::Part { objects, .. } = body {
         for o in objects {
             if let Ok(c) = o.decode(shard, shards) {

@@ -93,9 +93,6 @@ pub(crate) trait Route: Send + Sync {
         out: Outgoing,
     ) -> Result<oneshot::Receiver<Answer>, Refusal>;
 
-    /// This node's id.
-    fn me(&self) -> &str;
-
     /// A peer answered that `owner` has the object's shard at `epoch`.
     fn learned(&self, id: &[u8; 32], owner: &str, epoch: u64) {
         let mut view = self

@@ -257,6 +257,20 @@ impl View {
         out
     }
 
+    /// A reading of the owners in etcd. Epochs only grow there, so an
+    /// owner this node knows at a later epoch than the reading (a reading
+    /// taken before a hand-off it saw or learned of) is kept.
+    pub(crate) fn read_owners(&mut self, reading: BTreeMap<u32, Owner>) {
+        for (shard, owner) in reading {
+            match self.owners.get(&shard) {
+                Some(known) if known.epoch > owner.epoch => {}
+                _ => {
+                    self.owners.insert(shard, owner);
+                }
+            }
+        }
+    }
+
     /// A claim's transaction succeeded.
     pub(crate) fn claimed(&mut self, claim: &Claim) {
         self.owners.insert(claim.shard, claim.next.clone());
@@ -389,6 +403,25 @@ mod tests {
         );
         v.learned(9, owner("c", 1));
         assert!(!v.owners.contains_key(&9), "no such shard");
+    }
+
+    #[test]
+    fn a_reading_of_etcd_older_than_a_hand_off_does_not_undo_it() {
+        let now = Instant::now();
+        let mut v = view("b", &["a", "b"], 4, now);
+        let owner = |node: &str, epoch| Owner {
+            node: node.into(),
+            epoch,
+        };
+        // A reading taken before "a" handed shard 1 to this node (epoch 2)
+        // arrives after the hand-off.
+        let stale: BTreeMap<u32, Owner> = [(1, owner("a", 1)), (2, owner("a", 1))].into();
+        assert!(v.handed(1, &owner("b", 2), v.lease_gen, now));
+        v.read_owners(stale);
+        assert_eq!(v.place(1, now), Place::Local { epoch: 2 });
+        assert_eq!(v.owners[&2], owner("a", 1), "news is taken");
+        v.read_owners([(1, owner("a", 3))].into());
+        assert_eq!(v.owners[&1], owner("a", 3), "a later epoch wins");
     }
 
     #[test]
@@ -539,7 +572,7 @@ mod tests {
                 match action {
                     // Read etcd, then try each claim as a transaction.
                     0 => {
-                        views[i].owners = etcd.clone();
+                        views[i].read_owners(etcd.clone());
                         for c in views[i].claims(now) {
                             if etcd.get(&c.shard) == c.prev.as_ref() {
                                 etcd.insert(c.shard, c.next.clone());

@@ -66,6 +66,13 @@ pub(crate) enum ToOwner {
     /// The upgrade was not completed (the owner did not answer 101): the
     /// owner forgets a socket it never made live.
     Gone { esid: u64 },
+    /// The answer to [`ToEdge::Pause`]: every event of those sockets sent
+    /// before it is on the link ahead of it.
+    Paused { token: u64 },
+    /// To the new owner of objects that moved: these sockets are the
+    /// edge's (their object's old owner handed them over); send their
+    /// frames. Their events follow on this link.
+    Claim { esids: Vec<u64> },
 }
 
 /// Owner to edge.
@@ -93,6 +100,18 @@ pub(crate) enum ToEdge {
     AutoResponse {
         id: String,
         pair: Option<(String, String)>,
+    },
+    /// These objects (ids in hex) are about to move: stop sending their
+    /// sockets' events and answer [`ToOwner::Paused`] with `token`.
+    Pause { token: u64, ids: Vec<String> },
+    /// The paused objects (`ids`) are now `owner`'s, with the sockets
+    /// `esids`: claim those there ([`ToOwner::Claim`]) and send their
+    /// events to it; then the objects' sockets go on. `None`: the move was
+    /// called off, go on sending here.
+    Moved {
+        ids: Vec<String>,
+        esids: Vec<u64>,
+        owner: Option<String>,
     },
 }
 

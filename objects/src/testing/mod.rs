@@ -50,5 +50,7 @@ pub fn cluster_frames(data: &[u8]) {
     crate::remote::socket_wire::fuzz_link(data);
     crate::remote::replica::wire::fuzz_frames(data);
     let shard = u32::from(data.first().copied().unwrap_or(0) % 8);
-    crate::remote::handoff_wire::fuzz_body(data.get(1..).unwrap_or_default(), shard, 8);
+    let body = data.get(1..).unwrap_or_default();
+    crate::remote::handoff_wire::fuzz_body(body, shard, 8);
+    crate::websocket::moved::fuzz_sockets(body, shard, 8);
 }

@@ -2,6 +2,7 @@
 //! can be evicted while its sockets stay open.
 
 mod coalesce;
+pub(crate) mod moved;
 pub(crate) mod registry;
 #[cfg(feature = "cluster")]
 pub(crate) mod remote;

@@ -126,6 +126,12 @@ impl<H> Registry<H> {
             .map(|e| &e.handle)
     }
 
+    /// A socket's handle, closing or not.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn any_handle(&self, sid: u64) -> Option<&H> {
+        self.sockets.get(&sid).map(|e| &e.handle)
+    }
+
     /// Replaces the attachment; an oversize one is refused and the old one
     /// kept.
     pub(crate) fn set_attachment(
@@ -245,6 +251,82 @@ impl<H> Registry<H> {
     pub(crate) fn handles(&self) -> impl Iterator<Item = &H> {
         self.sockets.values().map(|e| &e.handle)
     }
+
+    /// The live sockets (closing ones too), for moving them with their
+    /// object to another node: what the new owner needs to keep them.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn export(&self) -> Vec<Exported<'_, H>> {
+        self.sockets
+            .iter()
+            .filter(|(_, e)| e.live)
+            .map(|(sid, e)| Exported {
+                sid: *sid,
+                handle: &e.handle,
+                tags: &e.tags,
+                attachment: e.attachment.as_ref(),
+                auto_response_ms: e.auto_response_ms,
+                closed: e.closed,
+            })
+            .collect()
+    }
+
+    /// Takes in a socket that was live on another node (its object moved
+    /// here): live at once, with its tags, attachment and state. The cap
+    /// was kept where it was accepted.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn adopt(&mut self, sid: u64, handle: H, moved: Moved) {
+        self.sockets.insert(
+            sid,
+            Entry {
+                handle,
+                tags: moved.tags,
+                attachment: moved.attachment,
+                auto_response_ms: moved.auto_response_ms,
+                closed: moved.closed,
+                live: true,
+            },
+        );
+    }
+
+    /// Points a socket at another handle (its connection's node took it
+    /// back after a move); false if it is gone.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn set_handle(&mut self, sid: u64, handle: H) -> bool {
+        match self.sockets.get_mut(&sid) {
+            Some(e) => {
+                e.handle = handle;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps only the sockets whose handle `keep` accepts.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn retain(&mut self, keep: impl Fn(&H) -> bool) {
+        self.sockets.retain(|_, e| keep(&e.handle));
+    }
+}
+
+/// A socket as [`Registry::export`] shows it.
+#[derive(Debug)]
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) struct Exported<'a, H> {
+    pub(crate) sid: u64,
+    pub(crate) handle: &'a H,
+    pub(crate) tags: &'a [String],
+    pub(crate) attachment: Option<&'a Bytes>,
+    pub(crate) auto_response_ms: Option<u64>,
+    pub(crate) closed: bool,
+}
+
+/// What a socket brings when it moves with its object.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Moved {
+    pub(crate) tags: Vec<String>,
+    pub(crate) attachment: Option<Bytes>,
+    pub(crate) auto_response_ms: Option<u64>,
+    pub(crate) closed: bool,
 }
 
 #[cfg(test)]
@@ -315,6 +397,48 @@ mod tests {
             r.set_auto_response(Some(("x".repeat(2049), String::new())))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_moved_socket_keeps_what_it_had() {
+        let mut from: Registry<&str> = Registry::default();
+        from.accept(1, "a", vec!["x".into(), "y".into()])
+            .expect("accept");
+        from.accept(2, "b", vec![]).expect("accept");
+        from.accept(3, "c", vec![]).expect("accept");
+        from.mark_live(1);
+        from.mark_live(2);
+        from.set_attachment(1, Some(Bytes::from_static(b"who")))
+            .expect("set");
+        from.stamp_auto_response(1, 42);
+        assert!(from.mark_closed(2));
+        // Only live sockets move (3 was never confirmed).
+        let out = from.export();
+        assert_eq!(
+            out.iter().map(|e| (e.sid, *e.handle)).collect::<Vec<_>>(),
+            [(1, "a"), (2, "b")]
+        );
+        let mut to: Registry<&str> = Registry::default();
+        for (n, e) in out.iter().enumerate() {
+            let moved = Moved {
+                tags: e.tags.to_vec(),
+                attachment: e.attachment.cloned(),
+                auto_response_ms: e.auto_response_ms,
+                closed: e.closed,
+            };
+            to.adopt(10 + n as u64, "parked", moved);
+        }
+        assert_eq!(to.list(None), vec![10], "the closing one stays closing");
+        assert_eq!(to.list(Some("y")), vec![10]);
+        assert!(to.is_live(10) && to.is_live(11));
+        assert_eq!(to.attachment(10), Ok(Some(&Bytes::from_static(b"who"))));
+        assert_eq!(to.auto_response_ms(10), Some(42));
+        assert!(!to.mark_closed(11), "its close is reported once, as before");
+        assert!(to.set_handle(10, "claimed"));
+        assert_eq!(to.handle(10), Some(&"claimed"));
+        assert!(!to.set_handle(99, "nobody"));
+        to.retain(|h| *h != "parked");
+        assert_eq!(to.len(), 1);
     }
 
     #[test]

@@ -127,6 +127,10 @@ pub(crate) trait SocketLinks: Send + Sync {
         req: Request,
     ) -> Result<oneshot::Receiver<Result<Response, Refusal>>, Refusal>;
 
+    /// Edge side: where the events of socket `sid` go when its object
+    /// moved away from this node and this node became its edge.
+    fn forwarded(&self, sid: u64) -> Option<Arc<dyn super::socket::Deliver>>;
+
     /// `Frames` messages this node received as an edge.
     #[cfg(test)]
     fn frames_in(&self) -> u64;

@@ -152,6 +152,16 @@ impl SocketHandle {
         }
     }
 
+    /// The edge link and the socket's id there, for a socket whose
+    /// connection is on another node.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn remote_parts(&self) -> Option<(&Arc<dyn super::remote::EdgeLink>, u64)> {
+        match &self.0 {
+            Sink::Remote(r) => Some((&r.link, r.esid)),
+            Sink::Local(_) => None,
+        }
+    }
+
     /// Queues a frame or a close (behind the frames sent before it); a
     /// queue full in frames or in bytes means a slow reader, which is cut
     /// off.

@@ -1,0 +1,175 @@
+//! What moves with an object when its shard moves to another node: its
+//! open sockets (a hand-off's `Sockets` step). Decoding checks what a
+//! peer sends against the limits a socket accepted here keeps (tags,
+//! attachment, auto-response pair, sockets per object). Pure: the
+//! cluster (cargo feature `cluster`) ships and installs them.
+#![cfg_attr(not(feature = "cluster"), allow(dead_code))]
+
+use bytes::Bytes;
+use data_encoding::BASE64;
+
+use super::registry::{
+    MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, Moved, check_tags,
+};
+use crate::remote::handoff_wire::{WireHandOff, WireSocket, WireSockets, checked_id};
+
+/// A [`WireSockets`] checked and decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct MovedSockets {
+    pub(crate) ns: String,
+    pub(crate) id: [u8; 32],
+    pub(crate) pair: Option<(String, String)>,
+    /// Edge node, its socket id, and the socket's state.
+    pub(crate) sockets: Vec<(String, u64, Moved)>,
+}
+
+impl MovedSockets {
+    /// As it crosses.
+    pub(crate) fn encode(&self) -> WireSockets {
+        WireSockets {
+            ns: self.ns.clone(),
+            id: crate::id::hex(&self.id),
+            pair: self.pair.clone(),
+            sockets: self
+                .sockets
+                .iter()
+                .map(|(edge, esid, s)| WireSocket {
+                    edge: edge.clone(),
+                    esid: *esid,
+                    tags: s.tags.clone(),
+                    attachment: s.attachment.as_ref().map(|a| BASE64.encode(a)),
+                    auto_ms: s.auto_response_ms,
+                    closed: s.closed,
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks the object belongs to `shard` and every socket is within
+    /// the limits a local one keeps (tags, attachment, auto-response).
+    pub(crate) fn decode(w: WireSockets, shard: u32, shards: u32) -> Result<MovedSockets, String> {
+        let id = checked_id(&w.id, &w.ns, shard, shards)?;
+        if let Some((req, resp)) = &w.pair
+            && [req, resp]
+                .iter()
+                .any(|s| s.chars().count() > MAX_AUTO_RESPONSE_CHARS)
+        {
+            return Err("an auto-response pair is too long".into());
+        }
+        if w.sockets.len() > MAX_SOCKETS {
+            return Err("more sockets than an object may hold".into());
+        }
+        let mut sockets = Vec::with_capacity(w.sockets.len());
+        for s in w.sockets {
+            if s.edge.is_empty() || s.edge.len() > 255 {
+                return Err("an edge node id is empty or too long".into());
+            }
+            let refs: Vec<&str> = s.tags.iter().map(String::as_str).collect();
+            let tags = check_tags(&refs).map_err(|e| e.to_string())?;
+            if tags.len() != s.tags.len() {
+                return Err("a socket's tags repeat".into());
+            }
+            let attachment = match s.attachment {
+                None => None,
+                Some(a) => {
+                    let a = BASE64
+                        .decode(a.as_bytes())
+                        .map_err(|_| "an attachment is not base64".to_string())?;
+                    if a.len() > MAX_ATTACHMENT_BYTES {
+                        return Err("an attachment is too large".into());
+                    }
+                    Some(Bytes::from(a))
+                }
+            };
+            let moved = Moved {
+                tags,
+                attachment,
+                auto_response_ms: s.auto_ms,
+                closed: s.closed,
+            };
+            sockets.push((s.edge, s.esid, moved));
+        }
+        Ok(MovedSockets {
+            ns: w.ns,
+            id,
+            pair: w.pair,
+            sockets,
+        })
+    }
+}
+
+/// Decodes a hand-off body and, if it carries sockets, each object's:
+/// never panics, and whatever decodes encodes back the same.
+#[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
+pub(crate) fn fuzz_sockets(data: &[u8], shard: u32, shards: u32) {
+    let Ok(WireHandOff::Sockets { objects, .. }) = serde_json::from_slice::<WireHandOff>(data)
+    else {
+        return;
+    };
+    for o in objects {
+        if let Ok(m) = MovedSockets::decode(o, shard, shards) {
+            assert_eq!(
+                MovedSockets::decode(m.encode(), shard, shards).as_ref(),
+                Ok(&m)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets_round_trip_and_are_checked() {
+        let id = [5u8; 32];
+        let shard = crate::remote::shard::shard_of(&id, 8);
+        let m = MovedSockets {
+            ns: "rooms".into(),
+            id,
+            pair: Some(("ping".into(), "pong".into())),
+            sockets: vec![(
+                "n2".into(),
+                7,
+                Moved {
+                    tags: vec!["a".into()],
+                    attachment: Some(Bytes::from_static(b"{}")),
+                    auto_response_ms: Some(3),
+                    closed: false,
+                },
+            )],
+        };
+        let json = serde_json::to_string(&WireHandOff::Sockets {
+            from: "n1".into(),
+            epoch: 2,
+            objects: vec![m.encode()],
+        })
+        .expect("encodes");
+        fuzz_sockets(json.as_bytes(), shard, 8);
+        let WireHandOff::Sockets { mut objects, .. } =
+            serde_json::from_str::<WireHandOff>(&json).expect("decodes")
+        else {
+            panic!("sockets");
+        };
+        assert_eq!(
+            MovedSockets::decode(objects.remove(0), shard, 8).expect("valid"),
+            m
+        );
+        let bad = |f: &dyn Fn(&mut WireSockets)| {
+            let mut w = m.encode();
+            f(&mut w);
+            MovedSockets::decode(w, shard, 8).expect_err("refused")
+        };
+        bad(&|w| w.sockets[0].tags = vec!["x".repeat(257)]);
+        bad(&|w| w.sockets[0].tags = vec!["x".into(), "x".into()]);
+        bad(&|w| w.sockets[0].attachment = Some(BASE64.encode(&vec![0u8; 16 * 1024 + 1])));
+        bad(&|w| w.sockets[0].edge = String::new());
+        bad(&|w| w.pair = Some(("p".repeat(2049), String::new())));
+        let elsewhere = (0..=255u8)
+            .map(|b| [b; 32])
+            .find(|o| crate::remote::shard::shard_of(o, 8) != shard)
+            .expect("another shard");
+        let err = bad(&|w| w.id = crate::id::hex(&elsewhere));
+        assert!(err.contains("not in shard"), "{err}");
+    }
+}
