@@ -419,6 +419,80 @@ async fn a_lost_link_closes_the_edge_s_sockets_and_the_owner_hears_of_it() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_follow_their_room_when_it_moves() {
+    let Some(server) = crate::testing::etcd::Etcd::start().await else {
+        return;
+    };
+    let mut etcd = super::etcd::Etcd::connect(&[server.url().to_string()], "/t")
+        .await
+        .expect("etcd");
+    let ca = ClusterCa::generate().expect("CA");
+    let secret = [5u8; 32];
+    let a = start("a", &ca, secret).await;
+    let b = start("b", &ca, secret).await;
+    let c = start("c", &ca, secret).await;
+    let all = [&a, &b, &c];
+    place_lobby(&all, "c");
+    let shard = shard::shard_of(a.rooms.id_from_name("lobby").as_bytes(), SHARDS);
+    let owned = shard::Claim {
+        shard,
+        prev: None,
+        next: Owner {
+            node: "c".into(),
+            epoch: 1,
+        },
+    };
+    assert!(etcd.apply(&owned).await.expect("claim"));
+
+    // One client on the new owner-to-be, one elsewhere, one on the owner.
+    let mut a1 = connect(&a, "x", "a1").await;
+    let mut b1 = connect(&b, "y", "b1").await;
+    let mut c1 = connect(&c, "y", "c1").await;
+    a1.send(Ws::text("auto")).await.expect("send");
+    assert_eq!(ask(&mut a1, "echo set").await, "echo set");
+    assert_eq!(ask(&mut b1, "echo set").await, "echo set");
+    assert_eq!(ask(&mut a1, "ping").await, "pong");
+    let activations = |n: &TestNode| n.rooms.env().load(Ordering::SeqCst);
+    assert_eq!((activations(&a), activations(&c)), (0, 1));
+
+    // c hands the lobby to a while b1 and c1 talk: every message is
+    // answered, before or after the move.
+    let node = c.node.clone();
+    let moving = tokio::spawn(async move {
+        super::handoff::hand_off(&node, &mut etcd, shard, "a").await
+    });
+    assert_eq!(ask(&mut b1, "echo during b").await, "echo during b");
+    assert_eq!(ask(&mut c1, "echo during c").await, "echo during c");
+    let report = moving.await.expect("task").expect("moved");
+    assert_eq!((report.to.as_str(), report.epoch), ("a", 2));
+
+    // The sockets stayed open; the room runs on a now, with each socket's
+    // tags, attachment and auto-response time.
+    assert_eq!(ask(&mut b1, "count y").await, "n=3 y=2 me=b1 tags=y");
+    assert_eq!(ask(&mut c1, "count x").await, "n=3 x=1 me=c1 tags=y");
+    assert_eq!(ask(&mut a1, "stamped").await, "stamped true");
+    assert_eq!(activations(&c), 1, "c ran nothing after the move");
+    assert!(activations(&a) >= 1, "the room ran on a");
+    // The old owner's client is heard, and hears a broadcast.
+    c1.send(Ws::text("all after")).await.expect("send");
+    for ws in [&mut a1, &mut b1, &mut c1] {
+        assert_eq!(next_text(ws).await, "after");
+    }
+    // Auto-responses are still answered where the clients are.
+    assert_eq!(ask(&mut b1, "ping").await, "pong");
+    assert_eq!(ask(&mut c1, "ping").await, "pong");
+    // A close on the old owner reaches the room on the new one.
+    c1.send(Ws::Close(None)).await.expect("close");
+    assert_eq!(next_text(&mut a1).await, "left c1 1005");
+    assert_eq!(next_text(&mut b1).await, "left c1 1005");
+    assert_eq!(ask(&mut b1, "count y").await, "n=2 y=1 me=b1 tags=y");
+    for n in all {
+        n.shutdown.cancel();
+        n.rt.shutdown().await;
+    }
+}
+
 impl TestNode {
     fn rt_frames_in(&self) -> u64 {
         let links = self.rt.shared().socket_links.get().expect("links");
