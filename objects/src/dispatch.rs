@@ -361,9 +361,11 @@ fn local_view<'a>(
 
 /// Where a socket's events may run: `Ok` here (the caller activates under
 /// the view's lock, see `Route::view`); `Err` when this node does not serve
-/// the object, or is handing it to another node. Not waited out: a moving
-/// object's sockets are being closed (1012), and a frame held here would
-/// hold up every other frame on its socket link.
+/// the object, or is handing it to another node. Frames of clients
+/// connected here wait out a move before this (`follow`); frames from an
+/// edge that did not pause are not waited out (their sockets are being
+/// closed, and a frame held here would hold up every other frame on its
+/// socket link).
 #[cfg(feature = "cluster")]
 fn socket_place(route: &Arc<dyn crate::remote::Route>, id: &ObjectId) -> Result<()> {
     let reason = match route.place(id.as_bytes()) {

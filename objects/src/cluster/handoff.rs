@@ -1,20 +1,25 @@
 //! Graceful hand-off: the owner of a shard moves it to another live node
 //! without losing or repeating an event.
 //!
+//! 0. Edges (nodes with clients of the shard's objects) pause those
+//!    sockets (`follow.rs`: sockets follow their objects).
 //! 1. The owner marks the shard *moving* (under the view's write lock):
 //!    from then on it runs none of the shard's events. Calls, fetches,
 //!    methods and alarms that arrive are held here, in arrival order (a
-//!    peer's are answered later); socket frames are refused (step 2
-//!    closes their sockets).
-//! 2. It closes the shard's sockets (1012, "reconnect") and asks the
-//!    shard's live objects to leave memory; each goes once the events
-//!    already in its mailbox have run and committed.
+//!    peer's are answered later), and so are the frames of its own
+//!    clients; frames from an edge that did not pause are refused.
+//! 2. It closes the sockets that cannot follow (an edge that did not
+//!    pause) with 1012, "reconnect", and asks the shard's live objects to
+//!    leave memory; each goes once the events already in its mailbox have
+//!    run and committed.
 //! 3. It reads the shard's data (keys, alarms, names), a bounded part at a
 //!    time, and sends each part to the new owner, which writes it through
 //!    its writer (replacing whatever it held of those objects) and answers
-//!    once it is durable.
+//!    once it is durable; then the objects' open sockets.
 //! 4. One etcd transaction, comparing the old owner and epoch, names the
-//!    new owner at epoch + 1. The new owner is told and serves at once.
+//!    new owner at epoch + 1. The new owner is told and serves at once;
+//!    the old owner becomes the edge of its own clients' sockets, and
+//!    tells the paused edges to take theirs to the new owner.
 //! 5. The held events go to the new owner, in order (peers' requests are
 //!    forwarded from here), and only then does this node's view say the
 //!    shard is elsewhere: an event that was not held is queued behind
