@@ -349,6 +349,24 @@ mod tests {
             n += 1;
         }
         assert_eq!((n, data.len()), (5, 0));
+        // Pauses, moves and claims (sockets following their object).
+        let follow = std::fs::read(format!("{dir}link-follow-to-edge")).expect("seed");
+        let mut data = &follow[..];
+        let mut kinds = Vec::new();
+        while let Some((m, used)) = wire::decode::<ToEdge>(data).expect("valid") {
+            kinds.push(matches!(m, ToEdge::Pause { .. }));
+            data = &data[used..];
+        }
+        assert_eq!((kinds, data.len()), (vec![true, false, false], 0));
+        let follow = std::fs::read(format!("{dir}link-follow-to-owner")).expect("seed");
+        let mut data = &follow[LINK_MAGIC.len()..];
+        let mut n = 0;
+        while let Some((m, used)) = wire::decode::<ToOwner>(data).expect("valid") {
+            assert!(matches!(m, ToOwner::Paused { .. } | ToOwner::Claim { .. }));
+            data = &data[used..];
+            n += 1;
+        }
+        assert_eq!((n, data.len()), (2, 0));
     }
 
     proptest! {

@@ -121,6 +121,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_fuzz_seed_decodes_whole() {
+        let seed = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/corpus/cluster_frames/handoff-sockets"
+        ))
+        .expect("seed");
+        let shard = u32::from(seed[0] % 8);
+        let Ok(WireHandOff::Sockets { objects, .. }) = serde_json::from_slice(&seed[1..]) else {
+            panic!("a sockets step");
+        };
+        let m = objects
+            .into_iter()
+            .map(|o| MovedSockets::decode(o, shard, 8).expect("valid"))
+            .next()
+            .expect("one object");
+        assert_eq!(m.sockets.len(), 2);
+        assert_eq!(m.sockets[0].2.tags, ["x", "y"]);
+        assert!(m.sockets[1].2.closed);
+        fuzz_sockets(&seed[1..], shard, 8);
+    }
+
+    #[test]
     fn sockets_round_trip_and_are_checked() {
         let id = [5u8; 32];
         let shard = crate::remote::shard::shard_of(&id, 8);
