@@ -186,7 +186,6 @@ pub(super) fn socket_parts(
                     tags: e.tags.to_vec(),
                     attachment: e.attachment.cloned(),
                     auto_response_ms: e.auto_response_ms,
-                    closed: e.closed,
                 };
                 sockets.push((edge, esid, moved));
             }

@@ -459,9 +459,8 @@ async fn sockets_follow_their_room_when_it_moves() {
     // c hands the lobby to a while b1 and c1 talk: every message is
     // answered, before or after the move.
     let node = c.node.clone();
-    let moving = tokio::spawn(async move {
-        super::handoff::hand_off(&node, &mut etcd, shard, "a").await
-    });
+    let moving =
+        tokio::spawn(async move { super::handoff::hand_off(&node, &mut etcd, shard, "a").await });
     assert_eq!(ask(&mut b1, "echo during b").await, "echo during b");
     assert_eq!(ask(&mut c1, "echo during c").await, "echo during c");
     let report = moving.await.expect("task").expect("moved");

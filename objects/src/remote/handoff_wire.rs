@@ -150,8 +150,6 @@ pub(crate) struct WireSocket {
     pub(crate) attachment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) auto_ms: Option<u64>,
-    /// Closed, its close event not yet run by the object.
-    pub(crate) closed: bool,
 }
 
 /// An object id sent by a peer: lower-case hex, in `shard`, with a

@@ -39,7 +39,6 @@ impl MovedSockets {
                     tags: s.tags.clone(),
                     attachment: s.attachment.as_ref().map(|a| BASE64.encode(a)),
                     auto_ms: s.auto_response_ms,
-                    closed: s.closed,
                 })
                 .collect(),
         }
@@ -85,7 +84,6 @@ impl MovedSockets {
                 tags,
                 attachment,
                 auto_response_ms: s.auto_ms,
-                closed: s.closed,
             };
             sockets.push((s.edge, s.esid, moved));
         }
@@ -138,7 +136,7 @@ mod tests {
             .expect("one object");
         assert_eq!(m.sockets.len(), 2);
         assert_eq!(m.sockets[0].2.tags, ["x", "y"]);
-        assert!(m.sockets[1].2.closed);
+        assert_eq!(m.sockets[1].2.auto_response_ms, None);
         fuzz_sockets(&seed[1..], shard, 8);
     }
 
@@ -157,7 +155,6 @@ mod tests {
                     tags: vec!["a".into()],
                     attachment: Some(Bytes::from_static(b"{}")),
                     auto_response_ms: Some(3),
-                    closed: false,
                 },
             )],
         };

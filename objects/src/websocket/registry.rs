@@ -252,8 +252,10 @@ impl<H> Registry<H> {
         self.sockets.values().map(|e| &e.handle)
     }
 
-    /// The live sockets (closing ones too), for moving them with their
-    /// object to another node: what the new owner needs to keep them.
+    /// The live sockets, for moving them with their object to another
+    /// node: what the new owner needs to keep them. Closing ones too:
+    /// their close is on its way, and reaches the new owner the way their
+    /// other events do.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn export(&self) -> Vec<Exported<'_, H>> {
         self.sockets
@@ -265,14 +267,14 @@ impl<H> Registry<H> {
                 tags: &e.tags,
                 attachment: e.attachment.as_ref(),
                 auto_response_ms: e.auto_response_ms,
-                closed: e.closed,
             })
             .collect()
     }
 
     /// Takes in a socket that was live on another node (its object moved
-    /// here): live at once, with its tags, attachment and state. The cap
-    /// was kept where it was accepted.
+    /// here): live and open at once (a close on its way comes after it),
+    /// with its tags, attachment and auto-response time. The cap was kept
+    /// where it was accepted.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     pub(crate) fn adopt(&mut self, sid: u64, handle: H, moved: Moved) {
         self.sockets.insert(
@@ -282,7 +284,7 @@ impl<H> Registry<H> {
                 tags: moved.tags,
                 attachment: moved.attachment,
                 auto_response_ms: moved.auto_response_ms,
-                closed: moved.closed,
+                closed: false,
                 live: true,
             },
         );
@@ -317,7 +319,6 @@ pub(crate) struct Exported<'a, H> {
     pub(crate) tags: &'a [String],
     pub(crate) attachment: Option<&'a Bytes>,
     pub(crate) auto_response_ms: Option<u64>,
-    pub(crate) closed: bool,
 }
 
 /// What a socket brings when it moves with its object.
@@ -326,7 +327,6 @@ pub(crate) struct Moved {
     pub(crate) tags: Vec<String>,
     pub(crate) attachment: Option<Bytes>,
     pub(crate) auto_response_ms: Option<u64>,
-    pub(crate) closed: bool,
 }
 
 #[cfg(test)]
@@ -424,16 +424,15 @@ mod tests {
                 tags: e.tags.to_vec(),
                 attachment: e.attachment.cloned(),
                 auto_response_ms: e.auto_response_ms,
-                closed: e.closed,
             };
             to.adopt(10 + n as u64, "parked", moved);
         }
-        assert_eq!(to.list(None), vec![10], "the closing one stays closing");
+        assert_eq!(to.list(None), vec![10, 11], "open until its close arrives");
         assert_eq!(to.list(Some("y")), vec![10]);
         assert!(to.is_live(10) && to.is_live(11));
         assert_eq!(to.attachment(10), Ok(Some(&Bytes::from_static(b"who"))));
         assert_eq!(to.auto_response_ms(10), Some(42));
-        assert!(!to.mark_closed(11), "its close is reported once, as before");
+        assert!(to.mark_closed(11), "and its close is reported then");
         assert!(to.set_handle(10, "claimed"));
         assert_eq!(to.handle(10), Some(&"claimed"));
         assert!(!to.set_handle(99, "nobody"));
