@@ -137,6 +137,7 @@ pub(crate) fn spawn<O: Object>(
                 ns_for_error
                     .live
                     .remove_if(id_for_error.as_bytes(), |_, s| s.generation == generation);
+                ns_for_error.shared.left.notify_waiters();
                 let cause: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
                 rx.close();
                 while let Ok(env) = rx.try_recv() {
@@ -279,6 +280,7 @@ impl<O: Object> Activation<O> {
         self.ns
             .live
             .remove_if(self.id.as_bytes(), |_, s| s.generation == generation);
+        self.ns.shared.left.notify_waiters();
     }
 
     /// Leaves the live map if nothing is queued. The check runs under the
@@ -311,6 +313,7 @@ impl<O: Object> Activation<O> {
             return false;
         }
         self.ns.metrics.evictions.increment(1);
+        self.ns.shared.left.notify_waiters();
         tracing::debug!(namespace = %self.ns.name, "object evicted");
         // A waiting sender (socket frames) may have cloned the mailbox
         // before we left: close it and pass on anything that got in, which

@@ -127,6 +127,7 @@ impl RuntimeBuilder {
             tasks: TaskTracker::new(),
             socket_tasks: TaskTracker::new(),
             alarms: Arc::default(),
+            left: tokio::sync::Notify::new(),
             next_sid: AtomicU64::new(1),
             id_secret,
             #[cfg(feature = "cluster")]

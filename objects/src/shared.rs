@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     pub(crate) socket_tasks: TaskTracker,
     /// The in-memory schedule of every pending alarm.
     pub(crate) alarms: Arc<Alarms>,
+    /// Woken each time an object leaves memory (a hand-off waits for its
+    /// shard's objects to go).
+    pub(crate) left: tokio::sync::Notify,
     /// Socket ids, unique within the runtime.
     pub(crate) next_sid: AtomicU64,
     /// The secret ids are minted under: the data dir's own, or the

@@ -58,6 +58,8 @@ pub(crate) const MAX_HELD: usize = 65_536;
 pub(crate) const MAX_HELD_BYTES: usize = 64 << 20;
 /// How long the shard's live objects get to finish and leave memory.
 const EVICT_WITHIN: Duration = Duration::from_secs(30);
+/// How often the shard's objects still in memory are asked again to go.
+const ASK_AGAIN: Duration = Duration::from_millis(100);
 /// How long one step (a part, the commit) may take on the receiver.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -432,18 +434,26 @@ async fn prepare_and_copy(
     let pick = move |id: &[u8; 32]| shard::shard_of(id, shards) == shard;
     let namespaces = registry.all();
     follow::close_unmoved(registry, &pick, paused);
-    let deadline = Instant::now() + EVICT_WITHIN;
+    let deadline = tokio::time::Instant::now() + EVICT_WITHIN;
     loop {
+        // Listening before counting: an object that leaves in between
+        // still wakes this.
+        let left = shared.left.notified();
+        tokio::pin!(left);
+        left.as_mut().enable();
         let live: usize = namespaces.iter().map(|ns| ns.evict_where(&pick)).sum();
         if live == 0 {
             break;
         }
-        if Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return Err(format!(
                 "{live} of its objects did not leave memory within {EVICT_WITHIN:?} (background work or a streamed body still running)"
             ));
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Woken when one leaves; asked again now and then, for an object
+        // that was busy when asked (its background work ends later).
+        let again = tokio::time::Instant::now() + ASK_AGAIN;
+        let _ = tokio::time::timeout_at(again.min(deadline), left).await;
     }
     let mut reader = ShardReader::new(shared.store.clone(), shard, shards).await?;
     while let Some(objects) = reader.next_part().await? {
