@@ -193,6 +193,18 @@ fn place_lobby(all: &[&TestNode], owner: &str) {
     }
 }
 
+/// Nodes a, b and c (their cluster secret filled with `secret`); the
+/// lobby is c's.
+async fn three_nodes(secret: u8) -> (TestNode, TestNode, TestNode) {
+    let ca = ClusterCa::generate().expect("CA");
+    let secret = [secret; 32];
+    let a = start("a", &ca, secret).await;
+    let b = start("b", &ca, secret).await;
+    let c = start("c", &ca, secret).await;
+    place_lobby(&[&a, &b, &c], "c");
+    (a, b, c)
+}
+
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -239,13 +251,8 @@ async fn hibernated(n: &TestNode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_any_node_talk_to_a_room_on_its_owner() {
-    let ca = ClusterCa::generate().expect("CA");
-    let secret = [7u8; 32];
-    let a = start("a", &ca, secret).await;
-    let b = start("b", &ca, secret).await;
-    let c = start("c", &ca, secret).await;
+    let (a, b, c) = three_nodes(7).await;
     let all = [&a, &b, &c];
-    place_lobby(&all, "c");
 
     // Two clients on a, one on b, one on c (the owner itself).
     let mut a1 = connect(&a, "x", "a1").await;
@@ -320,13 +327,8 @@ async fn clients_on_any_node_talk_to_a_room_on_its_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_answered_moved_is_followed_to_the_owner_named() {
-    let ca = ClusterCa::generate().expect("CA");
-    let secret = [6u8; 32];
-    let a = start("a", &ca, secret).await;
-    let b = start("b", &ca, secret).await;
-    let c = start("c", &ca, secret).await;
+    let (a, b, c) = three_nodes(6).await;
     let all = [&a, &b, &c];
-    place_lobby(&all, "c");
     // a still thinks b owns the lobby; b knows c has it.
     let shard = shard::shard_of(a.rooms.id_from_name("lobby").as_bytes(), SHARDS);
     crate::sync::write(&a.node.view).owners.insert(
@@ -427,13 +429,8 @@ async fn sockets_follow_their_room_when_it_moves() {
     let mut etcd = super::etcd::Etcd::connect(&[server.url().to_string()], "/t")
         .await
         .expect("etcd");
-    let ca = ClusterCa::generate().expect("CA");
-    let secret = [5u8; 32];
-    let a = start("a", &ca, secret).await;
-    let b = start("b", &ca, secret).await;
-    let c = start("c", &ca, secret).await;
+    let (a, b, c) = three_nodes(5).await;
     let all = [&a, &b, &c];
-    place_lobby(&all, "c");
     let shard = shard::shard_of(a.rooms.id_from_name("lobby").as_bytes(), SHARDS);
     let owned = shard::Claim {
         shard,
