@@ -675,6 +675,13 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
     .await;
     assert_eq!(code, Some(1), "{stdout} {stderr}");
     assert!(stderr.contains("401"), "{stderr}");
+    // A fourth node joins (it owns nothing until shards move to it).
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().expect("UTF-8");
+    let (code, _, stderr) = run(&["cluster", "issue", certs_arg, "--nodes", "n4"]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let n4 = start_node("n4", etcd.url(), &certs, dir.path()).await;
+    wait_ready(&n4.addr).await;
     // Until n3 has drained, every room keeps hearing messages: each from
     // a newcomer through n1 (a fresh client, so no rate limit stops it),
     // sent once the one before was echoed.
@@ -699,18 +706,36 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
             })
         })
         .collect();
-    // n3 drains: each of its shards goes to n1 or n2.
-    let (code, stdout, stderr) = run(&[
+    // Meanwhile n3 drains (each of its shards goes to n1, n2 or n4) and
+    // n1 rebalances (the shards rendezvous hashing now gives n4 go there).
+    let drain_args = [
         "cluster",
         "drain",
         "--admin",
         n3_admin,
         "--admin-token",
         TOKEN,
-    ])
-    .await;
-    assert_eq!(code, Some(0), "{stdout} {stderr}");
-    assert!(stdout.contains("shards moved"), "{stdout}");
+    ];
+    let rebalance_args = [
+        "cluster",
+        "rebalance",
+        "--admin",
+        &admins[0],
+        "--admin-token",
+        TOKEN,
+    ];
+    let (drain, rebalance) = tokio::join!(run(&drain_args), run(&rebalance_args));
+    let (code, drained_out, stderr) = drain;
+    assert_eq!(code, Some(0), "{drained_out} {stderr}");
+    assert!(drained_out.contains("shards moved"), "{drained_out}");
+    let (code, rebalanced_out, stderr) = rebalance;
+    assert_eq!(code, Some(0), "{rebalanced_out} {stderr}");
+    // (Each of n3's and n1's shards may go to n4: none going is under one
+    // chance in a million.)
+    assert!(
+        format!("{drained_out}{rebalanced_out}").contains(" to n4 "),
+        "{drained_out}{rebalanced_out}"
+    );
     drained.store(true, Ordering::SeqCst);
     let mut saids = Vec::new();
     for ((talker, members), ann) in talkers.into_iter().zip(&mut others).zip(&mut anns) {
@@ -774,6 +799,7 @@ async fn a_drained_node_hands_its_rooms_over_with_their_history() {
     for room in &rooms {
         connect(&format!("ws://{}/api/room/{room}/websocket", nodes[0].addr)).await;
     }
+    drop(n4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
