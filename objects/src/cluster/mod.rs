@@ -102,7 +102,8 @@ pub struct ClusterOptions {
     /// Rebalance by itself: when a member joins (one that is not
     /// draining), hand it the shards of this node that rendezvous hashing
     /// now gives it ([`Cluster::rebalance`]). Off by default: a move pauses
-    /// its shard and closes its objects' sockets (they reconnect).
+    /// its shard (its sockets stay open and follow it, their frames
+    /// waiting meanwhile).
     pub rebalance: bool,
 }
 

@@ -17,7 +17,9 @@ impl Cluster {
     /// Moves `shard`, which this node serves, to the live member `to`
     /// without losing or repeating an event: see `docs/cluster.md`,
     /// "Moving shards". The shard's events wait meanwhile (the report
-    /// says how long); its sockets are closed with 1012 (reconnect).
+    /// says how long); its objects' WebSockets stay open and follow them
+    /// (only those of a node that does not answer in time are closed
+    /// with 1012, reconnect).
     ///
     /// # Errors
     ///
