@@ -107,8 +107,8 @@ pub(crate) struct ClusterArgs {
     cluster_zone: Option<String>,
 
     /// Rebalance by itself: when a node joins, hand it the rooms whose
-    /// shards hashing now gives it (each room pauses while it moves, and
-    /// its sockets reconnect). Off: shards move only when an operator
+    /// shards hashing now gives it (each room pauses while it moves; its
+    /// sockets stay open). Off: shards move only when an operator
     /// runs `chat-demo cluster rebalance` or `drain`.
     #[arg(long, env = "CHAT_CLUSTER_REBALANCE", requires = "cluster_node")]
     cluster_rebalance: bool,
