@@ -150,6 +150,8 @@ pub(crate) struct RemoteMethod {
     /// Decodes the owner's answer into the method's reply type and hands
     /// it to the caller (a reply that does not decode is `Unavailable`).
     pub(crate) finish: Finish,
+    /// Resolves once the caller gave up waiting (or was answered).
+    pub(crate) closed: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// See [`RemoteMethod::finish`].
@@ -177,6 +179,15 @@ pub(crate) trait HeldReply: Send {
 /// The reply channel of one method call, shared by the handler's future
 /// (which may be dropped) and its refusal.
 type Slot<R> = Arc<Mutex<Option<Reply<R>>>>;
+
+/// Resolves once the caller has dropped its receiver, or was answered.
+#[cfg(feature = "cluster")]
+fn given_up<R: Send + 'static>(slot: Slot<R>) -> impl Future<Output = ()> + Send + 'static {
+    std::future::poll_fn(move |cx| match crate::sync::lock(&slot).as_mut() {
+        Some(tx) => tx.poll_closed(cx),
+        None => std::task::Poll::Ready(()),
+    })
+}
 
 fn answer<R>(slot: &Slot<R>, r: Result<R>) {
     if let Some(tx) = crate::sync::lock(slot).take() {
@@ -238,9 +249,11 @@ impl<M: Method, O: Handler<M>> Invoke<O> for Pending<M> {
     #[cfg(feature = "cluster")]
     fn into_remote(self: Box<Self>) -> RemoteMethod {
         let Pending { msg, slot } = *self;
+        let closed = given_up(slot.clone());
         RemoteMethod {
             name: M::name(),
             body: serde_json::value::to_raw_value(&msg),
+            closed: Box::pin(closed),
             finish: Box::new(move |id, answer_json| {
                 let r = answer_json.and_then(|raw| {
                     serde_json::from_str::<M::Reply>(raw.get()).map_err(|e| Error::Unavailable {
@@ -371,4 +384,24 @@ pub(crate) fn remote_answer<T: Send + 'static, W: serde::Serialize + 'static>(
             Err(e) => Err(refusal(&e)),
         }
     })
+}
+
+#[cfg(all(test, feature = "cluster"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_method_sent_away_sees_its_caller_give_up() {
+        let (tx, rx) = oneshot::channel::<Result<u32>>();
+        let slot: Slot<u32> = Arc::new(Mutex::new(Some(tx)));
+        let mut waiting = Box::pin(given_up(slot.clone()));
+        assert!((&mut waiting).now_or_never().is_none(), "the caller waits");
+        drop(rx);
+        assert!(waiting.now_or_never().is_some(), "the caller gave up");
+        // Answered: nothing left to wait for.
+        let (tx, _rx) = oneshot::channel::<Result<u32>>();
+        let slot: Slot<u32> = Arc::new(Mutex::new(Some(tx)));
+        answer(&slot, Ok(1));
+        assert!(given_up(slot).now_or_never().is_some());
+    }
 }

@@ -107,7 +107,10 @@ pub(crate) fn send<O: Object>(
                 Kind::Method,
                 chain,
                 body,
-                call.finish,
+                MethodAnswer {
+                    finish: call.finish,
+                    closed: call.closed,
+                },
             )
         }
         // Alarms fire where the data is, and sockets live on the node that
@@ -161,14 +164,18 @@ impl<W: DeserializeOwned + 'static, T: Send + 'static> Answerer for Typed<W, T> 
 }
 
 /// A typed method: its own code decodes the answer into its reply type.
-/// A caller that gives up is not seen here (the owner's deadline applies).
-impl Answerer for Finish {
+struct MethodAnswer {
+    finish: Finish,
+    closed: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Answerer for MethodAnswer {
     fn closed(&mut self) -> impl Future<Output = ()> + Send {
-        std::future::pending()
+        self.closed.as_mut()
     }
 
     fn answer(self, id: &ObjectId, answer: Result<Box<RawValue>>) {
-        self(id, answer);
+        (self.finish)(id, answer);
     }
 }
 
