@@ -41,7 +41,7 @@ use crate::registry::{NamespaceDyn, Registry};
 use crate::remote::handoff_wire::WireHandOff;
 use crate::remote::socket_wire::{ToEdge, ToOwner};
 use crate::websocket::CloseEvent;
-use crate::websocket::moved::MovedSockets;
+use crate::websocket::moved::{Kept, MovedSockets};
 use crate::websocket::registry::Moved;
 use crate::websocket::remote::{EdgeLink, RemoteHandle, RemoteSocket};
 use crate::websocket::socket::{Outgoing, SocketHandle};
@@ -50,11 +50,6 @@ use crate::websocket::socket::{Outgoing, SocketHandle};
 const PAUSE_WITHIN: Duration = Duration::from_secs(10);
 /// How long a parked socket waits for its edge to claim it.
 pub(crate) const CLAIM_WITHIN: Duration = Duration::from_secs(30);
-/// Frames (and closes) kept for one parked socket; past them it counts as
-/// a slow reader.
-const PARKED_FRAMES: usize = 4096;
-/// Bytes of frames kept for one parked socket.
-const PARKED_BYTES: usize = 512 * 1024;
 /// JSON bytes of sockets in one hand-off message.
 const SOCKETS_PART_BYTES: usize = 1 << 20;
 /// The close code and reason of a socket that cannot follow its object.
@@ -338,9 +333,7 @@ pub(super) fn give_up(links: &Links, registry: &Registry, pick: Pick<'_>, paused
 /// A socket that moved here with its object, until its edge claims it.
 pub(crate) struct Parked {
     socket: RemoteSocket,
-    outs: Vec<Outgoing>,
-    bytes: usize,
-    kill: Option<(u16, String)>,
+    kept: Kept,
     pair: Option<Option<(String, String)>>,
 }
 
@@ -368,30 +361,13 @@ impl EdgeLink for ParkedLink {
     fn register(&self, _esid: u64, _socket: RemoteSocket) {}
 
     fn send(&self, esid: u64, out: Outgoing) {
-        self.with(esid, |p| {
-            let weight = match &out {
-                Outgoing::Frame(f) => f.len(),
-                Outgoing::Close(_, r) => r.len(),
-                Outgoing::Live => 0,
-            };
-            if p.outs.len() >= PARKED_FRAMES || p.bytes + weight > PARKED_BYTES {
-                p.kill.get_or_insert((
-                    1008,
-                    "slow reader: the socket's node did not take it back".into(),
-                ));
-            } else {
-                p.bytes += weight;
-                p.outs.push(out);
-            }
-        });
+        self.with(esid, |p| p.kept.push(out));
     }
 
     fn flush(&self) {}
 
     fn kill(&self, esid: u64, code: u16, reason: String) {
-        self.with(esid, |p| {
-            p.kill.get_or_insert((code, reason));
-        });
+        self.with(esid, |p| p.kept.kill(code, reason));
     }
 
     fn auto_response(&self, id: &[u8; 32], pair: Option<(String, String)>) {
@@ -458,9 +434,7 @@ pub(super) fn install(
                 (edge.clone(), esid),
                 Parked {
                     socket,
-                    outs: Vec::new(),
-                    bytes: 0,
-                    kill: None,
+                    kept: Kept::default(),
                     pair: None,
                 },
             );
@@ -526,10 +500,11 @@ pub(super) fn claim(links: &Links, from: &Arc<FromEdge>, esids: &[u64]) {
         }
         let id = p.socket.id;
         from.register(esid, p.socket);
-        for out in p.outs {
+        let (outs, kill) = p.kept.take();
+        for out in outs {
             from.send(esid, out);
         }
-        if let Some((code, reason)) = p.kill {
+        if let Some((code, reason)) = kill {
             from.kill(esid, code, reason);
         }
         if let Some(pair) = p.pair {

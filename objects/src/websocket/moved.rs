@@ -11,6 +11,7 @@ use data_encoding::BASE64;
 use super::registry::{
     MAX_ATTACHMENT_BYTES, MAX_AUTO_RESPONSE_CHARS, MAX_SOCKETS, Moved, check_tags,
 };
+use super::socket::Outgoing;
 use crate::remote::handoff_wire::{WireHandOff, WireSocket, WireSockets, checked_id};
 
 /// A [`WireSockets`] checked and decoded.
@@ -96,6 +97,50 @@ impl MovedSockets {
     }
 }
 
+/// Frames (and closes) kept for one moved socket until its edge claims it;
+/// past them it counts as a slow reader.
+pub(crate) const KEPT_FRAMES: usize = 4096;
+/// Bytes of frames kept for one moved socket.
+pub(crate) const KEPT_BYTES: usize = 512 * 1024;
+/// The close reason of a moved socket whose kept frames ran over.
+const NOT_CLAIMED: &str = "slow reader: the socket's node did not take it back";
+
+/// What the object sent a socket that moved to its node, kept in order
+/// until the socket's edge claims it; bounded in count and bytes (past
+/// either, the socket is to be closed as a slow reader, and nothing more
+/// is kept).
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    outs: Vec<Outgoing>,
+    bytes: usize,
+    kill: Option<(u16, String)>,
+}
+
+impl Kept {
+    pub(crate) fn push(&mut self, out: Outgoing) {
+        if self.kill.is_some() {
+            return;
+        }
+        let weight = out.weight();
+        if self.outs.len() >= KEPT_FRAMES || self.bytes.saturating_add(weight) > KEPT_BYTES {
+            self.kill = Some((1008, NOT_CLAIMED.into()));
+        } else {
+            self.bytes += weight;
+            self.outs.push(out);
+        }
+    }
+
+    /// The socket is to be closed at once (the first reason stays).
+    pub(crate) fn kill(&mut self, code: u16, reason: String) {
+        self.kill.get_or_insert((code, reason));
+    }
+
+    /// What to send, in order, then the close to make, if any.
+    pub(crate) fn take(self) -> (Vec<Outgoing>, Option<(u16, String)>) {
+        (self.outs, self.kill)
+    }
+}
+
 /// Decodes a hand-off body and, if it carries sockets, each object's:
 /// never panics, and whatever decodes encodes back the same.
 #[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
@@ -117,6 +162,43 @@ pub(crate) fn fuzz_sockets(data: &[u8], shard: u32, shards: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_frames_are_bounded_in_count_and_bytes() {
+        let frame = |n: usize| {
+            Outgoing::Frame(tokio_tungstenite::tungstenite::Message::text("x".repeat(n)))
+        };
+        let mut k = Kept::default();
+        for _ in 0..KEPT_FRAMES {
+            k.push(frame(1));
+        }
+        k.push(frame(1));
+        let (outs, kill) = k.take();
+        assert_eq!(outs.len(), KEPT_FRAMES);
+        assert_eq!(kill.map(|k| k.0), Some(1008), "one more is a slow reader");
+
+        let mut k = Kept::default();
+        k.push(frame(KEPT_BYTES - 10));
+        k.push(Outgoing::Close(4000, "bye".into()));
+        k.push(frame(11));
+        k.push(frame(1));
+        let (outs, kill) = k.take();
+        assert_eq!(outs.len(), 2, "nothing is kept past the byte bound");
+        assert!(matches!(outs[1], Outgoing::Close(4000, _)), "in order");
+        assert_eq!(kill.map(|k| k.0), Some(1008));
+
+        let mut k = Kept::default();
+        k.kill(1001, "shutting down".into());
+        k.kill(1008, "later".into());
+        k.push(frame(1));
+        let (outs, kill) = k.take();
+        assert!(outs.is_empty());
+        assert_eq!(
+            kill,
+            Some((1001, "shutting down".into())),
+            "the first reason stays"
+        );
+    }
 
     #[test]
     fn the_fuzz_seed_decodes_whole() {

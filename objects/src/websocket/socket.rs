@@ -127,7 +127,7 @@ struct SocketShared {
 
 impl Outgoing {
     /// The bytes this entry holds in the send queue.
-    fn weight(&self) -> usize {
+    pub(crate) fn weight(&self) -> usize {
         match self {
             Outgoing::Frame(f) => f.len(),
             Outgoing::Close(_, reason) => reason.len(),
