@@ -200,6 +200,47 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever is pushed and whenever the socket is closed, what is
+        /// kept is the frames pushed before the first close or the first
+        /// push past a bound, in order, and the close made is whichever
+        /// of those two came first.
+        #[test]
+        fn kept_is_an_ordered_prefix_within_the_bounds(
+            steps in proptest::collection::vec((0usize..200_000, proptest::bool::weighted(0.02)), 0..300),
+        ) {
+            let mut k = Kept::default();
+            let (mut want, mut bytes, mut ended) = (Vec::new(), 0usize, None);
+            for (n, (len, close)) in steps.into_iter().enumerate() {
+                if close {
+                    let code = 4000 + u16::try_from(n).unwrap_or(0);
+                    k.kill(code, String::new());
+                    ended.get_or_insert(code);
+                    continue;
+                }
+                k.push(Outgoing::Frame(tokio_tungstenite::tungstenite::Message::binary(vec![0u8; len])));
+                if ended.is_none() {
+                    if want.len() >= KEPT_FRAMES || bytes + len > KEPT_BYTES {
+                        ended = Some(1008);
+                    } else {
+                        want.push(len);
+                        bytes += len;
+                    }
+                }
+            }
+            let (outs, kill) = k.take();
+            let kept: Vec<usize> = outs
+                .iter()
+                .map(|o| match o {
+                    Outgoing::Frame(f) => f.len(),
+                    _ => usize::MAX,
+                })
+                .collect();
+            proptest::prop_assert_eq!(kept, want);
+            proptest::prop_assert_eq!(kill.map(|(code, _)| code), ended);
+        }
+    }
+
     #[test]
     fn the_fuzz_seed_decodes_whole() {
         let seed = std::fs::read(concat!(
