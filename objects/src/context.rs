@@ -329,7 +329,7 @@ impl Context {
         {
             let mut links: Vec<Arc<dyn crate::websocket::remote::EdgeLink>> = Vec::new();
             for h in t.handles() {
-                if let Some(l) = h.remote_link()
+                if let Some((l, _)) = h.remote_parts()
                     && !links.iter().any(|x| x.edge() == l.edge())
                 {
                     links.push(l.clone());
@@ -527,7 +527,7 @@ impl Context {
                         frames += u64::from(matches!(out, Outgoing::Frame(_)));
                         h.send(out);
                         #[cfg(feature = "cluster")]
-                        if let Some(l) = h.remote_link()
+                        if let Some((l, _)) = h.remote_parts()
                             && !links.iter().any(|x| Arc::ptr_eq(x, l))
                         {
                             links.push(l.clone());

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use super::edge::{EdgeDeliver, Uplink, uplink};
 use super::sockets::{FromEdge, Links};
 use crate::registry::{NamespaceDyn, Registry};
-use crate::remote::handoff_wire::WireHandOff;
+use crate::remote::handoff_wire::{WireHandOff, WireSocket, WireSockets};
 use crate::remote::socket_wire::{ToEdge, ToOwner};
 use crate::websocket::CloseEvent;
 use crate::websocket::moved::{Kept, MovedSockets};
@@ -65,7 +65,7 @@ pub(super) struct Paused {
     edges: HashMap<String, BTreeSet<[u8; 32]>>,
     /// The sockets of each edge sent to the new owner (live ones: their
     /// 101 went out before anything of the move).
-    shipped: std::sync::Mutex<HashMap<String, Vec<u64>>>,
+    shipped: HashMap<String, Vec<u64>>,
 }
 
 impl Paused {
@@ -156,7 +156,7 @@ pub(super) fn socket_parts(
     pick: Pick<'_>,
     me: &str,
     epoch: u64,
-    paused: &Paused,
+    paused: &mut Paused,
 ) -> Vec<WireHandOff> {
     let mut parts = Vec::new();
     let mut part = Vec::new();
@@ -168,7 +168,8 @@ pub(super) fn socket_parts(
             for e in t.export() {
                 let (edge, esid) = match edge_of(e.handle) {
                     Some((link, esid)) if paused.keeps(link.edge(), &id) => {
-                        crate::sync::lock(&paused.shipped)
+                        paused
+                            .shipped
                             .entry(link.edge().to_string())
                             .or_default()
                             .push(esid);
@@ -195,7 +196,7 @@ pub(super) fn socket_parts(
             if object.sockets.is_empty() {
                 continue;
             }
-            bytes += serde_json::to_vec(&object).map_or(0, |v| v.len());
+            bytes += approx_bytes(&object);
             part.push(object);
             if bytes >= SOCKETS_PART_BYTES {
                 parts.push(std::mem::take(&mut part));
@@ -214,6 +215,19 @@ pub(super) fn socket_parts(
             objects,
         })
         .collect()
+}
+
+/// About the JSON size of an object's sockets (base64 makes attachments
+/// a third larger; the rest is field names and numbers).
+fn approx_bytes(o: &WireSockets) -> usize {
+    let socket = |s: &WireSocket| {
+        96 + s.edge.len()
+            + s.tags.iter().map(|t| t.len() + 3).sum::<usize>()
+            + s.attachment.as_ref().map_or(0, String::len)
+    };
+    128 + o.ns.len()
+        + o.pair.as_ref().map_or(0, |(a, b)| a.len() + b.len())
+        + o.sockets.iter().map(socket).sum::<usize>()
 }
 
 /// Step 3, on the old owner once the new owner has the shard: its own
@@ -296,14 +310,13 @@ fn become_edge(
 /// move was called off, here still), and forgets their sockets here if
 /// they moved.
 fn tell_edges(links: &Links, pick: Pick<'_>, paused: &Paused, to: Option<&str>) {
-    let mut shipped = std::mem::take(&mut *crate::sync::lock(&paused.shipped));
     for (edge, ids) in &paused.edges {
         let from = crate::sync::lock(&links.from_edges).get(edge).cloned();
         if let Some(from) = from {
             let esids = match to {
                 Some(_) => {
                     from.forget_where(pick);
-                    shipped.remove(edge).unwrap_or_default()
+                    paused.shipped.get(edge).cloned().unwrap_or_default()
                 }
                 None => Vec::new(),
             };

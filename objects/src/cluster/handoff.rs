@@ -242,7 +242,7 @@ pub(crate) async fn hand_off(
     let pick = move |id: &[u8; 32]| shard::shard_of(id, shards) == shard;
     // Sockets on other nodes stop sending first (the shard still serves
     // what they sent), so they can follow it (`follow.rs`).
-    let paused = follow::pause_edges(&links, &registry, &pick).await;
+    let mut paused = follow::pause_edges(&links, &registry, &pick).await;
     let started = Instant::now();
     {
         let mut view = crate::sync::write(&node.view);
@@ -262,7 +262,7 @@ pub(crate) async fn hand_off(
         shard,
         epoch,
     };
-    let copied = match prepare_and_copy(&peer, &shared, &registry, &paused).await {
+    let copied = match prepare_and_copy(&peer, &shared, &registry, &mut paused).await {
         Ok(c) => c,
         Err(e) => {
             // Nothing moved in etcd: this node serves on at once, and the
@@ -428,7 +428,7 @@ async fn prepare_and_copy(
     peer: &Peer<'_>,
     shared: &Arc<Shared>,
     registry: &Arc<Registry>,
-    paused: &follow::Paused,
+    paused: &mut follow::Paused,
 ) -> Result<Copied, String> {
     let (shard, shards) = (peer.shard, peer.node.shards);
     let pick = move |id: &[u8; 32]| shard::shard_of(id, shards) == shard;

@@ -317,40 +317,37 @@ impl Store {
     /// Every catalog entry, in id order.
     #[cfg_attr(not(any(feature = "admin", feature = "cluster")), allow(dead_code))]
     pub(crate) fn catalogued(&self) -> Result<Vec<Catalogued>, StorageError> {
-        let rtxn = self.rtxn()?;
-        let mut out = Vec::new();
-        for item in self
-            .dbs
-            .catalog
-            .iter(&rtxn)
-            .map_err(|e| StorageError::lmdb("catalog", e))?
-        {
-            let (k, v) = item.map_err(|e| StorageError::lmdb("catalog", e))?;
-            let id = <[u8; 32]>::try_from(k)
-                .map_err(|_| StorageError::Corrupt("catalog key is not an id".into()))?;
-            let (ns, name) = layout::parse_catalog_record(v)
-                .ok_or_else(|| StorageError::Corrupt("catalog record".into()))?;
-            out.push((id, ns.to_string(), name.map(str::to_string)));
-        }
-        Ok(out)
+        self.by_id(self.dbs.catalog, "catalog", |id, v| {
+            let (ns, name) = layout::parse_catalog_record(v)?;
+            Some((id, ns.to_string(), name.map(str::to_string)))
+        })
     }
 
     /// Every stored alarm: (namespace, id, time).
     pub(crate) fn all_alarms(&self) -> Result<Vec<(String, [u8; 32], u64)>, StorageError> {
+        self.by_id(self.dbs.alarms, "alarm", |id, v| {
+            let (t, ns) = layout::parse_alarm_record(v)?;
+            Some((ns.to_string(), id, t))
+        })
+    }
+
+    /// Every record of a table keyed by object id, in id order, each read
+    /// by `parse` (`None`: a corrupt record).
+    fn by_id<T>(
+        &self,
+        db: Db,
+        what: &str,
+        parse: impl Fn([u8; 32], &[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, StorageError> {
         let rtxn = self.rtxn()?;
         let mut out = Vec::new();
-        for item in self
-            .dbs
-            .alarms
-            .iter(&rtxn)
-            .map_err(|e| StorageError::lmdb("load alarms", e))?
-        {
-            let (k, v) = item.map_err(|e| StorageError::lmdb("load alarms", e))?;
+        for item in db.iter(&rtxn).map_err(|e| StorageError::lmdb("scan", e))? {
+            let (k, v) = item.map_err(|e| StorageError::lmdb("scan", e))?;
             let id = <[u8; 32]>::try_from(k)
-                .map_err(|_| StorageError::Corrupt("alarm key is not an id".into()))?;
-            let (t, ns) = layout::parse_alarm_record(v)
-                .ok_or_else(|| StorageError::Corrupt("alarm record".into()))?;
-            out.push((ns.to_string(), id, t));
+                .map_err(|_| StorageError::Corrupt(format!("{what} key is not an id")))?;
+            let record =
+                parse(id, v).ok_or_else(|| StorageError::Corrupt(format!("{what} record")))?;
+            out.push(record);
         }
         Ok(out)
     }

@@ -143,15 +143,6 @@ impl SocketHandle {
         SocketHandle(Sink::Remote(handle))
     }
 
-    /// The link of a socket whose connection is on another node.
-    #[cfg(feature = "cluster")]
-    pub(crate) fn remote_link(&self) -> Option<&Arc<dyn super::remote::EdgeLink>> {
-        match &self.0 {
-            Sink::Remote(r) => Some(&r.link),
-            Sink::Local(_) => None,
-        }
-    }
-
     /// The edge link and the socket's id there, for a socket whose
     /// connection is on another node.
     #[cfg(feature = "cluster")]
