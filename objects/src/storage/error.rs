@@ -83,6 +83,11 @@ pub enum StorageError {
     /// The writer has stopped (the runtime shut down).
     #[error("storage is closed")]
     Closed,
+    /// A commit is on this node's disk but its shard's replicas will not
+    /// confirm it here (the node stopped being the shard's primary): it
+    /// was not acknowledged, and may be undone.
+    #[error("not replicated: {0}")]
+    Replication(String),
     /// An I/O error outside LMDB.
     #[error("I/O on {context}: {source}")]
     Io {
@@ -137,6 +142,7 @@ impl StorageError {
             Corrupt(m) => Corrupt(m.clone()),
             BackupTargetExists(p) => BackupTargetExists(p.clone()),
             Closed => Closed,
+            Replication(m) => Replication(m.clone()),
             Io { context, source } => Io {
                 context: context.clone(),
                 source: std::io::Error::new(source.kind(), source.to_string()),

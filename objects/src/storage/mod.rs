@@ -13,6 +13,9 @@ pub(crate) mod journal;
 pub(crate) mod layout;
 mod list;
 mod overlay;
+// The writer's side of replication; only a cluster sets its hook.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub(crate) mod replication;
 #[cfg(feature = "cluster")]
 pub(crate) mod shard_copy;
 mod store;
@@ -38,6 +41,8 @@ pub(crate) use overlay::{Changes, Overlay, Savepoint};
 pub(crate) use store::Store;
 #[cfg(feature = "admin")]
 pub(crate) use store::copy_env_to;
+#[cfg(feature = "cluster")]
+pub(crate) use writer::Done;
 pub(crate) use writer::{Batch, Recorder, record};
 
 use overlay::Lookup;

@@ -108,6 +108,9 @@ pub(crate) struct Store {
     pub(crate) fail_commits: Arc<AtomicU32>,
     /// Where the writer and the output gate record what they do (tests).
     pub(crate) recorder: super::writer::Recorder,
+    /// Replication's side of the writer, set when a cluster starts.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) replication: super::replication::Hook,
     path: PathBuf,
     /// Held for the life of the store: an advisory lock on `LOCK`, so a
     /// second process (or a second open in this one) is refused at start.
@@ -204,7 +207,14 @@ impl Store {
 
         let max_key = env.max_key_size().saturating_sub(ID_LEN).min(KEY_LIMIT);
         let fail_commits = Arc::new(AtomicU32::new(0));
-        let writer = writer::spawn(env.clone(), dbs, opts, fail_commits.clone())?;
+        let replication = super::replication::Hook::default();
+        let writer = writer::spawn(
+            env.clone(),
+            dbs,
+            opts,
+            fail_commits.clone(),
+            replication.clone(),
+        )?;
         #[cfg(feature = "testing")]
         let recorder = opts.journal.clone();
         #[cfg(not(feature = "testing"))]
@@ -217,6 +227,7 @@ impl Store {
             secret,
             fail_commits,
             recorder,
+            replication,
             path: dir.to_path_buf(),
             _lock: lock,
         }))

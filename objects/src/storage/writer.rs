@@ -16,6 +16,7 @@ use super::StorageError;
 use super::durability::Durability;
 use super::layout;
 use super::overlay::Changes;
+use super::replication::{self, Copy, Hook, Mark, Received, Replicate, Reply};
 use super::store::{Dbs, StoreOptions};
 use crate::metrics::WriterMetrics;
 
@@ -31,7 +32,13 @@ pub(crate) struct Batch {
 }
 
 enum Job {
-    Commit(Batch, oneshot::Sender<Result<(), StorageError>>),
+    Commit(Batch, Reply),
+    /// A group from a shard's primary (this node follows the shard).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Received(Received, Reply),
+    /// A catch-up copy of a shard, committed alone.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Install(Copy, Reply),
     Stop,
 }
 
@@ -41,11 +48,28 @@ pub(crate) struct Place<'a>(mpsc::Permit<'a, Job>);
 /// The answer to a commit: resolves once the batch is durable (or failed).
 pub(crate) type Done = oneshot::Receiver<Result<(), StorageError>>;
 
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
 impl Place<'_> {
     /// Hands the batch to the writer.
     pub(crate) fn send(self, batch: Batch) -> Done {
         let (done, wait) = oneshot::channel();
         self.0.send(Job::Commit(batch, done));
+        wait
+    }
+
+    /// Hands a replicated group to the writer (this node follows its
+    /// shard): applied in one transaction with its label.
+    pub(crate) fn send_received(self, group: Received) -> Done {
+        let (done, wait) = oneshot::channel();
+        self.0.send(Job::Received(group, done));
+        wait
+    }
+
+    /// Hands a catch-up copy to the writer: installed over what the store
+    /// holds of its shard, in one transaction with its label.
+    pub(crate) fn send_copy(self, copy: Copy) -> Done {
+        let (done, wait) = oneshot::channel();
+        self.0.send(Job::Install(copy, done));
         wait
     }
 }
@@ -93,6 +117,7 @@ pub(crate) fn spawn(
     dbs: Dbs,
     opts: &StoreOptions,
     fail: Arc<AtomicU32>,
+    hook: Hook,
 ) -> Result<Writer, StorageError> {
     let (tx, rx) = mpsc::channel(opts.writer_queue.max(1));
     let max_group = opts.max_group.max(1);
@@ -101,7 +126,17 @@ pub(crate) fn spawn(
     let rec: Recorder = opts.journal.clone();
     #[cfg(not(feature = "testing"))]
     let rec: Recorder = None;
-    let work = move || run(&env, dbs, rx, max_group, &fail, &metrics, &rec);
+    let work = move || {
+        let w = Loop {
+            env: &env,
+            dbs,
+            fail: &fail,
+            metrics: &metrics,
+            rec: &rec,
+            hook: &hook,
+        };
+        w.run(rx, max_group);
+    };
     let thread = match tokio::runtime::Handle::try_current() {
         Ok(rt) => Thread::Blocking(rt.spawn_blocking(work)),
         Err(_) => Thread::Std(
@@ -161,183 +196,352 @@ impl Writer {
     }
 }
 
-/// A committed batch's answer, waiting to be sent.
-type Answer = (oneshot::Sender<Result<(), StorageError>>, [u8; 32]);
+/// A committed batch's answer, waiting to be sent: the reply, the object,
+/// and the shard group whose release it waits for (replicated shards).
+type Answer = (Reply, [u8; 32], Option<(u32, u64)>);
 
-fn run(
-    env: &Env<WithoutTls>,
-    dbs: Dbs,
-    mut rx: mpsc::Receiver<Job>,
-    max_group: usize,
-    fail: &AtomicU32,
-    metrics: &WriterMetrics,
-    rec: &Recorder,
-) {
-    let mut group: Vec<(Batch, oneshot::Sender<Result<(), StorageError>>)> = Vec::new();
-    let mut durability: Durability<Answer> = Durability::default();
-    loop {
-        let mut stop = false;
-        // With answers waiting for a sync, look for more work first: the
-        // next group's commit syncs them for free. Only when none is queued
-        // does the writer sync explicitly.
-        let job = if durability.needs_sync() {
-            match rx.try_recv() {
-                Ok(job) => Some(job),
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    sync_waiting(env, &mut durability, metrics, rec);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-            }
-        } else {
-            rx.blocking_recv()
-        };
+/// The jobs of one commit group.
+#[derive(Default)]
+struct Group {
+    local: Vec<(Batch, Reply)>,
+    received: Vec<(Received, Reply)>,
+    /// A copy ends the group; it commits alone, after it.
+    install: Option<(Copy, Reply)>,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.local.is_empty() && self.received.is_empty() && self.install.is_none()
+    }
+
+    fn len(&self) -> usize {
+        self.local.len() + self.received.len() + usize::from(self.install.is_some())
+    }
+
+    /// Takes a job; false for `Stop`.
+    fn push(&mut self, job: Job) -> bool {
         match job {
-            None | Some(Job::Stop) => {
-                sync_waiting(env, &mut durability, metrics, rec);
+            Job::Commit(b, r) => self.local.push((b, r)),
+            Job::Received(g, r) => self.received.push((g, r)),
+            Job::Install(c, r) => self.install = Some((c, r)),
+            Job::Stop => return false,
+        }
+        true
+    }
+}
+
+/// The shard labels a transaction stored for its local batches.
+type Labels = Vec<(u32, Mark)>;
+
+/// The writer thread's fixed parts.
+struct Loop<'a> {
+    env: &'a Env<WithoutTls>,
+    dbs: Dbs,
+    fail: &'a AtomicU32,
+    metrics: &'a WriterMetrics,
+    rec: &'a Recorder,
+    hook: &'a Hook,
+}
+
+impl Loop<'_> {
+    fn hook(&self) -> Option<&dyn Replicate> {
+        self.hook.get().map(|h| &**h)
+    }
+
+    fn run(&self, mut rx: mpsc::Receiver<Job>, max_group: usize) {
+        let mut durability: Durability<Answer> = Durability::default();
+        loop {
+            let mut group = Group::default();
+            // With answers waiting for a sync, look for more work first: the
+            // next group's commit syncs them for free. Only when none is
+            // queued does the writer sync explicitly.
+            let job = if durability.needs_sync() {
+                match rx.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.sync_waiting(&mut durability);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            } else {
+                rx.blocking_recv()
+            };
+            let mut stop = match job {
+                None => true,
+                Some(job) => !group.push(job),
+            };
+            while !stop && group.install.is_none() && group.len() < max_group {
+                match rx.try_recv() {
+                    Ok(job) => stop = !group.push(job),
+                    Err(_) => break,
+                }
+            }
+            if !group.is_empty() {
+                self.round(group, &mut durability);
+            }
+            if stop {
+                self.sync_waiting(&mut durability);
                 return;
             }
-            Some(Job::Commit(b, done)) => group.push((b, done)),
         }
-        while group.len() < max_group {
-            match rx.try_recv() {
-                Ok(Job::Commit(b, done)) => group.push((b, done)),
-                Ok(Job::Stop) => {
-                    stop = true;
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+    }
+
+    /// Commits one group (and its copy, if any) and moves the answers on.
+    fn round(&self, mut group: Group, durability: &mut Durability<Answer>) {
         let started = std::time::Instant::now();
-        let results = commit_group(env, dbs, &group, fail, rec);
-        metrics.seconds.record(started.elapsed().as_secs_f64());
-        metrics.commits.increment(1);
-        metrics.batch_size.record(group.len() as f64);
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        if failed > 0 {
-            metrics.failures.increment(failed as u64);
-        }
-        let mut committed = Vec::with_capacity(group.len());
-        for ((b, done), result) in group.drain(..).zip(results) {
-            match result {
-                Ok(()) => committed.push((done, b.id)),
-                // A failure needs no sync to be told; the caller may have
-                // given up (reset, shutdown): nothing to do then.
-                Err(e) => drop(done.send(Err(e))),
+        let size = group.len();
+        let install = group.install.take();
+        let mut committed: Vec<Answer> = Vec::with_capacity(group.len());
+        let mut failed = 0u64;
+        let mut settle = |reply: Reply, id, gate, result: Result<(), StorageError>| match result {
+            Ok(()) => committed.push((reply, id, gate)),
+            // A failure needs no sync to be told; the caller may have
+            // given up (reset, shutdown): nothing to do then.
+            Err(e) => {
+                failed += 1;
+                drop(reply.send(Err(e)));
             }
+        };
+        if !group.local.is_empty() || !group.received.is_empty() {
+            let (local, received) = self.commit_group(&group);
+            for ((b, reply), (result, gate)) in group.local.into_iter().zip(local) {
+                settle(reply, b.id, gate, result);
+            }
+            for ((g, reply), result) in group.received.into_iter().zip(received) {
+                let id = g.batches.first().map_or([0; 32], |b| b.id);
+                settle(reply, id, None, result);
+            }
+        }
+        if let Some((copy, reply)) = install {
+            let result = self.install(&copy);
+            settle(reply, [0; 32], None, result);
+        }
+        self.metrics.seconds.record(started.elapsed().as_secs_f64());
+        self.metrics.commits.increment(1);
+        self.metrics.batch_size.record(size as f64);
+        if failed > 0 {
+            self.metrics.failures.increment(failed);
         }
         if !committed.is_empty() {
             // A transaction committed, and its data sync made every
             // earlier meta page durable.
-            answer(durability.committed(committed), rec);
+            self.answer(durability.committed(committed));
         } else {
             // Nothing committed this round, so nothing was synced.
-            sync_waiting(env, &mut durability, metrics, rec);
+            self.sync_waiting(durability);
         }
-        if stop {
-            sync_waiting(env, &mut durability, metrics, rec);
+    }
+
+    /// Syncs the whole file if answers wait for it, then sends them. A
+    /// failed sync leaves their durability unknown: they are answered with
+    /// the error (the objects reset; what LMDB already holds stays, as
+    /// after a crash).
+    fn sync_waiting(&self, durability: &mut Durability<Answer>) {
+        if !durability.needs_sync() {
             return;
         }
-    }
-}
-
-/// Syncs the whole file if answers wait for it, then sends them. A failed
-/// sync leaves their durability unknown: they are answered with the error
-/// (the objects reset; what LMDB already holds stays, as after a crash).
-fn sync_waiting(
-    env: &Env<WithoutTls>,
-    durability: &mut Durability<Answer>,
-    metrics: &WriterMetrics,
-    rec: &Recorder,
-) {
-    if !durability.needs_sync() {
-        return;
-    }
-    metrics.syncs.increment(1);
-    match env.force_sync() {
-        Ok(()) => {
-            record!(rec, super::journal::Step::Synced);
-            answer(durability.synced(), rec);
-        }
-        Err(e) => {
-            let cause = Arc::new(StorageError::lmdb("sync", e));
-            for (done, _) in durability.synced() {
-                let _ = done.send(Err(StorageError::CommitFailed(cause.clone())));
+        self.metrics.syncs.increment(1);
+        match self.env.force_sync() {
+            Ok(()) => {
+                record!(self.rec, super::journal::Step::Synced);
+                self.answer(durability.synced());
+            }
+            Err(e) => {
+                let cause = Arc::new(StorageError::lmdb("sync", e));
+                for (done, _, _) in durability.synced() {
+                    let _ = done.send(Err(StorageError::CommitFailed(cause.clone())));
+                }
             }
         }
     }
-}
 
-/// Tells each caller its commit is durable.
-fn answer(durable: Vec<Answer>, rec: &Recorder) {
-    if durable.is_empty() {
-        return;
-    }
-    record!(
-        rec,
-        super::journal::Step::Answered {
-            objects: durable.iter().map(|(_, id)| *id).collect(),
+    /// Tells each caller its commit is durable; a replicated shard's
+    /// callers once replication releases their group.
+    fn answer(&self, durable: Vec<Answer>) {
+        if durable.is_empty() {
+            return;
         }
-    );
-    for (done, _) in durable {
-        // The caller may have given up (reset, shutdown); nothing to do.
-        let _ = done.send(Ok(()));
+        record!(
+            self.rec,
+            super::journal::Step::Answered {
+                objects: durable.iter().map(|(_, id, _)| *id).collect(),
+            }
+        );
+        let mut gated: std::collections::BTreeMap<(u32, u64), Vec<Reply>> = Default::default();
+        for (done, _, gate) in durable {
+            match (gate, self.hook()) {
+                (Some(g), Some(_)) => gated.entry(g).or_default().push(done),
+                // The caller may have given up (reset, shutdown).
+                _ => drop(done.send(Ok(()))),
+            }
+        }
+        if let Some(h) = self.hook() {
+            for ((shard, seq), replies) in gated {
+                h.durable(shard, seq, replies);
+            }
+        }
     }
-}
 
-/// Commits the group in one transaction. If that fails, commits each batch
-/// alone so that one bad batch (say, one that does not fit) fails only its
-/// own object.
-fn commit_group(
-    env: &Env<WithoutTls>,
-    dbs: Dbs,
-    group: &[(Batch, oneshot::Sender<Result<(), StorageError>>)],
-    fail: &AtomicU32,
-    rec: &Recorder,
-) -> Vec<Result<(), StorageError>> {
-    let injected = fail
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if injected {
-        return group
-            .iter()
-            .map(|_| {
+    /// Commits the group in one transaction. If that fails, commits each
+    /// batch and each received group alone, so that one bad batch (say,
+    /// one that does not fit) fails only its own object. Each local
+    /// batch's result comes with the shard group it belongs to, if its
+    /// shard is replicated from here.
+    #[allow(clippy::type_complexity)]
+    fn commit_group(
+        &self,
+        group: &Group,
+    ) -> (
+        Vec<(Result<(), StorageError>, Option<(u32, u64)>)>,
+        Vec<Result<(), StorageError>>,
+    ) {
+        let injected = self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if injected {
+            let err = || {
                 Err(StorageError::CommitFailed(Arc::new(StorageError::Lmdb {
                     op: "commit",
                     source: "injected failure".into(),
                 })))
-            })
-            .collect();
-    }
-    let all = || group.iter().map(|(b, _)| b);
-    match commit(env, dbs, all(), rec) {
-        Ok(()) => group.iter().map(|_| Ok(())).collect(),
-        Err(_) => group
-            .iter()
-            .map(|(b, _)| commit_alone(env, dbs, b, rec))
-            .collect(),
-    }
-}
-
-/// Commits one batch. If the map is full, space freed by recent deletes may
-/// not be reusable yet: LMDB recycles pages freed by commit N only from
-/// commit N + 2 on, and failed commits do not count. Two small commits move
-/// that along; then one more try.
-fn commit_alone(
-    env: &Env<WithoutTls>,
-    dbs: Dbs,
-    b: &Batch,
-    rec: &Recorder,
-) -> Result<(), StorageError> {
-    match commit(env, dbs, std::iter::once(b), rec) {
-        Err(StorageError::Full) => {
-            for _ in 0..2 {
-                tick(env, dbs)?;
-            }
-            commit(env, dbs, std::iter::once(b), rec)
+            };
+            return (
+                group.local.iter().map(|_| (err(), None)).collect(),
+                group.received.iter().map(|_| err()).collect(),
+            );
         }
-        r => r,
+        let local: Vec<&Batch> = group.local.iter().map(|(b, _)| b).collect();
+        let received: Vec<&Received> = group.received.iter().map(|(g, _)| g).collect();
+        if let Ok(labels) = self.commit(&local, &received) {
+            return (
+                local
+                    .iter()
+                    .map(|b| (Ok(()), self.gate(&labels, b)))
+                    .collect(),
+                received.iter().map(|_| Ok(())).collect(),
+            );
+        }
+        (
+            local
+                .iter()
+                .map(|b| match self.commit_alone(b) {
+                    Ok(labels) => (Ok(()), self.gate(&labels, b)),
+                    Err(e) => (Err(e), None),
+                })
+                .collect(),
+            received
+                .iter()
+                .map(|g| self.commit(&[], &[g]).map(drop))
+                .collect(),
+        )
+    }
+
+    /// The shard group a committed local batch waits for, if labelled.
+    fn gate(&self, labels: &Labels, b: &Batch) -> Option<(u32, u64)> {
+        let shard = self.hook()?.shard(&b.id);
+        labels
+            .iter()
+            .find(|(s, _)| *s == shard)
+            .map(|(s, m)| (*s, m.seq))
+    }
+
+    /// Commits one batch. If the map is full, space freed by recent
+    /// deletes may not be reusable yet: LMDB recycles pages freed by commit
+    /// N only from commit N + 2 on, and failed commits do not count. Two
+    /// small commits move that along; then one more try.
+    fn commit_alone(&self, b: &Batch) -> Result<Labels, StorageError> {
+        match self.commit(&[b], &[]) {
+            Err(StorageError::Full) => {
+                for _ in 0..2 {
+                    tick(self.env, self.dbs)?;
+                }
+                self.commit(&[b], &[])
+            }
+            r => r,
+        }
+    }
+
+    /// One transaction: local batches (each replicated shard's get the
+    /// shard's next label, stored with them) and received groups (with
+    /// their labels).
+    fn commit(&self, local: &[&Batch], received: &[&Received]) -> Result<Labels, StorageError> {
+        let dbs = self.dbs;
+        let mut labels = Labels::new();
+        let mut by_shard: std::collections::BTreeMap<u32, Vec<&Batch>> = Default::default();
+        if let Some(h) = self.hook() {
+            for b in local {
+                by_shard.entry(h.shard(&b.id)).or_default().push(b);
+            }
+        }
+        let result = (|| -> heed::Result<()> {
+            let mut wtxn = self.env.write_txn()?;
+            for b in local {
+                apply(dbs, &mut wtxn, b)?;
+            }
+            for g in received {
+                for b in &g.batches {
+                    apply(dbs, &mut wtxn, b)?;
+                }
+                replication::put_label(dbs, &mut wtxn, g.shard, g.mark)?;
+            }
+            if let Some(h) = self.hook() {
+                for shard in by_shard.keys() {
+                    if let Some(m) = h.label(*shard) {
+                        labels.push((*shard, m));
+                        replication::put_label(dbs, &mut wtxn, *shard, m)?;
+                    }
+                }
+            }
+            wtxn.commit()
+        })();
+        if let Err(e) = result {
+            if let Some(h) = self.hook() {
+                for (shard, m) in labels.iter().rev() {
+                    h.retract(*shard, *m);
+                }
+            }
+            return Err(StorageError::lmdb("commit", e));
+        }
+        record!(
+            self.rec,
+            super::journal::Step::Committed {
+                objects: local
+                    .iter()
+                    .map(|b| b.id)
+                    .chain(received.iter().flat_map(|g| g.batches.iter().map(|b| b.id)))
+                    .collect(),
+            }
+        );
+        if let Some(h) = self.hook() {
+            for (shard, m) in &labels {
+                h.committed(*shard, *m, &by_shard[shard]);
+            }
+        }
+        Ok(labels)
+    }
+
+    /// Installs a catch-up copy in one transaction, with its label.
+    fn install(&self, copy: &Copy) -> Result<(), StorageError> {
+        let Some(h) = self.hook() else {
+            return Err(StorageError::Closed);
+        };
+        let pick = |id: &[u8; 32]| h.shard(id) == copy.shard;
+        let result = (|| -> heed::Result<()> {
+            let mut wtxn = self.env.write_txn()?;
+            replication::install(self.dbs, &mut wtxn, &pick, &copy.records)?;
+            replication::put_label(self.dbs, &mut wtxn, copy.shard, copy.mark)?;
+            wtxn.commit()
+        })();
+        result.map_err(|e| StorageError::lmdb("install a copy", e))?;
+        record!(
+            self.rec,
+            super::journal::Step::Committed {
+                objects: Vec::new()
+            }
+        );
+        Ok(())
     }
 }
 
@@ -355,28 +559,6 @@ fn tick(env: &Env<WithoutTls>, dbs: Dbs) -> Result<(), StorageError> {
         .put(&mut wtxn, b"tick", &(n.wrapping_add(1)).to_be_bytes())
         .map_err(|e| StorageError::lmdb("commit", e))?;
     wtxn.commit().map_err(|e| StorageError::lmdb("commit", e))
-}
-
-fn commit<'a>(
-    env: &Env<WithoutTls>,
-    dbs: Dbs,
-    batches: impl Iterator<Item = &'a Batch> + Clone,
-    rec: &Recorder,
-) -> Result<(), StorageError> {
-    let mut wtxn = env
-        .write_txn()
-        .map_err(|e| StorageError::lmdb("commit", e))?;
-    for b in batches.clone() {
-        apply(dbs, &mut wtxn, b).map_err(|e| StorageError::lmdb("commit", e))?;
-    }
-    wtxn.commit().map_err(|e| StorageError::lmdb("commit", e))?;
-    record!(
-        rec,
-        super::journal::Step::Committed {
-            objects: batches.map(|b| b.id).collect(),
-        }
-    );
-    Ok(())
 }
 
 fn apply(dbs: Dbs, wtxn: &mut RwTxn<'_>, b: &Batch) -> heed::Result<()> {
