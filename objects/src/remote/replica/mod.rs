@@ -209,6 +209,16 @@ impl Log {
         }
     }
 
+    /// Takes back `label` if it is the last one (its group never
+    /// committed). Whether it was.
+    pub(crate) fn pop(&mut self, label: Label) -> bool {
+        if self.labels.back() == Some(&label) {
+            self.labels.pop_back();
+            return true;
+        }
+        false
+    }
+
     /// Whether `label` is in the kept part of this history (its base
     /// included): then a replica whose last is `label` holds a prefix of it.
     pub(crate) fn contains(&self, label: Label) -> bool {

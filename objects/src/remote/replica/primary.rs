@@ -177,6 +177,24 @@ impl Primary {
         }
     }
 
+    /// The group `label` (the last appended) did not commit locally and
+    /// was sent to no one: it is taken back, and the next group gets its
+    /// label again.
+    pub(crate) fn retract(&mut self, label: Label) {
+        // A durable (or released) group is never taken back.
+        if label.seq <= self.local.max(self.released) || !self.log.pop(label) {
+            return;
+        }
+        for p in self.peers.values_mut() {
+            if p.sent == label.seq {
+                p.sent = label.seq - 1;
+                if p.acked >= p.sent {
+                    p.waiting_since = None;
+                }
+            }
+        }
+    }
+
     /// A local sync made everything through `seq` durable here.
     pub(crate) fn durable(&mut self, seq: u64) {
         self.local = self.local.max(seq.min(self.log.last().seq));
@@ -196,6 +214,10 @@ impl Primary {
         if seq > p.acked {
             p.acked = seq;
             p.waiting_since = (p.acked < p.sent).then_some(now);
+        } else if p.acked >= p.sent {
+            // It owes nothing (a learner of an empty shard acknowledges
+            // its copy at 0): no timeout runs.
+            p.waiting_since = None;
         }
     }
 
@@ -468,6 +490,24 @@ mod tests {
     }
 
     #[test]
+    fn a_group_that_did_not_commit_gives_its_label_back() {
+        let t = Instant::now();
+        let mut p = primary(&["b"]);
+        let g1 = p.append(t);
+        p.durable(1);
+        p.on_ack("b", 1, 1, t);
+        assert_eq!(p.release(), Some(1));
+        let g2 = p.append(t);
+        p.retract(g2.label);
+        // A durable group is never taken back.
+        p.retract(g1.label);
+        assert_eq!(p.last(), g1.label);
+        let later = t + Duration::from_secs(5);
+        assert!(p.tick(later).is_none(), "b owes nothing");
+        assert_eq!(p.append(later).label, g2.label);
+    }
+
+    #[test]
     fn a_silent_follower_is_removed_by_etcd_before_anything_more_is_released() {
         let t = Instant::now();
         let mut p = primary(&["b", "c"]);
@@ -577,6 +617,15 @@ mod tests {
         p.won(&prop.next);
         p.on_ack("d", 2, 3, t);
         assert_eq!(p.release(), Some(3));
+        // A learner of an empty history owes nothing once it has its copy.
+        let mut e = primary(&[]);
+        e.set_replicas(1);
+        e.catch_up("f", Label::ZERO, t).expect("a copy");
+        e.on_ack("f", 1, 0, t);
+        let prop = e.tick(t + Duration::from_secs(9)).expect("add f");
+        assert_eq!(prop.next, cfg(2, "a", &["f"]));
+        e.won(&prop.next);
+        assert!(e.tick(t + Duration::from_secs(20)).is_none(), "f stays");
         // A member asking for a copy is marked for removal first.
         assert_eq!(p.catch_up("d", at, t), Err(Refused::NotNow));
         assert_eq!(p.tick(t).map(|c| c.next), Some(cfg(3, "a", &[])));

@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::{Label, Refused};
 use crate::storage::{Batch, MAX_VALUE_BYTES};
 
+/// The first bytes of a stream of replication messages (after them: the
+/// sender's node id as one frame, then messages).
+pub(crate) const REPL_MAGIC: &[u8; 4] = b"ORP1";
+
 /// The most bytes of keys and values a follower buffers for one group.
 pub(crate) const MAX_GROUP_BYTES: usize = 64 << 20;
 /// The longest key a replication message may carry (the store's own
