@@ -18,7 +18,8 @@ use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp
 use serde::{Deserialize, Serialize};
 
 use super::ClusterError;
-use crate::remote::shard::{Claim, Owner};
+use crate::remote::replica::placement::ShardRecord;
+use crate::remote::shard::Claim;
 
 fn etcd(what: &str, e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Etcd(format!("{what}: {e}"))
@@ -195,7 +196,10 @@ impl Etcd {
         Ok((out, draining))
     }
 
-    pub(crate) async fn owners(&mut self) -> Result<BTreeMap<u32, Owner>, ClusterError> {
+    #[cfg(test)]
+    pub(crate) async fn owners(
+        &mut self,
+    ) -> Result<BTreeMap<u32, crate::remote::shard::Owner>, ClusterError> {
         let prefix = self.key("shards/");
         let resp = self
             .client
@@ -212,7 +216,7 @@ impl Etcd {
             else {
                 continue;
             };
-            if let Ok(owner) = serde_json::from_slice::<Owner>(kv.value()) {
+            if let Ok(owner) = serde_json::from_slice::<crate::remote::shard::Owner>(kv.value()) {
                 out.insert(shard, owner);
             }
         }
@@ -221,17 +225,48 @@ impl Etcd {
 
     /// One claim as one transaction: applied only if the shard's owner and
     /// epoch are still what the claim saw. `Ok(false)`: someone else won.
+    /// The record's followers stay when the owner re-claims its own shard,
+    /// and are dropped when the shard moves to another node (their history
+    /// is the old owner's; they catch up with the new one).
     pub(crate) async fn apply(&mut self, claim: &Claim) -> Result<bool, ClusterError> {
         let key = self.shard_key(claim.shard);
-        let cmp = match &claim.prev {
-            None => Compare::version(key.clone(), CompareOp::Equal, 0),
-            Some(prev) => Compare::value(
-                key.clone(),
-                CompareOp::Equal,
-                serde_json::to_vec(prev).map_err(|e| etcd("owner", e))?,
+        let (cmp, followers) = match &claim.prev {
+            None => (
+                Compare::version(key.clone(), CompareOp::Equal, 0),
+                Vec::new(),
             ),
+            Some(prev) => {
+                let resp = self
+                    .client
+                    .get(key.clone(), None)
+                    .await
+                    .map_err(|e| etcd("claim", e))?;
+                let Some(kv) = resp.kvs().first() else {
+                    return Ok(false);
+                };
+                let Ok(record) = serde_json::from_slice::<ShardRecord>(kv.value()) else {
+                    return Ok(false);
+                };
+                if record.node != prev.node || record.epoch != prev.epoch {
+                    return Ok(false);
+                }
+                let keep = if claim.next.node == prev.node {
+                    record.followers
+                } else {
+                    Vec::new()
+                };
+                (
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                    keep,
+                )
+            }
         };
-        let next = serde_json::to_vec(&claim.next).map_err(|e| etcd("owner", e))?;
+        let next = ShardRecord {
+            node: claim.next.node.clone(),
+            epoch: claim.next.epoch,
+            followers,
+        };
+        let next = serde_json::to_vec(&next).map_err(|e| etcd("owner", e))?;
         let resp = self
             .client
             .txn(

@@ -15,9 +15,10 @@ mod handoff;
 mod moves;
 mod node;
 mod receive;
-// The etcd records of replication; not wired into the membership loop yet.
-#[cfg_attr(not(test), allow(dead_code))]
 mod replicas;
+mod replicate;
+mod replicate_msgs;
+mod replicate_net;
 mod restore;
 mod sockets;
 #[cfg(test)]
@@ -158,6 +159,11 @@ pub struct ClusterStatus {
     /// How much longer, by this node's clock, it may serve without another
     /// successful lease renewal (`None`: it holds no live lease).
     pub serve_for: Option<Duration>,
+    /// The shards this node is primary of, each with its followers in the
+    /// configuration it knows (empty without replication).
+    pub leading: Vec<(u32, Vec<String>)>,
+    /// The shards this node follows, or catches up on to follow.
+    pub following: Vec<u32>,
 }
 
 struct Inner {
@@ -301,9 +307,18 @@ impl Cluster {
 
     /// What this node knows now.
     pub fn status(&self) -> ClusterStatus {
+        let (leading, following) = self
+            .inner
+            .node
+            .replication
+            .get()
+            .map(|r| r.status())
+            .unwrap_or_default();
         let view = crate::sync::read(&self.inner.node.view);
         let now = Instant::now();
         ClusterStatus {
+            leading,
+            following,
             members: view.members.keys().cloned().collect(),
             owners: (0..view.shards)
                 .map(|s| view.owners.get(&s).map(|o| (o.node.clone(), o.epoch)))
@@ -318,6 +333,19 @@ impl Cluster {
                 .and_then(|until| until.checked_duration_since(now))
                 .filter(|d| !d.is_zero()),
         }
+    }
+
+    /// Sets R, the followers each shard should have (0 to 2), for the
+    /// whole cluster (one etcd transaction). Primaries pick it up on their
+    /// next reading of etcd: with more, nodes chosen by placement catch
+    /// up and are added; with fewer, followers are removed.
+    ///
+    /// # Errors
+    ///
+    /// R out of range, or etcd unreachable.
+    pub async fn set_replicas(&self, replicas: u32) -> Result<(), ClusterError> {
+        let mut etcd = self.inner.etcd.clone();
+        etcd.set_replicas(replicas).await.map(drop)
     }
 
     /// Waits until this node has read etcd again (after its next refresh).
@@ -510,10 +538,24 @@ async fn pause(inner: &Inner, d: Duration) -> bool {
     }
 }
 
-/// Reads members and owners, then makes the claims the rules allow.
+/// Reads members and shard configurations, makes the claims the rules
+/// allow, then lets replication follow the configurations and proposes
+/// its changes (one etcd transaction each).
 async fn refresh(inner: &Inner, etcd: &mut Etcd) -> Result<(), crate::cluster::ClusterError> {
     let (members, draining) = etcd.members().await?;
-    let owners = etcd.owners().await?;
+    let mut configs = etcd.configs().await?;
+    let owners = configs
+        .iter()
+        .map(|(s, c)| {
+            (
+                *s,
+                shard::Owner {
+                    node: c.primary.clone(),
+                    epoch: c.epoch,
+                },
+            )
+        })
+        .collect();
     let claims = {
         let mut view = crate::sync::write(&inner.node.view);
         view.members = members;
@@ -521,10 +563,51 @@ async fn refresh(inner: &Inner, etcd: &mut Etcd) -> Result<(), crate::cluster::C
         view.read_owners(owners);
         view.claims(Instant::now())
     };
+    let repl = inner.node.replication.get().cloned();
     for claim in claims {
         if etcd.apply(&claim).await? {
+            // What etcd holds now: a re-claim keeps its followers.
+            let followers = match (&claim.prev, configs.get(&claim.shard)) {
+                (Some(p), Some(c)) if p.node == claim.next.node => c.followers.clone(),
+                _ => Vec::new(),
+            };
+            let config = crate::remote::replica::Config {
+                epoch: claim.next.epoch,
+                primary: claim.next.node.clone(),
+                followers,
+            };
+            // Replication labels the shard's groups before it is served.
+            if let Some(r) = &repl {
+                r.own(claim.shard, &config);
+            }
+            configs.insert(claim.shard, config);
             crate::sync::write(&inner.node.view).claimed(&claim);
         }
+    }
+    let Some(repl) = repl else {
+        return Ok(());
+    };
+    let zones = etcd.zones().await?;
+    let replicas = etcd.read_meta().await?.0.replicas as usize;
+    let serving: std::collections::BTreeSet<u32> = {
+        let view = crate::sync::read(&inner.node.view);
+        configs
+            .iter()
+            .filter(|(s, c)| view.claimed.get(s) == Some(&c.epoch))
+            .map(|(s, _)| *s)
+            .collect()
+    };
+    repl.refresh(&configs, &zones, replicas, &|s| serving.contains(&s));
+    let live = |n: &str| zones.contains_key(n);
+    for (shard, p) in repl.promotions(&configs, &live) {
+        match etcd.propose(shard, &p).await? {
+            Ok(()) => repl.promoted(shard, &p.next),
+            Err(current) => tracing::info!(shard, ?current, "another replica was promoted"),
+        }
+    }
+    for (shard, p) in repl.proposals() {
+        let result = etcd.propose(shard, &p).await?;
+        repl.answered(shard, &p.next, result);
     }
     Ok(())
 }

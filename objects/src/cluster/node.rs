@@ -28,6 +28,8 @@ pub(crate) struct Node {
     pub(crate) handoff: super::handoff::State,
     /// The node is handing its shards away (`Cluster::drain`).
     pub(crate) draining: std::sync::atomic::AtomicBool,
+    /// Its replication, once it serves (`replicate.rs`).
+    pub(crate) replication: std::sync::OnceLock<Arc<super::replicate::Replication>>,
 }
 
 impl Node {
@@ -39,6 +41,7 @@ impl Node {
             peers,
             handoff: super::handoff::State::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            replication: std::sync::OnceLock::new(),
         }
     }
 }
@@ -64,8 +67,34 @@ pub(crate) fn attach(
         Arc::new(move |req| handle(&node, &registry, req))
     };
     let links = super::sockets::attach(node, runtime, endpoint.clone(), handler.clone())?;
-    tokio::spawn(transport::serve(endpoint, shutdown, handler, links));
+    let repl = replication(node, runtime, endpoint.clone(), shutdown.clone())?;
+    tokio::spawn(transport::serve(endpoint, shutdown, handler, links, repl));
     Ok(())
+}
+
+/// Sets up the node's replication: the writer's hook and the server of
+/// peers' replication streams.
+fn replication(
+    node: &Arc<Node>,
+    runtime: &Runtime,
+    endpoint: quinn::Endpoint,
+    shutdown: CancellationToken,
+) -> Result<transport::LinkServer, ClusterError> {
+    use super::replicate::Replication;
+    let store = &runtime.shared().store;
+    let net = super::replicate_net::Net::new(node, endpoint, shutdown);
+    let repl = Arc::new(Replication::new(node, runtime.shared(), net));
+    let hook: Arc<dyn crate::storage::replication::Replicate> = repl.clone();
+    store
+        .replication
+        .set(hook)
+        .map_err(|_| ClusterError::Config("this store already replicates for a cluster".into()))?;
+    node.replication
+        .set(repl.clone())
+        .map_err(|_| ClusterError::Config("this node already replicates".into()))?;
+    Ok(Arc::new(move |_send, recv| {
+        tokio::spawn(super::replicate_net::serve(repl.clone(), recv));
+    }))
 }
 
 /// The server side of one request: checks this node owns the shard at

@@ -3,7 +3,7 @@
 //! configuration (primary, followers, epoch) in its shard key, changed by
 //! transactions that compare the previous record byte for byte, and the
 //! members' zones. The decisions are the pure rules of `remote::replica`;
-//! nothing here is wired into the membership loop yet.
+//! the membership loop reads and proposes through these.
 
 use std::collections::BTreeMap;
 
@@ -24,7 +24,7 @@ const META_RETRIES: usize = 5;
 
 impl Etcd {
     /// The cluster's facts, and the revision they were last changed at.
-    async fn read_meta(&mut self) -> Result<(Meta, i64), ClusterError> {
+    pub(crate) async fn read_meta(&mut self) -> Result<(Meta, i64), ClusterError> {
         let key = self.key("meta");
         let resp = self
             .client

@@ -240,6 +240,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
     handle: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync>,
     links: LinkServer,
+    repl: LinkServer,
 ) {
     loop {
         let incoming = tokio::select! {
@@ -250,6 +251,7 @@ pub(crate) async fn serve(
         let handle = handle.clone();
         let shutdown = shutdown.clone();
         let links = links.clone();
+        let repl = repl.clone();
         tokio::spawn(async move {
             // The TLS handshake refuses a peer without a CA certificate.
             let conn = match incoming.await {
@@ -270,7 +272,7 @@ pub(crate) async fn serve(
                     recv,
                     handle.clone(),
                     conn.clone(),
-                    links.clone(),
+                    [links.clone(), repl.clone()],
                 ));
             }
         });
@@ -281,13 +283,14 @@ pub(crate) async fn serve(
 /// `socket_wire::LINK_MAGIC`).
 pub(crate) type LinkServer = Arc<dyn Fn(quinn::SendStream, quinn::RecvStream) + Send + Sync>;
 
-/// A stream carries requests, or (by its first four bytes) a socket link.
+/// A stream carries requests, or (by its first four bytes) a socket link
+/// or replication messages (`[links, replication]`).
 async fn route_stream(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     handle: Arc<dyn Fn(WireRequest) -> Handled + Send + Sync>,
     conn: quinn::Connection,
-    links: LinkServer,
+    [links, repl]: [LinkServer; 2],
 ) {
     let mut head = [0u8; 4];
     if recv.read_exact(&mut head).await.is_err() {
@@ -295,6 +298,8 @@ async fn route_stream(
     }
     if &head == crate::remote::socket_wire::LINK_MAGIC {
         links(send, recv);
+    } else if &head == crate::remote::replica::wire::REPL_MAGIC {
+        repl(send, recv);
     } else {
         serve_stream(send, recv, handle, conn, head.to_vec()).await;
     }

@@ -198,7 +198,7 @@ impl View {
             }
         } else {
             Place::Unavailable(format!(
-                "shard {shard}: its owner {} is down (no replicas: it returns when that node does)",
+                "shard {shard}: its owner {} is down (it returns when that node does, or when a follower of the shard takes over)",
                 owner.node
             ))
         }
