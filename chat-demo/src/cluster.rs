@@ -119,6 +119,14 @@ pub(crate) struct ClusterArgs {
     /// --shutdown-runtime-timeout-secs, then the usual shutdown.
     #[arg(long, env = "CHAT_CLUSTER_DRAIN_ON_STOP", requires = "cluster_node")]
     cluster_drain_on_stop: bool,
+
+    /// Followers each room's shard should have (0 to 2), set for the whole
+    /// cluster in etcd when this node joins: each write is then
+    /// acknowledged only once it is durable on them too, and a follower
+    /// takes over when its primary is lost. Unset: leave what etcd holds
+    /// (0 for a new cluster).
+    #[arg(long, env = "CHAT_CLUSTER_REPLICAS", value_name = "R", requires = "cluster_node", value_parser = clap::value_parser!(u32).range(0..=2))]
+    cluster_replicas: Option<u32>,
 }
 
 /// A node's settings, checked, before anything starts.
@@ -126,6 +134,7 @@ pub(crate) struct ClusterArgs {
 pub(crate) struct Config {
     options: ClusterOptions,
     drain_on_stop: bool,
+    replicas: Option<u32>,
 }
 
 impl ClusterArgs {
@@ -172,6 +181,7 @@ impl ClusterArgs {
         Ok(Some(Config {
             options,
             drain_on_stop: self.cluster_drain_on_stop,
+            replicas: self.cluster_replicas,
         }))
     }
 }
@@ -220,6 +230,12 @@ impl Config {
         let cluster = Cluster::join(self.options)
             .await
             .with_context(|| format!("joining the cluster as {node} (etcd {etcd})"))?;
+        if let Some(r) = self.replicas {
+            cluster
+                .set_replicas(r)
+                .await
+                .with_context(|| format!("setting --cluster-replicas {r} in etcd {etcd}"))?;
+        }
         Ok(Node {
             cluster,
             drain_on_stop: self.drain_on_stop,
@@ -292,6 +308,26 @@ impl Ops {
 }
 
 impl chat_demo::ClusterOps for Ops {
+    fn status(&self) -> chat_demo::OpFuture {
+        let cluster = self.0.clone();
+        Box::pin(async move {
+            let s = cluster.status();
+            let join = |v: &[String]| v.join(" ");
+            let shards = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+            let mut out = format!(
+                "node {}\nmembers {}\nserving {}\nfollowing {}\n",
+                cluster.node_id(),
+                join(&s.members),
+                shards(&s.serving),
+                shards(&s.following)
+            );
+            for (shard, followers) in &s.leading {
+                out.push_str(&format!("leading {shard} followers {}\n", join(followers)));
+            }
+            Ok(out)
+        })
+    }
+
     fn drain(&self) -> chat_demo::OpFuture {
         let cluster = self.0.clone();
         Box::pin(async move { Ops::moved(cluster.drain().await) })

@@ -829,3 +829,172 @@ async fn a_node_stopped_with_drain_on_stop_leaves_its_rooms_available() {
         assert_eq!(history, [format!("{room}-m")], "{room}");
     }
 }
+
+/// Polls `GET /cluster/status` on `admin` until every shard the node
+/// leads has `n` followers (bounded by [`HANG`]).
+async fn replicated(admin: &str, n: usize) {
+    let auth = format!("Authorization: Bearer {TOKEN}\r\nConnection: close\r\n");
+    let poll = async {
+        loop {
+            let (status, body) = request(admin, "/cluster/status", &auth).await;
+            assert_eq!(status, 200, "{body}");
+            let leading: Vec<&str> = body.lines().filter(|l| l.starts_with("leading ")).collect();
+            let full = leading.iter().all(|l| {
+                l.split_once(" followers")
+                    .is_some_and(|(_, f)| f.split_whitespace().count() == n)
+            });
+            if !leading.is_empty() && full {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::time::timeout(HANG, poll)
+        .await
+        .unwrap_or_else(|_| panic!("{admin}: shards without {n} followers after {HANG:?}"));
+}
+
+/// A member (joined with `seen` as its history) that says up to `count`
+/// messages in `room`, each once the one before was echoed, and records
+/// every chat message its socket carried. It stops when its socket closes
+/// or a message of its own is refused (then `true`: cut short).
+async fn talker(
+    (mut ws, mut seen): (Ws, Vec<String>),
+    room: String,
+    name: String,
+    count: usize,
+    echoed: Arc<AtomicU32>,
+) -> (Vec<String>, bool) {
+    for k in 0..count {
+        let mine = format!("{room}-{name}-{k}");
+        if ws
+            .send(Message::text(json!({ "message": mine }).to_string()))
+            .await
+            .is_err()
+        {
+            return (seen, true);
+        }
+        loop {
+            let frame = match tokio::time::timeout(HANG, ws.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_owned(),
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                // Closed (its room's node died), or silent: done.
+                _ => return (seen, true),
+            };
+            if frame.contains("\"error\"") {
+                return (seen, true);
+            }
+            if let Some(m) = chat_message(&frame, &[]) {
+                let done = m == mine;
+                seen.push(m);
+                if done {
+                    echoed.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+        }
+    }
+    (seen, false)
+}
+
+/// Joins `room` through `addr` and returns its history as (message,
+/// timestamp) pairs.
+async fn stamped_history(addr: &str, room: &str) -> Vec<(String, u64)> {
+    let mut ws = connect(&format!("ws://{addr}/api/room/{room}/websocket")).await;
+    send(&mut ws, json!({ "name": "auditor" }).to_string()).await;
+    let mut out = Vec::new();
+    loop {
+        let frame = text(&mut ws).await;
+        if frame == r#"{"ready":true}"# {
+            return out;
+        }
+        let v: Value = serde_json::from_str(&frame).expect("JSON");
+        if let (Value::String(m), Some(t)) = (&v["message"], v["timestamp"].as_u64()) {
+            out.push((m.clone(), t));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_room_primary_loses_nothing_any_client_saw() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flags = |_: &str| {
+        vec![
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            TOKEN,
+            "--cluster-replicas",
+            "1",
+        ]
+    };
+    let (mut nodes, admins): (Vec<Node>, Vec<String>) = three_nodes(&etcd, dir.path(), flags)
+        .await
+        .into_iter()
+        .map(|(node, admin)| (node, admin.expect("the admin line")))
+        .unzip();
+    for admin in &admins {
+        replicated(admin, 1).await;
+    }
+    // 24 rooms (about a third on n3: none there has a chance under 1 in
+    // 10,000), each with a member through every node, all talking.
+    let rooms: Vec<String> = (0..24).map(|i| format!("fail{i}")).collect();
+    let echoed = Arc::new(AtomicU32::new(0));
+    let mut members = Vec::new();
+    for room in &rooms {
+        for (node, who) in nodes.iter().zip(["ann", "cy", "di"]) {
+            members.push((join(&node.addr, room, who).await, room.clone(), who));
+        }
+    }
+    let talkers: Vec<_> = members
+        .into_iter()
+        .map(|(joined, room, who)| {
+            tokio::spawn(talker(joined, room, who.to_owned(), 5, echoed.clone()))
+        })
+        .collect();
+    // n3 is killed (SIGKILL) in the middle of the burst.
+    let poll = async {
+        while echoed.load(Ordering::SeqCst) < 60 {
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::time::timeout(HANG, poll).await.expect("a burst");
+    let mut n3 = nodes.pop().expect("n3");
+    n3.child.kill().await.expect("kill n3");
+    let mut seen: Vec<Vec<String>> = vec![Vec::new(); rooms.len()];
+    let mut cut_elsewhere = 0;
+    for (i, t) in talkers.into_iter().enumerate() {
+        let (said, cut) = t.await.expect("talker");
+        seen[i / 3].extend(said);
+        // Members on n1 and n2 whose room was on n3 lose their socket.
+        if cut && i % 3 != 2 {
+            cut_elsewhere += 1;
+        }
+    }
+    assert!(cut_elsewhere > 0, "no room was on n3 mid-burst");
+    // Every room is served again (its follower took over where n3 led),
+    // and its history holds every message any member saw, once, with
+    // timestamps strictly increasing.
+    for (room, seen) in rooms.iter().zip(&seen) {
+        let history = stamped_history(&nodes[0].addr, room).await;
+        let said: Vec<&String> = history.iter().map(|(m, _)| m).collect();
+        for m in seen {
+            assert!(said.contains(&m), "{room}: {m} was seen, then lost");
+        }
+        let unique: std::collections::HashSet<&String> = said.iter().copied().collect();
+        assert_eq!(unique.len(), said.len(), "{room}: a duplicate");
+        assert!(
+            history.windows(2).all(|w| w[0].1 < w[1].1),
+            "{room}: timestamps out of order: {history:?}"
+        );
+        // And it takes new messages.
+        let (mut ws, _) = join(&nodes[1].addr, room, "bo").await;
+        let after = vec![format!("{room}-after")];
+        send(&mut ws, json!({ "message": after[0] }).to_string()).await;
+        assert_eq!(messages(&mut ws, &after).await, after, "{room}");
+    }
+    drop(n3);
+}

@@ -348,6 +348,10 @@ impl chat_demo::ClusterOps for Ops {
             .push(format!("restore {shard} {}", backup.display()));
         Box::pin(async { Ok("restored\n".to_owned()) })
     }
+    fn status(&self) -> chat_demo::OpFuture {
+        self.0.lock().expect("lock").push("status".into());
+        Box::pin(async { Ok("node n1\n".to_owned()) })
+    }
 }
 
 #[tokio::test]
@@ -420,9 +424,17 @@ async fn cluster_operations_need_the_token_as_a_bearer_header() {
         StatusCode::METHOD_NOT_ALLOWED,
         "a GET moves nothing"
     );
+    // The status is read with a GET, with the token too.
+    let status_get = |token: &str| {
+        empty(get("/cluster/status").header(header::AUTHORIZATION, format!("Bearer {token}")))
+    };
+    let (status, _, _) = send(&admin, status_get("guess")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = send(&admin, status_get(TOKEN)).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "node n1\n"));
     assert_eq!(
         *ops.0.lock().expect("lock"),
-        ["drain", "rebalance", "restore 12 /tmp/n3 copy"]
+        ["drain", "rebalance", "restore 12 /tmp/n3 copy", "status"]
     );
     server.stop().await;
 }

@@ -10,9 +10,10 @@
 //! | `POST /cluster/drain` | hand every shard of this node to the others |
 //! | `POST /cluster/rebalance` | hand the others the shards hashing now gives them |
 //! | `POST /cluster/restore-shard?shard=<n>&backup=<dir>` | bring shard n of a lost node back here from a backup of its data dir |
+//! | `GET /cluster/status` | what this node sees: members, the shards it serves, those it leads with their followers, those it follows |
 //!
-//! Each answers 200 with one line per shard moved, or 409 with the
-//! reason the operation stopped (shards moved before it stay moved).
+//! Each operation answers 200 with one line per shard moved, or 409 with
+//! the reason it stopped (shards moved before it stay moved).
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
@@ -43,6 +44,8 @@ pub trait ClusterOps: Send + Sync + 'static {
     /// Restores `shard` of a lost node here from `backup`, a copy of that
     /// node's data dir.
     fn restore_shard(&self, shard: u32, backup: PathBuf) -> OpFuture;
+    /// What this node sees of the cluster and of replication, as text.
+    fn status(&self) -> OpFuture;
 }
 
 #[derive(Deserialize)]
@@ -60,6 +63,7 @@ pub(super) fn routes(router: Router<Admin>, ops: Option<&Arc<dyn ClusterOps>>) -
         .route("/cluster/drain", post(drain))
         .route("/cluster/rebalance", post(rebalance))
         .route("/cluster/restore-shard", post(restore_shard))
+        .route("/cluster/status", get(status))
 }
 
 /// Runs `op` if the request carries the token as a bearer header.
@@ -95,6 +99,10 @@ async fn drain(State(admin): State<Admin>, headers: HeaderMap) -> Response {
 
 async fn rebalance(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     run(&admin, &headers, |ops| ops.rebalance()).await
+}
+
+async fn status(State(admin): State<Admin>, headers: HeaderMap) -> Response {
+    run(&admin, &headers, |ops| ops.status()).await
 }
 
 async fn restore_shard(
