@@ -9,6 +9,10 @@
 #   DOORS=1 scripts/cluster-load.sh target/release/chat-demo idle --clients 10000 --rooms 100 --duration 30
 #
 # DOORS=1 sends every client to n1 (default: spread over the three).
+# REPLICAS=1 (or 2) compares the three nodes without replication against
+# the three nodes with that R (each room's writes durable on its followers
+# before they are acknowledged), instead of against one node alone:
+#   REPLICAS=1 scripts/cluster-load.sh target/release/chat-demo fanout --clients 1000 --rate 0.2 --duration 20
 #
 # The arguments after the binary are chatload's (`--scenario` is the
 # first). Needs etcd (Debian's etcd-server), curl and python3. Prints one
@@ -99,23 +103,55 @@ pids+=($!)
 for _ in $(seq 100); do curl -s "http://127.0.0.1:$cport/health" | grep -q true && break; sleep 0.1; done
 
 "$bin" cluster init "$dir/certs" --nodes n1,n2,n3 >/dev/null
-addrs=(); nodes=()
-for n in n1 n2 n3; do
-  "$bin" --listen 127.0.0.1:0 --data-dir "$dir/$n" "${flags[@]}" \
-    --cluster-node "$n" --cluster-etcd "http://127.0.0.1:$cport" --cluster-quic 127.0.0.1:0 \
-    --cluster-certs "$dir/certs/$n" --cluster-members n1,n2,n3 >"$dir/$n.out" 2>"$dir/$n.log" &
-  pids+=($!); nodes+=($!)
-  addrs+=("$(wait_line "$dir/$n.out" '127\.0\.0\.1:[0-9]+')")
-done
-for a in "${addrs[@]}"; do wait_ready "$a"; done
-if [ "${DOORS:-3}" = 1 ]; then
-  # Every client on n1: the sockets of rooms owned by n2 and n3 (about
-  # two thirds) are remote sockets, held on n1 and on the owner.
-  run_chatload cluster "${addrs[0]}" -- "${nodes[@]}"
-else
-  run_chatload cluster "${addrs[@]}" -- "${nodes[@]}"
+# Three nodes with R = $2 (data in $1-n1 …), each ready, and with R > 0
+# every shard followed; sets addrs and nodes.
+start_cluster() { # label replicas
+  addrs=(); nodes=()
+  local admins=() extra=()
+  if [ "$2" -gt 0 ]; then
+    extra=(--cluster-replicas "$2" --admin-listen 127.0.0.1:0 --admin-token bench)
+  fi
+  for n in n1 n2 n3; do
+    "$bin" --listen 127.0.0.1:0 --data-dir "$dir/$1-$n" "${flags[@]}" "${extra[@]}" \
+      --cluster-node "$n" --cluster-etcd "http://127.0.0.1:$cport" --cluster-quic 127.0.0.1:0 \
+      --cluster-certs "$dir/certs/$n" --cluster-members n1,n2,n3 >"$dir/$1-$n.out" 2>"$dir/$1-$n.log" &
+    pids+=($!); nodes+=($!)
+    addrs+=("$(wait_line "$dir/$1-$n.out" 'listening on http://127\.0\.0\.1:[0-9]+' | sed 's|.*http://||')")
+    if [ "$2" -gt 0 ]; then
+      admins+=("$(wait_line "$dir/$1-$n.out" 'admin on http://127\.0\.0\.1:[0-9]+' | sed 's|.*http://||')")
+    fi
+  done
+  for a in "${addrs[@]}"; do wait_ready "$a"; done
+  for a in "${admins[@]}"; do
+    for _ in $(seq 600); do
+      status="$(curl -s -H 'Authorization: Bearer bench' "http://$a/cluster/status")"
+      if ! grep -q '^leading' <<<"$status"; then sleep 0.1; continue; fi
+      if ! grep '^leading' <<<"$status" | awk -v r="$2" 'NF - 3 != r {bad=1} END {exit bad}'; then sleep 0.1; continue; fi
+      break
+    done
+  done
+}
+run_cluster() { # label
+  if [ "${DOORS:-3}" = 1 ]; then
+    # Every client on n1: the sockets of rooms owned by n2 and n3 (about
+    # two thirds) are remote sockets, held on n1 and on the owner.
+    run_chatload "$1" "${addrs[0]}" -- "${nodes[@]}"
+  else
+    run_chatload "$1" "${addrs[@]}" -- "${nodes[@]}"
+  fi
+  for p in "${nodes[@]}"; do kill "$p"; done
+  wait "${nodes[@]}" 2>/dev/null || true
+}
+
+start_cluster cluster 0
+run_cluster cluster
+if [ -n "${REPLICAS:-}" ]; then
+  # A fresh cluster (its own etcd prefix is not needed: the first run's
+  # nodes are gone, and R is set again by every node).
+  start_cluster "replicated" "$REPLICAS"
+  run_cluster "replicated-R$REPLICAS"
+  exit 0
 fi
-for p in "${nodes[@]}"; do kill "$p"; done
 
 # One node alone, the same load.
 "$bin" --listen 127.0.0.1:0 --data-dir "$dir/single" "${flags[@]}" >"$dir/single.out" 2>"$dir/single.log" &
