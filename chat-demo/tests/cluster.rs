@@ -81,8 +81,8 @@ fn node_args(id: &str, etcd: &str, certs: &Path, dir: &Path) -> Vec<String> {
         "127.0.0.1:0",
         "--cluster-certs",
         &path(certs.join(id)),
-        // A failure-domain label: accepted and published (nothing places
-        // replicas by it yet).
+        // A failure-domain label: accepted and published (followers are
+        // placed on other zones first).
         "--cluster-zone",
         &format!("zone-{id}"),
     ]

@@ -96,9 +96,9 @@ pub struct ClusterOptions {
     /// stops serving: the largest clock drift over one TTL it tolerates.
     pub lease_margin: Duration,
     /// This node's failure domain (a rack, a data centre), published with
-    /// its membership: replicas are meant to be placed on different zones
-    /// (replication is not wired into nodes yet, so nothing reads it
-    /// today). `None`: a zone of its own.
+    /// its membership: a shard's followers are placed on zones other than
+    /// its primary's and each other's while there are free zones.
+    /// `None`: a zone of its own.
     pub zone: Option<String>,
     /// Rebalance by itself: when a member joins (one that is not
     /// draining), hand it the shards of this node that rendezvous hashing

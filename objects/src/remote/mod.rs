@@ -5,9 +5,9 @@
 //! [`Route`]; `dispatch` asks it before it queues an event. `replica` is
 //! the pure replication state machine (primary, followers, epochs).
 
-// The replication state machine is not wired into the cluster yet.
 pub(crate) mod handoff_wire;
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
+// Used by the cluster (and tests); the rest of the crate has no use for it.
+#[cfg_attr(not(any(test, feature = "cluster")), allow(dead_code, unused_imports))]
 pub(crate) mod replica;
 pub(crate) mod shard;
 pub(crate) mod socket_wire;

@@ -76,11 +76,13 @@ impl Follower {
     }
 
     /// The last group applied here.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn last(&self) -> Label {
         self.log.last()
     }
 
     /// The last sequence number durable here.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn durable_seq(&self) -> u64 {
         self.durable
     }

@@ -53,7 +53,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use follower::{Ack, Follower, Verdict};
+#[cfg(test)]
+pub(crate) use follower::Ack;
+pub(crate) use follower::{Follower, Verdict};
 pub(crate) use primary::{Group, Primary};
 
 /// The most followers a shard may have (R).
@@ -73,6 +75,7 @@ pub(crate) struct Label {
 
 impl Label {
     /// The empty history.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) const ZERO: Label = Label { epoch: 0, seq: 0 };
 }
 
