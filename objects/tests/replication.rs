@@ -180,3 +180,33 @@ async fn a_paused_primary_that_resumes_after_a_failover_acknowledges_nothing() {
     assert_eq!((ran.as_str(), total), (f.as_str(), before + 2));
     assert_eq!(c.violations(), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_handed_to_its_own_follower_keeps_every_write() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut c) = Cluster3::start(4, 1500).await else {
+        return;
+    };
+    replicated(&mut c).await;
+    let (name, shard, _) = object_on(&mut c, "n1", "move").await;
+    for i in 1..=5 {
+        let (_, total) = ok_total(&c.nodes[2].cmd("call", &format!("{name} 1")).await);
+        assert_eq!(total, i);
+    }
+    // The primary hands the shard to its follower: the new owner's copy is
+    // the hand-off's, and the old owner's removal of its own copy
+    // afterwards reaches no one.
+    let f = follower_of(&mut c, "n1", shard).await;
+    let r = c.node("n1").cmd("handoff", &format!("{shard} {f}")).await;
+    assert!(r.starts_with(&format!("ok {f} ")), "{r}");
+    let (ran, total) = ok_total(&c.nodes[2].cmd("callretry", &format!("{name} 1")).await);
+    assert_eq!((ran.as_str(), total), (f.as_str(), 6));
+    assert_eq!(c.node(&f).cmd("stored", &name).await, "ok 6");
+    // It gets a follower again, which catches up by copy.
+    assert_eq!(c.node(&f).cmd("replicated", "1").await, "ok");
+    let g = follower_of(&mut c, &f, shard).await;
+    let (_, total) = ok_total(&c.nodes[2].cmd("call", &format!("{name} 1")).await);
+    assert_eq!(total, 7);
+    assert_eq!(c.node(&g).cmd("stored", &name).await, "ok 7");
+    assert_eq!(c.violations(), "");
+}

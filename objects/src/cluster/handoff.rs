@@ -327,6 +327,9 @@ pub(crate) async fn hand_off(
     });
     let paused = started.elapsed();
     crate::metrics::shard_handoff("moved", paused);
+    if let Some(r) = node.replication.get() {
+        r.disown(shard);
+    }
     if let Err(e) = remove_local(&shared, shard, node.shards).await {
         tracing::warn!(shard, error = %e, "the moved shard's local copy was not deleted");
     }

@@ -61,7 +61,11 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
             }
             if part == 0 {
                 // Whatever this node held of the shard (from an earlier
-                // time it owned it) is replaced, not merged.
+                // time it owned it, or as its follower) is replaced, not
+                // merged; it is no replica of the shard from now on.
+                if let Some(r) = node.replication.get() {
+                    r.unreplicate(shard).await?;
+                }
                 remove_local(&shared, shard, node.shards).await?;
                 let lease_gen_at = crate::sync::read(&node.view).lease_gen;
                 crate::sync::lock(&node.handoff.receiving).insert(
@@ -143,6 +147,18 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
                     ),
                 }
             }
+            // Its groups are labelled from the first one it serves.
+            if let Some(repl) = node.replication.get() {
+                repl.own(
+                    shard,
+                    &crate::remote::replica::Config {
+                        epoch,
+                        primary: node.me.clone(),
+                        followers: Vec::new(),
+                    },
+                );
+                repl.rewritten(shard);
+            }
             let serves =
                 crate::sync::write(&node.view).handed(shard, &next, r.lease_gen_at, Instant::now());
             if !serves {
@@ -157,6 +173,9 @@ async fn received(node: &Arc<Node>, req: WireRequest) -> Result<(), String> {
             crate::sync::lock(&node.handoff.receiving).remove(&shard);
             if !serving() {
                 remove_local(&shared, shard, node.shards).await?;
+            }
+            if let Some(r) = node.replication.get() {
+                r.rewritten(shard);
             }
             Ok(())
         }

@@ -29,6 +29,9 @@ use crate::storage::{Batch, StorageError, Store};
 pub(super) const PART_BYTES: usize = 4 << 20;
 /// How long a learner waits for a copy it asked for before asking again.
 const ASK_AGAIN: Duration = Duration::from_secs(10);
+/// How long a rewrite outside replication keeps a shard's trail away, at
+/// most (a hand-off's steps time out sooner).
+const REWRITE_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A group's batches, in the parts it is sent in.
 pub(super) type Parts = Arc<Vec<Vec<WireBatch>>>;
@@ -60,6 +63,10 @@ pub(super) struct Trail {
 
 #[derive(Default)]
 pub(super) struct State {
+    /// Shards whose data here is being rewritten outside replication (a
+    /// hand-off to this node, a restore), since when: no trail is kept
+    /// for them meanwhile.
+    pub(super) rewriting: HashMap<u32, Instant>,
     pub(super) replicas: usize,
     pub(super) leads: HashMap<u32, Lead>,
     pub(super) trails: HashMap<u32, Trail>,
@@ -252,7 +259,11 @@ impl Replication {
                         replicas,
                     )
                     .contains(&me));
-            if !wanted {
+            let rewriting = st
+                .rewriting
+                .get(&shard)
+                .is_some_and(|t| now.duration_since(*t) < REWRITE_TIMEOUT);
+            if !wanted || rewriting {
                 st.trails.remove(&shard);
                 continue;
             }
@@ -294,6 +305,51 @@ impl Replication {
         drop(st);
         for (to, msg) in asks {
             self.net.send(&to, &msg);
+        }
+    }
+
+    /// This node's copy of `shard` is about to be rewritten outside
+    /// replication (a hand-off to it, a restore): it stops following the
+    /// shard, and its stored label is made one no primary issues, durably,
+    /// before anything is rewritten. So it never acknowledges a group on
+    /// top of data that is not the primary's; if it is still a follower
+    /// afterwards, it is refused, removed and catches up by copy.
+    ///
+    /// # Errors
+    ///
+    /// The label could not be made durable.
+    pub(crate) async fn unreplicate(&self, shard: u32) -> Result<(), String> {
+        {
+            let mut st = crate::sync::lock(&self.state);
+            st.rewriting.insert(shard, Instant::now());
+            st.trails.remove(&shard);
+        }
+        let store = self.store().ok_or("the store is closed")?;
+        let place = store.writer.reserve().await.map_err(|e| e.to_string())?;
+        let done = place.send_received(crate::storage::replication::Received {
+            shard,
+            mark: Mark::REWRITTEN,
+            batches: Vec::new(),
+        });
+        match done.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the store is closed".into()),
+        }
+    }
+
+    /// The rewrite of `shard` ended (whatever its outcome).
+    pub(crate) fn rewritten(&self, shard: u32) {
+        crate::sync::lock(&self.state).rewriting.remove(&shard);
+    }
+
+    /// This node stopped serving `shard` (it handed it away): its groups
+    /// are no longer labelled or sent, so the removal of its local copy
+    /// stays local.
+    pub(crate) fn disown(&self, shard: u32) {
+        let old = crate::sync::lock(&self.state).leads.remove(&shard);
+        if let Some(old) = old {
+            fail(old.parked, "the shard moved to another node");
         }
     }
 

@@ -77,7 +77,11 @@ pub(crate) async fn restore(
         .map_err(refused)?;
     let shards = node.shards;
     let mut alarms = Vec::new();
+    let repl = node.replication.get().cloned();
     let copied = async {
+        if let Some(r) = &repl {
+            r.unreplicate(shard).await?;
+        }
         remove_local(&shared, shard, shards).await?;
         let mut reader = ShardReader::new(store.clone(), shard, shards).await?;
         while let Some(objects) = reader.next_part().await? {
@@ -87,6 +91,10 @@ pub(crate) async fn restore(
     }
     .await;
     store.writer.close().await;
+    // A trail made from here on starts from the label no primary issues.
+    if let Some(r) = &repl {
+        r.rewritten(shard);
+    }
     let copied = match copied {
         Ok(c) => c,
         Err(e) => {
@@ -106,6 +114,17 @@ pub(crate) async fn restore(
                 "the ownership transaction's outcome is unknown ({e}); this node re-claims the shard at its next reading of etcd if it went through"
             )));
         }
+    }
+    // Its groups are labelled from the first one it serves.
+    if let Some(r) = &repl {
+        r.own(
+            shard,
+            &crate::remote::replica::Config {
+                epoch: claim.next.epoch,
+                primary: node.me.clone(),
+                followers: Vec::new(),
+            },
+        );
     }
     let serves =
         crate::sync::write(&node.view).handed(shard, &claim.next, lease_gen_at, Instant::now());

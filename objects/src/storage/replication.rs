@@ -25,6 +25,17 @@ pub(crate) struct Mark {
     pub(crate) seq: u64,
 }
 
+impl Mark {
+    /// Stored when the store's copy of a shard was rewritten outside
+    /// replication (a hand-off or a restore): no primary issues it (epochs
+    /// never reach it), so a replica that starts from it is refused every
+    /// group and catches up by copy.
+    pub(crate) const REWRITTEN: Mark = Mark {
+        epoch: u64::MAX,
+        seq: 0,
+    };
+}
+
 /// Where a commit's answer goes once it may be given.
 pub(crate) type Reply = oneshot::Sender<Result<(), StorageError>>;
 
