@@ -47,6 +47,21 @@ pub(super) struct Lead {
     /// (bounded like the rules' labels, and in bytes).
     pub(super) recent: VecDeque<(Label, Parts)>,
     pub(super) recent_bytes: usize,
+    /// Catch-up copies being read: every group is labelled meanwhile.
+    pub(super) copying: u32,
+}
+
+impl Lead {
+    fn new(p: Primary) -> Lead {
+        Lead {
+            p,
+            committing: None,
+            parked: BTreeMap::new(),
+            recent: VecDeque::new(),
+            recent_bytes: 0,
+            copying: 0,
+        }
+    }
 }
 
 /// One shard this node follows, or catches up on as a learner.
@@ -192,13 +207,7 @@ impl Replication {
             replicas,
             self.limits,
         );
-        let lead = Lead {
-            p,
-            committing: None,
-            parked: BTreeMap::new(),
-            recent: VecDeque::new(),
-            recent_bytes: 0,
-        };
+        let lead = Lead::new(p);
         if let Some(old) = st.leads.insert(shard, lead) {
             fail(old.parked, "the shard was claimed again");
         }
@@ -389,13 +398,7 @@ impl Replication {
             let Some(p) = trail.f.into_primary(config.clone(), replicas, self.limits) else {
                 return;
             };
-            let lead = Lead {
-                p,
-                committing: None,
-                parked: BTreeMap::new(),
-                recent: VecDeque::new(),
-                recent_bytes: 0,
-            };
+            let lead = Lead::new(p);
             if let Some(old) = st.leads.insert(shard, lead) {
                 fail(old.parked, "the shard was claimed again");
             }
@@ -594,6 +597,13 @@ impl Replicate for Replication {
     fn label(&self, shard: u32) -> Option<Mark> {
         let mut st = crate::sync::lock(&self.state);
         let lead = st.leads.get_mut(&shard)?;
+        // No other node holds or copies the shard: its writes commit
+        // unlabelled and are answered as soon as they are durable here (a
+        // later learner's copy takes them along). A deposed primary still
+        // labels, so that nothing of it is released.
+        if !(lead.p.replicating() || lead.copying > 0 || lead.p.deposed()) {
+            return None;
+        }
         let g = lead.p.append(Instant::now());
         let m = Mark {
             epoch: g.label.epoch,

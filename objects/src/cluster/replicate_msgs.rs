@@ -171,7 +171,42 @@ impl Replication {
     }
 
     async fn on_catch_up(self: &Arc<Self>, from: &str, shard: u32, epoch: u64, session: u64) {
+        // From now on every group of the shard is labelled (and kept to
+        // resend), until the learner is one of the primary's peers.
+        let leading = {
+            let mut st = crate::sync::lock(&self.state);
+            st.leads.get_mut(&shard).map(|l| l.copying += 1).is_some()
+        };
+        if !leading {
+            self.net.send(
+                from,
+                &ReplMessage::Refused {
+                    shard,
+                    refused: crate::remote::replica::Refused::NotNow,
+                },
+            );
+            return;
+        }
+        self.copy_for(from, shard, epoch, session).await;
+        let mut st = crate::sync::lock(&self.state);
+        if let Some(lead) = st.leads.get_mut(&shard) {
+            lead.copying = lead.copying.saturating_sub(1);
+        }
+    }
+
+    /// Reads a copy of `shard` and sends it to the learner `from`, then
+    /// the groups that followed it.
+    async fn copy_for(self: &Arc<Self>, from: &str, shard: u32, epoch: u64, session: u64) {
         let Some(store) = self.store() else { return };
+        // Commits that began unlabelled (before the copy was asked for)
+        // finish first, so the copy holds them.
+        let barrier = match store.writer.reserve().await {
+            Ok(place) => place.send_barrier(),
+            Err(_) => return,
+        };
+        if !matches!(barrier.await, Ok(Ok(()))) {
+            return;
+        }
         let shards = self.shards;
         let pick = move |id: &[u8; 32]| shard_of(id, shards) == shard;
         let snap =

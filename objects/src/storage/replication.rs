@@ -261,3 +261,7 @@ impl Store {
         Ok((mark, out))
     }
 }
+
+#[cfg(all(test, feature = "cluster"))]
+#[path = "replication_tests.rs"]
+mod tests;

@@ -39,6 +39,9 @@ enum Job {
     /// A catch-up copy of a shard, committed alone.
     #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
     Install(Copy, Reply),
+    /// Answered once every job queued before it has committed (or failed).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Barrier(Reply),
     Stop,
 }
 
@@ -62,6 +65,14 @@ impl Place<'_> {
     pub(crate) fn send_received(self, group: Received) -> Done {
         let (done, wait) = oneshot::channel();
         self.0.send(Job::Received(group, done));
+        wait
+    }
+
+    /// Resolves once every commit queued before it has committed or
+    /// failed (not once durable): what began before is visible after.
+    pub(crate) fn send_barrier(self) -> Done {
+        let (done, wait) = oneshot::channel();
+        self.0.send(Job::Barrier(done));
         wait
     }
 
@@ -207,11 +218,15 @@ struct Group {
     received: Vec<(Received, Reply)>,
     /// A copy ends the group; it commits alone, after it.
     install: Option<(Copy, Reply)>,
+    barriers: Vec<Reply>,
 }
 
 impl Group {
     fn is_empty(&self) -> bool {
-        self.local.is_empty() && self.received.is_empty() && self.install.is_none()
+        self.local.is_empty()
+            && self.received.is_empty()
+            && self.install.is_none()
+            && self.barriers.is_empty()
     }
 
     fn len(&self) -> usize {
@@ -224,6 +239,7 @@ impl Group {
             Job::Commit(b, r) => self.local.push((b, r)),
             Job::Received(g, r) => self.received.push((g, r)),
             Job::Install(c, r) => self.install = Some((c, r)),
+            Job::Barrier(r) => self.barriers.push(r),
             Job::Stop => return false,
         }
         true
@@ -312,6 +328,10 @@ impl Loop<'_> {
                 let id = g.batches.first().map_or([0; 32], |b| b.id);
                 settle(reply, id, None, result);
             }
+        }
+        // Everything queued before the barriers has committed or failed.
+        for reply in std::mem::take(&mut group.barriers) {
+            let _ = reply.send(Ok(()));
         }
         if let Some((copy, reply)) = install {
             let result = self.install(&copy);
@@ -477,6 +497,14 @@ impl Loop<'_> {
         }
         let result = (|| -> heed::Result<()> {
             let mut wtxn = self.env.write_txn()?;
+            if let Some(h) = self.hook() {
+                for shard in by_shard.keys() {
+                    if let Some(m) = h.label(*shard) {
+                        labels.push((*shard, m));
+                        replication::put_label(dbs, &mut wtxn, *shard, m)?;
+                    }
+                }
+            }
             for b in local {
                 apply(dbs, &mut wtxn, b)?;
             }
@@ -485,14 +513,6 @@ impl Loop<'_> {
                     apply(dbs, &mut wtxn, b)?;
                 }
                 replication::put_label(dbs, &mut wtxn, g.shard, g.mark)?;
-            }
-            if let Some(h) = self.hook() {
-                for shard in by_shard.keys() {
-                    if let Some(m) = h.label(*shard) {
-                        labels.push((*shard, m));
-                        replication::put_label(dbs, &mut wtxn, *shard, m)?;
-                    }
-                }
             }
             wtxn.commit()
         })();

@@ -150,6 +150,19 @@ impl Primary {
         !self.deposed && self.released >= self.barrier
     }
 
+    /// Whether any node but this one must hold its groups: a follower of
+    /// the configuration or of the pending one, or a learner. If not, the
+    /// shell may commit the shard's writes without labels (a learner's
+    /// copy takes them along).
+    pub(crate) fn replicating(&self) -> bool {
+        !self.config.followers.is_empty()
+            || self
+                .pending
+                .as_ref()
+                .is_some_and(|c| !c.followers.is_empty())
+            || !self.peers.is_empty()
+    }
+
     /// The cluster's R changed.
     pub(crate) fn set_replicas(&mut self, replicas: usize) {
         self.replicas = replicas.min(MAX_REPLICAS);
@@ -600,11 +613,13 @@ mod tests {
         let t = Instant::now();
         let mut p = primary(&[]);
         p.set_replicas(1);
+        assert!(!p.replicating(), "no other node holds the shard");
         p.append(t);
         p.durable(1);
         assert_eq!(p.release(), Some(1));
         let at = p.last();
         let rest = p.catch_up("d", at, t).expect("a copy");
+        assert!(p.replicating(), "a learner holds it");
         assert!(rest.is_empty());
         assert!(p.tick(t).is_none(), "nothing heard from d yet");
         let g = p.append(t);
