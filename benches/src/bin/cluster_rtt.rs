@@ -12,11 +12,11 @@
 //! nothing, so the figures are the transport and dispatch, not storage.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use benches::cluster::{bare_quic, report, timed_calls};
 use clap::Parser;
-use objects::{BoxError, ClusterCa, Context, Namespace, Object};
+use objects::{BoxError, ClusterCa, Context, Object};
 
 /// Cross-node call round trips against bare QUIC (loopback).
 #[derive(Debug, Parser)]
@@ -40,75 +40,6 @@ impl Object for Where {
     async fn call(&mut self, _: &mut Context, (): ()) -> Result<String, BoxError> {
         Ok(self.0.to_string())
     }
-}
-
-const WARM_UP: usize = 500;
-
-/// Mean, p50 and p99 of `t`, printed; the mean returned.
-fn report(what: &str, mut t: Vec<Duration>) -> Duration {
-    t.sort();
-    let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)];
-    let mean = t.iter().sum::<Duration>() / u32::try_from(t.len()).unwrap_or(u32::MAX);
-    println!(
-        "{what:<30} mean {:>7.1} us  p50 {:>7.1} us  p99 {:>7.1} us",
-        mean.as_secs_f64() * 1e6,
-        p(0.5).as_secs_f64() * 1e6,
-        p(0.99).as_secs_f64() * 1e6
-    );
-    mean
-}
-
-/// A 64-byte request and a 64-byte answer on one QUIC stream, `calls`
-/// times, with the nodes' TLS configuration.
-async fn bare_quic(ca: &ClusterCa, calls: usize) -> anyhow::Result<Vec<Duration>> {
-    let (server, _) = objects::testing::quic_configs(&ca.issue("s")?)?;
-    let (_, client) = objects::testing::quic_configs(&ca.issue("c")?)?;
-    let sep = quinn::Endpoint::server(server, "127.0.0.1:0".parse()?)?;
-    let saddr = sep.local_addr()?;
-    tokio::spawn(async move {
-        let Some(incoming) = sep.accept().await else {
-            return;
-        };
-        let Ok(conn) = incoming.await else { return };
-        let Ok((mut send, mut recv)) = conn.accept_bi().await else {
-            return;
-        };
-        let mut buf = [0u8; 64];
-        while recv.read_exact(&mut buf).await.is_ok() {
-            if send.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut cep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    cep.set_default_client_config(client);
-    let conn = cep.connect(saddr, "s")?.await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let mut times = Vec::with_capacity(calls);
-    let mut buf = [7u8; 64];
-    for i in 0..calls + WARM_UP {
-        let t = Instant::now();
-        send.write_all(&buf).await?;
-        recv.read_exact(&mut buf).await?;
-        if i >= WARM_UP {
-            times.push(t.elapsed());
-        }
-    }
-    Ok(times)
-}
-
-/// `calls` sequential calls to the object named `name` through `ns`.
-async fn calls(ns: &Namespace<Where>, name: &str, calls: usize) -> anyhow::Result<Vec<Duration>> {
-    let stub = ns.get_by_name(name);
-    let mut times = Vec::with_capacity(calls);
-    for i in 0..calls + WARM_UP {
-        let t = Instant::now();
-        stub.call(()).await?;
-        if i >= WARM_UP {
-            times.push(t.elapsed());
-        }
-    }
-    Ok(times)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -141,11 +72,11 @@ async fn main() -> anyhow::Result<()> {
 
     let cross = report(
         "call to another node",
-        calls(&a.ns, &name, args.calls).await?,
+        timed_calls(&a.ns, &name, args.calls).await?,
     );
     let local = report(
         "call to a local object",
-        calls(&b.ns, &name, args.calls).await?,
+        timed_calls(&b.ns, &name, args.calls).await?,
     );
     println!(
         "cross-node / bare QUIC: {:.2}x (mean); local call / bare QUIC: {:.2}x",

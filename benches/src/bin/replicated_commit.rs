@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use benches::cluster::{WARM_UP, bare_quic, report, timed_calls};
 use clap::Parser;
-use objects::{BoxError, ClusterCa, Context, Namespace, Object};
+use objects::{BoxError, ClusterCa, Context, Object};
 
 /// Replicated against local commit latency (loopback).
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Args {
-    /// Measured calls of each kind (after 200 of warm-up).
+    /// Measured calls of each kind (after 500 of warm-up).
     #[arg(long, default_value_t = 2_000)]
     calls: usize,
 }
@@ -47,36 +48,6 @@ impl Object for Counter {
     }
 }
 
-const WARM_UP: usize = 200;
-
-/// Mean, p50 and p99 of `t`, printed; the mean returned.
-fn report(what: &str, mut t: Vec<Duration>) -> Duration {
-    t.sort();
-    let p = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)];
-    let mean = t.iter().sum::<Duration>() / u32::try_from(t.len()).unwrap_or(u32::MAX);
-    println!(
-        "{what:<34} mean {:>7.1} us  p50 {:>7.1} us  p99 {:>7.1} us",
-        mean.as_secs_f64() * 1e6,
-        p(0.5).as_secs_f64() * 1e6,
-        p(0.99).as_secs_f64() * 1e6
-    );
-    mean
-}
-
-/// `calls` sequential calls to the object named `name`.
-async fn calls(ns: &Namespace<Counter>, name: &str, calls: usize) -> anyhow::Result<Vec<Duration>> {
-    let stub = ns.get_by_name(name);
-    let mut times = Vec::with_capacity(calls);
-    for i in 0..calls + WARM_UP {
-        let t = Instant::now();
-        stub.call(()).await?;
-        if i >= WARM_UP {
-            times.push(t.elapsed());
-        }
-    }
-    Ok(times)
-}
-
 /// A 64-byte write and `fdatasync` of a file in a temp dir, `n` times.
 fn fdatasync(n: usize) -> anyhow::Result<Vec<Duration>> {
     let dir = tempfile::tempdir()?;
@@ -93,51 +64,13 @@ fn fdatasync(n: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(times)
 }
 
-/// A 64-byte request and answer on one QUIC stream, `n` times.
-async fn quic_rtt(ca: &ClusterCa, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let (server, _) = objects::testing::quic_configs(&ca.issue("s")?)?;
-    let (_, client) = objects::testing::quic_configs(&ca.issue("c")?)?;
-    let sep = quinn::Endpoint::server(server, "127.0.0.1:0".parse()?)?;
-    let saddr = sep.local_addr()?;
-    tokio::spawn(async move {
-        let Some(incoming) = sep.accept().await else {
-            return;
-        };
-        let Ok(conn) = incoming.await else { return };
-        let Ok((mut send, mut recv)) = conn.accept_bi().await else {
-            return;
-        };
-        let mut buf = [0u8; 64];
-        while recv.read_exact(&mut buf).await.is_ok() {
-            if send.write_all(&buf).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut cep = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    cep.set_default_client_config(client);
-    let conn = cep.connect(saddr, "s")?.await?;
-    let (mut send, mut recv) = conn.open_bi().await?;
-    let mut times = Vec::with_capacity(n);
-    let mut buf = [7u8; 64];
-    for i in 0..n + WARM_UP {
-        let t = Instant::now();
-        send.write_all(&buf).await?;
-        recv.read_exact(&mut buf).await?;
-        if i >= WARM_UP {
-            times.push(t.elapsed());
-        }
-    }
-    Ok(times)
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let etcd = benches::cluster::etcd().await?;
     let ca = ClusterCa::generate()?;
     let sync = report("fdatasync of 64 bytes", fdatasync(args.calls)?);
-    let rtt = report("bare QUIC round trip", quic_rtt(&ca, args.calls).await?);
+    let rtt = report("bare QUIC round trip", bare_quic(&ca, args.calls).await?);
 
     let node =
         |name| benches::cluster::node::<Counter>(name, &["a", "b"], 8, &etcd, &ca, "counters", ());
@@ -153,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             owners[shard].as_ref().is_some_and(|(node, _)| node == "a")
         })
         .context("no object name on a's shards")?;
-    let local = report("write, R = 0", calls(&a.ns, &name, args.calls).await?);
+    let local = report("write, R = 0", timed_calls(&a.ns, &name, args.calls).await?);
 
     // R = 1: b catches up on a's shards and follows them.
     a.cluster.set_replicas(1).await?;
@@ -169,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
         );
         a.cluster.refreshed().await;
     }
-    let replicated = report("write, R = 1", calls(&a.ns, &name, args.calls).await?);
+    let replicated = report("write, R = 1", timed_calls(&a.ns, &name, args.calls).await?);
     let goal = local + 2 * rtt + sync;
     println!(
         "replicated - local: {:.1} us; goal: replicated <= local + 2 RTT + 1 fsync = {:.1} us: {}",

@@ -111,6 +111,13 @@ fn fail(parked: BTreeMap<u64, Vec<Reply>>, why: &str) {
     }
 }
 
+pub(super) fn mark(l: Label) -> Mark {
+    Mark {
+        epoch: l.epoch,
+        seq: l.seq,
+    }
+}
+
 pub(super) fn label(m: Mark) -> Label {
     Label {
         epoch: m.epoch,
@@ -605,10 +612,7 @@ impl Replicate for Replication {
             return None;
         }
         let g = lead.p.append(Instant::now());
-        let m = Mark {
-            epoch: g.label.epoch,
-            seq: g.label.seq,
-        };
+        let m = mark(g.label);
         lead.committing = Some(g);
         Some(m)
     }

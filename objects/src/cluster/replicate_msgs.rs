@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::replicate::{PART_BYTES, Replication, answer, label};
+use super::replicate::{PART_BYTES, Replication, answer, label, mark};
 use crate::remote::replica::wire::{
     CopyProgress, MAX_GROUP_BYTES, ReplMessage, Table as WireTable, WireBatch, WireRecord,
 };
 use crate::remote::replica::{Label, Verdict};
 use crate::remote::shard::shard_of;
-use crate::storage::replication::{self as store_repl, Mark, Table};
+use crate::storage::replication::{self as store_repl, Table};
 
 impl Replication {
     /// One message from `from`.
@@ -130,23 +130,28 @@ impl Replication {
                 }
             }
         }
+        let group = store_repl::Received {
+            shard,
+            mark: mark(label),
+            batches: checked,
+        };
+        self.write_then_ack(shard, label.seq, |place| place.send_received(group))
+            .await;
+    }
+
+    /// Hands a job to the writer (`send`), and acknowledges `seq` of
+    /// `shard` once it is durable here.
+    async fn write_then_ack(
+        self: &Arc<Self>,
+        shard: u32,
+        seq: u64,
+        send: impl FnOnce(crate::storage::Place<'_>) -> crate::storage::Done,
+    ) {
         let Some(store) = self.store() else { return };
         let Ok(place) = store.writer.reserve().await else {
             return;
         };
-        let done = place.send_received(store_repl::Received {
-            shard,
-            mark: Mark {
-                epoch: label.epoch,
-                seq: label.seq,
-            },
-            batches: checked,
-        });
-        self.ack_when(shard, label.seq, done);
-    }
-
-    /// Once the writer made `seq` of `shard` durable here, acknowledges it.
-    fn ack_when(self: &Arc<Self>, shard: u32, seq: u64, done: crate::storage::Done) {
+        let done = send(place);
         let this = self.clone();
         tokio::spawn(async move {
             if !matches!(done.await, Ok(Ok(()))) {
@@ -356,18 +361,12 @@ impl Replication {
                 }
             }
         };
-        let Some(store) = self.store() else { return };
-        let Ok(place) = store.writer.reserve().await else {
-            return;
-        };
-        let done = place.send_copy(store_repl::Copy {
+        let copy = store_repl::Copy {
             shard,
-            mark: Mark {
-                epoch: at.epoch,
-                seq: at.seq,
-            },
+            mark: mark(at),
             records: whole,
-        });
-        self.ack_when(shard, at.seq, done);
+        };
+        self.write_then_ack(shard, at.seq, |place| place.send_copy(copy))
+            .await;
     }
 }

@@ -41,9 +41,9 @@ pub(crate) use overlay::{Changes, Overlay, Savepoint};
 pub(crate) use store::Store;
 #[cfg(feature = "admin")]
 pub(crate) use store::copy_env_to;
-#[cfg(feature = "cluster")]
-pub(crate) use writer::Done;
 pub(crate) use writer::{Batch, Recorder, record};
+#[cfg(feature = "cluster")]
+pub(crate) use writer::{Done, Place};
 
 use overlay::Lookup;
 pub(crate) use value::encode_json;
