@@ -167,10 +167,15 @@ async fn a_paused_primary_that_resumes_after_a_failover_acknowledges_nothing() {
     // The follower takes over and counts on from what was acknowledged.
     let (ran, total) = ok_total(&c.node(client).cmd("callretry", &format!("{name} 1")).await);
     assert_eq!((ran.as_str(), total), (f.as_str(), before + 1));
-    // n3 resumes and the held call writes there, on the old epoch: its
-    // write is never acknowledged (its follower is the new primary and
-    // takes nothing from it), so its caller gets an error.
+    // n3 resumes and learns it no longer leads the shard; then the held
+    // call writes there: the write is never acknowledged (n3 is fenced
+    // off the shard, and its follower is the new primary and takes
+    // nothing from it), so its caller gets an error.
     signal(&c.node("n3").child, "-CONT");
+    assert_eq!(
+        c.node("n3").cmd("notleading", &shard.to_string()).await,
+        "ok"
+    );
     assert_eq!(c.node("n3").cmd("release", "").await, "ok");
     let r = c.node(client).wait_line(&format!("reply {held} ")).await;
     assert!(r.starts_with("err "), "the old primary acknowledged: {r}");

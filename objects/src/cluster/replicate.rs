@@ -51,6 +51,16 @@ pub(super) struct Lead {
     pub(super) copying: u32,
 }
 
+impl State {
+    /// `old`, the lead of `shard`, is gone: if other nodes held the shard,
+    /// what this node still commits of it is never acknowledged.
+    fn fence(&mut self, shard: u32, old: &Lead) {
+        if old.p.replicating() || old.p.deposed() {
+            self.fenced.insert(shard);
+        }
+    }
+}
+
 impl Lead {
     fn new(p: Primary) -> Lead {
         Lead {
@@ -78,6 +88,12 @@ pub(super) struct Trail {
 
 #[derive(Default)]
 pub(super) struct State {
+    /// Shards this node stopped leading while others held them (it lost
+    /// its lease, or a newer configuration deposed it): a commit of an
+    /// event that was still running is never acknowledged (it is labelled
+    /// as no replica's history, and failed), until this node leads the
+    /// shard again.
+    pub(super) fenced: std::collections::HashSet<u32>,
     /// Shards whose data here is being rewritten outside replication (a
     /// hand-off to this node, a restore), since when: no trail is kept
     /// for them meanwhile.
@@ -215,6 +231,7 @@ impl Replication {
             self.limits,
         );
         let lead = Lead::new(p);
+        st.fenced.remove(&shard);
         if let Some(old) = st.leads.insert(shard, lead) {
             fail(old.parked, "the shard was claimed again");
         }
@@ -262,6 +279,7 @@ impl Replication {
                 continue;
             }
             if let Some(old) = st.leads.remove(&shard) {
+                st.fence(shard, &old);
                 fail(old.parked, "this node no longer serves the shard");
             }
             let member = config.is_follower(&me);
@@ -317,7 +335,18 @@ impl Replication {
                 ));
             }
         }
-        st.leads.retain(|s, _| configs.contains_key(s));
+        let unknown: Vec<u32> = st
+            .leads
+            .keys()
+            .filter(|s| !configs.contains_key(s))
+            .copied()
+            .collect();
+        for shard in unknown {
+            if let Some(old) = st.leads.remove(&shard) {
+                st.fence(shard, &old);
+                fail(old.parked, "etcd holds no configuration of the shard");
+            }
+        }
         drop(st);
         for (to, msg) in asks {
             self.net.send(&to, &msg);
@@ -406,6 +435,7 @@ impl Replication {
                 return;
             };
             let lead = Lead::new(p);
+            st.fenced.remove(&shard);
             if let Some(old) = st.leads.insert(shard, lead) {
                 fail(old.parked, "the shard was claimed again");
             }
@@ -467,6 +497,7 @@ impl Replication {
         }
         for shard in gone {
             if let Some(old) = st.leads.remove(&shard) {
+                st.fence(shard, &old);
                 fail(old.parked, "a newer configuration deposed this primary");
             }
         }
@@ -603,6 +634,11 @@ impl Replicate for Replication {
 
     fn label(&self, shard: u32) -> Option<Mark> {
         let mut st = crate::sync::lock(&self.state);
+        if st.fenced.contains(&shard) && !st.leads.contains_key(&shard) {
+            // Stored as the label no primary issues (this copy of the
+            // shard is no replica's now); its answers fail in `durable`.
+            return Some(Mark::REWRITTEN);
+        }
         let lead = st.leads.get_mut(&shard)?;
         // No other node holds or copies the shard: its writes commit
         // unlabelled and are answered as soon as they are durable here (a
@@ -652,7 +688,9 @@ impl Replicate for Replication {
     fn durable(&self, shard: u32, seq: u64, replies: Vec<Reply>) {
         let out = {
             let mut st = crate::sync::lock(&self.state);
-            let Some(lead) = st.leads.get_mut(&shard) else {
+            // Sequence 0 is no group: a fenced shard's commit.
+            let lead = st.leads.get_mut(&shard).filter(|_| seq > 0);
+            let Some(lead) = lead else {
                 drop(st);
                 for r in replies {
                     let _ = r.send(Err(not_released("this node no longer serves the shard")));

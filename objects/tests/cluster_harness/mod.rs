@@ -565,6 +565,18 @@ pub(crate) async fn command(
                 s.members, s.leading, s.following
             )
         }
+        // Until this node no longer leads shard `n` (it read that another
+        // node does).
+        "notleading" => {
+            let shard = num(2) as u32;
+            for _ in 0..300 {
+                if !cluster.status().leading.iter().any(|(s, _)| *s == shard) {
+                    return "ok".into();
+                }
+                cluster.refreshed().await;
+            }
+            "err still leading".into()
+        }
         // The followers of a shard this node leads.
         "followers" => {
             let shard = num(2) as u32;
