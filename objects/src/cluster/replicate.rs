@@ -373,6 +373,7 @@ impl Replication {
         let place = store.writer.reserve().await.map_err(|e| e.to_string())?;
         let done = place.send_received(crate::storage::replication::Received {
             shard,
+            prev: None,
             mark: Mark::REWRITTEN,
             batches: Vec::new(),
         });

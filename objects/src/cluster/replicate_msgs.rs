@@ -98,10 +98,22 @@ impl Replication {
                     return;
                 }
             };
+            // Checked before the rules take it: a group taken must be
+            // applied, or the history here would skip it.
+            let mut checked = Vec::with_capacity(whole.batches.len());
+            for b in whole.batches {
+                match b.into_batch() {
+                    Ok(b) => checked.push(b),
+                    Err(e) => {
+                        tracing::warn!(shard, from, error = %e, "a replicated batch is invalid");
+                        return;
+                    }
+                }
+            }
             match trail.f.on_append(from, epoch, prev, label) {
                 Verdict::Apply => {
                     trail.caught = true;
-                    Ok(whole.batches)
+                    Ok(checked)
                 }
                 Verdict::Duplicate => Err(trail.f.ack().map(|a| ReplMessage::Ack {
                     shard,
@@ -111,7 +123,7 @@ impl Replication {
                 Verdict::Refuse(refused) => Err(Some(ReplMessage::Refused { shard, refused })),
             }
         };
-        let batches = match verdict {
+        let checked = match verdict {
             Ok(b) => b,
             Err(reply) => {
                 if let Some(m) = reply {
@@ -120,18 +132,9 @@ impl Replication {
                 return;
             }
         };
-        let mut checked = Vec::with_capacity(batches.len());
-        for b in batches {
-            match b.into_batch() {
-                Ok(b) => checked.push(b),
-                Err(e) => {
-                    tracing::warn!(shard, from, error = %e, "a replicated batch is invalid");
-                    return;
-                }
-            }
-        }
         let group = store_repl::Received {
             shard,
+            prev: Some(mark(prev)),
             mark: mark(label),
             batches: checked,
         };
@@ -155,7 +158,12 @@ impl Replication {
         let this = self.clone();
         tokio::spawn(async move {
             if !matches!(done.await, Ok(Ok(()))) {
+                // The rules took it; the store does not hold it. The trail
+                // goes, and the next reading of etcd makes it again from
+                // the label the store holds: the primary resends from
+                // there, or has it catch up.
                 tracing::warn!(shard, seq, "a replicated group did not commit here");
+                crate::sync::lock(&this.state).trails.remove(&shard);
                 return;
             }
             let ack = {

@@ -63,6 +63,9 @@ pub(crate) type Hook = Arc<std::sync::OnceLock<Arc<dyn Replicate>>>;
 /// A group received from a shard's primary, to apply in one transaction.
 pub(crate) struct Received {
     pub(crate) shard: u32,
+    /// The label the store must hold for the shard for the group to apply
+    /// (`None`: whatever it holds).
+    pub(crate) prev: Option<Mark>,
     pub(crate) mark: Mark,
     pub(crate) batches: Vec<Batch>,
 }
@@ -108,6 +111,19 @@ fn parse_mark(v: &[u8]) -> Option<Mark> {
         epoch: u64::from_be_bytes(*e),
         seq: u64::from_be_bytes(s),
     })
+}
+
+/// `shard`'s label as the transaction sees it (none: the empty history).
+pub(crate) fn get_label(
+    dbs: Dbs,
+    txn: &heed::RoTxn<'_, heed::WithoutTls>,
+    shard: u32,
+) -> heed::Result<Mark> {
+    Ok(dbs
+        .meta
+        .get(txn, &label_key(shard))?
+        .and_then(parse_mark)
+        .unwrap_or_default())
 }
 
 /// Stores `shard`'s label in the transaction that holds its group.
@@ -226,13 +242,7 @@ impl Store {
     ) -> Result<(Mark, Vec<Record>), StorageError> {
         let e = |e| StorageError::lmdb("copy a shard", e);
         let rtxn = self.env.read_txn().map_err(e)?;
-        let mark = self
-            .dbs
-            .meta
-            .get(&rtxn, &label_key(shard))
-            .map_err(e)?
-            .and_then(parse_mark)
-            .unwrap_or_default();
+        let mark = get_label(self.dbs, &rtxn, shard).map_err(e)?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let tables = [

@@ -147,6 +147,7 @@ async fn groups_are_labelled_held_and_applied_with_their_labels() {
         .expect("place")
         .send_received(Received {
             shard: 3,
+            prev: Some(Mark::default()),
             mark: Mark { epoch: 4, seq: 9 },
             batches: vec![put(3, "a", "1"), put(3, "b", "2")],
         });
@@ -156,6 +157,25 @@ async fn groups_are_labelled_held_and_applied_with_their_labels() {
         Some(&Mark { epoch: 4, seq: 9 })
     );
     assert!(store.get(&[3; 32], b"b").expect("read").is_some());
+    // A group that does not follow the label the store holds is refused
+    // and changes nothing.
+    let stray = store
+        .writer
+        .reserve()
+        .await
+        .expect("place")
+        .send_received(Received {
+            shard: 3,
+            prev: Some(Mark { epoch: 4, seq: 7 }),
+            mark: Mark { epoch: 4, seq: 8 },
+            batches: vec![put(3, "c", "3")],
+        });
+    assert!(stray.await.expect("answer").is_err());
+    assert!(store.get(&[3; 32], b"c").expect("read").is_none());
+    assert_eq!(
+        store.labels().expect("labels").get(&3),
+        Some(&Mark { epoch: 4, seq: 9 })
+    );
     let (at, records) = store
         .snapshot(2, &|id| id[0] == 2, 1 << 20)
         .expect("snapshot");

@@ -495,26 +495,38 @@ impl Loop<'_> {
                 by_shard.entry(h.shard(&b.id)).or_default().push(b);
             }
         }
-        let result = (|| -> heed::Result<()> {
-            let mut wtxn = self.env.write_txn()?;
+        let lmdb = |e| StorageError::lmdb("commit", e);
+        let result = (|| -> Result<(), StorageError> {
+            let mut wtxn = self.env.write_txn().map_err(lmdb)?;
             if let Some(h) = self.hook() {
                 for shard in by_shard.keys() {
                     if let Some(m) = h.label(*shard) {
                         labels.push((*shard, m));
-                        replication::put_label(dbs, &mut wtxn, *shard, m)?;
+                        replication::put_label(dbs, &mut wtxn, *shard, m).map_err(lmdb)?;
                     }
                 }
             }
             for b in local {
-                apply(dbs, &mut wtxn, b)?;
+                apply(dbs, &mut wtxn, b).map_err(lmdb)?;
             }
             for g in received {
-                for b in &g.batches {
-                    apply(dbs, &mut wtxn, b)?;
+                // A received group applies only on top of the group it
+                // follows, as this store holds it.
+                if let Some(prev) = g.prev {
+                    let held = replication::get_label(dbs, &wtxn, g.shard).map_err(lmdb)?;
+                    if held != prev {
+                        return Err(StorageError::Replication(format!(
+                            "a group of shard {} follows {prev:?}, but this store holds {held:?}",
+                            g.shard
+                        )));
+                    }
                 }
-                replication::put_label(dbs, &mut wtxn, g.shard, g.mark)?;
+                for b in &g.batches {
+                    apply(dbs, &mut wtxn, b).map_err(lmdb)?;
+                }
+                replication::put_label(dbs, &mut wtxn, g.shard, g.mark).map_err(lmdb)?;
             }
-            wtxn.commit()
+            wtxn.commit().map_err(lmdb)
         })();
         if let Err(e) = result {
             if let Some(h) = self.hook() {
@@ -522,7 +534,7 @@ impl Loop<'_> {
                     h.retract(*shard, *m);
                 }
             }
-            return Err(StorageError::lmdb("commit", e));
+            return Err(e);
         }
         record!(
             self.rec,
