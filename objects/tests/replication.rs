@@ -215,3 +215,30 @@ async fn a_shard_handed_to_its_own_follower_keeps_every_write() {
     assert_eq!(c.node(&g).cmd("stored", &name).await, "ok 7");
     assert_eq!(c.violations(), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_set_on_a_killed_primary_runs_on_its_follower() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(mut c) = Cluster3::start(4, 1500).await else {
+        return;
+    };
+    replicated(&mut c).await;
+    let (name, shard, _) = object_on(&mut c, "n3", "alarm").await;
+    let f = follower_of(&mut c, "n3", shard).await;
+    let client = if f == "n1" { "n2" } else { "n1" };
+    assert_eq!(
+        ok_total(&c.node(client).cmd("call", &format!("{name} 1")).await).1,
+        1
+    );
+    // The alarm is set (acknowledged: durable on the follower too), then
+    // the primary is killed before it is due.
+    let (ran, _) = ok_total(&c.node(client).cmd("alarm", &format!("{name} 6")).await);
+    assert_eq!(ran, "n3");
+    c.nodes.retain(|n| n.id != "n3");
+    // The follower takes over and runs the alarm: once.
+    let r = c.node(client).cmd("alarmed", &name).await;
+    assert_eq!(r, format!("ok {f} 1001"), "{r}");
+    let (ran, total) = ok_total(&c.node(client).cmd("call", &format!("{name} 1")).await);
+    assert_eq!((ran.as_str(), total), (f.as_str(), 1002));
+    assert_eq!(c.violations(), "");
+}

@@ -44,6 +44,9 @@ pub(crate) enum ProbeCall {
     Hold,
     /// Waits like `Hold`, then adds.
     HoldAdd(u64),
+    /// Sets the object's alarm this many seconds ahead; when it runs, it
+    /// adds 1000.
+    Alarm(u64),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -86,6 +89,10 @@ impl Probe {
                 self.total += n;
                 ctx.storage().put("total", &self.total).map(|()| self.total)
             }
+            ProbeCall::Alarm(secs) => {
+                let at = std::time::SystemTime::now() + Duration::from_secs(secs);
+                ctx.storage().set_alarm(at).map(|()| self.total)
+            }
             _ => Ok(self.total),
         };
         std::fs::remove_file(&marker)?;
@@ -125,6 +132,12 @@ impl Object for Probe {
             node: self.env.node.clone(),
             total,
         })
+    }
+
+    async fn alarm(&mut self, ctx: &mut Context, _: objects::AlarmInfo) -> Result<(), BoxError> {
+        self.total += 1000;
+        ctx.storage().put("total", &self.total)?;
+        Ok(())
     }
 
     async fn fetch(
@@ -576,6 +589,25 @@ pub(crate) async fn command(
                 cluster.refreshed().await;
             }
             "err still leading".into()
+        }
+        // Sets the object's alarm `secs` ahead.
+        "alarm" => fmt(probes
+            .get_by_name(&arg(2))
+            .call(ProbeCall::Alarm(num(3)))
+            .await),
+        // Until the object's alarm has run (its total reaches 1000), at
+        // most 300 readings of etcd; says where it runs and its total.
+        "alarmed" => {
+            let stub = probes.get_by_name(&arg(2));
+            for _ in 0..300 {
+                if let Ok(p) = stub.call(ProbeCall::Get).await
+                    && p.total >= 1000
+                {
+                    return format!("ok {} {}", p.node, p.total);
+                }
+                cluster.refreshed().await;
+            }
+            "err the alarm never ran".into()
         }
         // The followers of a shard this node leads.
         "followers" => {
