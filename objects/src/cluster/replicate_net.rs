@@ -60,9 +60,14 @@ impl Net {
     }
 
     fn unreachable(&self, to: &str, why: &str) {
-        tracing::warn!(peer = to, why, "replication peer unreachable");
         crate::sync::lock(&self.out).remove(to);
-        crate::sync::lock(&self.unreachable).push(to.to_string());
+        let mut gone = crate::sync::lock(&self.unreachable);
+        // Once per peer until replication reads the list (a send per group
+        // may find the same peer gone many times in between).
+        if !gone.iter().any(|n| n == to) {
+            tracing::warn!(peer = to, why, "replication peer unreachable");
+            gone.push(to.to_string());
+        }
     }
 
     /// The peers found unreachable since the last call.
@@ -125,7 +130,10 @@ impl Net {
             flag.cancel();
             if let Err(e) = why {
                 tracing::warn!(peer = %node, error = %e, "replication stream ended");
-                crate::sync::lock(&unreachable).push(node);
+                let mut gone = crate::sync::lock(&unreachable);
+                if !gone.contains(&node) {
+                    gone.push(node);
+                }
             }
         });
         Out {
