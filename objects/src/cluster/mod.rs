@@ -17,6 +17,7 @@ mod node;
 mod receive;
 mod replicas;
 mod replicate;
+mod replicate_hook;
 mod replicate_msgs;
 mod replicate_net;
 mod restore;

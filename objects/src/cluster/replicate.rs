@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 
 use super::node::Node;
 use crate::remote::replica::placement::{self, Zones};
-use crate::remote::replica::wire::{
-    Assembler, CopyProgress, MAX_GROUP_BYTES, ReplMessage, WireBatch,
-};
+use crate::remote::replica::wire::{Assembler, CopyProgress, ReplMessage, WireBatch};
 use crate::remote::replica::{Config, Follower, Group, Label, Limits, Log, Primary};
 use crate::remote::shard::{Owner, shard_of};
-use crate::storage::replication::{Mark, Record, Replicate, Reply};
+use crate::storage::replication::{Mark, Record, Reply};
 use crate::storage::{Batch, StorageError, Store};
 
 /// Bytes of batches per `append` part and of records per copy chunk
@@ -117,7 +115,7 @@ pub(crate) struct Replication {
 }
 
 /// The error a caller gets when its group will never be released here.
-fn not_released(why: &str) -> StorageError {
+pub(super) fn not_released(why: &str) -> StorageError {
     StorageError::CommitFailed(Arc::new(StorageError::Replication(why.to_string())))
 }
 
@@ -143,7 +141,7 @@ pub(super) fn label(m: Mark) -> Label {
 
 /// A group's batches in parts of about `PART_BYTES`: an object's writes
 /// may be split, its first part carrying its clear and alarm.
-fn parts(batches: &[&Batch]) -> Vec<Vec<WireBatch>> {
+pub(super) fn parts(batches: &[&Batch]) -> Vec<Vec<WireBatch>> {
     let mut out = vec![Vec::new()];
     let mut bytes = 0usize;
     for b in batches {
@@ -574,7 +572,7 @@ impl Replication {
         }
     }
 
-    fn send_group(
+    pub(super) fn send_group(
         &self,
         to: &str,
         shard: u32,
@@ -626,82 +624,4 @@ fn rand_session() -> u64 {
     // A failure leaves zeros: the session is then only less unique.
     let _ = getrandom::fill(&mut b);
     u64::from_le_bytes(b)
-}
-
-impl Replicate for Replication {
-    fn shard(&self, id: &[u8; 32]) -> u32 {
-        shard_of(id, self.shards)
-    }
-
-    fn label(&self, shard: u32) -> Option<Mark> {
-        let mut st = crate::sync::lock(&self.state);
-        if st.fenced.contains(&shard) && !st.leads.contains_key(&shard) {
-            // Stored as the label no primary issues (this copy of the
-            // shard is no replica's now); its answers fail in `durable`.
-            return Some(Mark::REWRITTEN);
-        }
-        let lead = st.leads.get_mut(&shard)?;
-        // No other node holds or copies the shard: its writes commit
-        // unlabelled and are answered as soon as they are durable here (a
-        // later learner's copy takes them along). A deposed primary still
-        // labels, so that nothing of it is released.
-        if !(lead.p.replicating() || lead.copying > 0 || lead.p.deposed()) {
-            return None;
-        }
-        let g = lead.p.append(Instant::now());
-        let m = mark(g.label);
-        lead.committing = Some(g);
-        Some(m)
-    }
-
-    fn retract(&self, shard: u32, mark: Mark) {
-        let mut st = crate::sync::lock(&self.state);
-        if let Some(lead) = st.leads.get_mut(&shard) {
-            lead.p.retract(label(mark));
-            lead.committing = None;
-        }
-    }
-
-    fn committed(&self, shard: u32, mark: Mark, batches: &[&Batch]) {
-        let mut st = crate::sync::lock(&self.state);
-        let max_log = self.limits.max_log;
-        let Some(lead) = st.leads.get_mut(&shard) else {
-            return;
-        };
-        let Some(g) = lead.committing.take().filter(|g| g.label == label(mark)) else {
-            return;
-        };
-        let p = Arc::new(parts(batches));
-        let weight: usize = p.iter().flatten().map(WireBatch::weight).sum();
-        lead.recent.push_back((g.label, p.clone()));
-        lead.recent_bytes += weight;
-        while lead.recent.len() > max_log || lead.recent_bytes > MAX_GROUP_BYTES {
-            let Some((_, old)) = lead.recent.pop_front() else {
-                break;
-            };
-            lead.recent_bytes -= old.iter().flatten().map(WireBatch::weight).sum::<usize>();
-        }
-        for to in &g.to {
-            self.send_group(to, shard, g.epoch, g.prev, g.label, &p);
-        }
-    }
-
-    fn durable(&self, shard: u32, seq: u64, replies: Vec<Reply>) {
-        let out = {
-            let mut st = crate::sync::lock(&self.state);
-            // Sequence 0 is no group: a fenced shard's commit.
-            let lead = st.leads.get_mut(&shard).filter(|_| seq > 0);
-            let Some(lead) = lead else {
-                drop(st);
-                for r in replies {
-                    let _ = r.send(Err(not_released("this node no longer serves the shard")));
-                }
-                return;
-            };
-            lead.p.durable(seq);
-            lead.parked.entry(seq).or_default().extend(replies);
-            Self::released(lead)
-        };
-        answer(out);
-    }
 }
