@@ -54,6 +54,9 @@ pub struct Context {
 enum Out {
     Socket(u64, Outgoing),
     Stream(BodySender, Bytes),
+    /// A remote socket's tags and attachment go to its edge.
+    #[cfg(feature = "cluster")]
+    Keep(u64),
 }
 
 /// A finished background future's continuation, as the activation runs it.
@@ -229,6 +232,7 @@ impl Context {
             link.auto_response(self.id.as_bytes(), pair);
         }
         self.outbox.push(Out::Socket(sid, Outgoing::Live));
+        self.outbox.push(Out::Keep(sid));
         Ok((WebSocket { sid }, response))
     }
 
@@ -281,7 +285,17 @@ impl Context {
         value: &T,
     ) -> Result<(), WebSocketError> {
         let bytes = serde_json::to_vec(value).map_err(|e| WebSocketError::Codec(e.to_string()))?;
-        self.table().set_attachment(ws.sid, Some(bytes.into()))
+        let mut t = self.table();
+        t.set_attachment(ws.sid, Some(bytes.into()))?;
+        // A remote socket's edge learns it once the event is released.
+        #[cfg(feature = "cluster")]
+        if t.any_handle(ws.sid)
+            .is_some_and(|h| h.remote_parts().is_some())
+        {
+            drop(t);
+            self.outbox.push(Out::Keep(ws.sid));
+        }
+        Ok(())
     }
 
     /// Sends a message on a socket. Held until this event's writes are
@@ -506,6 +520,9 @@ impl Context {
         // Links to the nodes of remote sockets that got something.
         #[cfg(feature = "cluster")]
         let mut links: Vec<Arc<dyn crate::websocket::remote::EdgeLink>> = Vec::new();
+        // Remote sockets whose tags and attachment go to their edge.
+        #[cfg(feature = "cluster")]
+        let mut keeps: Vec<u64> = Vec::new();
         // Drained, not replaced: the next event reuses the capacity.
         for out in self.outbox.drain(..) {
             let (sid, out) = match out {
@@ -513,6 +530,13 @@ impl Context {
                 Out::Stream(tx, chunk) => {
                     if tx.send(chunk) == Err(Unsent::Cut) {
                         tracing::debug!("streamed body cut: its reader fell behind");
+                    }
+                    continue;
+                }
+                #[cfg(feature = "cluster")]
+                Out::Keep(sid) => {
+                    if !keeps.contains(&sid) {
+                        keeps.push(sid);
                     }
                     continue;
                 }
@@ -533,6 +557,18 @@ impl Context {
                             links.push(l.clone());
                         }
                     }
+                }
+            }
+        }
+        #[cfg(feature = "cluster")]
+        for sid in keeps {
+            if let Some((l, esid)) = t.handle(sid).and_then(|h| h.remote_parts())
+                && let Some(tags) = t.tags(sid)
+            {
+                let attachment = t.attachment(sid).ok().flatten().cloned();
+                l.keep(esid, tags.to_vec(), attachment);
+                if !links.iter().any(|x| Arc::ptr_eq(x, l)) {
+                    links.push(l.clone());
                 }
             }
         }

@@ -28,7 +28,11 @@ pub(crate) const UPLINK_QUEUE: usize = 4096;
 /// (its client's TCP backpressure), as it waits for mailbox room locally.
 pub(crate) const UPLINK_BYTES: usize = 4 << 20;
 /// The close reason of sockets whose owner's link was lost.
-const LINK_LOST: &str = "the object's node went away; reconnect";
+pub(super) const LINK_LOST: &str = "the object's node went away; reconnect";
+
+/// An owner's answer to an adoption: the sockets it took, and those it
+/// had reported closed.
+pub(super) type Adoption = (Vec<u64>, Vec<u64>);
 
 /// The link to one owner, behind a lock held while it is made (so one
 /// connect is tried at a time, without holding up other owners).
@@ -61,6 +65,15 @@ impl Uplinks {
                 h.close(code, reason.to_string());
             }
         }
+    }
+
+    /// Fires once the current link to `owner` is lost and its sockets'
+    /// fate is settled.
+    #[cfg(test)]
+    pub(super) async fn settled(&self, owner: &str) -> Option<CancellationToken> {
+        let slot = crate::sync::lock(&self.links).get(owner).cloned()?;
+        let link = slot.lock().await;
+        link.as_ref().map(|l| l.settled.clone())
     }
 
     /// The object's gate, if it has sockets here.
@@ -98,7 +111,15 @@ pub(crate) struct Uplink {
     pub(super) sockets: Mutex<HashMap<u64, SocketHandle>>,
     /// Upgrades waiting for the owner's answer, by sequence number.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
-    next_seq: AtomicU64,
+    pub(super) next_seq: AtomicU64,
+    /// Sockets the owner closed or cut (`Close`, `Kill`): not handed to
+    /// another owner should this link be lost.
+    pub(super) ending: Mutex<std::collections::HashSet<u64>>,
+    /// Adoptions asked of this owner and not yet answered, by token.
+    pub(super) adopts: Mutex<HashMap<u64, oneshot::Sender<Adoption>>>,
+    /// Cancelled once the link is lost and what becomes of its sockets is
+    /// settled: closed, or waiting (paused) for their objects' next owner.
+    pub(super) settled: CancellationToken,
 }
 
 impl Uplink {
@@ -180,6 +201,9 @@ pub(super) async fn uplink(links: &Arc<Links>, owner: &str) -> Result<Arc<Uplink
         sockets: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
         next_seq: AtomicU64::new(1),
+        ending: Mutex::new(std::collections::HashSet::new()),
+        adopts: Mutex::new(HashMap::new()),
+        settled: CancellationToken::new(),
     });
     tokio::spawn(write_to_owner(link.clone(), send, rx));
     tokio::spawn(read_from_owner(links.clone(), link.clone(), recv, conn));
@@ -220,7 +244,8 @@ async fn write_to_owner(
 }
 
 /// Hands the owner's messages to the sockets here. When the link ends,
-/// its sockets are closed with a Close frame (1012: reconnect).
+/// its live sockets wait for their objects' next owner (`rehome.rs`);
+/// the rest are closed with a Close frame (1012: reconnect).
 async fn read_from_owner(
     links: Arc<Links>,
     link: Arc<Uplink>,
@@ -267,12 +292,28 @@ async fn read_from_owner(
             }
             ToEdge::Close { esid, code, reason } => {
                 if let Some(h) = crate::sync::lock(&link.sockets).get(&esid) {
+                    crate::sync::lock(&link.ending).insert(esid);
                     h.send(Outgoing::Close(code, reason));
                 }
             }
             ToEdge::Kill { esid, code, reason } => {
                 if let Some(h) = crate::sync::lock(&link.sockets).get(&esid) {
+                    crate::sync::lock(&link.ending).insert(esid);
                     h.close(code, reason);
+                }
+            }
+            ToEdge::Keep {
+                esid,
+                tags,
+                attachment,
+            } => super::rehome::keep(&links, &link, esid, tags, attachment),
+            ToEdge::Adopted {
+                token,
+                adopted,
+                closed,
+            } => {
+                if let Some(tx) = crate::sync::lock(&link.adopts).remove(&token) {
+                    let _ = tx.send((adopted, closed));
                 }
             }
             ToEdge::AutoResponse { id, pair } => {
@@ -287,15 +328,11 @@ async fn read_from_owner(
         }
     }
     link.dead.cancel();
-    let esids: Vec<u64> = {
-        let sockets = crate::sync::lock(&link.sockets);
-        for h in sockets.values() {
-            h.close(1012, LINK_LOST.into());
-        }
-        sockets.keys().copied().collect()
-    };
-    // Paused sockets go on (to find the link gone and end).
-    super::follow::resume(&links, &esids).await;
+    let closed = super::rehome::lost(&links, &link).await;
+    // Paused sockets that closed go on (to find the link gone and end).
+    super::follow::resume(&links, &closed).await;
+    link.settled.cancel();
+    crate::sync::lock(&link.adopts).clear();
     for (_, tx) in crate::sync::lock(&link.pending).drain() {
         let _ = tx.send(Err(Refusal::Unavailable {
             reason: "the link to the owner was lost".into(),
@@ -333,6 +370,8 @@ impl Gate {
 /// followed, or the object moved). Paused while its object moves.
 pub(super) struct EdgeDeliver {
     pub(super) id: [u8; 32],
+    /// The object's namespace.
+    pub(super) ns: Arc<str>,
     link: Mutex<Arc<Uplink>>,
     gate: Arc<Gate>,
     /// Weak: the links hold this (in `Uplinks::delivers`).
@@ -345,6 +384,7 @@ pub(super) struct EdgeDeliver {
 impl EdgeDeliver {
     pub(super) fn new(
         id: [u8; 32],
+        ns: Arc<str>,
         link: Arc<Uplink>,
         links: &Arc<Links>,
         shared: Arc<crate::shared::Shared>,
@@ -356,6 +396,7 @@ impl EdgeDeliver {
             .clone();
         Arc::new(EdgeDeliver {
             id,
+            ns,
             link: Mutex::new(link),
             gate,
             links: Arc::downgrade(links),
@@ -399,12 +440,26 @@ impl Deliver for EdgeDeliver {
                 ),
                 SocketEvent::Error(e) => (WireEvent::Error(e), false),
             };
-            let open = self.gate.lock.read().await;
-            let link = self.link();
-            let sent = link.send(&ToOwner::Event { esid, event }).await;
-            drop(open);
+            let msg = ToOwner::Event { esid, event };
+            // A link found lost: once its fate is settled, the event goes
+            // to the object's next owner if the socket was handed to it.
+            let mut lost: Option<Arc<Uplink>> = None;
+            let sent = loop {
+                let open = self.gate.lock.read().await;
+                let link = self.link();
+                if lost.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                    break false;
+                }
+                let sent = link.send(&msg).await;
+                drop(open);
+                if sent || !link.dead.is_cancelled() {
+                    break sent;
+                }
+                link.settled.cancelled().await;
+                lost = Some(link);
+            };
             if close {
-                crate::sync::lock(&link.sockets).remove(&esid);
+                crate::sync::lock(&self.link().sockets).remove(&esid);
                 if let Some(links) = self.links.upgrade() {
                     links.uplinks.forget(&id, esid);
                 }
@@ -502,6 +557,7 @@ async fn run_upgrade(
     let esid = shared.next_sid.fetch_add(1, Ordering::Relaxed);
     let deliver = EdgeDeliver::new(
         id,
+        target.ns.clone(),
         link.clone(),
         links,
         shared.clone(),

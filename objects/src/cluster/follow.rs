@@ -296,7 +296,14 @@ fn become_edge(
     };
     let metrics = crate::metrics::Metrics::register(ns.name());
     for (sid, h) in here {
-        let d = EdgeDeliver::new(id, link.clone(), links, shared.clone(), metrics.clone());
+        let d = EdgeDeliver::new(
+            id,
+            ns.name().into(),
+            link.clone(),
+            links,
+            shared.clone(),
+            metrics.clone(),
+        );
         crate::sync::lock(&links.uplinks.delivers).insert(sid, d);
         crate::sync::lock(&link.sockets).insert(sid, h);
         claims.push(sid);
@@ -381,6 +388,10 @@ impl EdgeLink for ParkedLink {
 
     fn kill(&self, esid: u64, code: u16, reason: String) {
         self.with(esid, |p| p.kept.kill(code, reason));
+    }
+
+    fn keep(&self, _esid: u64, _tags: Vec<String>, _attachment: Option<bytes::Bytes>) {
+        // The claim sends the socket's state as it is then.
     }
 
     fn auto_response(&self, id: &[u8; 32], pair: Option<(String, String)>) {
@@ -512,6 +523,10 @@ pub(super) fn claim(links: &Links, from: &Arc<FromEdge>, esids: &[u64]) {
             continue;
         }
         let id = p.socket.id;
+        if let Some(tags) = t.tags(p.socket.sid) {
+            let attachment = t.attachment(p.socket.sid).ok().flatten().cloned();
+            from.keep(esid, tags.to_vec(), attachment);
+        }
         from.register(esid, p.socket);
         let (outs, kill) = p.kept.take();
         for out in outs {

@@ -15,6 +15,7 @@ mod handoff;
 mod moves;
 mod node;
 mod receive;
+mod rehome;
 mod replicas;
 mod replicate;
 mod replicate_hook;
@@ -107,6 +108,11 @@ pub struct ClusterOptions {
     /// its shard (its sockets stay open and follow it, their frames
     /// waiting meanwhile).
     pub rebalance: bool,
+    /// How long this node, as the edge of WebSocket clients, keeps the
+    /// sockets of an owner it lost open, waiting for their objects' next
+    /// owner (a follower taking over, or the owner back under a new
+    /// lease) to adopt them. Zero: they close at once (1012, reconnect).
+    pub socket_failover_wait: Duration,
 }
 
 impl ClusterOptions {
@@ -130,6 +136,7 @@ impl ClusterOptions {
             lease_margin: Duration::from_secs(3),
             zone: None,
             rebalance: false,
+            socket_failover_wait: rehome::SOCKET_FAILOVER_WAIT,
         }
     }
 }
@@ -142,6 +149,7 @@ with_setters!(ClusterOptions {
     with_lease_margin => lease_margin: Duration,
     with_zone => zone: Option<String>,
     with_rebalance => rebalance: bool,
+    with_socket_failover_wait => socket_failover_wait: Duration,
 });
 
 /// What this node knows of the cluster now.
@@ -251,14 +259,16 @@ impl Cluster {
             Lease::new(options.lease_ttl, options.lease_margin),
         );
         view.initial = meta.members.clone();
+        let node = Arc::new(Node::new(
+            &options.node_id,
+            meta.shards.max(1),
+            view,
+            Peers::new(endpoint.clone(), shutdown.clone()),
+        ));
+        node.set_socket_failover_wait(options.socket_failover_wait);
         Ok(Cluster {
             inner: Arc::new(Inner {
-                node: Arc::new(Node::new(
-                    &options.node_id,
-                    meta.shards.max(1),
-                    view,
-                    Peers::new(endpoint.clone(), shutdown.clone()),
-                )),
+                node,
                 shards: meta.shards.max(1),
                 secret,
                 endpoint,

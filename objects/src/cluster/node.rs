@@ -30,6 +30,9 @@ pub(crate) struct Node {
     pub(crate) draining: std::sync::atomic::AtomicBool,
     /// Its replication, once it serves (`replicate.rs`).
     pub(crate) replication: std::sync::OnceLock<Arc<super::replicate::Replication>>,
+    /// How long a lost owner's sockets wait for their objects' next owner
+    /// (`rehome.rs`), in milliseconds; 0: they close at once.
+    pub(crate) socket_wait_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Node {
@@ -42,7 +45,25 @@ impl Node {
             handoff: super::handoff::State::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             replication: std::sync::OnceLock::new(),
+            socket_wait_ms: std::sync::atomic::AtomicU64::new(
+                u64::try_from(super::rehome::SOCKET_FAILOVER_WAIT.as_millis()).unwrap_or(u64::MAX),
+            ),
         }
+    }
+
+    /// How long a lost owner's sockets wait for their objects' next owner.
+    pub(crate) fn socket_failover_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            self.socket_wait_ms
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn set_socket_failover_wait(&self, wait: std::time::Duration) {
+        self.socket_wait_ms.store(
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 }
 

@@ -56,6 +56,9 @@ pub(crate) struct Links {
     pub(super) parked: Mutex<HashMap<(String, u64), super::follow::Parked>>,
     /// Tokens of the pauses this node asks edges for.
     pub(super) next_pause: std::sync::atomic::AtomicU64,
+    /// Owner side: sockets reported closed when their edge's link ended
+    /// (not adopted again, `rehome.rs`).
+    pub(super) gone: super::rehome::Gone,
     /// Edge side: links to owners, sockets connected here.
     pub(crate) uplinks: Uplinks,
 }
@@ -77,6 +80,7 @@ pub(crate) fn attach(
         from_edges: Mutex::new(HashMap::new()),
         parked: Mutex::new(HashMap::new()),
         next_pause: std::sync::atomic::AtomicU64::new(1),
+        gone: super::rehome::Gone::default(),
         uplinks: Uplinks::default(),
     });
     node.handoff.attach_links(&links);
@@ -238,6 +242,16 @@ impl FromEdge {
         crate::sync::lock(&self.state).sockets.get(&esid).cloned()
     }
 
+    /// Ends the link, as a network cut would.
+    #[cfg(test)]
+    pub(super) fn cut(&self) {
+        self.dead.cancel();
+    }
+
+    pub(super) fn has_socket(&self, esid: u64) -> bool {
+        crate::sync::lock(&self.state).sockets.contains_key(&esid)
+    }
+
     fn forget(&self, esid: u64) -> Option<RemoteSocket> {
         crate::sync::lock(&self.state).sockets.remove(&esid)
     }
@@ -327,6 +341,25 @@ impl EdgeLink for FromEdge {
                 pair,
             });
         self.wake.notify_one();
+    }
+
+    fn keep(&self, esid: u64, tags: Vec<String>, attachment: Option<bytes::Bytes>) {
+        if self.dead.is_cancelled() {
+            return;
+        }
+        let attachment = attachment.map(|a| data_encoding::BASE64.encode(&a));
+        let mut st = crate::sync::lock(&self.state);
+        if !st.queue.push(ToEdge::Keep {
+            esid,
+            tags,
+            attachment,
+        }) {
+            // As a frame that does not fit: the edge would hold a stale
+            // state, so the socket is cut as a slow reader.
+            st.kills
+                .entry(esid)
+                .or_insert_with(|| (1008, SLOW_LINK.into()));
+        }
     }
 }
 
@@ -420,6 +453,14 @@ async fn serve_link(links: Arc<Links>, send: quinn::SendStream, recv: quinn::Rec
     let old = crate::sync::lock(&links.from_edges).insert(edge.clone(), from.clone());
     if let Some(old) = old {
         old.dead.cancel();
+        // Its sockets are reported closed (below, as that link's reader
+        // ends): the edge may not have them adopted on this one.
+        let esids: Vec<u64> = crate::sync::lock(&old.state)
+            .sockets
+            .keys()
+            .copied()
+            .collect();
+        links.gone.add(&edge, esids);
     }
     tokio::spawn(write_to_edge(from.clone(), send));
     loop {
@@ -503,6 +544,9 @@ async fn serve_link(links: Arc<Links>, send: quinn::SendStream, recv: quinn::Rec
                 }
             }
             ToOwner::Claim { esids } => super::follow::claim(&links, &from, &esids),
+            ToOwner::Adopt { token, objects } => {
+                super::rehome::adopt(&links, &from, token, objects);
+            }
         }
     }
     from.dead.cancel();
@@ -514,11 +558,11 @@ async fn serve_link(links: Arc<Links>, send: quinn::SendStream, recv: quinn::Rec
     }
     // The client's node is gone (or gave up this link): its sockets end
     // for their objects as a vanished peer's do.
-    let sockets: Vec<RemoteSocket> = crate::sync::lock(&from.state)
-        .sockets
-        .drain()
-        .map(|(_, s)| s)
-        .collect();
+    let sockets: Vec<RemoteSocket> = {
+        let mut st = crate::sync::lock(&from.state);
+        links.gone.add(&edge, st.sockets.keys().copied());
+        st.sockets.drain().map(|(_, s)| s).collect()
+    };
     for s in sockets {
         s.abandoned();
         s.ended(CloseEvent {

@@ -410,7 +410,9 @@ async fn a_lost_link_closes_the_edge_s_sockets_and_the_owner_hears_of_it() {
     let mut b1 = connect(&b, "y", "b1").await;
     assert_eq!(ask(&mut b1, "count x").await, "n=2 x=1 me=b1 tags=y");
     // a's QUIC endpoint goes away (as if a were killed): a's client gets a
-    // Close frame, and the room on b hears that a1 left.
+    // Close frame, and the room on b hears that a1 left. (a could reach no
+    // next owner: it closes the sockets at once rather than wait.)
+    a.node.set_socket_failover_wait(Duration::ZERO);
     a.endpoint.close(0u32.into(), b"gone");
     assert_eq!(close_code(&mut a1).await, 1012);
     assert_eq!(next_text(&mut b1).await, "left a1 1006");
@@ -491,7 +493,115 @@ async fn sockets_follow_their_room_when_it_moves() {
     }
 }
 
+/// Bounds a wait on something the test expects to happen.
+async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_of_a_lost_owner_are_adopted_by_the_next_one() {
+    let (a, b, c) = three_nodes(4).await;
+    let shard = shard::shard_of(a.rooms.id_from_name("lobby").as_bytes(), SHARDS);
+    // Clients on a and b; the room runs on c.
+    let mut a1 = connect(&a, "x", "a1").await;
+    let mut b1 = connect(&b, "y", "b1").await;
+    a1.send(Ws::text("auto")).await.expect("send");
+    assert_eq!(ask(&mut a1, "echo set").await, "echo set");
+    assert_eq!(ask(&mut b1, "echo set").await, "echo set");
+    assert_eq!(ask(&mut a1, "ping").await, "pong");
+    let activations = |n: &TestNode| n.rooms.env().load(Ordering::SeqCst);
+    assert_eq!((activations(&a), activations(&b)), (0, 0));
+
+    // c is lost at once, as when its process is killed: it runs nothing
+    // more (its lease is gone) and its endpoint closes. The edges' links
+    // to it end; their sockets stay open.
+    let a_lost = a.link_settled("c").await;
+    let b_lost = b.link_settled("c").await;
+    crate::sync::write(&c.node.view).lease.renewed_at = None;
+    c.endpoint.close(0u32.into(), b"killed");
+    within("a's link loss", a_lost.cancelled()).await;
+    within("b's link loss", b_lost.cancelled()).await;
+    // While the room has no owner, a message waits.
+    a1.send(Ws::text("echo waited")).await.expect("send");
+
+    // b takes the shard over at the next epoch (as a follower would).
+    for n in [&a, &b] {
+        let mut v = crate::sync::write(&n.node.view);
+        v.members.remove("c");
+        v.owners.insert(
+            shard,
+            Owner {
+                node: "b".into(),
+                epoch: 2,
+            },
+        );
+        if n.node.me == "b" {
+            v.claimed.insert(shard, 2);
+        }
+    }
+    // The waiting message reaches the room on b (once a's socket is
+    // adopted; b's own waits for its adoption too), and both sockets are
+    // there with their tags, attachments and auto-response state.
+    assert_eq!(next_text(&mut a1).await, "echo waited");
+    assert_eq!(ask(&mut b1, "echo b").await, "echo b");
+    assert_eq!(ask(&mut a1, "count x").await, "n=2 x=1 me=a1 tags=x");
+    assert_eq!(ask(&mut b1, "count y").await, "n=2 y=1 me=b1 tags=y");
+    assert_eq!(ask(&mut a1, "stamped").await, "stamped true");
+    assert_eq!(ask(&mut b1, "ping").await, "pong");
+    assert!(activations(&b) >= 1, "the room runs on b");
+    // The room hears a close, and broadcasts reach both.
+    b1.send(Ws::text("all hi")).await.expect("send");
+    assert_eq!(next_text(&mut a1).await, "hi");
+    assert_eq!(next_text(&mut b1).await, "hi");
+    a1.send(Ws::Close(None)).await.expect("close");
+    assert_eq!(next_text(&mut b1).await, "left a1 1005");
+    for n in [&a, &b, &c] {
+        n.shutdown.cancel();
+        n.rt.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_an_owner_reported_closed_are_not_adopted_back() {
+    let ca = ClusterCa::generate().expect("CA");
+    let secret = [3u8; 32];
+    let a = start("a", &ca, secret).await;
+    let b = start("b", &ca, secret).await;
+    let all = [&a, &b];
+    place_lobby(&all, "b");
+    let mut a1 = connect(&a, "x", "a1").await;
+    let mut b1 = connect(&b, "y", "b1").await;
+    assert_eq!(ask(&mut b1, "count x").await, "n=2 x=1 me=b1 tags=y");
+    // The link from a is cut on b, which stays the owner: the room hears
+    // that a1 left, so a1 is not adopted back when a reconnects; it closes.
+    let links = b.node.handoff.links().expect("links");
+    let from = crate::sync::lock(&links.from_edges)
+        .get("a")
+        .cloned()
+        .expect("a's link");
+    from.cut();
+    assert_eq!(next_text(&mut b1).await, "left a1 1006");
+    assert_eq!(close_code(&mut a1).await, 1012);
+    assert_eq!(ask(&mut b1, "count x").await, "n=1 x=0 me=b1 tags=y");
+    for n in all {
+        n.shutdown.cancel();
+        n.rt.shutdown().await;
+    }
+}
+
 impl TestNode {
+    /// Fires when this node's link to `owner` is lost and settled.
+    async fn link_settled(&self, owner: &str) -> CancellationToken {
+        let links = self.node.handoff.links().expect("links");
+        links
+            .uplinks
+            .settled(owner)
+            .await
+            .expect("a link to the owner")
+    }
+
     fn rt_frames_in(&self) -> u64 {
         let links = self.rt.shared().socket_links.get().expect("links");
         links.frames_in()

@@ -73,6 +73,14 @@ pub(crate) enum ToOwner {
     /// edge's (their object's old owner handed them over); send their
     /// frames. Their events follow on this link.
     Claim { esids: Vec<u64> },
+    /// To the new owner of objects whose owner was lost (failover): these
+    /// sockets were those objects' on the lost owner, with the state the
+    /// edge was told of ([`ToEdge::Keep`]); take them into the objects'
+    /// tables. Answered by [`ToEdge::Adopted`] with `token`.
+    Adopt {
+        token: u64,
+        objects: Vec<super::handoff_wire::WireSockets>,
+    },
 }
 
 /// Owner to edge.
@@ -112,6 +120,23 @@ pub(crate) enum ToEdge {
         ids: Vec<String>,
         esids: Vec<u64>,
         owner: Option<String>,
+    },
+    /// A socket's tags and attachment (base64) as the object left them
+    /// (sent when the socket goes live and whenever its attachment
+    /// changes): what the edge hands a new owner if this one is lost.
+    Keep {
+        esid: u64,
+        tags: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attachment: Option<String>,
+    },
+    /// The answer to [`ToOwner::Adopt`]: the sockets taken (`adopted`),
+    /// those this node already reported closed to their objects (`closed`:
+    /// the edge closes them); any other waits for the next try.
+    Adopted {
+        token: u64,
+        adopted: Vec<u64>,
+        closed: Vec<u64>,
     },
 }
 
@@ -183,11 +208,12 @@ impl<F: PartialEq> EdgeQueue<F> {
         true
     }
 
-    /// Queues a message that is not a frame. Closes count against the
-    /// bound like frames (false when full); replies and auto-response
-    /// updates always go (their number is bounded by their senders).
+    /// Queues a message that is not a frame. Closes and kept states count
+    /// against the bound like frames (false when full); replies and
+    /// auto-response updates always go (their number is bounded by their
+    /// senders).
     pub(crate) fn push(&mut self, msg: ToEdge) -> bool {
-        let bounded = matches!(msg, ToEdge::Close { .. });
+        let bounded = matches!(msg, ToEdge::Close { .. } | ToEdge::Keep { .. });
         if bounded && self.entries >= self.max_entries {
             return false;
         }
@@ -367,6 +393,26 @@ mod tests {
             n += 1;
         }
         assert_eq!((n, data.len()), (2, 0));
+        // Sockets that outlive their owner: kept states, an adoption.
+        let failover = std::fs::read(format!("{dir}link-failover-to-edge")).expect("seed");
+        let mut data = &failover[..];
+        let mut kinds = Vec::new();
+        while let Some((m, used)) = wire::decode::<ToEdge>(data).expect("valid") {
+            kinds.push(matches!(m, ToEdge::Keep { .. }));
+            data = &data[used..];
+        }
+        assert_eq!((kinds, data.len()), (vec![true, true, false], 0));
+        let failover = std::fs::read(format!("{dir}link-failover-to-owner")).expect("seed");
+        let mut data = &failover[LINK_MAGIC.len()..];
+        let mut adopts = 0;
+        while let Some((m, used)) = wire::decode::<ToOwner>(data).expect("valid") {
+            if let ToOwner::Adopt { objects, .. } = m {
+                assert_eq!(objects[0].sockets.len(), 2);
+                adopts += 1;
+            }
+            data = &data[used..];
+        }
+        assert_eq!((adopts, data.len()), (1, 0));
     }
 
     proptest! {

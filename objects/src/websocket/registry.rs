@@ -132,6 +132,14 @@ impl<H> Registry<H> {
         self.sockets.get(&sid).map(|e| &e.handle)
     }
 
+    /// Replaces a socket's tags (an edge mirroring what the owner holds).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn set_tags(&mut self, sid: u64, tags: Vec<String>) {
+        if let Some(e) = self.sockets.get_mut(&sid) {
+            e.tags = tags;
+        }
+    }
+
     /// Replaces the attachment; an oversize one is refused and the old one
     /// kept.
     pub(crate) fn set_attachment(

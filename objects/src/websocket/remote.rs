@@ -31,6 +31,10 @@ pub(crate) trait EdgeLink: Send + Sync {
     fn kill(&self, esid: u64, code: u16, reason: String);
     /// Tells the edge the object's auto-response pair.
     fn auto_response(&self, id: &[u8; 32], pair: Option<(String, String)>);
+    /// Tells the edge the socket's tags and attachment (queued behind
+    /// what was sent before; it goes out at the next flush): what the
+    /// edge hands the object's next owner should this one be lost.
+    fn keep(&self, esid: u64, tags: Vec<String>, attachment: Option<bytes::Bytes>);
 }
 
 /// Where the events of a remote socket go on its owner.
