@@ -127,6 +127,13 @@ pub(crate) struct ClusterArgs {
     /// (0 for a new cluster).
     #[arg(long, env = "CHAT_CLUSTER_REPLICAS", value_name = "R", requires = "cluster_node", value_parser = clap::value_parser!(u32).range(0..=2))]
     cluster_replicas: Option<u32>,
+
+    /// How long this node keeps open the sockets of its clients whose
+    /// room's node was lost, waiting for the room's next node (a follower
+    /// taking over) to adopt them, in seconds; 0 closes them at once
+    /// (1012: reconnect).
+    #[arg(long, env = "CHAT_CLUSTER_SOCKET_FAILOVER_WAIT_SECS", value_name = "SECS", default_value_t = 30, requires = "cluster_node", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    cluster_socket_failover_wait_secs: u64,
 }
 
 /// A node's settings, checked, before anything starts.
@@ -177,7 +184,11 @@ impl ClusterArgs {
             }
             options = options.with_zone(Some(zone.clone()));
         }
-        options = options.with_rebalance(self.cluster_rebalance);
+        options = options
+            .with_rebalance(self.cluster_rebalance)
+            .with_socket_failover_wait(std::time::Duration::from_secs(
+                self.cluster_socket_failover_wait_secs,
+            ));
         Ok(Some(Config {
             options,
             drain_on_stop: self.cluster_drain_on_stop,
@@ -321,6 +332,13 @@ impl chat_demo::ClusterOps for Ops {
                 shards(&s.serving),
                 shards(&s.following)
             );
+            // Each shard's owner as this node sees it ("-": none yet).
+            let owners: Vec<&str> = s
+                .owners
+                .iter()
+                .map(|o| o.as_ref().map_or("-", |(node, _)| node.as_str()))
+                .collect();
+            out.push_str(&format!("owners {}\n", owners.join(" ")));
             for (shard, followers) in &s.leading {
                 out.push_str(&format!("leading {shard} followers {}\n", join(followers)));
             }

@@ -855,46 +855,122 @@ async fn replicated(admin: &str, n: usize) {
 }
 
 /// A member (joined with `seen` as its history) that says up to `count`
-/// messages in `room`, each once the one before was echoed, and records
-/// every chat message its socket carried. It stops when its socket closes
-/// or a message of its own is refused (then `true`: cut short).
+/// messages in `room`, each once the one before was echoed or refused,
+/// and records every chat message its socket carried. Once `over` says
+/// the failover is over (a message in flight when its room's node died
+/// may never be echoed: the member stops waiting for it), it says one more
+/// and waits for its echo, saying it again (numbered) after a refusal (a
+/// node may still reach the lost node for a moment, and the room fails
+/// closed when it cannot ask the sender's rate limiter). Returns why it
+/// was cut short, if it was: its socket closed, or no echo came.
 async fn talker(
     (mut ws, mut seen): (Ws, Vec<String>),
     room: String,
     name: String,
     count: usize,
     echoed: Arc<AtomicU32>,
-) -> (Vec<String>, bool) {
-    for k in 0..count {
-        let mine = format!("{room}-{name}-{k}");
-        if ws
-            .send(Message::text(json!({ "message": mine }).to_string()))
+    mut over: tokio::sync::watch::Receiver<bool>,
+) -> (Vec<String>, Option<String>) {
+    // Sends `mine`; then every chat message read is recorded, until its
+    // echo (`Ok(true)`), a refusal or `over` (`Ok(false)`), or the end of
+    // the socket or `HANG` without a frame (`Err`).
+    async fn say(
+        ws: &mut Ws,
+        seen: &mut Vec<String>,
+        mine: &str,
+        over: Option<&mut tokio::sync::watch::Receiver<bool>>,
+    ) -> Result<bool, String> {
+        ws.send(Message::text(json!({ "message": mine }).to_string()))
             .await
-            .is_err()
-        {
-            return (seen, true);
-        }
+            .map_err(|e| format!("send: {e}"))?;
+        let ended = async {
+            match over {
+                Some(o) => drop(o.wait_for(|o| *o).await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(ended);
         loop {
-            let frame = match tokio::time::timeout(HANG, ws.next()).await {
+            let frame = tokio::select! {
+                f = tokio::time::timeout(HANG, ws.next()) => f,
+                () = &mut ended => return Ok(false),
+            };
+            let frame = match frame {
                 Ok(Some(Ok(Message::Text(t)))) => t.as_str().to_owned(),
                 Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-                // Closed (its room's node died), or silent: done.
-                _ => return (seen, true),
+                other => return Err(format!("{other:?}")),
             };
             if frame.contains("\"error\"") {
-                return (seen, true);
+                return Ok(false);
             }
             if let Some(m) = chat_message(&frame, &[]) {
                 let done = m == mine;
                 seen.push(m);
                 if done {
-                    echoed.fetch_add(1, Ordering::SeqCst);
-                    break;
+                    return Ok(true);
                 }
             }
         }
     }
-    (seen, false)
+    for k in 0..count {
+        if *over.borrow() {
+            break;
+        }
+        match say(
+            &mut ws,
+            &mut seen,
+            &format!("{room}-{name}-{k}"),
+            Some(&mut over),
+        )
+        .await
+        {
+            Ok(true) => drop(echoed.fetch_add(1, Ordering::SeqCst)),
+            Ok(false) => {}
+            Err(why) => return (seen, Some(why)),
+        }
+    }
+    let _ = over.wait_for(|o| *o).await;
+    let last = async {
+        for k in 0.. {
+            match say(&mut ws, &mut seen, &format!("{room}-{name}-after{k}"), None).await {
+                Ok(true) => return None,
+                Ok(false) => tokio::time::sleep(POLL).await,
+                Err(why) => return Some(why),
+            }
+        }
+        None
+    };
+    let cut = tokio::time::timeout(HANG, last)
+        .await
+        .unwrap_or_else(|_| Some(format!("no echo in {HANG:?}")));
+    (seen, cut)
+}
+
+/// Waits until each node of `admins` (their admin listeners) sees every
+/// shard owned, none by `lost`.
+async fn failed_over(admins: &[String], lost: &str) {
+    let auth = format!("Authorization: Bearer {TOKEN}\r\nConnection: close\r\n");
+    let poll = async {
+        loop {
+            let mut done = true;
+            for admin in admins {
+                let (status, body) = request(admin, "/cluster/status", &auth).await;
+                assert_eq!(status, 200, "{body}");
+                let owners = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("owners "))
+                    .unwrap_or_else(|| panic!("no owners line: {body}"));
+                done &= owners.split_whitespace().all(|o| o != "-" && o != lost);
+            }
+            if done {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    tokio::time::timeout(HANG, poll)
+        .await
+        .unwrap_or_else(|_| panic!("shards still {lost}'s after {HANG:?}"));
 }
 
 /// Joins `room` through `addr` and returns its history as (message,
@@ -949,10 +1025,12 @@ async fn a_killed_room_primary_loses_nothing_any_client_saw() {
             members.push((join(&node.addr, room, who).await, room.clone(), who));
         }
     }
+    let (over_tx, over) = tokio::sync::watch::channel(false);
     let talkers: Vec<_> = members
         .into_iter()
         .map(|(joined, room, who)| {
-            tokio::spawn(talker(joined, room, who.to_owned(), 5, echoed.clone()))
+            let (echoed, over) = (echoed.clone(), over.clone());
+            tokio::spawn(talker(joined, room, who.to_owned(), 5, echoed, over))
         })
         .collect();
     // n3 is killed (SIGKILL) in the middle of the burst.
@@ -964,17 +1042,28 @@ async fn a_killed_room_primary_loses_nothing_any_client_saw() {
     tokio::time::timeout(HANG, poll).await.expect("a burst");
     let mut n3 = nodes.pop().expect("n3");
     n3.child.kill().await.expect("kill n3");
+    // Once n1 and n2 see every shard owned by one of them, each member
+    // still connected says one more message.
+    failed_over(&admins[..2], "n3").await;
+    over_tx.send_replace(true);
     let mut seen: Vec<Vec<String>> = vec![Vec::new(); rooms.len()];
-    let mut cut_elsewhere = 0;
+    let mut cut_elsewhere = Vec::new();
     for (i, t) in talkers.into_iter().enumerate() {
         let (said, cut) = t.await.expect("talker");
         seen[i / 3].extend(said);
-        // Members on n1 and n2 whose room was on n3 lose their socket.
-        if cut && i % 3 != 2 {
-            cut_elsewhere += 1;
+        // Members on n1 and n2 keep their sockets, whichever node their
+        // room was on: those whose room was on n3 are adopted by its
+        // follower, name and all, and are heard there.
+        if let Some(why) = cut
+            && i % 3 != 2
+        {
+            cut_elsewhere.push((&rooms[i / 3], why));
         }
     }
-    assert!(cut_elsewhere > 0, "no room was on n3 mid-burst");
+    assert!(
+        cut_elsewhere.is_empty(),
+        "members on n1 or n2 cut: {cut_elsewhere:?}"
+    );
     // Every room is served again (its follower took over where n3 led),
     // and its history holds every message any member saw, once, with
     // timestamps strictly increasing.

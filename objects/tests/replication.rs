@@ -72,6 +72,16 @@ async fn acknowledged_writes_are_on_the_follower_and_a_lost_follower_is_replaced
     for n in ["n1", "n2", "n3"] {
         assert_eq!(c.node(n).cmd("stored", &name).await, "ok 24", "{n}");
     }
+    // The shard's whole export is the same on every replica.
+    let primary = c.node("n1").cmd("dump", &shard.to_string()).await;
+    assert!(primary.contains(":total="), "{primary}");
+    for n in ["n2", "n3"] {
+        assert_eq!(
+            c.node(n).cmd("dump", &shard.to_string()).await,
+            primary,
+            "{n}"
+        );
+    }
     assert_eq!(c.violations(), "");
 }
 
@@ -158,10 +168,13 @@ async fn a_paused_primary_that_resumes_after_a_failover_acknowledges_nothing() {
     let client = if f == "n1" { "n2" } else { "n1" };
     let (_, before) = ok_total(&c.node(client).cmd("call", &format!("{name} 5")).await);
     assert_eq!(before, 5);
-    // A call holds the object on n3 (it will write when released); n3 is
-    // paused past its lease.
+    // A call holds the object on n3 (it will write when released), and
+    // one holds another object there (it will read); n3 is paused past
+    // its lease.
+    let (other, _, _) = object_on(&mut c, "n3", "fence-read").await;
     let held = c.node(client).send("holdadd", &format!("{name} 100"));
-    assert_eq!(c.node("n3").cmd("holding", "").await, "ok");
+    let held_read = c.node(client).send("hold", &other);
+    assert_eq!(c.node("n3").cmd("holding", "2").await, "ok");
     signal(&c.node("n3").child, "-STOP");
     assert_eq!(c.node(client).cmd("gone", "n3").await, "ok");
     // The follower takes over and counts on from what was acknowledged.
@@ -177,8 +190,19 @@ async fn a_paused_primary_that_resumes_after_a_failover_acknowledges_nothing() {
         "ok"
     );
     assert_eq!(c.node("n3").cmd("release", "").await, "ok");
+    assert_eq!(c.node("n3").cmd("release", "").await, "ok");
     let r = c.node(client).wait_line(&format!("reply {held} ")).await;
     assert!(r.starts_with("err "), "the old primary acknowledged: {r}");
+    // Nor does it answer the read it ran across the pause (its shard may
+    // have changed on the new primary meanwhile).
+    let r = c
+        .node(client)
+        .wait_line(&format!("reply {held_read} "))
+        .await;
+    assert!(
+        r.starts_with("err "),
+        "the old primary answered a read: {r}"
+    );
     // The shard's history is the new primary's: the held call's write is
     // not in it.
     let (ran, total) = ok_total(&c.node(client).cmd("call", &format!("{name} 1")).await);

@@ -76,6 +76,32 @@ impl Uplinks {
         link.as_ref().map(|l| l.settled.clone())
     }
 
+    /// Ends the links to owners that are no longer live members (a killed
+    /// node sends no close: its link would otherwise take QUIC's idle
+    /// timeout to end, and frames sent on it meanwhile would be lost).
+    /// Their sockets then wait for their objects' next owner.
+    pub(crate) fn drop_departed(
+        &self,
+        members: &std::collections::BTreeMap<String, String>,
+        me: &str,
+    ) {
+        let slots: Vec<(String, UplinkSlot)> = crate::sync::lock(&self.links)
+            .iter()
+            .filter(|(owner, _)| *owner != me && !members.contains_key(*owner))
+            .map(|(o, s)| (o.clone(), s.clone()))
+            .collect();
+        for (owner, slot) in slots {
+            // A link being made is to a member that was live a moment ago.
+            if let Ok(link) = slot.try_lock()
+                && let Some(link) = link.as_ref()
+                && !link.dead.is_cancelled()
+            {
+                tracing::info!(owner, "an owner left the members: its link ends");
+                link.dead.cancel();
+            }
+        }
+    }
+
     /// The object's gate, if it has sockets here.
     pub(super) fn gate(&self, id: &[u8; 32]) -> Option<Arc<Gate>> {
         crate::sync::lock(&self.gates).get(id).cloned()

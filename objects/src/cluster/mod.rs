@@ -553,8 +553,11 @@ async fn pause(inner: &Inner, d: Duration) -> bool {
 /// allow, then lets replication follow the configurations and proposes
 /// its changes (one etcd transaction each).
 async fn refresh(inner: &Inner, etcd: &mut Etcd) -> Result<(), crate::cluster::ClusterError> {
-    let (members, draining) = etcd.members().await?;
+    // Configurations first: an owner that a reading shows replaced had
+    // lost its lease before, so the members read next lack it (and the
+    // links to it end below before the view names the new owner).
     let mut configs = etcd.configs().await?;
+    let (members, draining) = etcd.members().await?;
     let owners = configs
         .iter()
         .map(|(s, c)| {
@@ -567,6 +570,9 @@ async fn refresh(inner: &Inner, etcd: &mut Etcd) -> Result<(), crate::cluster::C
             )
         })
         .collect();
+    if let Some(links) = inner.node.handoff.links() {
+        links.uplinks.drop_departed(&members, &inner.node.me);
+    }
     let claims = {
         let mut view = crate::sync::write(&inner.node.view);
         view.members = members;

@@ -132,15 +132,33 @@ fn handle(node: &Arc<Node>, registry: &Arc<Registry>, req: WireRequest) -> Handl
     run_here(node, registry, &req)
 }
 
-/// Queues an admitted request's event into its namespace here.
-fn run_here(node: &Node, registry: &Registry, req: &WireRequest) -> Handled {
+/// Queues an admitted request's event into its namespace here. Its
+/// answer leaves only if this node still holds the lease it was admitted
+/// under: a node paused past its lease (whose shards a follower may have
+/// taken over meanwhile) answers nothing it ran across the pause, not
+/// even a read (its writes are fenced by replication already).
+fn run_here(node: &Arc<Node>, registry: &Registry, req: &WireRequest) -> Handled {
     let Some(ns) = registry.get(&req.ns) else {
         return Handled::Now(Err(Refusal::Failed {
             message: format!("namespace {:?} is not registered on {}", req.ns, node.me),
         }));
     };
+    let lease = crate::sync::read(&node.view).lease_gen;
     match ns.remote_event(&req.id, req.kind, &req.chain, &req.body) {
-        Ok(fut) => Handled::Later(fut),
+        Ok(fut) => {
+            let node = node.clone();
+            Handled::Later(Box::pin(async move {
+                let answer = fut.await;
+                let view = crate::sync::read(&node.view);
+                if view.lease_gen == lease && view.lease.alive(Instant::now()) {
+                    answer
+                } else {
+                    Err(Refusal::Unavailable {
+                        reason: "this node's lease lapsed while the event ran; it may or may not have run".into(),
+                    })
+                }
+            }))
+        }
         Err(r) => Handled::Now(Err(r)),
     }
 }

@@ -41,6 +41,10 @@ pub(crate) const SOCKET_FAILOVER_WAIT: Duration = Duration::from_secs(30);
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// How long an adoption's answer is awaited before the next try.
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long a link to a possible next owner may take to open (the lost
+/// owner itself may still be named until its lease runs out: a dead
+/// node's handshake would otherwise take QUIC's idle timeout).
+const CONNECT_WITHIN: Duration = Duration::from_secs(2);
 /// Estimated JSON bytes of sockets in one `Adopt` message.
 const ADOPT_PART_BYTES: usize = 1 << 20;
 /// How long an owner remembers the sockets of an edge it reported closed
@@ -178,7 +182,8 @@ async fn rehome_until(
             break;
         }
         for (owner, ids) in next_owners(&links, &waiting) {
-            let Ok(new) = uplink(&links, &owner).await else {
+            let Ok(Ok(new)) = tokio::time::timeout(CONNECT_WITHIN, uplink(&links, &owner)).await
+            else {
                 continue;
             };
             for part in parts(&links, &ids, &waiting) {
@@ -250,6 +255,7 @@ fn parts(links: &Links, ids: &[[u8; 32]], waiting: &BTreeMap<[u8; 32], Vec<u64>>
         let Some(esids) = waiting.get(id) else {
             continue;
         };
+        let wanted: HashSet<u64> = esids.iter().copied().collect();
         let ns = esids.iter().find_map(|e| {
             crate::sync::lock(&links.uplinks.delivers)
                 .get(e)
@@ -267,7 +273,7 @@ fn parts(links: &Links, ids: &[[u8; 32]], waiting: &BTreeMap<[u8; 32], Vec<u64>>
             sockets,
         };
         let mut sockets = Vec::new();
-        for e in t.export().into_iter().filter(|e| esids.contains(&e.sid)) {
+        for e in t.export().into_iter().filter(|e| wanted.contains(&e.sid)) {
             let s = WireSocket {
                 edge: links.node.me.clone(),
                 esid: e.sid,

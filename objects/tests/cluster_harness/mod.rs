@@ -517,10 +517,11 @@ pub(crate) async fn command(
             let shard = num(2) as u32;
             poll(|| cluster.status().moving.contains(&shard)).await
         }
-        // Until a `Hold` call waits here.
+        // Until a `Hold` call (or `n`) waits here.
         "holding" => {
             let env = probes.env();
-            poll(|| env.holding.load(std::sync::atomic::Ordering::SeqCst) > 0).await
+            let n = usize::try_from(num(2).max(1)).unwrap_or(usize::MAX);
+            poll(|| env.holding.load(std::sync::atomic::Ordering::SeqCst) >= n).await
         }
         // `count` calls through one stub, each awaited before the next (as
         // a client does): every one must be answered, each total above the
@@ -631,6 +632,34 @@ pub(crate) async fn command(
                 },
                 Err(e) => format!("err {} {e}", error_kind(&e)),
             }
+        }
+        // Everything this node's own store holds of a shard's objects
+        // (owner or not): each object's id and its keys and values, in
+        // order, as one line (for comparing replicas' exports).
+        "dump" => {
+            let shard = num(2) as u32;
+            let ids = match probes.stored_ids() {
+                Ok(ids) => ids,
+                Err(e) => return format!("err {} {e}", error_kind(&e)),
+            };
+            let mut ids: Vec<_> = ids
+                .into_iter()
+                .filter(|id| cluster.shard_of(id) == shard)
+                .collect();
+            ids.sort_by_key(|id| id.to_string());
+            let mut out = String::from("ok");
+            for id in ids {
+                match probes.export(&id) {
+                    Ok(entries) => {
+                        out.push_str(&format!(" {id}:"));
+                        for (k, v) in entries {
+                            out.push_str(&format!("{k}={v:?};"));
+                        }
+                    }
+                    Err(e) => return format!("err {} {e}", error_kind(&e)),
+                }
+            }
+            out
         }
         other => format!("err unknown {other}"),
     }
