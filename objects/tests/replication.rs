@@ -266,3 +266,33 @@ async fn an_alarm_set_on_a_killed_primary_runs_on_its_follower() {
     assert_eq!((ran.as_str(), total), (f.as_str(), 1002));
     assert_eq!(c.violations(), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_go_to_another_zone_than_their_primary_s() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // n1 and n2 share a zone; n3 is alone in another.
+    let zones = [Some("za"), Some("za"), Some("zb")];
+    let Some(mut c) = Cluster3::start_in(4, 1500, false, zones).await else {
+        return;
+    };
+    replicated(&mut c).await;
+    let zone = |n: &str| if n == "n3" { "zb" } else { "za" };
+    let mut led = 0;
+    for n in ["n1", "n2", "n3"] {
+        let r = c.node(n).cmd("leading", "").await;
+        let mut w = r.split_whitespace();
+        assert_eq!(w.next(), Some("ok"), "{r}");
+        for entry in w {
+            let (shard, followers) = entry.split_once(':').expect("shard:followers");
+            assert_eq!(followers.split(',').count(), 1, "{n} shard {shard}: {r}");
+            assert_ne!(
+                zone(followers),
+                zone(n),
+                "{n} leads shard {shard} with a follower in its own zone: {r}"
+            );
+            led += 1;
+        }
+    }
+    assert_eq!(led, SHARDS, "every shard led once, with its follower");
+    assert_eq!(c.violations(), "");
+}

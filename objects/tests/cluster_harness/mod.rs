@@ -170,6 +170,9 @@ pub(crate) struct NodeConfig {
     pub(crate) margin_ms: u64,
     /// `ClusterOptions::rebalance`.
     pub(crate) rebalance: bool,
+    /// `ClusterOptions::zone`.
+    #[serde(default)]
+    pub(crate) zone: Option<String>,
 }
 
 pub(crate) fn error_kind(e: &objects::Error) -> String {
@@ -217,7 +220,8 @@ fn cluster_node_child() {
         .with_initial_members(vec!["n1".into(), "n2".into(), "n3".into()])
         .with_lease_ttl(Duration::from_secs(cfg.ttl_secs))
         .with_lease_margin(Duration::from_millis(cfg.margin_ms))
-        .with_rebalance(cfg.rebalance);
+        .with_rebalance(cfg.rebalance)
+        .with_zone(cfg.zone.clone());
         let cluster = Cluster::join(options).await.expect("join");
         let runtime = Runtime::builder()
             .data_dir(&cfg.data)
@@ -572,6 +576,14 @@ pub(crate) async fn command(
             format!("err never available: {last}")
         }
         // What this node replicates, for a failing test to show.
+        // Each shard this node leads, with its followers: `shard:a,b`.
+        "leading" => {
+            let mut out = String::from("ok");
+            for (shard, followers) in cluster.status().leading {
+                out.push_str(&format!(" {shard}:{}", followers.join(",")));
+            }
+            out
+        }
         "status" => {
             let s = cluster.status();
             format!(
@@ -803,6 +815,16 @@ impl Cluster3 {
         margin_ms: u64,
         rebalance: bool,
     ) -> Option<Cluster3> {
+        Cluster3::start_in(ttl_secs, margin_ms, rebalance, [None, None, None]).await
+    }
+
+    /// Three nodes, each with its zone (`None`: a zone of its own).
+    pub(crate) async fn start_in(
+        ttl_secs: u64,
+        margin_ms: u64,
+        rebalance: bool,
+        zones: [Option<&str>; 3],
+    ) -> Option<Cluster3> {
         let etcd = Etcd::start().await?;
         let ca = ClusterCa::generate().expect("CA");
         let shared = tempfile::tempdir().expect("tempdir");
@@ -815,8 +837,9 @@ impl Cluster3 {
             ca,
             rebalance,
         };
-        for n in ["n1", "n2", "n3"] {
-            let cfg = c.config(n, ttl_secs, margin_ms);
+        for (n, zone) in ["n1", "n2", "n3"].into_iter().zip(zones) {
+            let mut cfg = c.config(n, ttl_secs, margin_ms);
+            cfg.zone = zone.map(str::to_owned);
             c.nodes.push(Node::spawn(cfg).await);
         }
         c.settle().await;
@@ -835,6 +858,7 @@ impl Cluster3 {
             ttl_secs,
             margin_ms,
             rebalance: self.rebalance,
+            zone: None,
         }
     }
 
