@@ -205,6 +205,17 @@ async fn three_nodes(secret: u8) -> (TestNode, TestNode, TestNode) {
     (a, b, c)
 }
 
+/// Nodes a and b (their cluster secret filled with `secret`); the lobby
+/// is b's.
+async fn two_nodes(secret: u8) -> (TestNode, TestNode) {
+    let ca = ClusterCa::generate().expect("CA");
+    let secret = [secret; 32];
+    let a = start("a", &ca, secret).await;
+    let b = start("b", &ca, secret).await;
+    place_lobby(&[&a, &b], "b");
+    (a, b)
+}
+
 type Client =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -365,12 +376,7 @@ async fn an_upgrade_answered_moved_is_followed_to_the_owner_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_that_stops_serving_closes_remote_sockets_with_a_close_frame() {
-    let ca = ClusterCa::generate().expect("CA");
-    let secret = [8u8; 32];
-    let a = start("a", &ca, secret).await;
-    let b = start("b", &ca, secret).await;
-    let all = [&a, &b];
-    place_lobby(&all, "b");
+    let (a, b) = two_nodes(8).await;
     let mut a1 = connect(&a, "x", "a1").await;
     let mut a2 = connect(&a, "x", "a2").await;
     let mut a3 = connect(&a, "x", "a3").await;
@@ -400,12 +406,8 @@ async fn an_owner_that_stops_serving_closes_remote_sockets_with_a_close_frame() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_link_closes_the_edge_s_sockets_and_the_owner_hears_of_it() {
-    let ca = ClusterCa::generate().expect("CA");
-    let secret = [9u8; 32];
-    let a = start("a", &ca, secret).await;
-    let b = start("b", &ca, secret).await;
+    let (a, b) = two_nodes(9).await;
     let all = [&a, &b];
-    place_lobby(&all, "b");
     let mut a1 = connect(&a, "x", "a1").await;
     let mut b1 = connect(&b, "y", "b1").await;
     assert_eq!(ask(&mut b1, "count x").await, "n=2 x=1 me=b1 tags=y");
@@ -565,12 +567,8 @@ async fn sockets_of_a_lost_owner_are_adopted_by_the_next_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_an_owner_reported_closed_are_not_adopted_back() {
-    let ca = ClusterCa::generate().expect("CA");
-    let secret = [3u8; 32];
-    let a = start("a", &ca, secret).await;
-    let b = start("b", &ca, secret).await;
+    let (a, b) = two_nodes(3).await;
     let all = [&a, &b];
-    place_lobby(&all, "b");
     let mut a1 = connect(&a, "x", "a1").await;
     let mut b1 = connect(&b, "y", "b1").await;
     assert_eq!(ask(&mut b1, "count x").await, "n=2 x=1 me=b1 tags=y");
