@@ -75,6 +75,62 @@ impl Gone {
     }
 }
 
+/// The sockets of a lost owner still waiting for their objects' next
+/// owner, by object: the edge's bookkeeping, pure (no I/O), so its rules
+/// are tested alone. A socket stops waiting once an owner took it or
+/// closed it; an object's events go on once none of its sockets waits.
+#[derive(Debug, Default)]
+pub(super) struct Waiting(BTreeMap<[u8; 32], Vec<u64>>);
+
+impl Waiting {
+    pub(super) fn add(&mut self, id: [u8; 32], esid: u64) {
+        self.0.entry(id).or_default().push(esid);
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Sockets waiting.
+    pub(super) fn len(&self) -> usize {
+        self.0.values().map(Vec::len).sum()
+    }
+
+    pub(super) fn ids(&self) -> impl Iterator<Item = &[u8; 32]> {
+        self.0.keys()
+    }
+
+    pub(super) fn esids(&self, id: &[u8; 32]) -> Option<&[u64]> {
+        self.0.get(id).map(Vec::as_slice)
+    }
+
+    /// An owner's answer: the sockets it took or closed stop waiting (any
+    /// other socket it names is ignored). Returns the objects none of
+    /// whose sockets waits any more, each once.
+    pub(super) fn answered(
+        &mut self,
+        taken: &HashSet<u64>,
+        closed: &HashSet<u64>,
+    ) -> Vec<[u8; 32]> {
+        let mut done = Vec::new();
+        for (id, esids) in &mut self.0 {
+            esids.retain(|e| !taken.contains(e) && !closed.contains(e));
+            if esids.is_empty() {
+                done.push(*id);
+            }
+        }
+        for id in &done {
+            self.0.remove(id);
+        }
+        done
+    }
+
+    /// Everything still waiting (the wait is over).
+    pub(super) fn take(&mut self) -> BTreeMap<[u8; 32], Vec<u64>> {
+        std::mem::take(&mut self.0)
+    }
+}
+
 // ---- The edge's side ----
 
 /// The owner's word on a socket's tags and attachment, mirrored in the
@@ -120,7 +176,7 @@ pub(super) async fn lost(links: &Arc<Links>, link: &Arc<Uplink>) -> Vec<u64> {
         .map(|(e, h)| (*e, h.clone()))
         .collect();
     let ending = crate::sync::lock(&link.ending).clone();
-    let mut waiting: BTreeMap<[u8; 32], Vec<u64>> = BTreeMap::new();
+    let mut waiting = Waiting::default();
     let mut closed = Vec::new();
     for (esid, h) in sockets {
         let id = crate::sync::lock(&links.uplinks.delivers)
@@ -133,7 +189,7 @@ pub(super) async fn lost(links: &Arc<Links>, link: &Arc<Uplink>) -> Vec<u64> {
         });
         match id {
             Some(id) if live && !stopping && !within.is_zero() && !ending.contains(&esid) => {
-                waiting.entry(id).or_default().push(esid);
+                waiting.add(id, esid);
             }
             _ => {
                 h.close(1012, LINK_LOST.into());
@@ -144,14 +200,14 @@ pub(super) async fn lost(links: &Arc<Links>, link: &Arc<Uplink>) -> Vec<u64> {
     if waiting.is_empty() {
         return closed;
     }
-    for id in waiting.keys() {
+    for id in waiting.ids() {
         if let Some(g) = links.uplinks.gate(id) {
             g.pause().await;
         }
     }
     tracing::info!(
         owner = link.owner,
-        sockets = waiting.values().map(Vec::len).sum::<usize>(),
+        sockets = waiting.len(),
         "lost the link to an owner: its sockets wait for their objects' next owner"
     );
     let until = tokio::time::Instant::now() + within;
@@ -165,7 +221,7 @@ pub(super) async fn lost(links: &Arc<Links>, link: &Arc<Uplink>) -> Vec<u64> {
 fn rehome(
     links: Arc<Links>,
     old: Arc<Uplink>,
-    waiting: BTreeMap<[u8; 32], Vec<u64>>,
+    waiting: Waiting,
     until: tokio::time::Instant,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(rehome_until(links, old, waiting, until))
@@ -174,7 +230,7 @@ fn rehome(
 async fn rehome_until(
     links: Arc<Links>,
     old: Arc<Uplink>,
-    mut waiting: BTreeMap<[u8; 32], Vec<u64>>,
+    mut waiting: Waiting,
     until: tokio::time::Instant,
 ) {
     while !waiting.is_empty() && tokio::time::Instant::now() < until {
@@ -194,7 +250,7 @@ async fn rehome_until(
             tokio::time::sleep(LOOK_EVERY).await;
         }
     }
-    let left: usize = waiting.values().map(Vec::len).sum();
+    let left = waiting.len();
     if left > 0 {
         tracing::info!(
             owner = old.owner,
@@ -202,7 +258,7 @@ async fn rehome_until(
             "no next owner took these sockets in time; they close"
         );
     }
-    for (id, esids) in waiting {
+    for (id, esids) in waiting.take() {
         {
             let sockets = crate::sync::lock(&old.sockets);
             for esid in &esids {
@@ -218,14 +274,11 @@ async fn rehome_until(
 }
 
 /// The objects that have an owner now, by that owner (this node too).
-fn next_owners(
-    links: &Links,
-    waiting: &BTreeMap<[u8; 32], Vec<u64>>,
-) -> BTreeMap<String, Vec<[u8; 32]>> {
+fn next_owners(links: &Links, waiting: &Waiting) -> BTreeMap<String, Vec<[u8; 32]>> {
     let view = crate::sync::read(&links.node.view);
     let now = std::time::Instant::now();
     let mut out: BTreeMap<String, Vec<[u8; 32]>> = BTreeMap::new();
-    for id in waiting.keys() {
+    for id in waiting.ids() {
         let owner = match view.place(shard::shard_of(id, links.node.shards), now) {
             Place::Local { .. } => links.node.me.clone(),
             Place::Remote { node, .. } => node,
@@ -245,14 +298,14 @@ struct Part {
 
 /// The waiting sockets of `ids` as the edge knows them, in parts of about
 /// [`ADOPT_PART_BYTES`].
-fn parts(links: &Links, ids: &[[u8; 32]], waiting: &BTreeMap<[u8; 32], Vec<u64>>) -> Vec<Part> {
+fn parts(links: &Links, ids: &[[u8; 32]], waiting: &Waiting) -> Vec<Part> {
     let mut out = vec![Part {
         objects: Vec::new(),
         esids: Vec::new(),
     }];
     let mut bytes = 0;
     for id in ids {
-        let Some(esids) = waiting.get(id) else {
+        let Some(esids) = waiting.esids(id) else {
             continue;
         };
         let wanted: HashSet<u64> = esids.iter().copied().collect();
@@ -316,7 +369,7 @@ async fn adopt_on(
     old: &Arc<Uplink>,
     new: &Arc<Uplink>,
     part: Part,
-    waiting: &mut BTreeMap<[u8; 32], Vec<u64>>,
+    waiting: &mut Waiting,
 ) {
     // On the new link before the ask: the owner may send them frames as
     // soon as it took them, ahead of its answer.
@@ -368,15 +421,7 @@ async fn adopt_on(
         }
     }
     // Objects with nothing left waiting go on.
-    let mut done = Vec::new();
-    for (id, esids) in waiting.iter_mut() {
-        esids.retain(|e| !adopted.contains(e) && !closed.contains(e));
-        if esids.is_empty() {
-            done.push(*id);
-        }
-    }
-    for id in done {
-        waiting.remove(&id);
+    for id in waiting.answered(&adopted, &closed) {
         if let Some(g) = links.uplinks.gate(&id) {
             g.resume().await;
         }
@@ -481,4 +526,67 @@ fn adopt_object(
         taken.push(esid);
     }
     Ok(Some((taken, gone)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever owners answer (sockets of any object, unknown ones,
+        /// the same one taken and closed, answers repeated), a socket
+        /// stops waiting exactly when an answer names it, and an object
+        /// goes on exactly once, when its last socket stopped waiting;
+        /// after all, the rest is what still waits.
+        #[test]
+        fn an_object_goes_on_once_all_its_sockets_are_answered(
+            sockets in proptest::collection::vec((0u8..4, 0u64..24), 0..24),
+            answers in proptest::collection::vec(
+                (proptest::collection::vec(0u64..30, 0..6), proptest::collection::vec(0u64..30, 0..6)),
+                0..12,
+            ),
+        ) {
+            let mut w = Waiting::default();
+            let mut by_id: BTreeMap<[u8; 32], std::collections::BTreeSet<u64>> = BTreeMap::new();
+            let mut seen = HashSet::new();
+            for (obj, esid) in sockets {
+                // Socket ids are unique on an edge.
+                if seen.insert(esid) {
+                    w.add([obj; 32], esid);
+                    by_id.entry([obj; 32]).or_default().insert(esid);
+                }
+            }
+            let mut answered_ever = HashSet::new();
+            let mut went_on = HashSet::new();
+            for (taken, closed) in answers {
+                let (taken, closed): (HashSet<u64>, HashSet<u64>) =
+                    (taken.into_iter().collect(), closed.into_iter().collect());
+                answered_ever.extend(taken.iter().chain(&closed).copied());
+                for id in w.answered(&taken, &closed) {
+                    prop_assert!(went_on.insert(id), "an object went on twice");
+                    prop_assert!(by_id[&id].iter().all(|e| answered_ever.contains(e)));
+                }
+                for (id, esids) in &by_id {
+                    let left: Vec<u64> = esids.iter().copied().filter(|e| !answered_ever.contains(e)).collect();
+                    match w.esids(id) {
+                        Some(waiting) => {
+                            prop_assert!(!went_on.contains(id));
+                            let mut waiting = waiting.to_vec();
+                            waiting.sort_unstable();
+                            prop_assert_eq!(waiting, left);
+                        }
+                        None => prop_assert!(left.is_empty() && went_on.contains(id)),
+                    }
+                }
+            }
+            let total: usize = by_id
+                .values()
+                .map(|e| e.iter().filter(|e| !answered_ever.contains(e)).count())
+                .sum();
+            prop_assert_eq!(w.len(), total);
+            prop_assert_eq!(w.take().len() + went_on.len(), by_id.len());
+            prop_assert!(w.is_empty());
+        }
+    }
 }
