@@ -119,6 +119,9 @@ async fn a_paused_node_serves_nothing_it_no_longer_owns() {
         "ok true"
     );
     assert_eq!(c.node("n2").cmd("serving", &shard.to_string()).await, "ok");
+    // Until n3 has read the new owner, it answers Unavailable (the owner it
+    // knows is down); wait for its view, not for time.
+    assert_eq!(c.node("n3").cmd("owned", &format!("{shard} n2")).await, "ok");
     let (ran_on, _) = ok_total(&c.node("n3").cmd("call", &format!("{name} 1")).await);
     assert_eq!(ran_on, "n2");
     // A call queued on n1 while it is paused runs the moment it wakes,
