@@ -69,7 +69,7 @@ async fn a_killed_node_s_shards_are_unavailable_until_it_returns_with_its_data()
     let Some(mut c) = Cluster3::start(4, 1500).await else {
         return;
     };
-    let (on3, _, _) = object_on(&mut c, "n3", "kill").await;
+    let (on3, shard3, _) = object_on(&mut c, "n3", "kill").await;
     let (on1, _, _) = object_on(&mut c, "n1", "kill").await;
     // Acknowledged writes on n3's object, made from n1.
     let mut acked = 0;
@@ -93,6 +93,8 @@ async fn a_killed_node_s_shards_are_unavailable_until_it_returns_with_its_data()
     // n3 returns with its data dir: every acknowledged write is there.
     c.nodes.push(Node::spawn(cfg3).await);
     c.settle().await;
+    // Settled views may name n3 before it has re-claimed the shard.
+    assert_eq!(c.node("n3").cmd("serving", &shard3.to_string()).await, "ok");
     let (ran_on, total) = ok_total(&c.nodes[0].cmd("call", &format!("{on3} 1")).await);
     assert_eq!((ran_on.as_str(), total), ("n3", acked + 1));
     assert_eq!(c.violations(), "");
@@ -121,7 +123,10 @@ async fn a_paused_node_serves_nothing_it_no_longer_owns() {
     assert_eq!(c.node("n2").cmd("serving", &shard.to_string()).await, "ok");
     // Until n3 has read the new owner, it answers Unavailable (the owner it
     // knows is down); wait for its view, not for time.
-    assert_eq!(c.node("n3").cmd("owned", &format!("{shard} n2")).await, "ok");
+    assert_eq!(
+        c.node("n3").cmd("owned", &format!("{shard} n2")).await,
+        "ok"
+    );
     let (ran_on, _) = ok_total(&c.node("n3").cmd("call", &format!("{name} 1")).await);
     assert_eq!(ran_on, "n2");
     // A call queued on n1 while it is paused runs the moment it wakes,
@@ -133,8 +138,13 @@ async fn a_paused_node_serves_nothing_it_no_longer_owns() {
         r.starts_with("err Unavailable ") || r.starts_with("ok n2 "),
         "a lapsed node ran the call itself: {r}"
     );
-    // Once n1 is back, calls through it reach the new owner.
+    // Once n1 is back, calls through it reach the new owner (once n1 has
+    // read it: its view from before the pause named itself).
     c.settle().await;
+    assert_eq!(
+        c.node("n1").cmd("owned", &format!("{shard} n2")).await,
+        "ok"
+    );
     let (ran_on, _) = ok_total(&c.node("n1").cmd("call", &format!("{name} 1")).await);
     assert_eq!(ran_on, "n2");
     assert_eq!(c.violations(), "", "two live instances of one object");

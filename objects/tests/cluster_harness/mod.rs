@@ -382,6 +382,9 @@ pub(crate) async fn command(
         // owner is live.
         "settle" => {
             let n = num(2) as usize;
+            // A view read before this command came (say, before a pause
+            // the node just woke from) must not count.
+            cluster.refreshed().await;
             for _ in 0..300 {
                 let s = cluster.status();
                 if s.members.len() == n
@@ -416,9 +419,14 @@ pub(crate) async fn command(
         }
         // Waits out this node's lease window (a deadline the node itself
         // keeps, by its monotonic clock), then says whether it still serves.
+        // A renewal answered just before etcd went away may still move
+        // the window on once it is read: wait out each window it reports.
         "lapse" => {
-            if let Some(left) = cluster.status().serve_for {
-                tokio::time::sleep(left).await;
+            for _ in 0..10 {
+                match cluster.status().serve_for {
+                    Some(left) => tokio::time::sleep(left).await,
+                    None => break,
+                }
             }
             let s = cluster.status();
             if s.serving.is_empty() && s.serve_for.is_none() {
@@ -551,6 +559,9 @@ pub(crate) async fn command(
         // leads some.
         "replicated" => {
             let n = num(2) as usize;
+            // A view read before this command came (say, before a pause
+            // the node just woke from) must not count.
+            cluster.refreshed().await;
             for _ in 0..300 {
                 let s = cluster.status();
                 if !s.leading.is_empty() && s.leading.iter().all(|(_, f)| f.len() == n) {
