@@ -11,8 +11,8 @@
 //! commit. (Small rooms spend 10–15% less server CPU per delivery; see
 //! `docs/performance.md`.)
 //!
-//! Key layout: for every distinct word of a message and every prefix of it
-//! up to [`INDEX_PREFIX_CHARS`] characters, `idx/<prefix>/<timestamp as 20
+//! Key layout: for every distinct word of a message and its prefixes of
+//! [`INDEXED_LENGTHS`] characters, `idx/<prefix>/<timestamp as 20
 //! digits>`, value empty. Words hold no `/` (they are alphanumeric), so
 //! `idx/<prefix>/` lists exactly the messages with a word starting with
 //! that prefix, in id (time) order. A query walks the list of one term
@@ -20,7 +20,9 @@
 //! against the text (terms longer than the indexed prefix, and the other
 //! terms, are checked there), stopping after a page of results or
 //! [`SCAN_BUDGET`] candidates, whichever comes first; the answer's cursor
-//! then says where to go on.
+//! then says where to go on. A query whose every term is shorter than the
+//! shortest indexed length walks the history itself the same way (such
+//! short prefixes would list most messages anyway).
 
 use objects::{Context, ListOptions, Storage, StorageError, WebSocket};
 
@@ -34,9 +36,18 @@ use crate::protocol::{ChatMessage, Dialect, a};
 /// The prefix of every index key.
 const PREFIX: &str = "idx/";
 
-/// Longest indexed word prefix, in characters: a message's index costs at
-/// most this many keys per distinct word.
-pub(crate) const INDEX_PREFIX_CHARS: usize = 8;
+/// The word prefix lengths (in characters) the index holds: a word of at
+/// least 3 characters is listed under its first 3, a word of at least 5
+/// under its first 5 too, one of at least 8 under its first 8, so each
+/// distinct word costs at most 3 keys. A query term walks the list of its
+/// longest indexed prefix and checks the text; terms under 3 characters
+/// walk the history itself (see [`search`]).
+pub(crate) const INDEXED_LENGTHS: [usize; 3] = [3, 5, 8];
+
+/// Longest prefix the index was ever written with: rooms indexed by an
+/// earlier version hold every prefix of 1 to this many characters, which
+/// retention deletes with their messages.
+const LEGACY_PREFIX_CHARS: usize = 8;
 
 /// Most distinct words of one message that are indexed (a 256-character
 /// message has at most 128; this bounds one message's index keys).
@@ -166,6 +177,19 @@ impl ChatRoom {
 
 /// The index keys of a message.
 pub(crate) fn keys(message: &ChatMessage) -> Vec<String> {
+    prefix_keys(message, |n| INDEXED_LENGTHS.contains(&n))
+}
+
+/// Every key this message may have in the index, whichever version wrote
+/// it: the prefixes of every length up to [`LEGACY_PREFIX_CHARS`] (a
+/// superset of [`keys`]).
+fn any_keys(message: &ChatMessage) -> Vec<String> {
+    prefix_keys(message, |n| n <= LEGACY_PREFIX_CHARS)
+}
+
+/// The posting keys of the message's distinct word prefixes whose length
+/// in characters `indexed` accepts.
+fn prefix_keys(message: &ChatMessage, indexed: impl Fn(usize) -> bool) -> Vec<String> {
     let mut distinct: Vec<String> = Vec::new();
     for word in words(&message.message) {
         if distinct.len() == MAX_INDEXED_WORDS {
@@ -175,22 +199,30 @@ pub(crate) fn keys(message: &ChatMessage) -> Vec<String> {
             distinct.push(word);
         }
     }
-    let mut prefixes: Vec<String> = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     for word in &distinct {
         for (n, (at, ch)) in word.char_indices().enumerate() {
-            if n == INDEX_PREFIX_CHARS {
+            if n == LEGACY_PREFIX_CHARS {
                 break;
             }
-            let prefix = &word[..at + ch.len_utf8()];
-            if !prefixes.iter().any(|p| p == prefix) {
-                prefixes.push(prefix.to_owned());
+            if !indexed(n + 1) {
+                continue;
+            }
+            let key = posting_key(&word[..at + ch.len_utf8()], message.timestamp);
+            if !keys.contains(&key) {
+                keys.push(key);
             }
         }
     }
-    prefixes
-        .iter()
-        .map(|p| posting_key(p, message.timestamp))
-        .collect()
+    keys
+}
+
+/// The indexed prefix whose list a term walks: its longest one, or `None`
+/// for a term shorter than every indexed length.
+fn indexed_prefix(term: &str) -> Option<String> {
+    let chars = term.chars().count();
+    let n = INDEXED_LENGTHS.iter().rev().find(|n| **n <= chars)?;
+    Some(term.chars().take(*n).collect())
 }
 
 fn posting_prefix(prefix: &str) -> String {
@@ -281,7 +313,7 @@ pub(crate) fn forget<'a>(
     let through = store.through()?.unwrap_or(u64::MAX);
     for message in messages {
         if message.timestamp <= through {
-            for key in keys(message) {
+            for key in any_keys(message) {
                 store.delete_key(&key)?;
             }
         }
@@ -312,9 +344,14 @@ pub(crate) fn search(
     if limit == 0 {
         return Ok((found, Some(before)));
     }
+    // Terms too short for the index: the history itself is the list.
+    let indexed = indexed_prefix(driver);
     // The newest messages, not indexed yet: read directly, a page at a
     // time (fewer than a batch, unless indexing events were rolled back).
-    let through = store.through()?.unwrap_or(u64::MAX);
+    let through = match indexed {
+        Some(_) => store.through()?.unwrap_or(u64::MAX),
+        None => 0,
+    };
     let mut below = before;
     loop {
         let page = store.between(through, below, objects::MAX_KEYS_PER_CALL)?;
@@ -334,7 +371,9 @@ pub(crate) fn search(
             }
         }
     }
-    let indexed: String = driver.chars().take(INDEX_PREFIX_CHARS).collect();
+    let Some(indexed) = indexed else {
+        return Ok((found, None));
+    };
     let prefix = posting_prefix(&indexed);
     let mut end = posting_key(&indexed, before.min(through.saturating_add(1)));
     loop {
