@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The small-rooms load (1,000 rooms of 5, 0.2 messages/s per client, 20 s)
 # against one chat-demo build on a fresh data dir; prints the server's CPU
-# per million deliveries and the latency from chatload's JSON report.
+# per million deliveries (and its user and kernel parts) and the latency
+# from chatload's JSON report.
 #
 #   cargo build --release -p benches -p chat-demo
 #   scripts/rooms.sh target/release/chat-demo [label]
@@ -32,6 +33,8 @@ python3 - "$dir/out" "$label" <<'PY'
 import json, sys
 j = json.loads(open(sys.argv[1]).readline())
 lat = j["latency_ms"]
-print(f'{sys.argv[2]}: {j["server_cpu_s_per_million_deliveries"]:.1f} CPU s per million deliveries, '
+per_m = 1e6 / max(j["deliveries"], 1)
+print(f'{sys.argv[2]}: {j["server_cpu_s_per_million_deliveries"]:.1f} CPU s per million deliveries '
+      f'(user {j["server_user_s"] * per_m:.1f}, sys {j["server_sys_s"] * per_m:.1f}), '
       f'p50 {lat["p50"]} ms, p99 {lat["p99"]} ms, lost {j["lost"]}, duplicated {j["duplicated"]}')
 PY
