@@ -5,18 +5,20 @@
 # from chatload's JSON report.
 #
 #   cargo build --release -p benches -p chat-demo
-#   scripts/rooms.sh target/release/chat-demo [label]
+#   scripts/rooms.sh target/release/chat-demo [label [server flags...]]
+#   scripts/rooms.sh target/release/chat-demo delay-1ms --commit-delay-us 1000
 #
 # Uses target/release/chatload; python3 for the summary.
 set -euo pipefail
 bin="$1"
 label="${2:-run}"
+shift $(( $# < 2 ? $# : 2 ))
 root="$(cd "$(dirname "$0")/.." && pwd)"
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT
 "$bin" --listen 127.0.0.1:0 --data-dir "$dir/data" --trust-client-ip-header x-forwarded-for \
   --max-connections-per-ip 100000 --max-tcp-connections-per-ip 100000 \
-  --joins-per-minute 100000 >"$dir/log" 2>&1 &
+  --joins-per-minute 100000 "$@" >"$dir/log" 2>&1 &
 pid=$!
 # The server logs its address once it listens.
 addr=""

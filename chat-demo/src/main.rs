@@ -130,6 +130,13 @@ struct Args {
     #[arg(long, env = "CHAT_STORE_MAX_BYTES", default_value_t = objects::StoreOptions::default().max_size)]
     store_max_bytes: usize,
 
+    /// Microseconds a write that finds the store's writer idle waits for
+    /// others to share its disk sync. 0 (the default) syncs at once; under a
+    /// light, steady load a millisecond or two trades that much latency for
+    /// fewer syncs (docs/storage.md, "Commit delay").
+    #[arg(long, env = "CHAT_COMMIT_DELAY_US", default_value_t = 0)]
+    commit_delay_us: u64,
+
     /// Most objects of one kind (rooms, rate limiters) in memory at once;
     /// past it the idlest leave early (a room's sockets stay open).
     #[arg(long, env = "CHAT_MAX_LIVE_OBJECTS", default_value_t = 10_000)]
@@ -296,7 +303,11 @@ async fn main() -> anyhow::Result<()> {
         .options(
             objects::RuntimeOptions::default()
                 .with_mailbox_bytes(chat_demo::ROOM_MAILBOX_BYTES)
-                .with_store(objects::StoreOptions::default().with_max_size(args.store_max_bytes)),
+                .with_store(
+                    objects::StoreOptions::default()
+                        .with_max_size(args.store_max_bytes)
+                        .with_commit_delay(Duration::from_micros(args.commit_delay_us)),
+                ),
         )
         .data_dir(&args.data_dir)
         .hibernation_timeout(Duration::from_secs(args.hibernation_secs))

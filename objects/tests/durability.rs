@@ -153,3 +153,45 @@ async fn nothing_leaves_before_the_sync_that_covers_it() {
     );
     journal.check_output_after_sync().expect("ordering");
 }
+
+/// With a commit delay, a commit that finds the writer idle waits for
+/// company: three objects' calls share one transaction (the group fills
+/// long before the hour-long delay is up), and still nothing is answered
+/// before the sync that covers it. Without the delay the first call would
+/// commit alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_delay_gathers_commits_into_one_group() {
+    const OBJECTS: usize = 3;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = Arc::new(Journal::new());
+    let mut store = StoreOptions::default()
+        .with_max_group(OBJECTS)
+        .with_commit_delay(std::time::Duration::from_secs(3600));
+    store.journal = Some(journal.clone());
+    let rt = Runtime::builder()
+        .data_dir(dir.path())
+        .options(RuntimeOptions::default().with_store(store))
+        .open()
+        .expect("open");
+    let rooms = rt.namespace::<Room>("rooms", ()).expect("namespace");
+    let calls = (0..OBJECTS).map(|i| {
+        let stub = rooms.get_by_name(&format!("r{i}"));
+        tokio::spawn(async move { stub.call(1).await.expect("call") })
+    });
+    let all = futures_util::future::join_all(calls);
+    let answers = tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .expect("the group never filled");
+    assert!(answers.into_iter().all(|a| a.expect("task") == 1));
+    rt.shutdown().await;
+    let commits: Vec<usize> = journal
+        .steps()
+        .iter()
+        .filter_map(|s| match s {
+            Step::Committed { objects } => Some(objects.len()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commits, [OBJECTS], "one transaction for the three");
+    journal.check_output_after_sync().expect("ordering");
+}

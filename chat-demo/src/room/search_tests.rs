@@ -107,10 +107,7 @@ fn all_pages(store: &Model, terms: &[String], limit: usize, budget: usize) -> Ve
 fn keys_cover_word_prefixes_once() {
     let keys = keys(&message(7, "Hello hello HELP, supercalifragilistic"));
     let prefixes: Vec<&str> = keys.iter().map(|k| &k[4..k.len() - 21]).collect();
-    assert_eq!(
-        prefixes,
-        ["hel", "hello", "sup", "super", "supercal"]
-    );
+    assert_eq!(prefixes, ["hel", "hello", "sup", "super", "supercal"]);
     assert_eq!(keys[0], "idx/hel/00000000000000000007");
     // Words under 3 characters have no keys; an earlier version's keys
     // (every prefix up to 8) are a superset, which retention deletes.

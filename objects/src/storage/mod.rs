@@ -8,6 +8,7 @@
 
 mod durability;
 mod error;
+mod gather;
 #[cfg(feature = "testing")]
 pub(crate) mod journal;
 pub(crate) mod layout;

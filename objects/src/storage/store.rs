@@ -57,6 +57,12 @@ pub struct StoreOptions {
     pub writer_queue: usize,
     /// The most object batches committed in one LMDB transaction.
     pub max_group: usize,
+    /// How long a commit that finds the writer idle waits for others to
+    /// share its sync (until [`max_group`](Self::max_group) batches are
+    /// queued or this has passed). Zero, the default, commits at once.
+    /// Under a light, steady load a wait of a millisecond or two trades
+    /// that much latency for fewer syncs per write (`docs/storage.md`).
+    pub commit_delay: std::time::Duration,
     /// Where the writer and the output gate record what they do, for tests
     /// of the durability ordering.
     #[cfg(feature = "testing")]
@@ -69,6 +75,7 @@ impl Default for StoreOptions {
             max_size: 16 << 30,
             writer_queue: 4096,
             max_group: 1024,
+            commit_delay: std::time::Duration::ZERO,
             #[cfg(feature = "testing")]
             journal: None,
         }
@@ -79,6 +86,7 @@ with_setters!(StoreOptions {
     with_max_size => max_size: usize,
     with_writer_queue => writer_queue: usize,
     with_max_group => max_group: usize,
+    with_commit_delay => commit_delay: std::time::Duration,
 });
 
 /// An object's catalog entry: id, namespace, name.

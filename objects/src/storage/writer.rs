@@ -8,12 +8,14 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use heed::{Env, RwTxn, WithoutTls};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StorageError;
 use super::durability::Durability;
+use super::gather::{self, Gather};
 use super::layout;
 use super::overlay::Changes;
 use super::replication::{self, Copy, Hook, Mark, Received, Replicate, Reply};
@@ -132,6 +134,7 @@ pub(crate) fn spawn(
 ) -> Result<Writer, StorageError> {
     let (tx, rx) = mpsc::channel(opts.writer_queue.max(1));
     let max_group = opts.max_group.max(1);
+    let delay = opts.commit_delay;
     let metrics = WriterMetrics::register();
     #[cfg(feature = "testing")]
     let rec: Recorder = opts.journal.clone();
@@ -146,7 +149,7 @@ pub(crate) fn spawn(
             rec: &rec,
             hook: &hook,
         };
-        w.run(rx, max_group);
+        w.run(rx, max_group, delay);
     };
     let thread = match tokio::runtime::Handle::try_current() {
         Ok(rt) => Thread::Blocking(rt.spawn_blocking(work)),
@@ -246,6 +249,16 @@ impl Group {
     }
 }
 
+impl gather::Group<Job> for Group {
+    fn push(&mut self, job: Job) -> bool {
+        Group::push(self, job)
+    }
+
+    fn closed(&self, max_group: usize) -> bool {
+        self.install.is_some() || self.len() >= max_group
+    }
+}
+
 /// The shard labels a transaction stored for its local batches.
 type Labels = Vec<(u32, Mark)>;
 
@@ -264,13 +277,15 @@ impl Loop<'_> {
         self.hook.get().map(|h| &**h)
     }
 
-    fn run(&self, mut rx: mpsc::Receiver<Job>, max_group: usize) {
+    fn run(&self, mut rx: mpsc::Receiver<Job>, max_group: usize, delay: Duration) {
         let mut durability: Durability<Answer> = Durability::default();
+        let gather = Gather::new(delay);
         loop {
             let mut group = Group::default();
             // With answers waiting for a sync, look for more work first: the
             // next group's commit syncs them for free. Only when none is
             // queued does the writer sync explicitly.
+            let idle = !durability.needs_sync();
             let job = if durability.needs_sync() {
                 match rx.try_recv() {
                     Ok(job) => Some(job),
@@ -292,6 +307,14 @@ impl Loop<'_> {
                     Ok(job) => stop = !group.push(job),
                     Err(_) => break,
                 }
+            }
+            // A group that found the writer idle may wait for company
+            // (nothing waits on its sync yet; answers that do are not held).
+            if idle
+                && !stop
+                && let Some(g) = &gather
+            {
+                stop = g.fill(&mut rx, &mut group, max_group);
             }
             if !group.is_empty() {
                 self.round(group, &mut durability);
