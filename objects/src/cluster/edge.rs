@@ -474,6 +474,7 @@ impl Deliver for EdgeDeliver {
                 let open = self.gate.lock.read().await;
                 let link = self.link();
                 if lost.as_ref().is_some_and(|l| Arc::ptr_eq(l, &link)) {
+                    tracing::warn!(owner = %link.owner, esid, "the link to a socket's owner was lost and no next owner took it");
                     break false;
                 }
                 let sent = link.send(&msg).await;

@@ -506,6 +506,11 @@ async fn serve_link(links: Arc<Links>, send: quinn::SendStream, recv: quinn::Rec
                         // Waits for mailbox room: a full mailbox holds up
                         // this edge's link (as TCP backpressure would).
                         if !socket.event(SocketEvent::Message(msg)).await {
+                            tracing::warn!(
+                                edge = from.edge(),
+                                esid,
+                                "a socket's message came for an object not served here; it closes (1012)"
+                            );
                             from.kill(esid, 1012, NOT_SERVED.into());
                         }
                     }

@@ -114,6 +114,12 @@ struct TestNode {
 }
 
 async fn start(name: &str, ca: &ClusterCa, secret: [u8; 32]) -> TestNode {
+    // Warnings (a socket closed unexpectedly, an edge that did not pause)
+    // show in a failing test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("objects=warn"))
+        .with_test_writer()
+        .try_init();
     let (server, client) = tls::quic_configs(&ca.issue(name).expect("cert")).expect("tls");
     let mut ep =
         quinn::Endpoint::server(server, "127.0.0.1:0".parse().expect("addr")).expect("bind");

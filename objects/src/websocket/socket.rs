@@ -411,6 +411,7 @@ impl Task {
                     if !delivered {
                         // The object is not served here (any more): the
                         // client gets a Close frame and reconnects.
+                        tracing::warn!(socket = self.sid, "a message came for an object not served here (any more); the socket closes (1012)");
                         crate::sync::lock(&self.shared.close).get_or_insert((1012, NOT_SERVED.into()));
                         break self.closing(&mut ws).await;
                     }
