@@ -61,6 +61,18 @@ impl Object for Room {
     }
 }
 
+/// A runtime on `dir` whose writer and output gate record into a journal.
+fn open(dir: &std::path::Path, mut store: StoreOptions) -> (Runtime, Arc<Journal>) {
+    let journal = Arc::new(Journal::new());
+    store.journal = Some(journal.clone());
+    let rt = Runtime::builder()
+        .data_dir(dir)
+        .options(RuntimeOptions::default().with_store(store))
+        .open()
+        .expect("open");
+    (rt, journal)
+}
+
 const CLIENTS: usize = 4;
 const MESSAGES: usize = 25;
 const CALLERS: u64 = 16;
@@ -69,14 +81,7 @@ const CALLS: u64 = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaves_before_the_sync_that_covers_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Arc::new(Journal::new());
-    let mut store = StoreOptions::default();
-    store.journal = Some(journal.clone());
-    let rt = Runtime::builder()
-        .data_dir(dir.path())
-        .options(RuntimeOptions::default().with_store(store))
-        .open()
-        .expect("open");
+    let (rt, journal) = open(dir.path(), StoreOptions::default());
     let rooms = rt.namespace::<Room>("rooms", ()).expect("namespace");
     let addr = common::serve(rooms.clone(), "room").await;
 
@@ -163,16 +168,10 @@ async fn nothing_leaves_before_the_sync_that_covers_it() {
 async fn a_commit_delay_gathers_commits_into_one_group() {
     const OBJECTS: usize = 3;
     let dir = tempfile::tempdir().expect("tempdir");
-    let journal = Arc::new(Journal::new());
-    let mut store = StoreOptions::default()
+    let store = StoreOptions::default()
         .with_max_group(OBJECTS)
         .with_commit_delay(std::time::Duration::from_secs(3600));
-    store.journal = Some(journal.clone());
-    let rt = Runtime::builder()
-        .data_dir(dir.path())
-        .options(RuntimeOptions::default().with_store(store))
-        .open()
-        .expect("open");
+    let (rt, journal) = open(dir.path(), store);
     let rooms = rt.namespace::<Room>("rooms", ()).expect("namespace");
     let calls = (0..OBJECTS).map(|i| {
         let stub = rooms.get_by_name(&format!("r{i}"));
