@@ -199,22 +199,22 @@ fn prefix_keys(message: &ChatMessage, indexed: impl Fn(usize) -> bool) -> Vec<St
             distinct.push(word);
         }
     }
-    let mut keys: Vec<String> = Vec::new();
+    let mut prefixes: Vec<&str> = Vec::new();
     for word in &distinct {
         for (n, (at, ch)) in word.char_indices().enumerate() {
             if n == LEGACY_PREFIX_CHARS {
                 break;
             }
-            if !indexed(n + 1) {
-                continue;
-            }
-            let key = posting_key(&word[..at + ch.len_utf8()], message.timestamp);
-            if !keys.contains(&key) {
-                keys.push(key);
+            let prefix = &word[..at + ch.len_utf8()];
+            if indexed(n + 1) && !prefixes.contains(&prefix) {
+                prefixes.push(prefix);
             }
         }
     }
-    keys
+    prefixes
+        .iter()
+        .map(|p| posting_key(p, message.timestamp))
+        .collect()
 }
 
 /// The indexed prefix whose list a term walks: its longest one, or `None`

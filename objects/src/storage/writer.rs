@@ -286,7 +286,7 @@ impl Loop<'_> {
             // next group's commit syncs them for free. Only when none is
             // queued does the writer sync explicitly.
             let idle = !durability.needs_sync();
-            let job = if durability.needs_sync() {
+            let job = if !idle {
                 match rx.try_recv() {
                     Ok(job) => Some(job),
                     Err(mpsc::error::TryRecvError::Empty) => {
