@@ -301,6 +301,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
     let mut send_window = Duration::ZERO;
     let mut drain = Duration::ZERO;
     let mut drained = true;
+    let mut sent_at_drain = 0;
     match config.scenario {
         Scenario::Join => {}
         Scenario::Idle => {
@@ -334,6 +335,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
                 progress.tick(&shared, "draining");
             }
             server_cpu.stop();
+            sent_at_drain = shared.sent.load(Ordering::SeqCst);
             drain = drain_start.elapsed();
             send_window = send_start.elapsed();
         }
@@ -361,6 +363,7 @@ pub async fn run(config: Config) -> anyhow::Result<Report> {
         backlog_expected: config.backlog.min(SERVER_BACKLOG),
         drained,
         drain_s: drain.as_secs_f64(),
+        sent_at_drain,
         first_error: shared
             .first_error
             .lock()

@@ -125,6 +125,10 @@ pub struct Report {
     pub drained: bool,
     /// Time from the end of sending until drained (or the drain limit).
     pub drain_s: f64,
+    /// Messages counted as sent when the drain ended. Equal to `sent` in a
+    /// sound run: more in `sent` would mean a client sent after the run
+    /// stopped sending, whose deliveries the closing connections then lose.
+    pub sent_at_drain: u64,
     /// Whole run, seconds.
     pub elapsed_s: f64,
     /// Server process whose CPU time was measured, if any.
