@@ -292,6 +292,22 @@ struct Task {
     shared: Arc<SocketShared>,
 }
 
+/// `tokio::time::timeout`, with the timer made only if the first poll
+/// finds `f` unfinished. Most flushes go straight into the kernel's buffer,
+/// and every tokio timer, armed or not, takes the timer driver's one lock
+/// when it is dropped: once per flush, on every socket of a broadcast.
+async fn within<F: Future>(
+    limit: Duration,
+    f: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut f = std::pin::pin!(f);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+    match first {
+        std::task::Poll::Ready(out) => Ok(out),
+        std::task::Poll::Pending => tokio::time::timeout(limit, f).await,
+    }
+}
+
 /// How long a Close frame may take to go out before the connection is
 /// simply dropped.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -513,7 +529,7 @@ impl Task {
                     let written = tokio::select! {
                         biased;
                         () = &mut kill => None,
-                        ok = tokio::time::timeout(opts.write_timeout, write) => Some(ok),
+                        ok = within(opts.write_timeout, write) => Some(ok),
                     };
                     match written {
                         Some(Ok(true)) => {}
@@ -587,5 +603,32 @@ impl Task {
         if !delivered {
             crate::sync::lock(&self.table).remove(self.sid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::within;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    #[tokio::test(start_paused = true)]
+    async fn within_answers_a_ready_future_at_once_and_cuts_a_stuck_one_at_the_limit() {
+        let start = Instant::now();
+        assert_eq!(within(Duration::from_secs(30), async { 7 }).await, Ok(7));
+        assert_eq!(Instant::now(), start, "no time passed");
+        let stuck = within(Duration::from_secs(30), std::future::pending::<()>()).await;
+        assert!(stuck.is_err(), "a write that never finishes is cut");
+        assert_eq!(Instant::now() - start, Duration::from_secs(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn within_lets_a_slow_future_finish_before_the_limit() {
+        let start = Instant::now();
+        let slow = tokio::time::sleep(Duration::from_secs(29));
+        assert!(within(Duration::from_secs(30), slow).await.is_ok());
+        assert_eq!(Instant::now() - start, Duration::from_secs(29));
+        let late = tokio::time::sleep(Duration::from_secs(31));
+        assert!(within(Duration::from_secs(30), late).await.is_err());
     }
 }
