@@ -269,7 +269,11 @@ impl<O: Object> Activation<O> {
             };
             let tick = self.ns.ticks.fetch_add(1, Ordering::Relaxed);
             self.nudges.last_active.store(tick, Ordering::Relaxed);
-            self.run_group(envelope).await;
+            // Boxed: the event's future (the handlers' own futures, the
+            // commit) lives only while a group runs, so a resting
+            // activation's task is 1.8 KB instead of 3.2 KB (and does not
+            // grow with the object's handlers). One allocation per group.
+            Box::pin(self.run_group(envelope)).await;
         }
         // Shutting down: in-flight work is done; refuse what is queued.
         self.rx.close();
