@@ -1,8 +1,8 @@
 //! What a room knows about each socket: kept in the socket's attachment
 //! (which survives hibernation), mirrored in a cache the instance rebuilds.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use objects::{Context, WebSocket};
 use serde::{Deserialize, Serialize};
@@ -53,12 +53,10 @@ impl Session {
 
 /// The instance's cache of attachments, by socket. Only a cache: it starts
 /// empty after every activation and fills from the attachments on demand,
-/// and every change to a session goes to the attachment first. Ordered
-/// like the runtime's list of sockets, so that a broadcast pairs the two
-/// in one walk instead of one lookup per member.
+/// and every change to a session goes to the attachment first.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    cache: BTreeMap<WebSocket, Session>,
+    cache: HashMap<WebSocket, Session>,
 }
 
 impl Sessions {
@@ -100,38 +98,6 @@ impl Sessions {
     /// The open sockets and their sessions, in accept order.
     pub(crate) fn members(&mut self, ctx: &Context) -> Members<'_> {
         let open = ctx.websockets(None);
-        if !open.is_sorted() {
-            // The runtime lists sockets by id; should that change, this
-            // stays right, only slower.
-            return self.members_by_lookup(ctx, open);
-        }
-        // Sockets not cached yet (accepted before this activation began):
-        // their sessions come from their attachments.
-        let mut missing = Vec::new();
-        let mut cached = self.cache.keys().peekable();
-        for ws in &open {
-            while cached.next_if(|k| *k < ws).is_some() {}
-            if cached.next_if(|k| *k == ws).is_none() {
-                missing.push(*ws);
-            }
-        }
-        for ws in missing {
-            if let Ok(Some(session)) = ctx.attachment::<Session>(ws) {
-                self.cache.insert(ws, session);
-            }
-        }
-        let mut list = Vec::with_capacity(open.len());
-        let mut cached = self.cache.iter().peekable();
-        for ws in open {
-            while cached.next_if(|(k, _)| **k < ws).is_some() {}
-            if let Some((_, s)) = cached.next_if(|(k, _)| **k == ws) {
-                list.push((ws, s));
-            }
-        }
-        Members { list }
-    }
-
-    fn members_by_lookup(&mut self, ctx: &Context, open: Vec<WebSocket>) -> Members<'_> {
         for ws in &open {
             if let Entry::Vacant(entry) = self.cache.entry(*ws)
                 && let Ok(Some(session)) = ctx.attachment::<Session>(*ws)
