@@ -296,11 +296,14 @@ struct Task {
 /// finds `f` unfinished. Most flushes go straight into the kernel's buffer,
 /// and every tokio timer, armed or not, takes the timer driver's one lock
 /// when it is dropped: once per flush, on every socket of a broadcast.
+///
+/// `f` comes pinned by the caller: an async fn that took it by value and
+/// pinned it here would hold it twice in its state (the argument and the
+/// pinned local), and this future lives inside every socket's task.
 async fn within<F: Future>(
     limit: Duration,
-    f: F,
+    mut f: std::pin::Pin<&mut F>,
 ) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut f = std::pin::pin!(f);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
     match first {
         std::task::Poll::Ready(out) => Ok(out),
@@ -506,30 +509,32 @@ impl Task {
                     // through.
                     let mut close = None;
                     let queued = &self.shared.queued;
-                    let write = async {
-                        let mut next = Some(m);
-                        let mut ok = true;
-                        while let Some(m) = next.take() {
-                            queued.fetch_sub(m.weight(), Ordering::AcqRel);
-                            match m {
-                                Outgoing::Frame(f) => ok = ws.feed(f).await.is_ok(),
-                                Outgoing::Close(code, reason) => {
-                                    close = Some((code, reason));
+                    let written = {
+                        let write = std::pin::pin!(async {
+                            let mut next = Some(m);
+                            let mut ok = true;
+                            while let Some(m) = next.take() {
+                                queued.fetch_sub(m.weight(), Ordering::AcqRel);
+                                match m {
+                                    Outgoing::Frame(f) => ok = ws.feed(f).await.is_ok(),
+                                    Outgoing::Close(code, reason) => {
+                                        close = Some((code, reason));
+                                        break;
+                                    }
+                                    Outgoing::Live => {}
+                                }
+                                if !ok {
                                     break;
                                 }
-                                Outgoing::Live => {}
+                                next = rx.try_recv().ok();
                             }
-                            if !ok {
-                                break;
-                            }
-                            next = rx.try_recv().ok();
+                            ok && ws.flush().await.is_ok()
+                        });
+                        tokio::select! {
+                            biased;
+                            () = &mut kill => None,
+                            ok = within(opts.write_timeout, write) => Some(ok),
                         }
-                        ok && ws.flush().await.is_ok()
-                    };
-                    let written = tokio::select! {
-                        biased;
-                        () = &mut kill => None,
-                        ok = within(opts.write_timeout, write) => Some(ok),
                     };
                     match written {
                         Some(Ok(true)) => {}
@@ -615,9 +620,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn within_answers_a_ready_future_at_once_and_cuts_a_stuck_one_at_the_limit() {
         let start = Instant::now();
-        assert_eq!(within(Duration::from_secs(30), async { 7 }).await, Ok(7));
+        let ready = std::pin::pin!(async { 7 });
+        assert_eq!(within(Duration::from_secs(30), ready).await, Ok(7));
         assert_eq!(Instant::now(), start, "no time passed");
-        let stuck = within(Duration::from_secs(30), std::future::pending::<()>()).await;
+        let stuck = std::pin::pin!(std::future::pending::<()>());
+        let stuck = within(Duration::from_secs(30), stuck).await;
         assert!(stuck.is_err(), "a write that never finishes is cut");
         assert_eq!(Instant::now() - start, Duration::from_secs(30));
     }
@@ -625,10 +632,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn within_lets_a_slow_future_finish_before_the_limit() {
         let start = Instant::now();
-        let slow = tokio::time::sleep(Duration::from_secs(29));
+        let slow = std::pin::pin!(tokio::time::sleep(Duration::from_secs(29)));
         assert!(within(Duration::from_secs(30), slow).await.is_ok());
         assert_eq!(Instant::now() - start, Duration::from_secs(29));
-        let late = tokio::time::sleep(Duration::from_secs(31));
+        let late = std::pin::pin!(tokio::time::sleep(Duration::from_secs(31)));
         assert!(within(Duration::from_secs(30), late).await.is_err());
     }
 }
