@@ -295,7 +295,9 @@ struct Task {
 /// `tokio::time::timeout`, with the timer made only if the first poll
 /// finds `f` unfinished. Most flushes go straight into the kernel's buffer,
 /// and every tokio timer, armed or not, takes the timer driver's one lock
-/// when it is dropped: once per flush, on every socket of a broadcast.
+/// when it is dropped: once per flush, on every socket of a broadcast
+/// (and once per automatic reply). Every write the socket task bounds by
+/// `write_timeout` goes through here.
 ///
 /// `f` comes pinned by the caller: an async fn that took it by value and
 /// pinned it here would hold it twice in its state (the argument and the
@@ -447,7 +449,7 @@ impl Task {
                             match reply {
                                 Some(r) => {
                                     self.deliver.auto_responded(self.id, self.sid, now);
-                                    match tokio::time::timeout(opts.write_timeout, ws.send(WsMessage::text(r))).await {
+                                    match within(opts.write_timeout, std::pin::pin!(ws.send(WsMessage::text(r)))).await {
                                         Ok(Ok(())) => {}
                                         Ok(Err(_)) => break (1006, "send failed".into(), false, None),
                                         Err(_) => break self.cut_by_deadline(),
@@ -565,7 +567,7 @@ impl Task {
                     let now = Instant::now();
                     ping_out = Some(now);
                     timer.as_mut().reset(now + opts.ping_timeout);
-                    match tokio::time::timeout(opts.write_timeout, ws.send(WsMessage::Ping(Bytes::new()))).await {
+                    match within(opts.write_timeout, std::pin::pin!(ws.send(WsMessage::Ping(Bytes::new())))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None),
                         Err(_) => break self.cut_by_deadline(),
