@@ -233,7 +233,8 @@ where
     O: Iterator<Item = (Vec<u8>, Option<V>)>,
 {
     let limit = limit.unwrap_or(usize::MAX);
-    let mut out = Vec::new();
+    let room = base.size_hint().0.saturating_add(over.size_hint().0);
+    let mut out = Vec::with_capacity(room.min(limit));
     let mut base = base.peekable();
     let mut over = over.peekable();
     let ord = |a: &[u8], b: &[u8]| if reverse { b.cmp(a) } else { a.cmp(b) };

@@ -58,6 +58,9 @@ pub const MAX_KEYS_PER_CALL: usize = 128;
 /// Most bytes one event may buffer before it must call [`Storage::sync`].
 pub const MAX_EVENT_BYTES: usize = 32 << 20;
 
+/// Entries a bounded listing reserves room for before it reads.
+const LIST_RESERVE: usize = 1024;
+
 /// Every committed entry of one object, decoded (no overlay: for tools
 /// outside the object).
 pub(crate) fn export_committed(
@@ -378,6 +381,9 @@ impl Storage {
             let want = range
                 .limit
                 .map(|l| l.saturating_add(self.overlay.range(&range).count()));
+            // Room for a bounded listing up front (not for an unbounded
+            // one, whose size is unknown).
+            base.reserve(want.unwrap_or(0).min(LIST_RESERVE));
             self.store.scan(&self.id, &range, &mut |k, v| {
                 if shown(&k) {
                     base.push(Ok((k, v)));

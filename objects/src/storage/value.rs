@@ -2,7 +2,7 @@
 //! the rest is encoded (JSON from `put`, raw bytes from `put_bytes`; see
 //! `docs/storage.md`).
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,8 +35,11 @@ pub(super) fn decode<T: DeserializeOwned>(stored: &Bytes) -> Result<T, StorageEr
     }
 }
 
-pub(super) fn payload(stored: Bytes) -> Bytes {
-    stored.slice(1.min(stored.len())..)
+/// The value without its tag byte. Advances in place: `Bytes::slice`
+/// would allocate a shared header for a buffer that one owner holds.
+pub(super) fn payload(mut stored: Bytes) -> Bytes {
+    stored.advance(1.min(stored.len()));
+    stored
 }
 
 /// A value as it is stored: the JSON text that `put` wrote (byte for byte)
