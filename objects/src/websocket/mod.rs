@@ -3,6 +3,7 @@
 
 mod coalesce;
 pub(crate) mod moved;
+mod queue;
 pub(crate) mod registry;
 #[cfg(feature = "cluster")]
 pub(crate) mod remote;

@@ -2,14 +2,14 @@
 //! frames into the object's mailbox and writes the object's frames out of a
 //! bounded queue, pings idle peers and cuts slow readers.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -17,6 +17,7 @@ use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 
+use super::queue::{Pushed, SendQueue};
 use super::registry::Registry;
 use super::{CloseEvent, Message, WebSocketError};
 use crate::http::{Request, Response};
@@ -107,23 +108,27 @@ enum Sink {
     Remote(super::remote::RemoteHandle),
 }
 
-/// A socket whose task runs here.
-#[derive(Debug, Clone)]
+/// A socket whose task runs here. Each handle counts as a sender of the
+/// send queue: when the last is dropped, the task ends.
+#[derive(Debug)]
 struct LocalHandle {
-    tx: mpsc::Sender<Outgoing>,
     shared: Arc<SocketShared>,
-    /// The byte bound of the send queue.
-    max_queued: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SocketShared {
     kill: Notify,
     close: Mutex<Option<(u16, String)>>,
-    /// Payload bytes in the send queue: added by `send`, taken off by the
-    /// socket task as it takes frames out.
-    queued: AtomicUsize,
+    /// Frames for the task, bounded in count and bytes (`queue.rs`).
+    queue: Mutex<SendQueue<Outgoing>>,
+    /// Wakes the task when the queue stops being empty, or ends.
+    wake: Notify,
 }
+
+/// Room (in entries) a socket task keeps in its batch buffer between
+/// batches; a burst's larger buffer is given back once written, so an idle
+/// socket holds little.
+const BATCH_KEEP: usize = 4;
 
 impl Outgoing {
     /// The bytes this entry holds in the send queue.
@@ -174,16 +179,31 @@ impl SocketHandle {
     }
 }
 
+impl Clone for LocalHandle {
+    fn clone(&self) -> Self {
+        crate::sync::lock(&self.shared.queue).add_sender();
+        LocalHandle {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for LocalHandle {
+    fn drop(&mut self) {
+        if crate::sync::lock(&self.shared.queue).drop_sender() {
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
 impl LocalHandle {
     fn send(&self, out: Outgoing) {
         let weight = out.weight();
-        let before = self.shared.queued.fetch_add(weight, Ordering::AcqRel);
-        // A frame larger than the whole bound still goes out on an empty
-        // queue, so one big message is never refused outright.
-        let over = before > 0 && before.saturating_add(weight) > self.max_queued;
-        if over || self.tx.try_send(out).is_err() {
-            self.shared.queued.fetch_sub(weight, Ordering::AcqRel);
-            self.close(1008, SLOW_READER.into());
+        let pushed = crate::sync::lock(&self.shared.queue).push(out, weight);
+        match pushed {
+            Pushed::Wake => self.shared.wake.notify_one(),
+            Pushed::Queued | Pushed::Closed(_) => {}
+            Pushed::Full(_) => self.close(1008, SLOW_READER.into()),
         }
     }
 
@@ -262,12 +282,14 @@ pub(crate) fn spawn(
     upgrade: hyper::upgrade::OnUpgrade,
     opts: &WebSocketOptions,
 ) -> SocketHandle {
-    let (tx, rx) = mpsc::channel(opts.send_queue.max(1));
-    let shared = Arc::new(SocketShared::default());
+    let shared = Arc::new(SocketShared {
+        kill: Notify::new(),
+        close: Mutex::new(None),
+        queue: Mutex::new(SendQueue::new(opts.send_queue, opts.send_queue_bytes)),
+        wake: Notify::new(),
+    });
     let handle = SocketHandle(Sink::Local(LocalHandle {
-        tx,
         shared: shared.clone(),
-        max_queued: opts.send_queue_bytes,
     }));
     let opts = opts.clone();
     tokio::spawn(async move {
@@ -279,7 +301,7 @@ pub(crate) fn spawn(
             sid,
             shared,
         };
-        task.run(upgrade, rx, opts).await;
+        task.run(upgrade, opts).await;
     });
     handle
 }
@@ -290,6 +312,13 @@ struct Task {
     id: [u8; 32],
     sid: u64,
     shared: Arc<SocketShared>,
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        // Nothing is written any more: drop what waits, refuse what comes.
+        crate::sync::lock(&self.shared.queue).close();
+    }
 }
 
 /// `tokio::time::timeout`, with the timer made only if the first poll
@@ -353,12 +382,7 @@ impl Task {
         )
     }
 
-    async fn run(
-        self,
-        upgrade: hyper::upgrade::OnUpgrade,
-        mut rx: mpsc::Receiver<Outgoing>,
-        opts: WebSocketOptions,
-    ) {
+    async fn run(self, upgrade: hyper::upgrade::OnUpgrade, opts: WebSocketOptions) {
         let upgraded = tokio::select! {
             u = upgrade => u.ok(),
             () = self.shared.kill.notified() => None,
@@ -421,6 +445,11 @@ impl Task {
         // twice per frame, and two at once would split `notify_one`.
         let kill = self.shared.kill.notified();
         tokio::pin!(kill);
+        // The send queue's wake-up, renewed each time it fires, and the
+        // buffer its batches are taken into.
+        let wake = self.shared.wake.notified();
+        tokio::pin!(wake);
+        let mut batch: VecDeque<(Outgoing, usize)> = VecDeque::new();
         let (code, reason, clean, error) = loop {
             tokio::select! {
                 biased;
@@ -500,23 +529,18 @@ impl Task {
                         None => break (1006, "WebSocket disconnected without sending Close frame.".into(), false, None),
                     }
                 }
-                m = rx.recv() => {
-                    let Some(m) = m else {
-                        break (1001, "going away".into(), true, None);
-                    };
-                    // Batch what is queued into one flush, up to a close the
-                    // object asked for (which goes out after the frames sent
-                    // before it). A peer that does not read blocks the
-                    // flush; a cut (slow reader, shutdown) must still get
-                    // through.
+                () = &mut wake => {
+                    wake.set(self.shared.wake.notified());
+                    let taken = crate::sync::lock(&self.shared.queue).take(&mut batch);
+                    // Write the batch in one flush, up to a close the object
+                    // asked for (which goes out after the frames sent before
+                    // it). A peer that does not read blocks the flush; a cut
+                    // (slow reader, shutdown) must still get through.
                     let mut close = None;
-                    let queued = &self.shared.queued;
                     let written = {
                         let write = std::pin::pin!(async {
-                            let mut next = Some(m);
                             let mut ok = true;
-                            while let Some(m) = next.take() {
-                                queued.fetch_sub(m.weight(), Ordering::AcqRel);
+                            while let Some((m, _)) = batch.pop_front() {
                                 match m {
                                     Outgoing::Frame(f) => ok = ws.feed(f).await.is_ok(),
                                     Outgoing::Close(code, reason) => {
@@ -528,9 +552,8 @@ impl Task {
                                 if !ok {
                                     break;
                                 }
-                                next = rx.try_recv().ok();
                             }
-                            ok && ws.flush().await.is_ok()
+                            ok && (taken.count == 0 || ws.flush().await.is_ok())
                         });
                         tokio::select! {
                             biased;
@@ -538,6 +561,9 @@ impl Task {
                             ok = within(opts.write_timeout, write) => Some(ok),
                         }
                     };
+                    batch.clear();
+                    batch.shrink_to(BATCH_KEEP);
+                    crate::sync::lock(&self.shared.queue).written(taken.count, taken.bytes);
                     match written {
                         Some(Ok(true)) => {}
                         Some(Ok(false)) => {
@@ -549,6 +575,10 @@ impl Task {
                     if let Some(requested) = close {
                         crate::sync::lock(&self.shared.close).get_or_insert(requested);
                         break self.closing(&mut ws).await;
+                    }
+                    if taken.ended {
+                        // Every handle is gone: nothing more will come.
+                        break (1001, "going away".into(), true, None);
                     }
                 }
                 // No ping verdicts while we are not reading.
@@ -576,6 +606,7 @@ impl Task {
             }
         };
         drop(ws);
+        crate::sync::lock(&self.shared.queue).close();
         let metrics = self.deliver.metrics();
         metrics.sockets_closed.increment(1);
         if code == 1008
