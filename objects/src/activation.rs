@@ -13,7 +13,7 @@ use crate::alarm::schedule::{Jitter, RetryPolicy};
 use crate::alarm::{AlarmKey, AlarmOutcome};
 use crate::clock::ClockMs;
 use crate::context::{Context, Continuation};
-use crate::dispatch::{NsDeliver, NsInner, enqueue};
+use crate::dispatch::{Mail, NsDeliver, NsInner, enqueue};
 use crate::error::{Aborted, BoxError, Error, EventTimeout};
 use crate::event::{CallChain, Envelope, Event, HeldReply, Reply, alarm_failure, limited};
 use crate::gate::{Action, Gate, Mark, Undo};
@@ -115,7 +115,7 @@ pub(crate) fn spawn<O: Object>(
     ns: Arc<NsInner<O>>,
     id: ObjectId,
     generation: u64,
-    rx: mpsc::Receiver<Envelope<O>>,
+    rx: mpsc::Receiver<Mail<O>>,
     nudges: Nudges,
 ) {
     let guard = ns.shared.tasks.token();
@@ -158,7 +158,7 @@ struct Activation<O: Object> {
     ns: Arc<NsInner<O>>,
     id: ObjectId,
     generation: u64,
-    rx: mpsc::Receiver<Envelope<O>>,
+    rx: mpsc::Receiver<Mail<O>>,
     instance: Option<O>,
     ctx: Context,
     /// Retries of failed timers (the alarm driver's policy).
@@ -167,14 +167,14 @@ struct Activation<O: Object> {
     nudges: Nudges,
 }
 
-type NewError<O> = (mpsc::Receiver<Envelope<O>>, Error);
+type NewError<O> = (mpsc::Receiver<Mail<O>>, Error);
 
 impl<O: Object> Activation<O> {
     fn new(
         ns: Arc<NsInner<O>>,
         id: ObjectId,
         generation: u64,
-        rx: mpsc::Receiver<Envelope<O>>,
+        rx: mpsc::Receiver<Mail<O>>,
         nudges: Nudges,
     ) -> std::result::Result<Self, NewError<O>> {
         let store = ns.shared.store.clone();
@@ -324,7 +324,7 @@ impl<O: Object> Activation<O> {
         // starts the next activation.
         self.rx.close();
         while let Ok(env) = self.rx.try_recv() {
-            if let Err(e) = enqueue(&self.ns, &self.id, env) {
+            if let Err(e) = enqueue(&self.ns, &self.id, *env) {
                 tracing::warn!(object = %crate::id::log_label(self.id.as_bytes()), error = %e, "event lost at eviction");
             }
         }
@@ -334,7 +334,7 @@ impl<O: Object> Activation<O> {
     /// Runs the queued events back to back (up to the configured bound),
     /// then commits their writes at once and releases their output, as the
     /// gate (`gate.rs`) decides.
-    async fn run_group(&mut self, first: Envelope<O>) {
+    async fn run_group(&mut self, first: Mail<O>) {
         let mut gate: Gate<Held<O>, Savepoint> =
             Gate::new(self.ns.shared.options.max_events_per_commit);
         let mut next = Some(first);
@@ -347,7 +347,7 @@ impl<O: Object> Activation<O> {
                     savepoint,
                     outbox: self.ctx.outbox_len(),
                 });
-                let ran = self.run_event(envelope).await;
+                let ran = self.run_event(*envelope).await;
                 match self.aborted(ran) {
                     Ok(h) => {
                         self.ctx.storage().overlay_mut().release(savepoint);

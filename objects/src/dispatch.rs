@@ -46,9 +46,14 @@ impl Hasher for IdHasher {
 
 pub(crate) type IdMap<V> = DashMap<[u8; 32], V, BuildHasherDefault<IdHasher>>;
 
+/// One entry of an object's mailbox. Boxed: the channel allocates its
+/// first block of 32 entries with each activation, and an entry in place
+/// would make that block about 2.3 KB per live object instead of 256 bytes.
+pub(crate) type Mail<O> = Box<Envelope<O>>;
+
 /// A live object's mailbox, as the namespace sees it.
 pub(crate) struct Slot<O: Object> {
-    pub(crate) tx: mpsc::Sender<Envelope<O>>,
+    pub(crate) tx: mpsc::Sender<Mail<O>>,
     /// Which activation this is, so a task only ever removes its own slot.
     pub(crate) generation: u64,
     pub(crate) id: ObjectId,
@@ -396,7 +401,7 @@ pub(crate) fn enqueue_local<O: Object>(
             // Sending under the map's read lock: eviction takes the write
             // lock and checks the mailbox is empty, so a message is never
             // left in the mailbox of a task that has decided to go.
-            match slot.tx.try_send(envelope) {
+            match slot.tx.try_send(Box::new(envelope)) {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     ns.metrics.overloads.increment(1);
@@ -407,7 +412,7 @@ pub(crate) fn enqueue_local<O: Object>(
                 }
                 Err(mpsc::error::TrySendError::Closed(e)) => {
                     // The task ended without removing its slot (shutdown).
-                    envelope = e;
+                    envelope = *e;
                     let generation = slot.generation;
                     drop(slot);
                     ns.live.remove_if(&key, |_, s| s.generation == generation);
@@ -464,7 +469,7 @@ fn activate<O: Object>(
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(ns.limits.mailbox_capacity.max(1));
     // A fresh channel with capacity >= 1 always has room.
-    if tx.try_send(envelope).is_err() {
+    if tx.try_send(Box::new(envelope)).is_err() {
         return Err(Error::ShuttingDown);
     }
     let generation = ns.generations.fetch_add(1, Ordering::Relaxed);
@@ -512,12 +517,12 @@ pub(crate) async fn enqueue_wait<O: Object>(
         }
         let tx = ns.live.get(&key).map(|s| s.tx.clone());
         match tx {
-            Some(tx) => match tx.send(envelope).await {
+            Some(tx) => match tx.send(Box::new(envelope)).await {
                 Ok(()) => return Ok(()),
                 Err(mpsc::error::SendError(e)) => {
                     // The activation is going away; it leaves the map
                     // before it closes its mailbox, so this ends.
-                    envelope = e;
+                    envelope = *e;
                     tokio::task::yield_now().await;
                 }
             },
