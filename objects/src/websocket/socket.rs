@@ -30,11 +30,13 @@ pub struct WebSocketOptions {
     /// with 1009. Default 1 MiB (Cloudflare's limit).
     pub max_message_bytes: usize,
     /// Frames queued for one socket before it counts as a slow reader and
-    /// is closed with 1008. Default 4096 (a room of 1,000 joining at once
-    /// sends each member about 2,000 notices in a burst).
+    /// is closed with 1008; the batch the socket is writing counts until it
+    /// is written. Default 4096 (a room of 1,000 joining at once sends
+    /// each member about 2,000 notices in a burst).
     pub send_queue: usize,
-    /// Payload bytes queued for one socket before it counts as a slow
-    /// reader and is closed with 1008, whatever the frame count. Default
+    /// Payload bytes queued for one socket (the batch being written
+    /// included) before it counts as a slow reader and is closed with
+    /// 1008, whatever the frame count. Default
     /// 512 KiB: a frame count alone lets a peer that never reads pin
     /// 4,096 large frames (hundreds of MB).
     pub send_queue_bytes: usize,
