@@ -153,7 +153,14 @@ mod tests {
         assert_eq!(q.push("b", 2), Pushed::Queued);
         let mut batch = VecDeque::new();
         let t = q.take(&mut batch);
-        assert_eq!(t, Taken { count: 2, bytes: 3, ended: false });
+        assert_eq!(
+            t,
+            Taken {
+                count: 2,
+                bytes: 3,
+                ended: false
+            }
+        );
         assert_eq!(batch, [("a", 1), ("b", 2)]);
         assert_eq!(q.push("c", 1), Pushed::Wake, "empty again: wake");
         q.written(2, 3);
@@ -192,7 +199,14 @@ mod tests {
         assert!(!q.drop_sender());
         assert!(q.drop_sender());
         let mut batch = VecDeque::new();
-        assert_eq!(q.take(&mut batch), Taken { count: 1, bytes: 1, ended: true });
+        assert_eq!(
+            q.take(&mut batch),
+            Taken {
+                count: 1,
+                bytes: 1,
+                ended: true
+            }
+        );
         q.close();
         assert_eq!(q.push("b", 1), Pushed::Closed("b"));
         assert_eq!(q.len(), 0);
