@@ -60,8 +60,8 @@ pub(crate) struct Overlay {
     /// one entry per key and savepoint, so an event that writes one key
     /// many times keeps one entry, not one per write.
     undo: Vec<Undo>,
-    savepoints: usize,
-    /// The innermost open savepoint's serial (0: none is open).
+    /// The innermost open savepoint's serial (0: none is open, and nothing
+    /// is journaled).
     innermost: u64,
     /// The last serial handed out; serials are never reused.
     serials: u64,
@@ -112,7 +112,7 @@ impl Overlay {
 
     fn set(&mut self, key: Vec<u8>, value: Option<Bytes>) {
         use std::collections::btree_map::Entry;
-        let journal = self.savepoints > 0;
+        let journal = self.journaling();
         let innermost = self.innermost;
         match self.writes.entry(key) {
             Entry::Occupied(mut e) => {
@@ -147,7 +147,7 @@ impl Overlay {
     /// deleted too (Cloudflare's `delete_all_deletes_alarm` default).
     pub(crate) fn clear(&mut self) {
         let writes = std::mem::take(&mut self.writes);
-        if self.savepoints > 0 {
+        if self.journaling() {
             self.undo.push(Undo::Clear {
                 writes,
                 cleared: self.cleared,
@@ -159,7 +159,7 @@ impl Overlay {
 
     pub(crate) fn set_alarm(&mut self, at: Option<u64>) {
         let old = self.alarm.replace(at);
-        if self.savepoints > 0 {
+        if self.journaling() {
             self.undo.push(Undo::Alarm(old));
         }
     }
@@ -193,10 +193,14 @@ impl Overlay {
         }
     }
 
+    /// A savepoint is open: writes are journaled.
+    fn journaling(&self) -> bool {
+        self.innermost != 0
+    }
+
     /// Opens a savepoint. Savepoints nest: each is released or rolled
     /// back before the one opened before it.
     pub(crate) fn savepoint(&mut self) -> Savepoint {
-        self.savepoints += 1;
         self.serials += 1;
         let sp = Savepoint {
             epoch: self.epoch,
@@ -212,8 +216,7 @@ impl Overlay {
     pub(crate) fn release(&mut self, sp: Savepoint) {
         debug_assert_eq!(sp.serial, self.innermost, "savepoints nest");
         self.innermost = sp.outer;
-        self.savepoints = self.savepoints.saturating_sub(1);
-        if self.savepoints == 0 {
+        if !self.journaling() {
             self.undo.clear();
         } else {
             debug_assert!(sp.epoch != self.epoch || sp.at <= self.undo.len());
@@ -253,7 +256,6 @@ impl Overlay {
         let taken = std::mem::replace(
             self,
             Overlay {
-                savepoints: self.savepoints,
                 innermost: self.innermost,
                 serials: self.serials,
                 epoch: self.epoch + 1,

@@ -608,6 +608,8 @@ impl Task {
             }
         };
         drop(ws);
+        // Refuse frames now, not when the task ends (`Drop for Task`): the
+        // close events below may wait for the object's mailbox.
         crate::sync::lock(&self.shared.queue).close();
         let metrics = self.deliver.metrics();
         metrics.sockets_closed.increment(1);
