@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::node::Node;
 use crate::remote::replica::placement::{self, Zones};
 use crate::remote::replica::wire::{Assembler, CopyProgress, ReplMessage, WireBatch};
-use crate::remote::replica::{Config, Follower, Group, Label, Limits, Log, Primary};
+use crate::remote::replica::{Catch, Config, Follower, Group, Label, Limits, Log, Primary};
 use crate::remote::shard::{Owner, shard_of};
 use crate::storage::replication::{Mark, Record, Reply};
 use crate::storage::{Batch, StorageError, Store};
@@ -25,7 +25,8 @@ use crate::storage::{Batch, StorageError, Store};
 /// Bytes of batches per `append` part and of records per copy chunk
 /// (base64 makes them a third larger; a frame holds 8 MiB).
 pub(super) const PART_BYTES: usize = 4 << 20;
-/// How long a learner waits for a copy it asked for before asking again.
+/// How long a learner waits for a copy it asked for before asking again,
+/// and how often one that holds the primary's history says so (a probe).
 const ASK_AGAIN: Duration = Duration::from_secs(10);
 /// How long a rewrite outside replication keeps a shard's trail away, at
 /// most (a hand-off's steps time out sooner).
@@ -78,10 +79,6 @@ pub(super) struct Trail {
     pub(super) parts: Assembler,
     /// The copy being received: its progress and records so far.
     pub(super) copy: Option<(CopyProgress, Vec<Record>, usize)>,
-    /// When it last asked the primary for a copy.
-    pub(super) asked: Option<Instant>,
-    /// It holds a copy (or groups) of this epoch's primary.
-    pub(super) caught: bool,
 }
 
 #[derive(Default)]
@@ -305,32 +302,29 @@ impl Replication {
                 f: Follower::new(&me, Log::at(label(m), limits.max_log), m.seq),
                 parts: Assembler::default(),
                 copy: None,
-                asked: None,
-                caught: false,
             });
-            let before = trail.f.epoch();
             trail.f.on_config(config);
-            if trail.f.epoch() > before && !member {
-                trail.caught = false;
-            }
-            if !member
-                && !trail.caught
-                && trail
-                    .asked
-                    .is_none_or(|t| now.duration_since(t) >= ASK_AGAIN)
-            {
-                let session = rand_session();
-                trail.f.want_copy(session);
-                trail.asked = Some(now);
-                trail.copy = None;
-                asks.push((
-                    config.primary.clone(),
-                    ReplMessage::CatchUp {
+            match trail.f.learn(now, ASK_AGAIN, rand_session) {
+                Some(Catch::Copy(session)) => {
+                    trail.copy = None;
+                    asks.push((
+                        config.primary.clone(),
+                        ReplMessage::CatchUp {
+                            shard,
+                            epoch: trail.f.epoch(),
+                            session,
+                        },
+                    ));
+                }
+                Some(Catch::Probe(a)) => asks.push((
+                    a.to,
+                    ReplMessage::Ack {
                         shard,
-                        epoch: trail.f.epoch(),
-                        session,
+                        epoch: a.epoch,
+                        seq: a.seq,
                     },
-                ));
+                )),
+                None => {}
             }
         }
         let unknown: Vec<u32> = st

@@ -31,15 +31,20 @@ impl Replication {
                     .await
             }
             ReplMessage::Ack { shard, epoch, seq } => {
-                let replies = {
+                let (replies, refused) = {
                     let mut st = crate::sync::lock(&self.state);
                     let Some(lead) = st.leads.get_mut(&shard) else {
                         return;
                     };
-                    lead.p.on_ack(from, epoch, seq, Instant::now());
-                    Self::released(lead)
+                    let refused = lead.p.on_ack(from, epoch, seq, Instant::now());
+                    (Self::released(lead), refused)
                 };
                 answer(replies);
+                if let Some(refused) = refused {
+                    // A learner this primary dropped: it asks for a copy.
+                    self.net
+                        .send(from, &ReplMessage::Refused { shard, refused });
+                }
             }
             ReplMessage::Refused { shard, refused } => {
                 let mut st = crate::sync::lock(&self.state);
@@ -47,9 +52,10 @@ impl Replication {
                     let again = lead.p.on_refused(from, &refused, Instant::now());
                     self.resend(shard, lead, again);
                 } else if let Some(trail) = st.trails.get_mut(&shard) {
-                    // A learner refused as a member, or asked too early:
-                    // ask again later.
-                    trail.asked = None;
+                    // A learner refused as a member, asked too early, or
+                    // dropped by the primary: it asks for a copy at the
+                    // next reading of etcd.
+                    trail.f.forgotten();
                 }
             }
             ReplMessage::CatchUp {
@@ -111,10 +117,7 @@ impl Replication {
                 }
             }
             match trail.f.on_append(from, epoch, prev, label) {
-                Verdict::Apply => {
-                    trail.caught = true;
-                    Ok(checked)
-                }
+                Verdict::Apply => Ok(checked),
                 Verdict::Duplicate => Err(trail.f.ack().map(|a| ReplMessage::Ack {
                     shard,
                     epoch: a.epoch,
@@ -356,10 +359,7 @@ impl Replication {
                 return;
             };
             match trail.f.on_copy(from, epoch, at, session) {
-                Verdict::Apply => {
-                    trail.caught = true;
-                    held
-                }
+                Verdict::Apply => held,
                 Verdict::Duplicate => return,
                 Verdict::Refuse(refused) => {
                     drop(st);

@@ -12,6 +12,8 @@
 //! [`Follower::on_config`]) before it handles any replication message
 //! after a start: the newest epoch lives in memory only.
 
+use std::time::{Duration, Instant};
+
 use super::{Config, Label, Limits, Log, Primary, Proposal, Refused};
 
 /// What to do with a group that arrived.
@@ -34,6 +36,18 @@ pub(crate) struct Ack {
     pub(crate) seq: u64,
 }
 
+/// What a learner sends its primary now ([`Follower::learn`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Catch {
+    /// Ask for a catch-up copy, as request `session`.
+    Copy(u64),
+    /// It holds the primary's history and waits to be added: say so again
+    /// (the acknowledgement it would send anyway). A primary that no
+    /// longer counts it as a learner answers [`Refused::NotNow`], and then
+    /// [`Follower::forgotten`] makes it ask for a copy.
+    Probe(Ack),
+}
+
 /// One shard's follower (or learner) state on one node.
 #[derive(Clone, Debug)]
 pub(crate) struct Follower {
@@ -52,6 +66,11 @@ pub(crate) struct Follower {
     /// one: only that copy is installed, never a late one of an earlier
     /// request (it could be older than groups acknowledged since).
     session: Option<u64>,
+    /// A follower in the newest configuration read from etcd (else a
+    /// learner, if it runs these rules at all).
+    member: bool,
+    /// When it last asked for a copy, or probed, as a learner.
+    asked: Option<Instant>,
 }
 
 impl Follower {
@@ -67,6 +86,8 @@ impl Follower {
             log,
             matched: false,
             session: None,
+            member: false,
+            asked: None,
         }
     }
 
@@ -90,6 +111,51 @@ impl Follower {
     /// The shard's configuration as read from etcd.
     pub(crate) fn on_config(&mut self, config: &Config) {
         self.adopt(config.epoch, &config.primary);
+        if config.epoch == self.epoch {
+            self.member = config.is_follower(&self.me);
+        }
+    }
+
+    /// What this replica, outside the configuration, sends its primary
+    /// now, at most once per `every`: while it does not hold the primary's
+    /// history, a request for a copy (numbered by `session`, called only
+    /// then); once it does, a [`Catch::Probe`], so that a primary that
+    /// dropped it as a learner (a send to it failed, say) tells it so. A
+    /// member sends neither.
+    pub(crate) fn learn(
+        &mut self,
+        now: Instant,
+        every: Duration,
+        session: impl FnOnce() -> u64,
+    ) -> Option<Catch> {
+        if self.member
+            || self
+                .asked
+                .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return None;
+        }
+        let catch = if self.matched {
+            Catch::Probe(self.ack()?)
+        } else {
+            let s = session();
+            self.want_copy(s);
+            Catch::Copy(s)
+        };
+        self.asked = Some(now);
+        Some(catch)
+    }
+
+    /// The primary refused this learner's request or probe
+    /// ([`Refused::NotNow`]: it does not count it as a learner, or cannot
+    /// copy now). It asks for a copy at the next [`learn`](Self::learn):
+    /// groups sent to it from now on may not follow what it holds.
+    pub(crate) fn forgotten(&mut self) {
+        if self.member {
+            return;
+        }
+        self.matched = false;
+        self.asked = None;
     }
 
     /// A newer epoch: its primary is the only sender from now on, and
@@ -277,6 +343,39 @@ mod tests {
             f.on_append("c", 1, l(1, 1), l(1, 2)),
             Verdict::Refuse(Refused::Stale { epoch: 1, .. })
         ));
+    }
+
+    #[test]
+    fn a_learner_asks_for_a_copy_then_probes_at_most_once_per_period() {
+        let every = std::time::Duration::from_secs(10);
+        let t = Instant::now();
+        let mut f = Follower::new("b", Log::at(Label::ZERO, 8), 0);
+        let config = |followers: &[&str]| Config {
+            epoch: 1,
+            primary: "a".into(),
+            followers: followers.iter().map(|s| (*s).to_string()).collect(),
+        };
+        f.on_config(&config(&[]));
+        assert_eq!(f.learn(t, every, || 7), Some(Catch::Copy(7)));
+        assert_eq!(f.learn(t + every / 2, every, || 8), None, "paced");
+        assert_eq!(f.learn(t + every, every, || 8), Some(Catch::Copy(8)));
+        // The copy of request 8 is installed: from now on it probes.
+        assert_eq!(f.on_copy("a", 1, l(1, 3), 8), Verdict::Apply);
+        let probe = Catch::Probe(Ack {
+            to: "a".into(),
+            epoch: 1,
+            seq: 0,
+        });
+        assert_eq!(f.learn(t + every * 2, every, || 9), Some(probe));
+        // Told it is not counted: it asks for a copy at once.
+        f.forgotten();
+        assert_eq!(f.learn(t + every * 2, every, || 9), Some(Catch::Copy(9)));
+        // A member neither asks nor probes, and is never forgotten.
+        f.on_config(&config(&["b"]));
+        assert_eq!(f.learn(t + every * 9, every, || 10), None);
+        assert_eq!(f.on_copy("a", 1, l(1, 3), 9), Verdict::Apply);
+        f.forgotten();
+        assert!(f.ack().is_some(), "still matched");
     }
 
     #[test]

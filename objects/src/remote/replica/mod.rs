@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 pub(crate) use follower::Ack;
-pub(crate) use follower::{Follower, Verdict};
+pub(crate) use follower::{Catch, Follower, Verdict};
 pub(crate) use primary::{Group, Primary};
 
 /// The most followers a shard may have (R).

@@ -221,13 +221,25 @@ impl Primary {
     }
 
     /// `from` says it has everything through `seq` durable, at `epoch`.
-    pub(crate) fn on_ack(&mut self, from: &str, epoch: u64, seq: u64, now: Instant) {
+    /// `Some` (to send back) if `from` is neither a member nor a learner
+    /// here: a learner this primary dropped (a send to it failed, say)
+    /// that still holds its history and waits to be added; told so, it
+    /// asks for a copy again.
+    pub(crate) fn on_ack(
+        &mut self,
+        from: &str,
+        epoch: u64,
+        seq: u64,
+        now: Instant,
+    ) -> Option<Refused> {
         if epoch < self.first_epoch || epoch > self.config.epoch {
-            return;
+            return None;
         }
         let last = self.log.last().seq;
         let Some(p) = self.peers.get_mut(from) else {
-            return;
+            let member =
+                self.config.has(from) || self.pending.as_ref().is_some_and(|c| c.has(from));
+            return (!member).then_some(Refused::NotNow);
         };
         let seq = seq.min(last);
         p.heard = true;
@@ -239,6 +251,7 @@ impl Primary {
             // its copy at 0): no timeout runs.
             p.waiting_since = None;
         }
+        None
     }
 
     /// `from` refused a group or a copy. The groups to resend to it, if it

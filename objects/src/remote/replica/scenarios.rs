@@ -156,3 +156,43 @@ fn a_late_answer_to_an_earlier_proposal_changes_nothing() {
     deliver_where(&mut w, |m| matches!(m, Msg::Decided { to: 0, .. }));
     assert!(matches!(&w.nodes[0].role, Role::Primary(p) if p.deposed()));
 }
+
+/// A learner took a group (the shard was empty, so the group followed
+/// what it held) while the copy it asked for was lost, and then the
+/// primary dropped it for that failed send. It holds the primary's
+/// history, so it does not ask for a copy again; its probe tells the
+/// primary it is there, the primary answers that it does not count it,
+/// and it asks again, catches up and is added.
+#[test]
+fn a_learner_the_primary_dropped_after_it_caught_up_is_added_again() {
+    let mut w = World::new(1);
+    w.unreachable(0, 1);
+    w.tick(0);
+    deliver_all(&mut w);
+    assert_eq!(w.etcd.followers, Vec::<String>::new());
+    // n2 asks; the copy is lost on the way (its send failed) ...
+    w.refresh(2);
+    deliver_where(&mut w, |m| matches!(m, Msg::CatchUp { .. }));
+    w.net.retain(|m| !matches!(m, Msg::Copy { .. }));
+    // ... but the next group reaches it and follows its (empty) history.
+    w.commit(0);
+    deliver_where(&mut w, |m| matches!(m, Msg::Append { to: 2, .. }));
+    assert_eq!(w.nodes[2].applied, vec![l(2, 1)]);
+    // The failed send is noticed: the primary drops the learner.
+    w.unreachable(0, 2);
+    w.tick(0);
+    assert!(w.net.is_empty(), "no proposal: {:?}", w.net);
+    // Readings of etcd: n2 probes, is told, asks, catches up.
+    for _ in 0..3 {
+        w.refresh(2);
+        deliver_all(&mut w);
+        w.sync(0);
+        w.sync(2);
+        deliver_all(&mut w);
+    }
+    w.tick(0);
+    deliver_all(&mut w);
+    assert_eq!(w.etcd.followers, vec![name(2)]);
+    assert_eq!(w.nodes[2].applied, w.nodes[0].applied);
+    w.check();
+}

@@ -228,13 +228,21 @@ impl World {
         let Role::Follower(f, _) = &mut self.nodes[i].role else {
             return;
         };
-        self.sessions += 1;
-        f.want_copy(self.sessions);
-        self.net.push(Msg::CatchUp {
-            from: name(i),
-            to: index(&self.etcd.primary),
-            session: self.sessions,
-        });
+        // The shell paces these (`ASK_AGAIN`); the model lets every
+        // refresh act, so that a random run reaches them often.
+        let next = self.sessions + 1;
+        match f.learn(self.now, Duration::ZERO, || next) {
+            Some(Catch::Copy(session)) => {
+                self.sessions = next;
+                self.net.push(Msg::CatchUp {
+                    from: name(i),
+                    to: index(&self.etcd.primary),
+                    session,
+                });
+            }
+            Some(Catch::Probe(ack)) => self.send_ack(i, Some(ack)),
+            None => {}
+        }
     }
 
     pub(super) fn commit(&mut self, i: usize) {
@@ -441,16 +449,24 @@ impl World {
                 epoch,
                 seq,
             } => {
-                if let Role::Primary(p) = &mut self.nodes[to].role {
-                    p.on_ack(&from, epoch, seq, now);
+                if let Role::Primary(p) = &mut self.nodes[to].role
+                    && let Some(why) = p.on_ack(&from, epoch, seq, now)
+                {
+                    self.net.push(Msg::Refuse {
+                        from: name(to),
+                        to: index(&from),
+                        why,
+                    });
                 }
             }
-            Msg::Refuse { from, to, why } => {
-                if let Role::Primary(p) = &mut self.nodes[to].role {
+            Msg::Refuse { from, to, why } => match &mut self.nodes[to].role {
+                Role::Primary(p) => {
                     let again = p.on_refused(&from, &why, now);
                     self.send_groups(&name(to), again);
                 }
-            }
+                Role::Follower(f, _) => f.forgotten(),
+                Role::Down => {}
+            },
             Msg::CatchUp { from, to, session } => {
                 let n = &mut self.nodes[to];
                 if let Role::Primary(p) = &mut n.role {
